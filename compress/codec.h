@@ -1,0 +1,93 @@
+/*
+ * compress/codec.h - page codecs behind one small interface, the delta cache and the adaptive
+ * codec chooser. Knows nothing of sessions or links (DESIGN.md: arrows point one way).
+ *
+ * All encoders and decoders work on whole page runs held in caller buffers; nothing here
+ * allocates after *_create. Decoders never read or write outside the buffers they are given,
+ * whatever the input: corrupt, truncated or oversized input returns VFMIG_ECODEC.
+ */
+#ifndef VFMIG_COMPRESS_CODEC_H
+#define VFMIG_COMPRESS_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vfmig.h" /* vfmig_codec ids and status codes */
+
+/* Per-worker codec state (lz4 state, zstd contexts, scratch). One per thread; not shared. */
+typedef struct vfmig_codec_ctx vfmig_codec_ctx;
+
+/** State for runs of up to max_src_bytes. */
+int vfmig_codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out);
+void vfmig_codec_ctx_destroy(vfmig_codec_ctx *c);
+
+/** Output bytes any codec may need for src_len input bytes (size dst buffers with this). */
+size_t vfmig_codec_bound(size_t src_len);
+
+/**
+ * Encodes `len` bytes of `src` with `codec` (RAW, ZERO, LZ4, ZSTD, DELTA; not AUTO) into dst
+ * (cap >= vfmig_codec_bound(len)). `level`: lz4 acceleration (0 = 1) or zstd level (0 = 1,
+ * negative levels allowed). DELTA needs `ref`, the copy last sent (same length); the others
+ * ignore it. ZERO requires src to be all zero (VFMIG_EINVAL otherwise) and writes nothing.
+ * *out_len may be >= len: the caller then sends RAW instead.
+ */
+int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
+                 const void *ref, void *dst, size_t cap, size_t *out_len);
+
+/**
+ * Decodes `len` bytes of `src` into exactly `dst_len` bytes of `dst`. DELTA reads `ref` (the
+ * receiver's current copy, dst_len bytes; `ref` may equal `dst` for an in-place update).
+ * Any mismatch (size, corrupt stream, trailing bytes) returns VFMIG_ECODEC.
+ */
+int vfmig_decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
+                 void *dst, size_t dst_len);
+
+/** True if all `len` bytes are zero (fast, early exit on the first non-zero word). */
+bool vfmig_is_zero(const void *p, size_t len);
+
+/* -------------------------------------------------------------------------------------------
+ * Delta cache: the last sent copy of pages, bounded (like QEMU's XBZRLE cache), thread-safe.
+ * Capacity is rounded down to whole pages; an insert evicts an old page (CLOCK).
+ */
+typedef struct vfmig_delta_cache vfmig_delta_cache;
+
+int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
+                             vfmig_delta_cache **out);
+void vfmig_delta_cache_destroy(vfmig_delta_cache *dc);
+/** Copies the cached copy of `page` into dst (page_size bytes) and returns true, or false. */
+bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst);
+/** Stores (copies) the page as last sent, evicting another if full. */
+void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src);
+/** Forgets a page (e.g., it was sent as zero). */
+void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page);
+typedef struct vfmig_delta_cache_stats {
+    uint64_t hits, misses, evictions, pages_cached, capacity_pages;
+} vfmig_delta_cache_stats;
+void vfmig_delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out);
+
+/* -------------------------------------------------------------------------------------------
+ * Adaptive codec choice per batch, by content (what recent batches of each kind gave) and by
+ * bottleneck (link bytes/s against codec bytes/s). One chooser per worker (not thread-safe).
+ */
+typedef struct vfmig_chooser {
+    int fixed_codec;       /* VFMIG_CODEC_AUTO or a fixed codec */
+    int level;
+    double link_bps;       /* current estimate of the link's bytes/s (0 = unknown) */
+    /* learned: EWMA of ratio (out/in) and speed (in bytes/s) per codec */
+    double ratio[VFMIG_CODEC_COUNT];
+    double speed[VFMIG_CODEC_COUNT];
+    uint32_t samples[VFMIG_CODEC_COUNT];
+    uint32_t batches;      /* batches seen; drives periodic re-probing */
+    uint32_t workers;      /* encode workers sharing the link */
+} vfmig_chooser;
+
+void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
+/** Sets the link estimate (bytes/s for all workers together). */
+void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps);
+/** Codec for a non-zero batch. has_ref: a delta reference exists for every page of it. */
+int vfmig_chooser_pick(vfmig_chooser *ch, bool has_ref);
+/** What the chosen codec gave (in, out bytes; time spent encoding). */
+void vfmig_chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * transport/link.h - what the engine sees of a link: numbered streams of frames.
+ * Stream 0 is the control connection; streams 1..n carry pages. Knows nothing of sessions.
+ *
+ * Threading: each stream has at most one sending thread and one receiving thread at a time
+ * (the engine serializes per stream); different streams are used concurrently.
+ * vfmig_link_interrupt may be called from any thread at any time.
+ * The public half (connect, listen, accept, close, endpoint strings) is in include/vfmig.h.
+ */
+#ifndef VFMIG_TRANSPORT_LINK_H
+#define VFMIG_TRANSPORT_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vfmig.h"
+#include "wire.h"
+
+/** Parsed endpoint (also used by tests). */
+typedef struct vfmig_endpoint {
+    int kind;             /* VFMIG_LINK_TCP or VFMIG_LINK_RDMA */
+    char host[256];       /* without brackets */
+    uint16_t port;
+    uint32_t streams;     /* tcp streams / rdma qps; 1..64, default 1 */
+} vfmig_endpoint;
+enum { VFMIG_LINK_TCP = 1, VFMIG_LINK_RDMA = 2 };
+#define VFMIG_MAX_STREAMS 64
+
+/** Parses an endpoint string; VFMIG_EADDR with a message naming what is wrong. */
+int vfmig_endpoint_parse(const char *s, vfmig_endpoint *ep, char *err, size_t errlen);
+
+/**
+ * Queues a frame with its payload (f->len bytes) on a stream; may buffer. Blocks while the
+ * peer does not read, up to the link timeout. Subject to the bandwidth cap.
+ * Returns VFMIG_OK, VFMIG_ECLOSED, VFMIG_EIO, VFMIG_ETIMEDOUT or VFMIG_ECANCELED.
+ */
+int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload);
+/** Pushes out whatever the stream buffers. */
+int vfmig_link_flush(vfmig_link *l, unsigned stream);
+/**
+ * Receives one whole frame, checksum verified. The payload goes to `payload` (cap bytes; a
+ * larger frame is VFMIG_EPROTO). timeout_ms bounds the wait for the frame to start (0 = poll:
+ * VFMIG_ETIMEDOUT at once if nothing is there) and, separately, for its rest to arrive.
+ */
+int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
+                    int timeout_ms);
+/** Any thread: every blocked and later send/recv returns VFMIG_ECANCELED. Sticky. */
+void vfmig_link_interrupt(vfmig_link *l);
+/** Timeout for blocking sends and for the rest of a started frame (default 10000 ms). */
+void vfmig_link_set_timeout(vfmig_link *l, int timeout_ms);
+/** Cap on bytes/s over all streams together (token bucket); 0 = none. */
+void vfmig_link_set_max_bandwidth(vfmig_link *l, uint64_t bytes_per_s);
+/** Largest payload the receiving side accepts (default VFMIG_FRAME_MAX_PAYLOAD). */
+void vfmig_link_set_max_payload(vfmig_link *l, size_t max_payload);
+/** Bytes put on the wire (headers included), all streams. Any thread. */
+uint64_t vfmig_link_bytes_sent(const vfmig_link *l);
+/** Human-readable description of the last error on a stream ("" if none). */
+const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream);
+
+#endif
