@@ -2,9 +2,9 @@
  * vfmig.h - live migration of a GPU virtual function's VRAM with a short blackout.
  *
  * The only public header. Conventions, once for the whole API:
- *   - Every function that can fail returns an int: VFMIG_OK (0) or a negative VFMIG_E* status.
+ *   - Every function that can fail returns an int: VFMIG_OK (0) or a negative VFMIG_E status.
  *     vfmig_strerror() names it; sessions also keep a last-error message with the details.
- *   - Handles are opaque. Every *_create/*_open has a matching destroy/close that accepts NULL.
+ *   - Handles are opaque. Every create/open call has a matching destroy/close that accepts NULL.
  *   - The library keeps no global mutable state, never prints, never exits or aborts.
  *   - A session (and a link) is driven from one thread at a time, except where a function says
  *     "any thread". Different sessions run concurrently without locking.
