@@ -391,12 +391,6 @@ VFMIG_API int vfmig_session_set_pinning(vfmig_session *s, const char *spec);
 /** Event callback; `user` is passed back untouched. */
 VFMIG_API void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user);
 /**
- * Pre-shared key for mutual authentication in the handshake (both ends must hold the same key).
- * The key is copied. Without a key on both ends no authentication is done.
- */
-VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len);
-
-/**
  * Runs the whole migration on a connected link (the session does not take ownership of the
  * link; close it after run). Blocks until done, failed or canceled.
  * Source: prepare, immutable state, rounds, blackout, commit. Target: the mirror of it.

@@ -1,0 +1,776 @@
+/*
+ * cli/vfmig.c - the `vfmig` command: migrate a simulated VF between two processes (source,
+ * target) or inside one (local), printing a round table and blackout breakdown for people, or
+ * one JSON object for tools (--json).
+ *
+ * Exit codes: 0 migrated, 1 migration failed (the VF runs on the source), 2 bad usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "vfmig.h"
+
+/* An option not given keeps the library's default. */
+#define NOTSET INT64_MIN
+
+typedef struct opts {
+    const char *cmd;
+    const char *endpoint;
+    vfmig_simvf_config sim;
+    uint32_t target_state_version; /* 0 = same as source */
+    int64_t budget_ms, max_rounds, max_precopy_ms, timeout_ms, threads, codec, level;
+    int64_t max_bandwidth, delta_cache, batch_bytes, throttle, readback;
+    int accept_timeout_ms;
+    const char *pin;
+    const char *codec_str;
+    const char *pattern_str;
+    const char *content_str;
+    bool json, verbose, quiet;
+} opts;
+
+typedef struct report {
+    const char *role;
+    int status;
+    char error[600];
+    vfmig_stats st;
+    vfmig_round_stats *rounds;
+    uint32_t nrounds;
+    int byte_compare; /* local: -1 not done, 0 differs, 1 equal */
+    char endpoint[400];
+} report;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parsing of sizes, rates and enums: errors name the option and what was wrong.              */
+/* ------------------------------------------------------------------------------------------ */
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "vfmig: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see vfmig --help)\n");
+    va_end(ap);
+    exit(2);
+}
+
+/* "1G", "512M", "4K", "4096": binary multiples. */
+static uint64_t parse_size(const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)", opt, s ? s : "");
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)", opt, s);
+    double mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1024.0; end++; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'I')
+        end++;
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end)
+        usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)", opt, s);
+    double r = v * mul;
+    if (r > 1.8e19)
+        usage_error("%s: '%s' is too large", opt, s);
+    return (uint64_t)r;
+}
+
+/* Bytes per second: "200M" (binary, like sizes), or bits with a decimal unit: "10Gbit". */
+static uint64_t parse_rate(const char *opt, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n > 3 && !strcasecmp(s + n - 3, "bit")) {
+        char buf[64];
+        if (n - 3 >= sizeof(buf))
+            usage_error("%s: '%s' is not a rate", opt, s);
+        memcpy(buf, s, n - 3);
+        buf[n - 3] = 0;
+        char *end;
+        double v = strtod(buf, &end), mul = 1;
+        switch (*end) {
+        case 'k': case 'K': mul = 1e3; end++; break;
+        case 'm': case 'M': mul = 1e6; end++; break;
+        case 'g': case 'G': mul = 1e9; end++; break;
+        default: break;
+        }
+        if (end == buf || *end || v < 0)
+            usage_error("%s: '%s' is not a rate (use e.g. 200M for bytes/s or 10Gbit)", opt, s);
+        return (uint64_t)(v * mul / 8);
+    }
+    if (s && n && (s[n - 1] == 's' || s[n - 1] == 'S'))
+        usage_error("%s: '%s': give the rate without '/s' (e.g. 200M means 200 MiB/s)", opt, s);
+    return parse_size(opt, s);
+}
+
+static int64_t parse_int(const char *opt, const char *s, int64_t min, int64_t max)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        usage_error("%s: '%s' is not a whole number", opt, s);
+    if (v < min || v > max)
+        usage_error("%s: %lld is out of range %" PRId64 "..%" PRId64, opt, v, min, max);
+    return v;
+}
+
+static int64_t parse_param(const char *opt, const char *s, vfmig_param p)
+{
+    int64_t min, max;
+    vfmig_param_bounds(p, &min, &max, NULL);
+    return parse_int(opt, s, min, max);
+}
+
+static void parse_pattern(opts *o, const char *s)
+{
+    if (!strcmp(s, "uniform")) {
+        o->sim.pattern = VFMIG_PATTERN_UNIFORM;
+    } else if (!strcmp(s, "seq")) {
+        o->sim.pattern = VFMIG_PATTERN_SEQ;
+    } else if (!strncmp(s, "hot:", 4)) {
+        o->sim.pattern = VFMIG_PATTERN_HOT;
+        o->sim.hot_bytes = parse_size("--pattern hot:SIZE", s + 4);
+        if (!o->sim.hot_bytes)
+            usage_error("--pattern: the hot set must not be empty");
+    } else {
+        usage_error("--pattern: '%s' is not uniform, hot:SIZE or seq", s);
+    }
+}
+
+static void parse_content(opts *o, const char *s)
+{
+    static const char *const names[] = {"zero", "texture", "tensor", "random", "mix"};
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(s, names[i])) {
+            o->sim.content = (vfmig_content)i;
+            return;
+        }
+    usage_error("--content: '%s' is not zero, texture, tensor, random or mix", s);
+}
+
+static void parse_codec(opts *o, const char *s)
+{
+    char name[16];
+    const char *colon = strchr(s, ':');
+    size_t n = colon ? (size_t)(colon - s) : strlen(s);
+    if (n >= sizeof(name))
+        usage_error("--codec: '%s' is not auto, raw, lz4, zstd[:LEVEL] or delta", s);
+    memcpy(name, s, n);
+    name[n] = 0;
+    static const struct { const char *name; int id; } codecs[] = {
+        {"auto", VFMIG_CODEC_AUTO}, {"raw", VFMIG_CODEC_RAW}, {"lz4", VFMIG_CODEC_LZ4},
+        {"zstd", VFMIG_CODEC_ZSTD}, {"delta", VFMIG_CODEC_DELTA}};
+    for (size_t i = 0; i < sizeof(codecs) / sizeof(codecs[0]); i++)
+        if (!strcmp(name, codecs[i].name)) {
+            o->codec = codecs[i].id;
+            if (colon) {
+                if (o->codec != VFMIG_CODEC_ZSTD && o->codec != VFMIG_CODEC_LZ4)
+                    usage_error("--codec: only lz4 and zstd take a level");
+                o->level = parse_param("--codec LEVEL", colon + 1, VFMIG_P_CODEC_LEVEL);
+            }
+            return;
+        }
+    usage_error("--codec: '%s' is not auto, raw, lz4, zstd[:LEVEL] or delta", s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void help(const char *cmd)
+{
+    if (!cmd) {
+        printf("usage: vfmig COMMAND [OPTIONS]\n\n"
+               "Live-migrates the VRAM and state of a (simulated) GPU virtual function.\n\n"
+               "commands:\n"
+               "  local    both ends in one process over loopback; checks the target image byte for byte\n"
+               "  source   run a simulated VF with a live workload and migrate it to a target\n"
+               "  target   wait for a source and take the VF over\n\n"
+               "'vfmig COMMAND --help' lists the options of a command.\n");
+        return;
+    }
+    printf("usage: vfmig %s %s[OPTIONS]\n\n", cmd,
+           !strcmp(cmd, "source") ? "--connect ENDPOINT " : !strcmp(cmd, "target") ? "--listen ENDPOINT " : "");
+    if (!strcmp(cmd, "source"))
+        printf("  -c, --connect ENDPOINT   target to migrate to: tcp://HOST:PORT?streams=N, rdma://HOST:PORT?qps=N or HOST:PORT\n");
+    else if (!strcmp(cmd, "target"))
+        printf("  -l, --listen ENDPOINT    where to wait for the source (same forms; streams=N is the most accepted)\n"
+               "      --accept-timeout-ms N  give up if no source connects in time (default: wait forever)\n"
+               "      --target-state-version N  driver/firmware version of this host (default: the source's)\n");
+    else
+        printf("      --link ENDPOINT      loopback link to use (default tcp://127.0.0.1:0; ?streams=N for more streams)\n"
+               "      --target-state-version N  version the target accepts (differs from 1: the target refuses)\n");
+    printf("\nsimulated VF (sizes take K/M/G, binary):\n"
+           "      --vram SIZE          VRAM of the VF (default 1G)\n"
+           "      --page SIZE          dirty-tracking page, power of two 4K..2M (default 64K)\n"
+           "      --ranges N           memory-basis ranges (default 1)\n"
+           "      --dirty-rate RATE    bytes/s the workload writes: 200M, or 10Gbit (default 0)\n"
+           "      --pattern P          uniform | hot:SIZE | seq (default uniform)\n"
+           "      --content C          zero | texture | tensor | random | mix (default mix)\n"
+           "      --writers N          workload threads (default 1)\n"
+           "      --seed N             content and workload seed\n"
+           "      --mutable-size SIZE  mutable device state (default 64K)\n"
+           "      --immutable-size SIZE  immutable device state (default 4K)\n"
+           "\nmigration:\n"
+           "      --budget-ms N        blackout budget for the switch-over (default 50)\n"
+           "      --max-rounds N       pre-copy rounds before a forced switch-over (default 30)\n"
+           "      --max-precopy-ms N   pre-copy time before a forced switch-over (default 60000)\n"
+           "      --timeout-ms N       longest wait on the peer (default 10000)\n"
+           "      --threads N          encode/decode workers (default: one per CPU)\n"
+           "      --codec C            auto | raw | lz4 | zstd[:LEVEL] | delta (default auto)\n"
+           "      --max-bandwidth RATE cap on the link, all streams (e.g. 10Gbit; default none)\n"
+           "      --delta-cache SIZE   copies kept for delta encoding (default 64M)\n"
+           "      --batch SIZE         largest page run per frame (default 256K)\n"
+           "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
+           "      --verify-readback    target also reads its VRAM back to verify\n"
+           "      --pin P              auto | none | CPU list like 0-3 (worker placement)\n"
+           "\noutput:\n"
+           "      --json               one JSON object on stdout, nothing else\n"
+           "  -v, --verbose            progress, topology and decisions on stderr\n"
+           "  -q, --quiet              only the summary line\n"
+           "  -h, --help               this text\n");
+}
+
+enum {
+    O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
+    O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
+    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV
+};
+
+static void parse_args(opts *o, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"connect", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
+        {"link", required_argument, 0, O_LINK}, {"accept-timeout-ms", required_argument, 0, O_ACCEPT},
+        {"target-state-version", required_argument, 0, O_TSV},
+        {"vram", required_argument, 0, O_VRAM}, {"page", required_argument, 0, O_PAGE},
+        {"ranges", required_argument, 0, O_RANGES}, {"dirty-rate", required_argument, 0, O_RATE},
+        {"pattern", required_argument, 0, O_PATTERN}, {"content", required_argument, 0, O_CONTENT},
+        {"writers", required_argument, 0, O_WRITERS}, {"seed", required_argument, 0, O_SEED},
+        {"mutable-size", required_argument, 0, O_MUT}, {"immutable-size", required_argument, 0, O_IMM},
+        {"budget-ms", required_argument, 0, O_BUDGET}, {"max-rounds", required_argument, 0, O_ROUNDS},
+        {"max-precopy-ms", required_argument, 0, O_PRECOPY}, {"timeout-ms", required_argument, 0, O_TIMEOUT},
+        {"threads", required_argument, 0, O_THREADS}, {"codec", required_argument, 0, O_CODEC},
+        {"max-bandwidth", required_argument, 0, O_BW}, {"delta-cache", required_argument, 0, O_DELTA},
+        {"batch", required_argument, 0, O_BATCH}, {"no-throttle", no_argument, 0, O_NOTHROTTLE},
+        {"verify-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
+        {"json", no_argument, 0, O_JSON}, {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:l:vqh", lo, NULL)) != -1) {
+        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        switch (c) {
+        case 'c':
+            if (strcmp(o->cmd, "source"))
+                usage_error("--connect belongs to 'vfmig source'");
+            o->endpoint = optarg;
+            break;
+        case 'l':
+            if (strcmp(o->cmd, "target"))
+                usage_error("--listen belongs to 'vfmig target'");
+            o->endpoint = optarg;
+            break;
+        case O_LINK:
+            if (strcmp(o->cmd, "local"))
+                usage_error("--link belongs to 'vfmig local' (source uses --connect, target --listen)");
+            o->endpoint = optarg;
+            break;
+        case O_ACCEPT: o->accept_timeout_ms = (int)parse_int(name, optarg, 1, INT32_MAX); break;
+        case O_TSV: o->target_state_version = (uint32_t)parse_int(name, optarg, 1, UINT32_MAX); break;
+        case O_VRAM: o->sim.vram_bytes = parse_size("--vram", optarg); break;
+        case O_PAGE: o->sim.page_size = parse_size("--page", optarg); break;
+        case O_RANGES: o->sim.nranges = (uint32_t)parse_int("--ranges", optarg, 1, VFMIG_MAX_RANGES); break;
+        case O_RATE: o->sim.dirty_rate = parse_rate("--dirty-rate", optarg); break;
+        case O_PATTERN: o->pattern_str = optarg; parse_pattern(o, optarg); break;
+        case O_CONTENT: o->content_str = optarg; parse_content(o, optarg); break;
+        case O_WRITERS: o->sim.writers = (uint32_t)parse_int("--writers", optarg, 1, 64); break;
+        case O_SEED: o->sim.seed = (uint64_t)parse_int("--seed", optarg, 0, INT64_MAX); break;
+        case O_MUT: o->sim.mutable_bytes = parse_size("--mutable-size", optarg); break;
+        case O_IMM: o->sim.immutable_bytes = parse_size("--immutable-size", optarg); break;
+        case O_BUDGET: o->budget_ms = parse_param("--budget-ms", optarg, VFMIG_P_BUDGET_MS); break;
+        case O_ROUNDS: o->max_rounds = parse_param("--max-rounds", optarg, VFMIG_P_MAX_ROUNDS); break;
+        case O_PRECOPY: o->max_precopy_ms = parse_param("--max-precopy-ms", optarg, VFMIG_P_MAX_PRECOPY_MS); break;
+        case O_TIMEOUT: o->timeout_ms = parse_param("--timeout-ms", optarg, VFMIG_P_TIMEOUT_MS); break;
+        case O_THREADS: o->threads = parse_int("--threads", optarg, 1, 256); break;
+        case O_CODEC: o->codec_str = optarg; parse_codec(o, optarg); break;
+        case O_BW: o->max_bandwidth = (int64_t)parse_rate("--max-bandwidth", optarg); break;
+        case O_DELTA: o->delta_cache = (int64_t)parse_size("--delta-cache", optarg); break;
+        case O_BATCH: o->batch_bytes = (int64_t)parse_size("--batch", optarg); break;
+        case O_NOTHROTTLE: o->throttle = 0; break;
+        case O_READBACK: o->readback = 1; break;
+        case O_PIN: o->pin = optarg; break;
+        case O_JSON: o->json = true; break;
+        case 'v': o->verbose = true; break;
+        case 'q': o->quiet = true; break;
+        case 'h': help(o->cmd); exit(0);
+        case ':': usage_error("%s needs a value", name);
+        default: usage_error("unknown option '%s' for 'vfmig %s'", name, o->cmd);
+        }
+    }
+    if (optind < argc)
+        usage_error("unexpected argument '%s'", argv[optind]);
+    if (!strcmp(o->cmd, "source") && !o->endpoint)
+        usage_error("vfmig source needs --connect ENDPOINT");
+    if (!strcmp(o->cmd, "target") && !o->endpoint)
+        usage_error("vfmig target needs --listen ENDPOINT");
+    uint64_t ps = o->sim.page_size;
+    if (ps < VFMIG_MIN_PAGE_SIZE || ps > VFMIG_MAX_PAGE_SIZE || (ps & (ps - 1)))
+        usage_error("--page: %" PRIu64 " is not a power of two between 4K and 2M", ps);
+    if (!o->sim.vram_bytes || o->sim.vram_bytes % (ps * o->sim.nranges))
+        usage_error("--vram: %" PRIu64 " bytes is not a whole number of %" PRIu64 "-byte pages in each of %u ranges",
+                    o->sim.vram_bytes, ps, o->sim.nranges);
+    if (o->sim.pattern == VFMIG_PATTERN_HOT && o->sim.hot_bytes > o->sim.vram_bytes)
+        usage_error("--pattern hot: the hot set is larger than --vram");
+    if (o->batch_bytes != NOTSET && (o->batch_bytes < (int64_t)ps || o->batch_bytes > (64 << 20)))
+        usage_error("--batch: must be between the page size and 64M");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void on_event(const vfmig_event *ev, void *user)
+{
+    const opts *o = user;
+    if (!o->verbose)
+        return;
+    if (ev->type == VFMIG_EV_LOG)
+        fprintf(stderr, "vfmig: %s\n", ev->message);
+    else if (ev->type == VFMIG_EV_PHASE)
+        fprintf(stderr, "vfmig: phase %s\n", vfmig_phase_name(ev->phase));
+    else if (ev->type == VFMIG_EV_ROUND)
+        fprintf(stderr, "vfmig: round %u%s: %" PRIu64 " pages in %.1f ms\n", ev->round->round,
+                ev->round->in_blackout ? " (blackout)" : "", ev->round->dirty_pages,
+                (double)ev->round->duration_ns / 1e6);
+}
+
+static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, vfmig_session **out,
+                        char *err, size_t errlen)
+{
+    vfmig_device dev;
+    vfmig_simvf_device(sim, &dev);
+    int rc = vfmig_session_create(role, &dev, out, err, errlen);
+    if (rc)
+        return rc;
+    vfmig_session *s = *out;
+    struct { vfmig_param p; int64_t v; } set[] = {
+        {VFMIG_P_BUDGET_MS, o->budget_ms}, {VFMIG_P_MAX_ROUNDS, o->max_rounds},
+        {VFMIG_P_MAX_PRECOPY_MS, o->max_precopy_ms}, {VFMIG_P_TIMEOUT_MS, o->timeout_ms},
+        {VFMIG_P_THREADS, o->threads}, {VFMIG_P_CODEC, o->codec}, {VFMIG_P_CODEC_LEVEL, o->level},
+        {VFMIG_P_MAX_BANDWIDTH, o->max_bandwidth}, {VFMIG_P_DELTA_CACHE_BYTES, o->delta_cache},
+        {VFMIG_P_BATCH_BYTES, o->batch_bytes}, {VFMIG_P_THROTTLE, o->throttle},
+        {VFMIG_P_VERIFY_READBACK, o->readback}};
+    for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++) {
+        if (set[i].v == NOTSET)
+            continue; /* not given: the library's default */
+        if ((rc = vfmig_session_set_param(s, set[i].p, set[i].v))) {
+            snprintf(err, errlen, "parameter %d = %" PRId64 " refused", (int)set[i].p, set[i].v);
+            return rc;
+        }
+    }
+    if (o->pin && (rc = vfmig_session_set_pinning(s, o->pin))) {
+        snprintf(err, errlen, "--pin '%s': expected auto, none or a CPU list of this machine", o->pin);
+        return rc;
+    }
+    vfmig_session_set_callback(s, on_event, (void *)o);
+    return VFMIG_OK;
+}
+
+static void collect(report *r, vfmig_session *s, int rc)
+{
+    r->status = rc;
+    if (rc && !r->error[0])
+        snprintf(r->error, sizeof(r->error), "%s", vfmig_session_last_error(s));
+    vfmig_session_get_stats(s, &r->st);
+    r->nrounds = vfmig_session_round_count(s);
+    r->rounds = calloc(r->nrounds ? r->nrounds : 1, sizeof(vfmig_round_stats));
+    for (uint32_t i = 0; r->rounds && i < r->nrounds; i++)
+        vfmig_session_get_round(s, i, &r->rounds[i]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Output                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+static double ms(uint64_t ns) { return (double)ns / 1e6; }
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void print_json(const opts *o, const report *r)
+{
+    const vfmig_stats *st = &r->st;
+    FILE *f = stdout;
+    fprintf(f, "{\"status\":\"%s\",\"error\":", r->status ? "error" : "ok");
+    if (r->status) {
+        json_str(f, r->error);
+        fprintf(f, ",\"error_code\":\"%s\"", vfmig_status_name(r->status));
+    } else {
+        fprintf(f, "null");
+    }
+    fprintf(f, ",\"role\":\"%s\",\"endpoint\":", r->role);
+    json_str(f, r->endpoint);
+    fprintf(f, ",\"vf_state\":\"%s\",\"verified\":%s", vfmig_vf_state_name(st->vf_state),
+            st->verified && r->byte_compare != 0 ? "true" : "false");
+    if (r->byte_compare >= 0)
+        fprintf(f, ",\"byte_compare\":%s", r->byte_compare ? "true" : "false");
+    fprintf(f, ",\"blackout_ms\":%.3f,\"total_ms\":%.3f,\"precopy_ms\":%.3f", ms(st->blackout_ns),
+            ms(st->total_ns), ms(st->precopy_ns));
+    fprintf(f, ",\"blackout\":{\"final_pages_ms\":%.3f,\"mutable_state_ms\":%.3f,\"verify_ms\":%.3f,"
+               "\"restore_ms\":%.3f,\"final_dirty_pages\":%" PRIu64 ",\"predicted_ms\":%.3f,\"budget_ms\":%" PRId64 "}",
+            ms(st->blackout_final_pages_ns), ms(st->blackout_mutable_ns), ms(st->blackout_verify_ns),
+            ms(st->blackout_restore_ns), st->final_dirty_pages, st->predicted_blackout_ms,
+            o->budget_ms != NOTSET ? o->budget_ms : 50);
+    fprintf(f, ",\"rounds\":%u,\"switch_reason\":\"%s\",\"streams\":%u,\"threads\":%u", st->rounds,
+            vfmig_switch_reason_name(st->switch_reason), st->streams, st->threads);
+    fprintf(f, ",\"bytes_vram\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"bytes_raw\":%" PRIu64
+               ",\"pages\":%" PRIu64 ",\"page_size\":%" PRIu64 ",\"pages_sent\":%" PRIu64 ",\"zero_pages\":%" PRIu64,
+            st->bytes_vram, st->bytes_wire, st->bytes_raw, st->pages, st->page_size, st->pages_sent, st->zero_pages);
+    fprintf(f, ",\"ratio\":%.4f,\"codec_bytes\":{", st->ratio);
+    bool first = true;
+    for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
+        if (!st->codec_in[c])
+            continue;
+        fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", first ? "" : ",", vfmig_codec_name(c),
+                st->codec_in[c], st->codec_out[c]);
+        first = false;
+    }
+    fprintf(f, "},\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
+            st->mutable_bytes);
+    fprintf(f, ",\"workload\":{\"vram\":%" PRIu64 ",\"page\":%" PRIu64 ",\"dirty_rate\":%" PRIu64
+               ",\"pattern\":\"%s\",\"content\":\"%s\"}",
+            o->sim.vram_bytes, o->sim.page_size, o->sim.dirty_rate, o->pattern_str, o->content_str);
+    fprintf(f, ",\"round_stats\":[");
+    for (uint32_t i = 0; i < r->nrounds; i++) {
+        const vfmig_round_stats *rs = &r->rounds[i];
+        fprintf(f, "%s{\"round\":%u,\"blackout\":%s,\"pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64
+                   ",\"bytes_raw\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"ms\":%.3f,\"throughput\":%.0f"
+                   ",\"dirty_rate\":%.0f,\"predicted_blackout_ms\":%.3f,\"throttle\":%u,\"encode_ms\":%.3f}",
+                i ? "," : "", rs->round, rs->in_blackout ? "true" : "false", rs->dirty_pages, rs->zero_pages,
+                rs->bytes_raw, rs->bytes_wire, ms(rs->duration_ns), rs->throughput, rs->dirty_rate,
+                rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns));
+    }
+    fprintf(f, "]}\n");
+}
+
+static void print_human(const opts *o, const report *r)
+{
+    const vfmig_stats *st = &r->st;
+    if (!o->quiet && r->nrounds) {
+        printf("%-6s %9s %8s %10s %10s %9s %9s %11s %10s\n", "round", "pages", "zero", "data MiB",
+               "wire MiB", "ms", "MiB/s", "dirty MiB/s", "predict ms");
+        for (uint32_t i = 0; i < r->nrounds; i++) {
+            const vfmig_round_stats *rs = &r->rounds[i];
+            char name[16];
+            if (rs->in_blackout)
+                snprintf(name, sizeof(name), "final");
+            else
+                snprintf(name, sizeof(name), "%u", rs->round);
+            printf("%-6s %9" PRIu64 " %8" PRIu64 " %10.1f %10.1f %9.1f %9.0f", name, rs->dirty_pages,
+                   rs->zero_pages, mib(rs->bytes_raw), mib(rs->bytes_wire), ms(rs->duration_ns),
+                   rs->throughput / 1048576.0);
+            if (rs->in_blackout)
+                printf(" %11s %10s\n", "-", "-");
+            else
+                printf(" %11.0f %10.1f\n", rs->dirty_rate / 1048576.0, rs->predicted_blackout_ms);
+        }
+    }
+    if (r->status) {
+        printf("migration FAILED: %s\n", r->error);
+        printf("VF state: %s\n", vfmig_vf_state_name(st->vf_state));
+        return;
+    }
+    if (st->role == VFMIG_ROLE_SOURCE || !strcmp(r->role, "local")) {
+        printf("blackout %.2f ms (budget %" PRId64 " ms, predicted %.2f ms): final pages %.2f ms (%" PRIu64
+               " pages), mutable state %.2f ms, verify %.2f ms, restore %.2f ms\n",
+               ms(st->blackout_ns), o->budget_ms != NOTSET ? o->budget_ms : 50, st->predicted_blackout_ms,
+               ms(st->blackout_final_pages_ns), st->final_dirty_pages, ms(st->blackout_mutable_ns),
+               ms(st->blackout_verify_ns), ms(st->blackout_restore_ns));
+        printf("total %.0f ms, %u pre-copy rounds (%s), %.1f MiB on the wire for %.1f MiB of VRAM, ratio %.2f\n",
+               ms(st->total_ns), st->rounds, vfmig_switch_reason_name(st->switch_reason), mib(st->bytes_wire),
+               mib(st->bytes_vram), st->ratio);
+        if (!o->quiet) {
+            printf("codecs:");
+            for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++)
+                if (st->codec_in[c])
+                    printf(" %s %.1f->%.1f MiB", vfmig_codec_name(c), mib(st->codec_in[c]), mib(st->codec_out[c]));
+            printf("\n");
+        }
+    } else {
+        printf("received %.1f MiB on the wire (%" PRIu64 " pages, %" PRIu64 " zero), verify %.2f ms, restore %.2f ms\n",
+               mib(st->bytes_wire), st->pages_sent, st->zero_pages, ms(st->blackout_verify_ns),
+               ms(st->blackout_restore_ns));
+    }
+    printf("verified: %s; VF state: %s\n",
+           st->verified ? (r->byte_compare == 1 ? "yes (digest and byte-for-byte compare)" : "yes (digest)") : "no",
+           vfmig_vf_state_name(st->vf_state));
+}
+
+static int finish(const opts *o, report *r)
+{
+    if (o->json)
+        print_json(o, r);
+    else
+        print_human(o, r);
+    if (r->status && o->json)
+        fprintf(stderr, "vfmig: migration failed: %s\n", r->error);
+    free(r->rounds);
+    return r->status ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Commands                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+static int create_sim(const opts *o, bool target, vfmig_simvf **out, char *err, size_t errlen)
+{
+    vfmig_simvf_config c = o->sim;
+    if (target) {
+        /* The target VF starts empty and idle; its workload starts when it resumes. */
+        c.content = VFMIG_CONTENT_ZERO;
+        c.dirty_rate = 0;
+        if (o->target_state_version)
+            c.state_version = o->target_state_version;
+    }
+    int rc = vfmig_simvf_create(&c, out);
+    if (rc)
+        snprintf(err, errlen, "cannot create the simulated VF: %s", vfmig_strerror(rc));
+    return rc;
+}
+
+static void announce(const opts *o, const char *role, const char *endpoint)
+{
+    if (o->json || o->quiet)
+        return;
+    char desc[128];
+    snprintf(desc, sizeof(desc), "%s", o->pattern_str);
+    printf("vfmig %s: %.0f MiB VF, %.0f KiB pages, %u range%s; workload %.0f MiB/s %s, content %s; link %s\n",
+           role, mib(o->sim.vram_bytes), (double)o->sim.page_size / 1024, o->sim.nranges,
+           o->sim.nranges == 1 ? "" : "s", mib(o->sim.dirty_rate), desc, o->content_str, endpoint);
+    fflush(stdout);
+}
+
+static int cmd_source(const opts *o)
+{
+    report r = {.role = "source", .byte_compare = -1};
+    snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
+    vfmig_simvf *sim = NULL;
+    vfmig_session *s = NULL;
+    vfmig_link *link = NULL;
+    int rc = create_sim(o, false, &sim, r.error, sizeof(r.error));
+    if (!rc)
+        rc = vfmig_simvf_start(sim);
+    if (!rc)
+        rc = make_session(o, VFMIG_ROLE_SOURCE, sim, &s, r.error, sizeof(r.error));
+    announce(o, "source", o->endpoint);
+    if (!rc)
+        rc = vfmig_connect(o->endpoint, (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000), &link, r.error,
+                           sizeof(r.error));
+    if (!rc)
+        rc = vfmig_session_run(s, link);
+    if (s)
+        collect(&r, s, rc);
+    else
+        r.status = rc;
+    if (rc && sim && !o->json && vfmig_simvf_get_state(sim) == VFMIG_SIMVF_RUNNING)
+        fprintf(stderr, "vfmig: the VF keeps running on this host\n");
+    vfmig_session_destroy(s);
+    vfmig_link_close(link);
+    vfmig_simvf_destroy(sim);
+    return finish(o, &r);
+}
+
+static int cmd_target(const opts *o)
+{
+    report r = {.role = "target", .byte_compare = -1};
+    snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
+    vfmig_simvf *sim = NULL;
+    vfmig_session *s = NULL;
+    vfmig_listener *l = NULL;
+    vfmig_link *link = NULL;
+    int rc = create_sim(o, true, &sim, r.error, sizeof(r.error));
+    if (!rc)
+        rc = make_session(o, VFMIG_ROLE_TARGET, sim, &s, r.error, sizeof(r.error));
+    if (!rc)
+        rc = vfmig_listen(o->endpoint, &l, r.error, sizeof(r.error));
+    if (!rc) {
+        char where[320];
+        snprintf(where, sizeof(where), "%s (port %d)", o->endpoint, vfmig_listener_port(l));
+        announce(o, "target", where);
+        if (!o->json)
+            fprintf(stderr, "vfmig: waiting for a source on port %d\n", vfmig_listener_port(l));
+        rc = vfmig_accept(l, o->accept_timeout_ms ? o->accept_timeout_ms : -1, &link, r.error, sizeof(r.error));
+    }
+    vfmig_listener_close(l);
+    if (!rc)
+        rc = vfmig_session_run(s, link);
+    if (s)
+        collect(&r, s, rc);
+    else
+        r.status = rc;
+    vfmig_session_destroy(s);
+    vfmig_link_close(link);
+    vfmig_simvf_destroy(sim);
+    return finish(o, &r);
+}
+
+typedef struct local_target {
+    vfmig_listener *l;
+    vfmig_session *s;
+    int timeout_ms;
+    int rc;
+    char err[400];
+} local_target;
+
+static void *local_target_main(void *arg)
+{
+    local_target *t = arg;
+    vfmig_link *link = NULL;
+    t->rc = vfmig_accept(t->l, t->timeout_ms, &link, t->err, sizeof(t->err));
+    if (!t->rc)
+        t->rc = vfmig_session_run(t->s, link);
+    vfmig_link_close(link);
+    return NULL;
+}
+
+static int cmd_local(const opts *o)
+{
+    report r = {.role = "local", .byte_compare = -1};
+    const char *ep = o->endpoint ? o->endpoint : "tcp://127.0.0.1:0";
+    vfmig_simvf *src_sim = NULL, *dst_sim = NULL;
+    vfmig_session *src = NULL;
+    local_target t = {.timeout_ms = (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000)};
+    vfmig_link *link = NULL;
+    pthread_t th;
+    bool thread = false;
+    int rc = create_sim(o, false, &src_sim, r.error, sizeof(r.error));
+    if (!rc)
+        rc = create_sim(o, true, &dst_sim, r.error, sizeof(r.error));
+    if (!rc)
+        rc = make_session(o, VFMIG_ROLE_SOURCE, src_sim, &src, r.error, sizeof(r.error));
+    if (!rc)
+        rc = make_session(o, VFMIG_ROLE_TARGET, dst_sim, &t.s, r.error, sizeof(r.error));
+    if (!rc)
+        rc = vfmig_listen(ep, &t.l, r.error, sizeof(r.error));
+    if (!rc) {
+        /* Connect to the port actually bound (the endpoint may say port 0). */
+        char conn[400];
+        const char *q = strchr(ep, '?');
+        const char *colon = strrchr(ep, ':');
+        if (q && colon > q)
+            colon = NULL;
+        int hostlen = colon ? (int)(colon - ep) : (int)strlen(ep);
+        snprintf(conn, sizeof(conn), "%.*s:%d%s", hostlen, ep, vfmig_listener_port(t.l), q ? q : "");
+        snprintf(r.endpoint, sizeof(r.endpoint), "%s", conn);
+        announce(o, "local", conn);
+        rc = vfmig_simvf_start(src_sim);
+        if (!rc && pthread_create(&th, NULL, local_target_main, &t) == 0)
+            thread = true;
+        if (!rc && !thread)
+            rc = VFMIG_ENOMEM;
+        if (!rc)
+            rc = vfmig_connect(conn, t.timeout_ms, &link, r.error, sizeof(r.error));
+        if (!rc)
+            rc = vfmig_session_run(src, link);
+        else if (thread)
+            vfmig_session_cancel(t.s);
+    }
+    if (thread)
+        pthread_join(th, NULL);
+    vfmig_link_close(link);
+    vfmig_listener_close(t.l);
+    if (src) {
+        collect(&r, src, rc);
+        if (!rc && t.rc) {
+            r.status = t.rc;
+            snprintf(r.error, sizeof(r.error), "target: %s", t.err[0] ? t.err : vfmig_session_last_error(t.s));
+        }
+    } else {
+        r.status = rc;
+    }
+    if (!r.status) {
+        /* The source stays paused after a successful migration, and the target VF has no
+         * workload, so both images are still those of the moment of pause. */
+        uint64_t a, b;
+        const uint8_t *va = vfmig_simvf_vram(src_sim, &a), *vb = vfmig_simvf_vram(dst_sim, &b);
+        r.byte_compare = a == b && memcmp(va, vb, a) == 0;
+        const uint8_t *m = vfmig_simvf_restored_mutable(dst_sim, &a);
+        if (!m)
+            r.byte_compare = 0;
+        if (!r.byte_compare) {
+            r.status = VFMIG_EDIGEST;
+            snprintf(r.error, sizeof(r.error), "target image differs from the source image byte for byte");
+        }
+    } else if (src_sim) {
+        /* vf_state is the source's view: after a failure the VF runs on the source. */
+        vfmig_simvf_counters c;
+        vfmig_simvf_get_counters(dst_sim, &c);
+        if (c.resumes)
+            snprintf(r.error + strlen(r.error), sizeof(r.error) - strlen(r.error), " [BUG: target resumed]");
+    }
+    vfmig_session_destroy(src);
+    vfmig_session_destroy(t.s);
+    vfmig_simvf_destroy(src_sim);
+    vfmig_simvf_destroy(dst_sim);
+    return finish(o, &r);
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN); /* a dropped peer is an error code, not a signal */
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        help(NULL);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        unsigned v = vfmig_version_number();
+        printf("vfmig %u.%u.%u\n", v / 10000, v / 100 % 100, v % 100);
+        return 0;
+    }
+    opts o = {.cmd = argv[1], .budget_ms = NOTSET, .max_rounds = NOTSET, .max_precopy_ms = NOTSET,
+              .timeout_ms = NOTSET, .threads = NOTSET, .codec = NOTSET, .level = NOTSET,
+              .max_bandwidth = NOTSET, .delta_cache = NOTSET, .batch_bytes = NOTSET, .throttle = NOTSET,
+              .readback = NOTSET, .pattern_str = "uniform",
+              .codec_str = "auto", .content_str = "mix"};
+    if (strcmp(o.cmd, "local") && strcmp(o.cmd, "source") && strcmp(o.cmd, "target"))
+        usage_error("unknown command '%s' (local, source or target)", o.cmd);
+    vfmig_simvf_config_init(&o.sim);
+    o.sim.vram_bytes = 1ull << 30;
+    o.sim.page_size = 64 << 10;
+    parse_args(&o, argc - 1, argv + 1);
+    if (!strcmp(o.cmd, "source"))
+        return cmd_source(&o);
+    if (!strcmp(o.cmd, "target"))
+        return cmd_target(&o);
+    return cmd_local(&o);
+}

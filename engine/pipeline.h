@@ -1,0 +1,40 @@
+/* engine/pipeline.h - the source's page pipeline: a queue of page runs consumed by encode
+ * workers that read, hash, encode and send on their stream. */
+#ifndef VFMIG_ENGINE_PIPELINE_H
+#define VFMIG_ENGINE_PIPELINE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "compress/codec.h"
+#include "engine/session.h"
+
+typedef struct vfmig_pipeline vfmig_pipeline;
+
+typedef struct vfmig_pipeline_cfg {
+    vfmig_session *s;
+    vfmig_link *link;
+    unsigned nstreams;
+    unsigned nworkers;
+    uint64_t batch_pages;
+    int codec;             /* VFMIG_CODEC_AUTO or fixed */
+    int level;
+    uint64_t delta_cache_bytes;
+    double link_bps;       /* known link limit (cap), 0 = unknown */
+    vfmig_pinner *pinner;  /* may be NULL */
+} vfmig_pipeline_cfg;
+
+int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out);
+/** Starts round `round`: later submits belong to it. */
+void vfmig_pipeline_begin_round(vfmig_pipeline *p, uint32_t round);
+/** Queues a run of pages (one range, at most batch_pages). Blocks while the queue is full. */
+int vfmig_pipeline_submit(vfmig_pipeline *p, uint64_t page, uint64_t npages);
+/** Waits until every queued run is sent, ends the round on every stream (ROUND_END) and
+ *  returns its statistics (fields the pipeline measures). */
+int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out);
+/** Stops the workers (after a failure, queued runs are dropped) and frees everything. */
+void vfmig_pipeline_stop(vfmig_pipeline *p);
+/** Sets the link estimate the codec choice uses. */
+void vfmig_pipeline_set_link_bps(vfmig_pipeline *p, double bps);
+
+#endif

@@ -1,0 +1,355 @@
+/* engine/session.c - session lifetime, parameters, errors, statistics; run() dispatches to the
+ * source or target half. */
+#include "engine/session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "engine/proto.h"
+
+typedef struct param_info {
+    int64_t min, max, def;
+} param_info;
+
+static const param_info params[VFMIG_PARAM_MAX + 1] = {
+    [VFMIG_P_BUDGET_MS] = {1, 3600000, 50},
+    [VFMIG_P_MAX_ROUNDS] = {1, 100000, 30},
+    [VFMIG_P_MAX_PRECOPY_MS] = {1, INT64_C(86400000), 60000},
+    [VFMIG_P_TIMEOUT_MS] = {10, INT64_C(86400000), 10000},
+    [VFMIG_P_THREADS] = {0, 256, 0},
+    [VFMIG_P_CODEC] = {VFMIG_CODEC_AUTO, VFMIG_CODEC_COUNT - 1, VFMIG_CODEC_AUTO},
+    [VFMIG_P_CODEC_LEVEL] = {-100, 22, 0},
+    [VFMIG_P_MAX_BANDWIDTH] = {0, INT64_MAX, 0},
+    [VFMIG_P_DELTA_CACHE_BYTES] = {0, INT64_C(1) << 40, INT64_C(64) << 20},
+    [VFMIG_P_BATCH_BYTES] = {4096, 64 << 20, 256 << 10},
+    [VFMIG_P_THROTTLE] = {0, 1, 1},
+    [VFMIG_P_VERIFY_READBACK] = {0, 1, 0},
+};
+
+int vfmig_param_bounds(vfmig_param p, int64_t *min, int64_t *max, int64_t *def)
+{
+    if ((int)p < 1 || (int)p > VFMIG_PARAM_MAX || params[p].max == 0)
+        return VFMIG_EINVAL;
+    if (min)
+        *min = params[p].min;
+    if (max)
+        *max = params[p].max;
+    if (def)
+        *def = params[p].def;
+    return VFMIG_OK;
+}
+
+static int validate_device(const vfmig_device *d, char *err, size_t errlen)
+{
+    if (!d || !d->ops) {
+        snprintf(err, errlen, "device: no ops table");
+        return VFMIG_EINVAL;
+    }
+    const vfmig_device_ops *o = d->ops;
+    if (!o->prepare || !o->end || !o->start_tracking || !o->stop_tracking || !o->query_dirty ||
+        !o->read || !o->write || !o->pause || !o->resume || !o->save_immutable ||
+        !o->save_mutable || !o->restore_immutable || !o->restore_mutable) {
+        snprintf(err, errlen, "device: every op but throttle is required");
+        return VFMIG_EINVAL;
+    }
+    if (d->page_size < VFMIG_MIN_PAGE_SIZE || d->page_size > VFMIG_MAX_PAGE_SIZE ||
+        (d->page_size & (d->page_size - 1))) {
+        snprintf(err, errlen, "device: tracking page size %llu is not a power of two in 4 KiB..2 MiB",
+                 (unsigned long long)d->page_size);
+        return VFMIG_EINVAL;
+    }
+    if (d->nranges == 0 || d->nranges > VFMIG_MAX_RANGES || !d->ranges) {
+        snprintf(err, errlen, "device: %u ranges (1..%d allowed)", d->nranges, VFMIG_MAX_RANGES);
+        return VFMIG_EINVAL;
+    }
+    for (uint32_t i = 0; i < d->nranges; i++) {
+        const vfmig_range *r = &d->ranges[i];
+        if (r->size == 0 || r->size % d->page_size || r->offset % d->page_size ||
+            r->offset + r->size < r->offset) {
+            snprintf(err, errlen, "device: range %u (offset %llu, size %llu) is not whole pages", i,
+                     (unsigned long long)r->offset, (unsigned long long)r->size);
+            return VFMIG_EINVAL;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            const vfmig_range *q = &d->ranges[j];
+            if (r->offset < q->offset + q->size && q->offset < r->offset + r->size) {
+                snprintf(err, errlen, "device: ranges %u and %u overlap", j, i);
+                return VFMIG_EINVAL;
+            }
+        }
+    }
+    return VFMIG_OK;
+}
+
+int vfmig_session_create(vfmig_role role, const vfmig_device *device, vfmig_session **out,
+                         char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    if (!out || (role != VFMIG_ROLE_SOURCE && role != VFMIG_ROLE_TARGET)) {
+        snprintf(err, errlen, "bad arguments");
+        return VFMIG_EINVAL;
+    }
+    *out = NULL;
+    int rc = validate_device(device, err, errlen);
+    if (rc)
+        return rc;
+    vfmig_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return VFMIG_ENOMEM;
+    s->role = role;
+    s->dev = *device;
+    memcpy(s->ranges, device->ranges, device->nranges * sizeof(vfmig_range));
+    s->dev.ranges = s->ranges;
+    s->page_size = device->page_size;
+    s->page_shift = (unsigned)__builtin_ctzll(device->page_size);
+    for (uint32_t i = 0; i < device->nranges; i++)
+        s->range_base[i + 1] = s->range_base[i] + (s->ranges[i].size >> s->page_shift);
+    s->npages = s->range_base[device->nranges];
+    for (int p = 1; p <= VFMIG_PARAM_MAX; p++)
+        s->params[p] = params[p].def;
+    snprintf(s->pinning, sizeof(s->pinning), "auto");
+    pthread_mutex_init(&s->lock, NULL);
+    s->stats.role = role;
+    s->stats.page_size = s->page_size;
+    s->stats.pages = s->npages;
+    s->stats.bytes_vram = s->npages * s->page_size;
+    s->stats.vf_state = role == VFMIG_ROLE_SOURCE ? VFMIG_VF_RUNNING_ON_SOURCE : VFMIG_VF_NOT_RESUMED;
+    *out = s;
+    return VFMIG_OK;
+}
+
+void vfmig_session_destroy(vfmig_session *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    free(s->rounds);
+    free(s->page_hash);
+    free(s);
+}
+
+int vfmig_session_set_param(vfmig_session *s, vfmig_param p, int64_t value)
+{
+    int64_t min, max;
+    if (!s || vfmig_param_bounds(p, &min, &max, NULL))
+        return VFMIG_EINVAL;
+    if (atomic_load(&s->ran))
+        return VFMIG_ESTATE;
+    if (value < min || value > max)
+        return VFMIG_EINVAL;
+    s->params[p] = value;
+    return VFMIG_OK;
+}
+
+int vfmig_session_get_param(const vfmig_session *s, vfmig_param p, int64_t *value)
+{
+    if (!s || !value || vfmig_param_bounds(p, NULL, NULL, NULL))
+        return VFMIG_EINVAL;
+    *value = s->params[p];
+    return VFMIG_OK;
+}
+
+int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
+{
+    if (!s || !spec || strlen(spec) >= sizeof(s->pinning))
+        return VFMIG_EINVAL;
+    vfmig_pinner *p;
+    char err[128];
+    int rc = vfmig_pinner_create(spec, &p, err, sizeof(err));
+    if (rc)
+        return rc;
+    vfmig_pinner_destroy(p);
+    snprintf(s->pinning, sizeof(s->pinning), "%s", spec);
+    return VFMIG_OK;
+}
+
+void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user)
+{
+    if (!s)
+        return;
+    s->cb = cb;
+    s->cb_user = user;
+}
+
+void vfmig_session_cancel(vfmig_session *s)
+{
+    if (s)
+        atomic_store(&s->cancel_requested, 1);
+}
+
+int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->failed) {
+        s->status = status;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->err, sizeof(s->err), fmt, ap);
+        va_end(ap);
+        atomic_store(&s->failed, 1);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+bool vfmig_should_stop(vfmig_session *s)
+{
+    if (atomic_load(&s->failed))
+        return true;
+    if (atomic_load(&s->cancel_requested)) {
+        vfmig_fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
+        return true;
+    }
+    return false;
+}
+
+void vfmig_log(vfmig_session *s, int level, const char *fmt, ...)
+{
+    if (!s->cb)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    vfmig_event ev = {.type = VFMIG_EV_LOG, .phase = s->stats.phase, .message = msg, .level = level};
+    s->cb(&ev, s->cb_user);
+}
+
+void vfmig_set_phase(vfmig_session *s, vfmig_phase phase)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stats.phase = phase;
+    pthread_mutex_unlock(&s->lock);
+    if (s->cb) {
+        vfmig_event ev = {.type = VFMIG_EV_PHASE, .phase = phase};
+        s->cb(&ev, s->cb_user);
+    }
+}
+
+void vfmig_add_round(vfmig_session *s, const vfmig_round_stats *r)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->nrounds == s->rounds_cap) {
+        uint32_t cap = s->rounds_cap ? s->rounds_cap * 2 : 16;
+        vfmig_round_stats *n = realloc(s->rounds, cap * sizeof(*n));
+        if (n) {
+            s->rounds = n;
+            s->rounds_cap = cap;
+        }
+    }
+    if (s->nrounds < s->rounds_cap)
+        s->rounds[s->nrounds++] = *r;
+    vfmig_stats *st = &s->stats;
+    st->bytes_raw += r->bytes_raw;
+    st->bytes_wire += r->bytes_wire;
+    st->pages_sent += r->dirty_pages;
+    st->zero_pages += r->zero_pages;
+    uint64_t in = 0, outb = 0;
+    for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
+        st->codec_in[c] += r->codec_in[c];
+        st->codec_out[c] += r->codec_out[c];
+        in += st->codec_in[c];
+        outb += st->codec_out[c];
+    }
+    st->ratio = outb ? (double)in / (double)outb : 1.0;
+    pthread_mutex_unlock(&s->lock);
+    if (s->cb) {
+        vfmig_event ev = {.type = VFMIG_EV_ROUND, .phase = s->stats.phase, .round = r};
+        s->cb(&ev, s->cb_user);
+    }
+}
+
+void vfmig_session_get_stats(const vfmig_session *s, vfmig_stats *out)
+{
+    if (!s || !out)
+        return;
+    pthread_mutex_lock((pthread_mutex_t *)&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
+}
+
+uint32_t vfmig_session_round_count(const vfmig_session *s)
+{
+    if (!s)
+        return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&s->lock);
+    uint32_t n = s->nrounds;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
+    return n;
+}
+
+int vfmig_session_get_round(const vfmig_session *s, uint32_t index, vfmig_round_stats *out)
+{
+    if (!s || !out)
+        return VFMIG_EINVAL;
+    int rc = VFMIG_EINVAL;
+    pthread_mutex_lock((pthread_mutex_t *)&s->lock);
+    if (index < s->nrounds) {
+        *out = s->rounds[index];
+        rc = VFMIG_OK;
+    }
+    pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
+    return rc;
+}
+
+const char *vfmig_session_last_error(const vfmig_session *s)
+{
+    return s ? s->err : "";
+}
+
+void vfmig_image_digest(const vfmig_session *s, uint64_t out[2])
+{
+    XXH128_hash_t h = XXH3_128bits(s->page_hash, s->npages * sizeof(uint64_t));
+    out[0] = h.low64;
+    out[1] = h.high64;
+}
+
+uint64_t vfmig_zero_page_hash(uint64_t page_size)
+{
+    /* Hashing zeros in slices keeps this off the heap for 2 MiB pages. */
+    static const uint8_t zeros[4096];
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    for (uint64_t off = 0; off < page_size; off += sizeof(zeros))
+        XXH3_64bits_update(&st, zeros, sizeof(zeros));
+    return XXH3_64bits_digest(&st);
+}
+
+int vfmig_session_run(vfmig_session *s, vfmig_link *link)
+{
+    if (!s || !link)
+        return VFMIG_EINVAL;
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&s->ran, &expected, true))
+        return VFMIG_ESTATE;
+    s->page_hash = calloc(s->npages, sizeof(uint64_t));
+    if (!s->page_hash)
+        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %llu page hashes",
+                          (unsigned long long)s->npages);
+    s->t_start_ns = vfmig_now_ns();
+    atomic_store(&s->link, link);
+    vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
+    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig_source_run(s, link) : vfmig_target_run(s, link);
+    atomic_store(&s->link, NULL);
+    pthread_mutex_lock(&s->lock);
+    s->stats.total_ns = vfmig_now_ns() - s->t_start_ns;
+    s->stats.status = rc;
+    if (rc && !s->failed) {
+        s->status = rc;
+        snprintf(s->err, sizeof(s->err), "%s", vfmig_strerror(rc));
+    }
+    pthread_mutex_unlock(&s->lock);
+    vfmig_set_phase(s, rc ? VFMIG_PHASE_FAILED : VFMIG_PHASE_DONE);
+    return rc;
+}

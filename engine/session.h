@@ -1,0 +1,89 @@
+/* engine/session.h - the session object shared by the source and target halves of the engine. */
+#ifndef VFMIG_ENGINE_SESSION_H
+#define VFMIG_ENGINE_SESSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vfmig.h"
+#include "transport/link.h"
+
+#define VFMIG_PARAM_MAX 12
+
+/* Every wait inside the engine is sliced so that a cancel or a failure on another thread is
+ * noticed within this time, whatever is blocking. */
+#define VFMIG_WAIT_SLICE_MS 50
+
+struct vfmig_session {
+    vfmig_role role;
+    vfmig_device dev;
+    vfmig_range ranges[VFMIG_MAX_RANGES];
+    uint64_t range_base[VFMIG_MAX_RANGES + 1]; /* first global page of each range; [n] = total */
+    uint64_t npages;
+    uint64_t page_size;
+    unsigned page_shift;
+    int64_t params[VFMIG_PARAM_MAX + 1];
+    char pinning[128];
+    vfmig_event_cb cb;
+    void *cb_user;
+
+    _Atomic int cancel_requested;
+    _Atomic int failed;           /* set once by the first failure */
+    atomic_bool ran;
+    vfmig_link *_Atomic link;     /* during run, for cancel */
+
+    pthread_mutex_t lock;         /* guards err, stats, rounds */
+    int status;
+    char err[512];
+    vfmig_stats stats;
+    vfmig_round_stats *rounds;
+    uint32_t nrounds, rounds_cap;
+
+    uint64_t *page_hash;          /* XXH3-64 of each page as last sent (source) / applied (target) */
+    uint64_t t_start_ns;
+};
+
+uint64_t vfmig_now_ns(void);
+
+/** Records the first failure (later ones are ignored) and returns `status`. Any thread. */
+int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** True once a failure was recorded or a cancel requested (then records ECANCELED). */
+bool vfmig_should_stop(vfmig_session *s);
+/** Sends a log event (only from the session's own thread). */
+void vfmig_log(vfmig_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void vfmig_set_phase(vfmig_session *s, vfmig_phase phase);
+/** Appends a round record and announces it. */
+void vfmig_add_round(vfmig_session *s, const vfmig_round_stats *r);
+
+/** Global page -> range index and segment offset. */
+static inline uint32_t vfmig_page_range(const vfmig_session *s, uint64_t page)
+{
+    uint32_t r = 0;
+    while (page >= s->range_base[r + 1])
+        r++;
+    return r;
+}
+static inline uint64_t vfmig_page_offset(const vfmig_session *s, uint32_t range, uint64_t page)
+{
+    return s->ranges[range].offset + ((page - s->range_base[range]) << s->page_shift);
+}
+
+/* Digest of the whole image: XXH3-128 over the per-page hashes in page order. */
+void vfmig_image_digest(const vfmig_session *s, uint64_t out[2]);
+/* XXH3-64 of one page of zeros of the session's page size. */
+uint64_t vfmig_zero_page_hash(uint64_t page_size);
+
+int vfmig_source_run(vfmig_session *s, vfmig_link *link);
+int vfmig_target_run(vfmig_session *s, vfmig_link *link);
+
+/* Worker pinning (engine/pin.c): binds the calling thread to the CPU for worker `index`
+ * according to the spec ("auto", "none", CPU list). Returns the CPU or -1 if not pinned. */
+typedef struct vfmig_pinner vfmig_pinner;
+int vfmig_pinner_create(const char *spec, vfmig_pinner **out, char *err, size_t errlen);
+int vfmig_pinner_bind(vfmig_pinner *p, unsigned index);
+void vfmig_pinner_describe(const vfmig_pinner *p, char *buf, size_t len);
+void vfmig_pinner_destroy(vfmig_pinner *p);
+
+#endif

@@ -1,0 +1,624 @@
+/*
+ * engine/target.c - the target side of one migration.
+ *
+ * One receiver thread per data stream checks, decodes and applies page frames. Rounds are
+ * barriers: a receiver that reaches ROUND_END(r) waits until every stream has, so no frame of
+ * round r+1 is applied before all of round r (a delta frame always finds its base, and an older
+ * page can never land on a newer one). Each page also carries the round it was applied in, and
+ * a frame from an older round than the page holds is refused.
+ *
+ * The target never resumes an image that is partial or unverified: on COMMIT it waits for every
+ * stream to finish the final round, checks that every page arrived and that the digest of what it
+ * applied equals the source's, restores the mutable state, reports VERDICT, and resumes only on
+ * the source's GO.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "compress/codec.h"
+#include "engine/proto.h"
+#include "engine/session.h"
+
+typedef struct target target;
+
+typedef struct receiver {
+    target *t;
+    pthread_t thread;
+    bool started;
+    unsigned stream;
+    uint8_t *payload;
+    size_t cap;
+    uint8_t *dec;
+    vfmig_codec_ctx *codec;
+    uint32_t round;
+    uint64_t frames;
+    uint64_t last_frame_ns;
+    vfmig_round_stats acc; /* totals over the session */
+} receiver;
+
+struct target {
+    vfmig_session *s;
+    vfmig_link *link;
+    const vfmig_device_ops *ops;
+    void *dev;
+    vfmig_hello hello;
+    unsigned nstreams;
+    uint64_t batch_bytes;
+    uint64_t zero_hash;
+    uint8_t *zeros;        /* batch_bytes of zeros for ZERO frames */
+    uint32_t *page_round;  /* 1 + round of the copy applied; 0 = none yet */
+    _Atomic uint64_t pages_seen;
+    receiver rx[VFMIG_MAX_STREAMS];
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint32_t arrived;      /* receivers at the current round's barrier */
+    uint32_t completed;    /* rounds every stream has finished */
+    _Atomic bool committed; /* COMMIT seen: receivers stop watching for idle streams */
+    _Atomic bool quit;
+
+    uint8_t *ctl;          /* control payload buffer */
+    size_t ctl_cap;
+    uint8_t *mut;
+    uint64_t mut_size, mut_got;
+    bool prepared;
+};
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_nsec += (long)ms * 1000000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+static int dev_fail(vfmig_session *s, int rc, const char *what)
+{
+    return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device %s failed: %s", what,
+                      vfmig_strerror(rc < 0 ? rc : VFMIG_EDEVICE));
+}
+
+static void wake_all(target *t)
+{
+    pthread_mutex_lock(&t->lock);
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Writes pages [first, first+n) from data unless a newer copy is there already. */
+static int apply_pages(receiver *r, uint64_t first, uint64_t n, const uint8_t *data, bool zero)
+{
+    target *t = r->t;
+    vfmig_session *s = t->s;
+    const uint64_t ps = s->page_size;
+    const uint32_t tag = r->round + 1;
+    uint32_t range = vfmig_page_range(s, first);
+    uint64_t k = 0;
+    while (k < n) {
+        /* Largest sub-run with no newer copy; pages holding a newer copy are skipped. */
+        if (t->page_round[first + k] > tag) {
+            k++;
+            continue;
+        }
+        uint64_t e = k + 1;
+        while (e < n && t->page_round[first + e] <= tag)
+            e++;
+        int rc = t->ops->write(t->dev, vfmig_page_offset(s, range, first + k), data + k * ps,
+                               (size_t)((e - k) * ps));
+        if (rc)
+            return dev_fail(s, rc, "write");
+        for (uint64_t i = k; i < e; i++) {
+            uint64_t p = first + i;
+            s->page_hash[p] = zero ? t->zero_hash : XXH3_64bits(data + i * ps, ps);
+            if (t->page_round[p] == 0)
+                atomic_fetch_add(&t->pages_seen, 1);
+            t->page_round[p] = tag;
+        }
+        k = e;
+    }
+    return VFMIG_OK;
+}
+
+static int on_pages(receiver *r, const vfmig_frame *f)
+{
+    target *t = r->t;
+    vfmig_session *s = t->s;
+    const uint64_t ps = s->page_size;
+    if (f->round != r->round)
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u while receiving round %u",
+                          r->stream, f->round, r->round);
+    if (f->npages == 0 || f->page >= s->npages || f->npages > s->npages - f->page ||
+        (uint64_t)f->npages * ps > t->batch_bytes)
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u out of range (VF has %" PRIu64 " pages)",
+                          r->stream, f->page, f->npages, s->npages);
+    if (vfmig_page_range(s, f->page) != vfmig_page_range(s, f->page + f->npages - 1))
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u crosses a range boundary",
+                          r->stream, f->page, f->npages);
+    size_t len = (size_t)((uint64_t)f->npages * ps);
+    const uint8_t *data;
+    int rc = VFMIG_OK;
+    uint64_t t0 = vfmig_now_ns();
+    switch (f->codec) {
+    case VFMIG_CODEC_ZERO:
+        if (f->len)
+            return vfmig_fail(s, VFMIG_EPROTO, "stream %u: zero-page frame with a payload", r->stream);
+        data = t->zeros;
+        break;
+    case VFMIG_CODEC_RAW:
+        if (f->len != len)
+            return vfmig_fail(s, VFMIG_EPROTO, "stream %u: raw frame of %u bytes for %u pages", r->stream,
+                              f->len, f->npages);
+        data = r->payload;
+        break;
+    case VFMIG_CODEC_DELTA: {
+        uint32_t range = vfmig_page_range(s, f->page);
+        for (uint64_t i = 0; i < f->npages; i++)
+            if (t->page_round[f->page + i] == 0)
+                return vfmig_fail(s, VFMIG_EPROTO, "stream %u: delta frame for page %" PRIu64 " that was never sent",
+                                  r->stream, f->page + i);
+        rc = t->ops->read(t->dev, vfmig_page_offset(s, range, f->page), r->dec, len);
+        if (rc)
+            return dev_fail(s, rc, "read (delta base)");
+        rc = vfmig_decode(r->codec, VFMIG_CODEC_DELTA, r->payload, f->len, r->dec, r->dec, len);
+        data = r->dec;
+        break;
+    }
+    case VFMIG_CODEC_LZ4:
+    case VFMIG_CODEC_ZSTD:
+        rc = vfmig_decode(r->codec, f->codec, r->payload, f->len, NULL, r->dec, len);
+        data = r->dec;
+        break;
+    default:
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: unknown codec id %u", r->stream, f->codec);
+    }
+    if (rc)
+        return vfmig_fail(s, rc, "stream %u: %s payload of pages %" PRIu64 "+%u does not decode",
+                          r->stream, vfmig_codec_name(f->codec), f->page, f->npages);
+    r->acc.encode_ns += vfmig_now_ns() - t0;
+    rc = apply_pages(r, f->page, f->npages, data, f->codec == VFMIG_CODEC_ZERO);
+    if (rc)
+        return rc;
+    r->frames++;
+    r->acc.dirty_pages += f->npages;
+    r->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES + f->len;
+    if (f->codec == VFMIG_CODEC_ZERO) {
+        r->acc.zero_pages += f->npages;
+    } else {
+        r->acc.bytes_raw += len;
+        r->acc.codec_out[f->codec] += f->len;
+    }
+    r->acc.codec_in[f->codec] += len;
+    return VFMIG_OK;
+}
+
+static int on_round_end(receiver *r, const vfmig_frame *f)
+{
+    target *t = r->t;
+    vfmig_session *s = t->s;
+    if (f->round != r->round || f->aux != r->frames)
+        return vfmig_fail(s, VFMIG_EPROTO,
+                          "stream %u: round %u ended after %" PRIu64 " frames, but the source sent round %u with %" PRIu64,
+                          r->stream, r->round, r->frames, f->round, f->aux);
+    pthread_mutex_lock(&t->lock);
+    if (++t->arrived == t->nstreams) {
+        t->arrived = 0;
+        t->completed = r->round + 1;
+        pthread_cond_broadcast(&t->cond);
+    }
+    while (t->completed < r->round + 1 && !vfmig_should_stop(s)) {
+        struct timespec ts;
+        deadline_in(&ts, VFMIG_WAIT_SLICE_MS);
+        pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+    }
+    pthread_mutex_unlock(&t->lock);
+    r->round++;
+    r->frames = 0;
+    return vfmig_should_stop(s) ? s->status : VFMIG_OK;
+}
+
+static void *receiver_main(void *arg)
+{
+    receiver *r = arg;
+    target *t = r->t;
+    vfmig_session *s = t->s;
+    const uint64_t idle_ns = (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
+    r->last_frame_ns = vfmig_now_ns();
+    while (!atomic_load(&t->quit) && !vfmig_should_stop(s)) {
+        vfmig_frame f;
+        int rc = vfmig_link_recv(t->link, r->stream, &f, r->payload, r->cap, VFMIG_WAIT_SLICE_MS);
+        if (rc == VFMIG_ETIMEDOUT) {
+            if (!atomic_load(&t->committed) && vfmig_now_ns() - r->last_frame_ns > idle_ns)
+                vfmig_fail(s, VFMIG_ETIMEDOUT, "stream %u: no data from the source for %" PRId64 " ms",
+                           r->stream, s->params[VFMIG_P_TIMEOUT_MS]);
+            continue;
+        }
+        if (rc) {
+            if (rc != VFMIG_ECANCELED && !atomic_load(&t->quit))
+                vfmig_fail(s, rc, "stream %u: %s (%s)", r->stream, vfmig_strerror(rc),
+                           vfmig_link_stream_error(t->link, r->stream));
+            break;
+        }
+        r->last_frame_ns = vfmig_now_ns();
+        if (f.type == VFMIG_F_PAGES)
+            rc = on_pages(r, &f);
+        else if (f.type == VFMIG_F_ROUND_END)
+            rc = on_round_end(r, &f);
+        else
+            rc = vfmig_fail(s, VFMIG_EPROTO, "stream %u: unexpected frame type %u on a data stream",
+                            r->stream, f.type);
+        if (rc)
+            break;
+    }
+    wake_all(t);
+    return NULL;
+}
+
+/* Receives a control frame within the session timeout (sliced, so failures elsewhere and cancel
+ * are seen). With no deadline (`patient`), only failures end the wait: the control stream is
+ * quiet for the whole pre-copy, and the data streams' receivers watch the source's liveness. */
+static int recv_control(target *t, vfmig_frame *f, const char *awaiting, bool patient)
+{
+    vfmig_session *s = t->s;
+    int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
+    uint64_t deadline = vfmig_now_ns() + (uint64_t)timeout * 1000000ull;
+    for (;;) {
+        if (vfmig_should_stop(s))
+            return s->status;
+        int rc = vfmig_link_recv(t->link, 0, f, t->ctl, t->ctl_cap, VFMIG_WAIT_SLICE_MS);
+        if (rc == VFMIG_ETIMEDOUT) {
+            if (patient || vfmig_now_ns() < deadline)
+                continue;
+            return vfmig_fail(s, rc, "no %s from the source within %d ms", awaiting, timeout);
+        }
+        if (rc)
+            return vfmig_fail(s, rc, "waiting for %s: %s (%s)", awaiting, vfmig_strerror(rc),
+                              vfmig_link_stream_error(t->link, 0));
+        if (f->type == VFMIG_F_ABORT) {
+            char msg[300];
+            int st = vfmig_frame_status(f, t->ctl, msg, sizeof(msg));
+            return vfmig_fail(s, VFMIG_EABORTED, "source aborted the migration: %s (%s)", msg,
+                              vfmig_strerror(st));
+        }
+        return VFMIG_OK;
+    }
+}
+
+/* Collects a chunked state blob (IMMUTABLE or MUTABLE): chunk must continue at *got. */
+static int blob_chunk(target *t, const vfmig_frame *f, uint8_t **blob, uint64_t *size, uint64_t *got,
+                      uint64_t expect_size, const char *what)
+{
+    vfmig_session *s = t->s;
+    if (!*blob) {
+        if (f->aux > VFMIG_MAX_STATE_BYTES || (expect_size != UINT64_MAX && f->aux != expect_size))
+            return vfmig_fail(s, VFMIG_EPROTO, "%s state of %" PRIu64 " bytes refused", what, f->aux);
+        *blob = malloc(f->aux ? f->aux : 1);
+        if (!*blob)
+            return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %s state", what);
+        *size = f->aux;
+        *got = 0;
+    }
+    if (f->aux != *size || f->page != *got || f->len > *size - *got)
+        return vfmig_fail(s, VFMIG_EPROTO, "%s state chunk at %" PRIu64 " (+%u of %" PRIu64 ") out of order",
+                          what, f->page, f->len, f->aux);
+    memcpy(*blob + *got, t->ctl, f->len);
+    *got += f->len;
+    return VFMIG_OK;
+}
+
+static int refuse(target *t, int type, int status, const char *msg)
+{
+    vfmig_send_status(t->link, 0, type, status, msg);
+    return vfmig_fail(t->s, status, "%s", msg);
+}
+
+static int handshake(target *t)
+{
+    vfmig_session *s = t->s;
+    vfmig_frame f;
+    char err[300];
+    int rc = recv_control(t, &f, "HELLO", false);
+    if (rc)
+        return rc;
+    if (f.type != VFMIG_F_HELLO)
+        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, "handshake: expected HELLO");
+    if ((rc = vfmig_hello_decode(t->ctl, f.len, &t->hello, err, sizeof(err))))
+        return refuse(t, VFMIG_F_HELLO_ACK, rc, err);
+    if ((rc = vfmig_hello_match_layout(&t->hello, s->page_size, s->dev.nranges, s->ranges, err, sizeof(err))))
+        return refuse(t, VFMIG_F_HELLO_ACK, rc, err);
+    if (t->hello.nstreams != t->nstreams) {
+        snprintf(err, sizeof(err), "handshake: source uses %u data streams, link has %u", t->hello.nstreams, t->nstreams);
+        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, err);
+    }
+    if ((rc = vfmig_send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, "")))
+        return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
+
+    uint8_t *imm = NULL;
+    uint64_t size = 0, got = 0;
+    do {
+        if ((rc = recv_control(t, &f, "immutable state", false)))
+            break;
+        if (f.type != VFMIG_F_IMMUTABLE) {
+            rc = refuse(t, VFMIG_F_IMM_ACK, VFMIG_EPROTO, "expected the immutable state");
+            break;
+        }
+        rc = blob_chunk(t, &f, &imm, &size, &got, t->hello.immutable_bytes, "immutable");
+    } while (!rc && got < size);
+    if (!rc) {
+        rc = t->ops->restore_immutable(t->dev, imm, size);
+        if (rc) {
+            snprintf(err, sizeof(err), "restore_immutable refused the VF's state: %s", vfmig_strerror(rc));
+            rc = refuse(t, VFMIG_F_IMM_ACK, rc < 0 ? rc : VFMIG_EDEVICE, err);
+        }
+    }
+    free(imm);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    s->stats.immutable_bytes = size;
+    pthread_mutex_unlock(&s->lock);
+    if ((rc = vfmig_send_status(t->link, 0, VFMIG_F_IMM_ACK, VFMIG_OK, "")))
+        return vfmig_fail(s, rc, "sending immutable state verdict: %s", vfmig_link_stream_error(t->link, 0));
+    return VFMIG_OK;
+}
+
+static int start_receivers(target *t)
+{
+    vfmig_session *s = t->s;
+    size_t cap = vfmig_codec_bound(t->batch_bytes);
+    for (unsigned i = 0; i < t->nstreams; i++) {
+        receiver *r = &t->rx[i];
+        r->t = t;
+        r->stream = i + 1;
+        r->cap = cap;
+        r->payload = malloc(cap);
+        r->dec = malloc(t->batch_bytes);
+        if (!r->payload || !r->dec || vfmig_codec_ctx_create(t->batch_bytes, &r->codec))
+            return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
+        if (pthread_create(&r->thread, NULL, receiver_main, r))
+            return vfmig_fail(s, VFMIG_ENOMEM, "cannot start receiver thread");
+        r->started = true;
+    }
+    return VFMIG_OK;
+}
+
+static void stop_receivers(target *t)
+{
+    atomic_store(&t->quit, true);
+    for (unsigned i = 0; i < t->nstreams; i++) {
+        receiver *r = &t->rx[i];
+        if (r->started)
+            pthread_join(r->thread, NULL);
+        r->started = false;
+        free(r->payload);
+        free(r->dec);
+        vfmig_codec_ctx_destroy(r->codec);
+        r->payload = r->dec = NULL;
+        r->codec = NULL;
+    }
+}
+
+/* Reads every page back from the device and checks it against the hash of what was applied. */
+static int readback(target *t)
+{
+    vfmig_session *s = t->s;
+    const uint64_t ps = s->page_size;
+    uint8_t *buf = t->rx[0].dec;
+    uint64_t per = t->batch_bytes / ps;
+    for (uint64_t p = 0; p < s->npages; p += per) {
+        uint32_t range = vfmig_page_range(s, p);
+        uint64_t n = per;
+        if (p + n > s->range_base[range + 1])
+            n = s->range_base[range + 1] - p;
+        int rc = t->ops->read(t->dev, vfmig_page_offset(s, range, p), buf, (size_t)(n * ps));
+        if (rc)
+            return dev_fail(s, rc, "read (verify)");
+        for (uint64_t i = 0; i < n; i++)
+            if (XXH3_64bits(buf + i * ps, ps) != s->page_hash[p + i])
+                return vfmig_fail(s, VFMIG_EDIGEST, "page %" PRIu64 " read back from VRAM differs from what was applied", p + i);
+        p = p + n - per; /* ranges end mid-batch */
+    }
+    return VFMIG_OK;
+}
+
+/* COMMIT: wait for the final round on every stream, verify, restore the mutable state. */
+static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t *restore_ns)
+{
+    vfmig_session *s = t->s;
+    uint64_t t0 = vfmig_now_ns();
+    uint64_t deadline = t0 + (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
+    atomic_store(&t->committed, true);
+    pthread_mutex_lock(&t->lock);
+    while (t->completed < f->round + 1 && !vfmig_should_stop(s) && vfmig_now_ns() < deadline) {
+        struct timespec ts;
+        deadline_in(&ts, VFMIG_WAIT_SLICE_MS);
+        pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+    }
+    uint32_t completed = t->completed;
+    pthread_mutex_unlock(&t->lock);
+    if (vfmig_should_stop(s))
+        return s->status;
+    if (completed != f->round + 1)
+        return vfmig_fail(s, completed < f->round + 1 ? VFMIG_ETIMEDOUT : VFMIG_EPROTO,
+                          "COMMIT for round %u, but %u rounds arrived complete", f->round, completed);
+    uint64_t seen = atomic_load(&t->pages_seen);
+    if (seen != s->npages)
+        return vfmig_fail(s, VFMIG_EPROTO, "incomplete image: %" PRIu64 " of %" PRIu64 " pages arrived", seen, s->npages);
+    if (!t->mut || t->mut_got != t->mut_size)
+        return vfmig_fail(s, VFMIG_EPROTO, "COMMIT before the whole mutable state arrived");
+    uint64_t digest[2];
+    vfmig_image_digest(s, digest);
+    if (digest[0] != f->page || digest[1] != f->aux)
+        return vfmig_fail(s, VFMIG_EDIGEST, "image digest %016" PRIx64 "%016" PRIx64 " differs from the source's %016" PRIx64 "%016" PRIx64,
+                          digest[1], digest[0], f->aux, f->page);
+    int rc;
+    if (s->params[VFMIG_P_VERIFY_READBACK] && (rc = readback(t)))
+        return rc;
+    uint64_t t1 = vfmig_now_ns();
+    *verify_ns = t1 - t0;
+    if ((rc = t->ops->restore_mutable(t->dev, t->mut, t->mut_size)))
+        return dev_fail(s, rc, "restore_mutable");
+    *restore_ns = vfmig_now_ns() - t1;
+    return VFMIG_OK;
+}
+
+static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, const char *msg)
+{
+    uint8_t buf[16 + 512];
+    size_t n = strnlen(msg, 512);
+    vfmig_put_u64(buf, verify_ns);
+    vfmig_put_u64(buf + 8, restore_ns);
+    memcpy(buf + 16, msg, n);
+    vfmig_frame f = {.type = VFMIG_F_VERDICT, .len = (uint32_t)(16 + n), .aux = (uint64_t)(int64_t)status};
+    int rc = vfmig_link_send(t->link, 0, &f, buf);
+    return rc ? rc : vfmig_link_flush(t->link, 0);
+}
+
+static int serve(target *t)
+{
+    vfmig_session *s = t->s;
+    vfmig_frame f;
+    int rc;
+    for (;;) {
+        if ((rc = recv_control(t, &f, "COMMIT", true)))
+            return rc;
+        if (f.type == VFMIG_F_MUTABLE) {
+            if (!t->mut)
+                vfmig_set_phase(s, VFMIG_PHASE_BLACKOUT);
+            if ((rc = blob_chunk(t, &f, &t->mut, &t->mut_size, &t->mut_got, UINT64_MAX, "mutable")))
+                return rc;
+            continue;
+        }
+        if (f.type != VFMIG_F_COMMIT)
+            return vfmig_fail(s, VFMIG_EPROTO, "unexpected frame type %u on the control stream", f.type);
+        uint64_t verify_ns = 0, restore_ns = 0;
+        rc = commit(t, &f, &verify_ns, &restore_ns);
+        if (rc) {
+            send_verdict(t, rc, 0, 0, s->err);
+            return rc;
+        }
+        pthread_mutex_lock(&s->lock);
+        s->stats.blackout_verify_ns = verify_ns;
+        s->stats.blackout_restore_ns = restore_ns;
+        s->stats.mutable_bytes = t->mut_size;
+        s->stats.rounds = f.round; /* pre-copy rounds; the final one is the blackout pass */
+        pthread_mutex_unlock(&s->lock);
+        if ((rc = send_verdict(t, VFMIG_OK, verify_ns, restore_ns, "")))
+            return vfmig_fail(s, rc, "sending the verdict: %s", vfmig_link_stream_error(t->link, 0));
+        if ((rc = recv_control(t, &f, "GO", false)))
+            return rc;
+        if (f.type != VFMIG_F_GO)
+            return vfmig_fail(s, VFMIG_EPROTO, "expected GO, got frame type %u", f.type);
+        return VFMIG_OK;
+    }
+}
+
+int vfmig_target_run(vfmig_session *s, vfmig_link *link)
+{
+    target *t = calloc(1, sizeof(*t));
+    if (!t)
+        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory");
+    t->s = s;
+    t->link = link;
+    t->ops = s->dev.ops;
+    t->dev = s->dev.dev;
+    t->nstreams = (unsigned)vfmig_link_streams(link);
+    t->zero_hash = vfmig_zero_page_hash(s->page_size);
+    t->ctl_cap = (1u << 20) + 4096;
+    t->ctl = malloc(t->ctl_cap);
+    t->page_round = calloc(s->npages, sizeof(uint32_t));
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    int rc = VFMIG_OK;
+    if (!t->ctl || !t->page_round) {
+        rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
+        goto out;
+    }
+    vfmig_set_phase(s, VFMIG_PHASE_HANDSHAKE);
+    if ((rc = t->ops->prepare(t->dev, VFMIG_ROLE_TARGET))) {
+        rc = dev_fail(s, rc, "prepare");
+        goto out;
+    }
+    t->prepared = true;
+    if ((rc = handshake(t)))
+        goto out;
+    t->batch_bytes = t->hello.batch_bytes;
+    vfmig_link_set_max_payload(link, vfmig_codec_bound(t->batch_bytes) > t->ctl_cap
+                                         ? vfmig_codec_bound(t->batch_bytes) : t->ctl_cap);
+    t->zeros = calloc(1, t->batch_bytes);
+    if (!t->zeros) {
+        rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory");
+        goto out;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stats.streams = t->nstreams;
+    s->stats.threads = t->nstreams;
+    pthread_mutex_unlock(&s->lock);
+    vfmig_set_phase(s, VFMIG_PHASE_PRECOPY);
+    if ((rc = start_receivers(t)))
+        goto out;
+    rc = serve(t);
+
+out:
+    if (rc || vfmig_should_stop(s)) {
+        rc = s->failed ? s->status : rc;
+        /* Tell the source, unless it is the one that aborted. */
+        if (rc != VFMIG_EABORTED)
+            vfmig_send_status(link, 0, VFMIG_F_ABORT, rc, s->err);
+    }
+    vfmig_link_interrupt(link);
+    stop_receivers(t);
+    vfmig_round_stats tot = {0};
+    for (unsigned i = 0; i < t->nstreams; i++) {
+        const vfmig_round_stats *a = &t->rx[i].acc;
+        tot.dirty_pages += a->dirty_pages;
+        tot.zero_pages += a->zero_pages;
+        tot.bytes_raw += a->bytes_raw;
+        tot.bytes_wire += a->bytes_wire;
+        for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
+            tot.codec_in[c] += a->codec_in[c];
+            tot.codec_out[c] += a->codec_out[c];
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    vfmig_stats *st = &s->stats;
+    st->bytes_raw = tot.bytes_raw;
+    st->bytes_wire = tot.bytes_wire;
+    st->pages_sent = tot.dirty_pages;
+    st->zero_pages = tot.zero_pages;
+    uint64_t in = 0, outb = 0;
+    for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
+        st->codec_in[c] = tot.codec_in[c];
+        st->codec_out[c] = tot.codec_out[c];
+        in += tot.codec_in[c];
+        outb += tot.codec_out[c];
+    }
+    st->ratio = outb ? (double)in / (double)outb : 1.0;
+    pthread_mutex_unlock(&s->lock);
+
+    if (!rc) {
+        /* Verified, restored and confirmed by the source: the VF runs here now. */
+        rc = t->ops->resume(t->dev);
+        if (rc) {
+            rc = dev_fail(s, rc, "resume");
+        } else {
+            pthread_mutex_lock(&s->lock);
+            st->vf_state = VFMIG_VF_RESUMED_ON_TARGET;
+            st->verified = 1;
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    if (t->prepared)
+        t->ops->end(t->dev);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->lock);
+    free(t->ctl);
+    free(t->page_round);
+    free(t->zeros);
+    free(t->mut);
+    free(t);
+    return rc;
+}

@@ -1,0 +1,137 @@
+/*
+ * tests/migrate_util.h - helpers for migration tests: a device wrapper that injects faults at a
+ * chosen call of a chosen op (exit the process, fail, cancel a session, corrupt data), and
+ * checks of where the VF runs after a migration.
+ */
+#ifndef VFMIG_TESTS_MIGRATE_UTIL_H
+#define VFMIG_TESTS_MIGRATE_UTIL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "vfmig.h"
+
+enum fault_op {
+    OP_PREPARE, OP_END, OP_START, OP_STOP, OP_QUERY, OP_READ, OP_WRITE, OP_PAUSE, OP_RESUME,
+    OP_SAVE_IMM, OP_SAVE_MUT, OP_RESTORE_IMM, OP_RESTORE_MUT, OP_THROTTLE, OP_COUNT
+};
+enum fault_action {
+    ACT_NONE,
+    ACT_EXIT,    /* the process dies (_exit), like a host crash of that end */
+    ACT_FAIL,    /* the op returns VFMIG_EDEVICE */
+    ACT_CANCEL,  /* vfmig_session_cancel(cancel) from inside the op, then the op proceeds */
+    ACT_CORRUPT  /* write: flip a byte of what is written */
+};
+
+typedef struct fault_dev {
+    vfmig_device inner;
+    vfmig_device outer; /* what the session gets */
+    vfmig_device_ops ops;
+    int op, after, action;
+    vfmig_session *cancel;
+    _Atomic int calls[OP_COUNT];
+} fault_dev;
+
+static inline bool fault_hit(fault_dev *f, int op)
+{
+    int n = atomic_fetch_add(&f->calls[op], 1) + 1;
+    if (f->op != op || n != f->after)
+        return false;
+    if (f->action == ACT_EXIT)
+        _exit(3);
+    if (f->action == ACT_CANCEL && f->cancel)
+        vfmig_session_cancel(f->cancel);
+    return f->action == ACT_FAIL || f->action == ACT_CORRUPT;
+}
+
+#define FD(d) ((fault_dev *)(d))
+#define INNER(d) FD(d)->inner.dev
+#define FWD(op, call)                                                                              \
+    do {                                                                                           \
+        if (fault_hit(FD(d), op) && FD(d)->action == ACT_FAIL)                                     \
+            return VFMIG_EDEVICE;                                                                  \
+        return FD(d)->inner.ops->call;                                                             \
+    } while (0)
+
+static int f_prepare(void *d, vfmig_role r) { FWD(OP_PREPARE, prepare(INNER(d), r)); }
+static int f_end(void *d) { FWD(OP_END, end(INNER(d))); }
+static int f_start(void *d) { FWD(OP_START, start_tracking(INNER(d))); }
+static int f_stop(void *d) { FWD(OP_STOP, stop_tracking(INNER(d))); }
+static int f_query(void *d, uint32_t r, uint64_t fp, uint64_t n, uint64_t *bm, int c)
+{
+    FWD(OP_QUERY, query_dirty(INNER(d), r, fp, n, bm, c));
+}
+static int f_read(void *d, uint64_t off, void *dst, size_t len) { FWD(OP_READ, read(INNER(d), off, dst, len)); }
+static int f_write(void *d, uint64_t off, const void *src, size_t len)
+{
+    if (fault_hit(FD(d), OP_WRITE)) {
+        if (FD(d)->action == ACT_FAIL)
+            return VFMIG_EDEVICE;
+        /* ACT_CORRUPT: the device stores something else than it was given. */
+        int rc = FD(d)->inner.ops->write(INNER(d), off, src, len);
+        uint8_t b;
+        FD(d)->inner.ops->read(INNER(d), off + len / 2, &b, 1);
+        b ^= 0x5a;
+        FD(d)->inner.ops->write(INNER(d), off + len / 2, &b, 1);
+        return rc;
+    }
+    return FD(d)->inner.ops->write(INNER(d), off, src, len);
+}
+static int f_pause(void *d) { FWD(OP_PAUSE, pause(INNER(d))); }
+static int f_resume(void *d) { FWD(OP_RESUME, resume(INNER(d))); }
+static int f_save_imm(void *d, void *b, uint64_t *s) { FWD(OP_SAVE_IMM, save_immutable(INNER(d), b, s)); }
+static int f_save_mut(void *d, void *b, uint64_t *s) { FWD(OP_SAVE_MUT, save_mutable(INNER(d), b, s)); }
+static int f_rest_imm(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_IMM, restore_immutable(INNER(d), b, s)); }
+static int f_rest_mut(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_MUT, restore_mutable(INNER(d), b, s)); }
+static int f_throttle(void *d, unsigned p) { FWD(OP_THROTTLE, throttle(INNER(d), p)); }
+
+/* Wraps a sim's device; with action ACT_NONE it only counts calls. */
+static inline void fault_wrap(fault_dev *f, vfmig_simvf *sim, int op, int after, int action)
+{
+    memset(f, 0, sizeof(*f));
+    vfmig_simvf_device(sim, &f->inner);
+    f->ops = (vfmig_device_ops){f_prepare, f_end, f_start, f_stop, f_query, f_read, f_write, f_pause,
+                                f_resume, f_save_imm, f_save_mut, f_rest_imm, f_rest_mut,
+                                f->inner.ops->throttle ? f_throttle : NULL};
+    f->outer = f->inner;
+    f->outer.ops = &f->ops;
+    f->outer.dev = f;
+    f->op = op;
+    f->after = after;
+    f->action = action;
+}
+
+static inline void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The source VF runs: not paused, and its workload keeps writing. */
+static inline void assert_running(vfmig_simvf *sim, const char *who)
+{
+    if (vfmig_simvf_get_state(sim) != VFMIG_SIMVF_RUNNING)
+        T_FAIL("%s: VF is not running after the migration failed", who);
+    vfmig_simvf_counters a, b;
+    vfmig_simvf_get_counters(sim, &a);
+    for (int i = 0; i < 100; i++) {
+        sleep_ms(10);
+        vfmig_simvf_get_counters(sim, &b);
+        if (b.writes > a.writes)
+            return;
+    }
+    T_FAIL("%s: the workload made no progress in 1 s after the failure", who);
+}
+
+static inline void assert_not_resumed(vfmig_simvf *sim, const char *who)
+{
+    vfmig_simvf_counters c;
+    vfmig_simvf_get_counters(sim, &c);
+    if (c.resumes != 0 || vfmig_simvf_get_state(sim) == VFMIG_SIMVF_RUNNING)
+        T_FAIL("%s: target VF was resumed (resumes=%u)", who, c.resumes);
+}
+
+#endif
