@@ -240,7 +240,7 @@ static void help(const char *cmd)
            "      --delta-cache SIZE   copies kept for delta encoding (default 64M)\n"
            "      --batch SIZE         largest page run per frame (default 256K)\n"
            "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
-           "      --verify-readback    target also reads its VRAM back to verify\n"
+           "      --no-readback        target hashes what it writes instead of reading VRAM back\n"
            "      --pin P              auto | none | CPU list like 0-3 (worker placement)\n"
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
@@ -271,7 +271,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"codec", required_argument, 0, O_CODEC},
         {"max-bandwidth", required_argument, 0, O_BW}, {"delta-cache", required_argument, 0, O_DELTA},
         {"batch", required_argument, 0, O_BATCH}, {"no-throttle", no_argument, 0, O_NOTHROTTLE},
-        {"verify-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
+        {"no-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
         {"json", no_argument, 0, O_JSON}, {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
@@ -316,7 +316,7 @@ static void parse_args(opts *o, int argc, char **argv)
         case O_DELTA: o->delta_cache = (int64_t)parse_size("--delta-cache", optarg); break;
         case O_BATCH: o->batch_bytes = (int64_t)parse_size("--batch", optarg); break;
         case O_NOTHROTTLE: o->throttle = 0; break;
-        case O_READBACK: o->readback = 1; break;
+        case O_READBACK: o->readback = 0; break;
         case O_PIN: o->pin = optarg; break;
         case O_JSON: o->json = true; break;
         case 'v': o->verbose = true; break;

@@ -11,9 +11,13 @@
  * ROUND_END on each data stream with the number of frames that stream carried in the round, so
  * the target can tell a complete round from a truncated one.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setname_np */
+#endif
 #include "engine/pipeline.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -189,6 +193,9 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     vfmig_pipeline *p = w->p;
+    char name[16];
+    snprintf(name, sizeof(name), "vfmig-enc%u", w->index);
+    pthread_setname_np(pthread_self(), name); /* visible in top, perf and gdb */
     if (p->cfg.pinner)
         vfmig_pinner_bind(p->cfg.pinner, w->index);
     for (;;) {

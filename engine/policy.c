@@ -1,12 +1,16 @@
 /* engine/policy.c - switch-over decisions (see policy.h). */
 #include "engine/policy.h"
 
+#include <stdbool.h>
+
 /* Rounds smaller than this are dominated by per-round fixed costs and say little about the
  * pipeline's bandwidth; they are not used to learn it. */
 #define POLICY_MIN_MEASURE_BYTES (1u << 20)
 /* A dirty set that shrank by less than this fraction counts as a stalled round. */
 #define POLICY_PROGRESS 0.95
 #define POLICY_STALL_ROUNDS 2
+/* Under budget, another round is worth it only if the last one at least halved the dirty set. */
+#define POLICY_HALVING 0.5
 /* Throttle steps: percent of full speed asked of the device. */
 static const unsigned throttle_steps[] = {100, 80, 60, 40, 20, 10};
 #define THROTTLE_STEPS (sizeof(throttle_steps) / sizeof(throttle_steps[0]))
@@ -52,7 +56,13 @@ vfmig_policy_decision vfmig_policy_after_round(vfmig_policy *p, const vfmig_poli
     }
 
     d.predicted_ms = vfmig_policy_predict_ms(p, r->pending_bytes);
-    if (r->pending_bytes == 0 || d.predicted_ms <= p->cfg.budget_ms) {
+    /* Fitting the budget is enough to switch, but while rounds still shrink the dirty set fast
+     * one more round is cheap and the blackout gets shorter still: keep going as long as page
+     * transfer (not fixed cost) dominates the predicted blackout. */
+    bool shrinking = r->round == 0 || (double)r->pending_bytes < POLICY_HALVING * (double)p->prev_pending;
+    bool worth_a_round = shrinking && d.predicted_ms > 2 * p->fixed_ms && r->round + 2 < p->cfg.max_rounds &&
+                         r->precopy_ns < p->cfg.max_precopy_ns;
+    if (r->pending_bytes == 0 || (d.predicted_ms <= p->cfg.budget_ms && !worth_a_round)) {
         d.action = VFMIG_POLICY_SWITCH;
         d.reason = VFMIG_SWITCH_CONVERGED;
         return d;

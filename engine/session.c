@@ -29,7 +29,7 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_DELTA_CACHE_BYTES] = {0, INT64_C(1) << 40, INT64_C(64) << 20},
     [VFMIG_P_BATCH_BYTES] = {4096, 64 << 20, 256 << 10},
     [VFMIG_P_THROTTLE] = {0, 1, 1},
-    [VFMIG_P_VERIFY_READBACK] = {0, 1, 0},
+    [VFMIG_P_VERIFY_READBACK] = {0, 1, 1},
 };
 
 int vfmig_param_bounds(vfmig_param p, int64_t *min, int64_t *max, int64_t *def)
@@ -200,6 +200,18 @@ int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)
     }
     pthread_mutex_unlock(&s->lock);
     return status;
+}
+
+void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...)
+{
+    pthread_mutex_lock(&s->lock);
+    s->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    va_end(ap);
+    atomic_store(&s->failed, 1);
+    pthread_mutex_unlock(&s->lock);
 }
 
 bool vfmig_should_stop(vfmig_session *s)

@@ -49,6 +49,9 @@ uint64_t vfmig_now_ns(void);
 
 /** Records the first failure (later ones are ignored) and returns `status`. Any thread. */
 int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** Replaces the recorded failure with a more precise one (e.g. "peer closed" turns out to be
+ *  the peer's ABORT with its reason). */
+void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** True once a failure was recorded or a cancel requested (then records ECANCELED). */
 bool vfmig_should_stop(vfmig_session *s);
 /** Sends a log event (only from the session's own thread). */

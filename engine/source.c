@@ -341,6 +341,30 @@ static int blackout(source *src, uint32_t round)
     return VFMIG_OK;
 }
 
+/* A broken stream is often the peer hanging up after telling why on the control stream: look
+ * for its ABORT briefly, so the error names the cause rather than the symptom. */
+static void find_peer_reason(source *src)
+{
+    vfmig_session *s = src->s;
+    if (s->status != VFMIG_ECLOSED && s->status != VFMIG_EIO && s->status != VFMIG_ETIMEDOUT)
+        return;
+    uint64_t deadline = vfmig_now_ns() + 200000000ull;
+    while (vfmig_now_ns() < deadline) {
+        vfmig_frame f;
+        int rc = vfmig_link_recv(src->link, 0, &f, src->frame_buf, src->frame_cap, 20);
+        if (rc == VFMIG_ETIMEDOUT)
+            continue;
+        if (rc)
+            return;
+        if (f.type == VFMIG_F_ABORT) {
+            char msg[300];
+            int st = vfmig_frame_status(&f, src->frame_buf, msg, sizeof(msg));
+            vfmig_refine_error(s, VFMIG_EABORTED, "target aborted the migration: %s (%s)", msg, vfmig_strerror(st));
+            return;
+        }
+    }
+}
+
 /* Undo everything: the VF keeps running on the source. */
 static void rollback(source *src)
 {
@@ -353,6 +377,7 @@ static void rollback(source *src)
     }
     if (src->throttled && src->ops->throttle)
         src->ops->throttle(src->dev, 100);
+    find_peer_reason(src);
     /* Best effort: the link may be what failed. */
     vfmig_send_status(src->link, 0, VFMIG_F_ABORT, s->status, s->err);
     vfmig_link_interrupt(src->link);

@@ -12,6 +12,9 @@
  * applied equals the source's, restores the mutable state, reports VERDICT, and resumes only on
  * the source's GO.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setname_np */
+#endif
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,7 @@ typedef struct receiver {
     uint8_t *payload;
     size_t cap;
     uint8_t *dec;
+    uint8_t *chk;          /* read-back of what was written */
     vfmig_codec_ctx *codec;
     uint32_t round;
     uint64_t frames;
@@ -49,6 +53,7 @@ struct target {
     unsigned nstreams;
     uint64_t batch_bytes;
     uint64_t zero_hash;
+    bool readback;         /* hash pages as read back from VRAM after writing them */
     uint8_t *zeros;        /* batch_bytes of zeros for ZERO frames */
     uint32_t *page_round;  /* 1 + round of the copy applied; 0 = none yet */
     _Atomic uint64_t pages_seen;
@@ -107,13 +112,21 @@ static int apply_pages(receiver *r, uint64_t first, uint64_t n, const uint8_t *d
         uint64_t e = k + 1;
         while (e < n && t->page_round[first + e] <= tag)
             e++;
-        int rc = t->ops->write(t->dev, vfmig_page_offset(s, range, first + k), data + k * ps,
-                               (size_t)((e - k) * ps));
+        uint64_t off = vfmig_page_offset(s, range, first + k);
+        size_t len = (size_t)((e - k) * ps);
+        int rc = t->ops->write(t->dev, off, data + k * ps, len);
         if (rc)
             return dev_fail(s, rc, "write");
+        /* With read-back, the digest covers what VRAM holds, not what was handed to the device. */
+        const uint8_t *held = data + k * ps;
+        if (t->readback) {
+            if ((rc = t->ops->read(t->dev, off, r->chk, len)))
+                return dev_fail(s, rc, "read (verify)");
+            held = r->chk;
+        }
         for (uint64_t i = k; i < e; i++) {
             uint64_t p = first + i;
-            s->page_hash[p] = zero ? t->zero_hash : XXH3_64bits(data + i * ps, ps);
+            s->page_hash[p] = zero && !t->readback ? t->zero_hash : XXH3_64bits(held + (i - k) * ps, ps);
             if (t->page_round[p] == 0)
                 atomic_fetch_add(&t->pages_seen, 1);
             t->page_round[p] = tag;
@@ -226,6 +239,9 @@ static void *receiver_main(void *arg)
     target *t = r->t;
     vfmig_session *s = t->s;
     const uint64_t idle_ns = (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
+    char name[16];
+    snprintf(name, sizeof(name), "vfmig-rx%u", r->stream);
+    pthread_setname_np(pthread_self(), name);
     r->last_frame_ns = vfmig_now_ns();
     while (!atomic_load(&t->quit) && !vfmig_should_stop(s)) {
         vfmig_frame f;
@@ -376,7 +392,8 @@ static int start_receivers(target *t)
         r->cap = cap;
         r->payload = malloc(cap);
         r->dec = malloc(t->batch_bytes);
-        if (!r->payload || !r->dec || vfmig_codec_ctx_create(t->batch_bytes, &r->codec))
+        r->chk = malloc(t->batch_bytes);
+        if (!r->payload || !r->dec || !r->chk || vfmig_codec_ctx_create(t->batch_bytes, &r->codec))
             return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
         if (pthread_create(&r->thread, NULL, receiver_main, r))
             return vfmig_fail(s, VFMIG_ENOMEM, "cannot start receiver thread");
@@ -395,33 +412,11 @@ static void stop_receivers(target *t)
         r->started = false;
         free(r->payload);
         free(r->dec);
+        free(r->chk);
         vfmig_codec_ctx_destroy(r->codec);
-        r->payload = r->dec = NULL;
+        r->payload = r->dec = r->chk = NULL;
         r->codec = NULL;
     }
-}
-
-/* Reads every page back from the device and checks it against the hash of what was applied. */
-static int readback(target *t)
-{
-    vfmig_session *s = t->s;
-    const uint64_t ps = s->page_size;
-    uint8_t *buf = t->rx[0].dec;
-    uint64_t per = t->batch_bytes / ps;
-    for (uint64_t p = 0; p < s->npages; p += per) {
-        uint32_t range = vfmig_page_range(s, p);
-        uint64_t n = per;
-        if (p + n > s->range_base[range + 1])
-            n = s->range_base[range + 1] - p;
-        int rc = t->ops->read(t->dev, vfmig_page_offset(s, range, p), buf, (size_t)(n * ps));
-        if (rc)
-            return dev_fail(s, rc, "read (verify)");
-        for (uint64_t i = 0; i < n; i++)
-            if (XXH3_64bits(buf + i * ps, ps) != s->page_hash[p + i])
-                return vfmig_fail(s, VFMIG_EDIGEST, "page %" PRIu64 " read back from VRAM differs from what was applied", p + i);
-        p = p + n - per; /* ranges end mid-batch */
-    }
-    return VFMIG_OK;
 }
 
 /* COMMIT: wait for the final round on every stream, verify, restore the mutable state. */
@@ -455,8 +450,6 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
         return vfmig_fail(s, VFMIG_EDIGEST, "image digest %016" PRIx64 "%016" PRIx64 " differs from the source's %016" PRIx64 "%016" PRIx64,
                           digest[1], digest[0], f->aux, f->page);
     int rc;
-    if (s->params[VFMIG_P_VERIFY_READBACK] && (rc = readback(t)))
-        return rc;
     uint64_t t1 = vfmig_now_ns();
     *verify_ns = t1 - t0;
     if ((rc = t->ops->restore_mutable(t->dev, t->mut, t->mut_size)))
@@ -527,6 +520,7 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     t->dev = s->dev.dev;
     t->nstreams = (unsigned)vfmig_link_streams(link);
     t->zero_hash = vfmig_zero_page_hash(s->page_size);
+    t->readback = s->params[VFMIG_P_VERIFY_READBACK] != 0;
     t->ctl_cap = (1u << 20) + 4096;
     t->ctl = malloc(t->ctl_cap);
     t->page_round = calloc(s->npages, sizeof(uint32_t));
@@ -585,6 +579,8 @@ out:
     }
     pthread_mutex_lock(&s->lock);
     vfmig_stats *st = &s->stats;
+    if (!st->rounds && t->completed)
+        st->rounds = t->completed; /* rounds that arrived complete */
     st->bytes_raw = tot.bytes_raw;
     st->bytes_wire = tot.bytes_wire;
     st->pages_sent = tot.dirty_pages;

@@ -33,6 +33,8 @@ typedef struct fault_dev {
     int op, after, action;
     vfmig_session *cancel;
     _Atomic int calls[OP_COUNT];
+    uint8_t *saved_mutable; /* copy of the last blob save_mutable produced */
+    uint64_t saved_mutable_size;
 } fault_dev;
 
 static inline bool fault_hit(fault_dev *f, int op)
@@ -83,7 +85,19 @@ static int f_write(void *d, uint64_t off, const void *src, size_t len)
 static int f_pause(void *d) { FWD(OP_PAUSE, pause(INNER(d))); }
 static int f_resume(void *d) { FWD(OP_RESUME, resume(INNER(d))); }
 static int f_save_imm(void *d, void *b, uint64_t *s) { FWD(OP_SAVE_IMM, save_immutable(INNER(d), b, s)); }
-static int f_save_mut(void *d, void *b, uint64_t *s) { FWD(OP_SAVE_MUT, save_mutable(INNER(d), b, s)); }
+static int f_save_mut(void *d, void *b, uint64_t *s)
+{
+    if (fault_hit(FD(d), OP_SAVE_MUT) && FD(d)->action == ACT_FAIL)
+        return VFMIG_EDEVICE;
+    int rc = FD(d)->inner.ops->save_mutable(INNER(d), b, s);
+    if (!rc && b) {
+        free(FD(d)->saved_mutable);
+        FD(d)->saved_mutable = malloc(*s);
+        memcpy(FD(d)->saved_mutable, b, *s);
+        FD(d)->saved_mutable_size = *s;
+    }
+    return rc;
+}
 static int f_rest_imm(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_IMM, restore_immutable(INNER(d), b, s)); }
 static int f_rest_mut(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_MUT, restore_mutable(INNER(d), b, s)); }
 static int f_throttle(void *d, unsigned p) { FWD(OP_THROTTLE, throttle(INNER(d), p)); }

@@ -73,24 +73,51 @@ static void test_policy(void)
     vfmig_policy p;
     vfmig_policy_decision d;
 
-    /* 1 GB at 2 GB/s; 20 MB dirty remains: 10 ms + 1 ms fixed fits a 50 ms budget. */
+    /* 1 GB at 2 GB/s; 20 MB dirty remains: 10 ms + 1 ms fixed fits a 50 ms budget, but after
+     * round 0 one more round is worth it. */
     vfmig_policy_init(&p, &cfg, 1.0);
     vfmig_policy_round r = rnd(0, 1000, 500, 20, 500, 500);
     d = vfmig_policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
+    ASSERT_TRUE(d.predicted_ms > 10.5 && d.predicted_ms < 11.5);
+    /* It shrank to 4 MB (3 ms): still halving and page time dominates: once more. */
+    r = rnd(1, 20, 10, 4, 10, 510);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
+    /* 3 MB: no longer halving: switch. */
+    r = rnd(2, 4, 2, 3, 2, 512);
+    d = vfmig_policy_after_round(&p, &r);
     ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
     ASSERT_EQ(d.reason, VFMIG_SWITCH_CONVERGED);
-    ASSERT_TRUE(d.predicted_ms > 10.5 && d.predicted_ms < 11.5);
+    /* A hot set that stays fully dirty but fits: switch at once rather than spin. */
+    vfmig_policy_init(&p, &cfg, 1.0);
+    r = rnd(0, 1000, 500, 40, 500, 500);
+    vfmig_policy_after_round(&p, &r);
+    r = rnd(1, 40, 20, 40, 20, 520);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
 
     /* 200 MB dirty at 2 GB/s = 100 ms: keep going. */
     vfmig_policy_init(&p, &cfg, 1.0);
     r = rnd(0, 1000, 500, 200, 500, 500);
     d = vfmig_policy_after_round(&p, &r);
     ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
-    /* Next round moved those 200 MB in 100 ms, 20 MB dirtied meanwhile: switch. */
+    /* Next round moved those 200 MB in 100 ms, 20 MB dirtied meanwhile: fits, still shrinking. */
     r = rnd(1, 200, 100, 20, 100, 600);
     d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
+    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
     ASSERT_TRUE(p.dirty_rate > 0);
+    /* With the round limit one round away, a fitting blackout is taken at once. */
+    cfg.max_rounds = 3;
+    r = rnd(2, 20, 10, 5, 10, 610);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE); /* p was made with max_rounds 30 */
+    p.cfg.max_rounds = 4;
+    r = rnd(3, 5, 3, 2, 3, 613);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
+    ASSERT_EQ(d.reason, VFMIG_SWITCH_CONVERGED);
+    cfg.max_rounds = 30;
 
     /* Nothing dirty: switch at once, whatever the bandwidth. */
     vfmig_policy_init(&p, &cfg, 1.0);
