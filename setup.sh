@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake pkg-config liblz4-dev libzstd-dev libxxhash-dev libhwloc-dev
-          libibverbs-dev librdmacm-dev)
+          libibverbs-dev librdmacm-dev libssl-dev)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {

@@ -32,6 +32,9 @@ typedef struct opts {
     int64_t max_bandwidth, delta_cache, batch_bytes, throttle, readback;
     int accept_timeout_ms;
     const char *pin;
+    const char *psk_file;
+    uint8_t psk[257];
+    size_t psk_len;
     const char *codec_str;
     const char *pattern_str;
     const char *content_str;
@@ -242,6 +245,8 @@ static void help(const char *cmd)
            "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
            "      --no-readback        target hashes what it writes instead of reading VRAM back\n"
            "      --pin P              auto | none | CPU list like 0-3 (worker placement)\n"
+           "      --psk-file PATH      pre-shared key (16..256 bytes) both ends must hold: mutual\n"
+           "                           authentication before anything of the VF moves\n"
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
@@ -252,7 +257,7 @@ static void help(const char *cmd)
 enum {
     O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
-    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV
+    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK
 };
 
 static void parse_args(opts *o, int argc, char **argv)
@@ -272,7 +277,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"max-bandwidth", required_argument, 0, O_BW}, {"delta-cache", required_argument, 0, O_DELTA},
         {"batch", required_argument, 0, O_BATCH}, {"no-throttle", no_argument, 0, O_NOTHROTTLE},
         {"no-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
-        {"json", no_argument, 0, O_JSON}, {"verbose", no_argument, 0, 'v'},
+        {"json", no_argument, 0, O_JSON}, {"psk-file", required_argument, 0, O_PSK}, {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -318,6 +323,7 @@ static void parse_args(opts *o, int argc, char **argv)
         case O_NOTHROTTLE: o->throttle = 0; break;
         case O_READBACK: o->readback = 0; break;
         case O_PIN: o->pin = optarg; break;
+        case O_PSK: o->psk_file = optarg; break;
         case O_JSON: o->json = true; break;
         case 'v': o->verbose = true; break;
         case 'q': o->quiet = true; break;
@@ -328,6 +334,19 @@ static void parse_args(opts *o, int argc, char **argv)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+    if (o->psk_file) {
+        FILE *f = fopen(o->psk_file, "rb");
+        if (!f)
+            usage_error("--psk-file %s: %s", o->psk_file, strerror(errno));
+        size_t n = fread(o->psk, 1, sizeof(o->psk), f);
+        fclose(f);
+        while (n && (o->psk[n - 1] == '\n' || o->psk[n - 1] == '\r')) /* a key written with echo */
+            n--;
+        if (n < 16 || n > 256)
+            usage_error("--psk-file %s: the key must be 16 to 256 bytes long (it is %s%zu)", o->psk_file,
+                        n > 256 ? "over " : "", n > 256 ? (size_t)256 : n);
+        o->psk_len = n;
+    }
     if (!strcmp(o->cmd, "source") && !o->endpoint)
         usage_error("vfmig source needs --connect ENDPOINT");
     if (!strcmp(o->cmd, "target") && !o->endpoint)
@@ -387,6 +406,10 @@ static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, vfmig_
     }
     if (o->pin && (rc = vfmig_session_set_pinning(s, o->pin))) {
         snprintf(err, errlen, "--pin '%s': expected auto, none or a CPU list of this machine", o->pin);
+        return rc;
+    }
+    if (o->psk_len && (rc = vfmig_session_set_psk(s, o->psk, o->psk_len))) {
+        snprintf(err, errlen, "the pre-shared key was refused");
         return rc;
     }
     vfmig_session_set_callback(s, on_event, (void *)o);

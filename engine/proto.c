@@ -2,6 +2,8 @@
  * here before the engine uses it. */
 #include "engine/proto.h"
 
+#include "engine/auth.h"
+
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +23,10 @@ size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf)
     size_t off = VFMIG_HELLO_FIXED_BYTES;
     for (uint32_t i = 0; i < h->nranges && i < VFMIG_MAX_RANGES; i++, off += 8)
         vfmig_put_u64(buf + off, h->range_size[i]);
+    if (h->flags & VFMIG_HELLO_FLAG_AUTH) {
+        memcpy(buf + off, h->nonce, sizeof(h->nonce));
+        off += sizeof(h->nonce);
+    }
     return off;
 }
 
@@ -49,8 +55,13 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
     h->nranges = vfmig_get_u32(buf + 32);
     h->batch_bytes = vfmig_get_u32(buf + 36);
     h->immutable_bytes = vfmig_get_u64(buf + 40);
+    if (h->flags & ~VFMIG_HELLO_FLAG_AUTH) {
+        snprintf(err, errlen, "handshake: unknown option flags 0x%" PRIx32, h->flags);
+        return VFMIG_EPROTO;
+    }
+    size_t nonce_len = h->flags & VFMIG_HELLO_FLAG_AUTH ? sizeof(h->nonce) : 0;
     if (h->nranges == 0 || h->nranges > VFMIG_MAX_RANGES ||
-        len != VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges) {
+        len != VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges + nonce_len) {
         snprintf(err, errlen, "handshake: bad range count %" PRIu32 " for a %zu-byte HELLO", h->nranges, len);
         return VFMIG_EPROTO;
     }
@@ -69,6 +80,8 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
         }
         pages += h->range_size[i] / h->page_size;
     }
+    if (nonce_len)
+        memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges, nonce_len);
     if (pages != h->npages) {
         snprintf(err, errlen, "handshake: page count %" PRIu64 " does not match ranges (%" PRIu64 ")",
                  h->npages, pages);

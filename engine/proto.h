@@ -30,10 +30,11 @@ typedef struct vfmig_hello {
     uint32_t batch_bytes;     /* largest page run in one frame, decoded */
     uint64_t immutable_bytes;
     uint64_t range_size[VFMIG_MAX_RANGES];
+    uint8_t nonce[32];        /* with VFMIG_HELLO_FLAG_AUTH (engine/auth.h) */
 } vfmig_hello;
 
 #define VFMIG_HELLO_FIXED_BYTES 48u
-#define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES)
+#define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES + 32u)
 /* Largest state blob accepted from a peer (a forged size must not make us allocate anything). */
 #define VFMIG_MAX_STATE_BYTES (256ull << 20)
 

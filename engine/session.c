@@ -132,6 +132,7 @@ void vfmig_session_destroy(vfmig_session *s)
 {
     if (!s)
         return;
+    explicit_bzero(s->psk, sizeof(s->psk));
     pthread_mutex_destroy(&s->lock);
     free(s->rounds);
     free(s->page_hash);
@@ -170,6 +171,19 @@ int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
         return rc;
     vfmig_pinner_destroy(p);
     snprintf(s->pinning, sizeof(s->pinning), "%s", spec);
+    return VFMIG_OK;
+}
+
+int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
+{
+    if (!s || (len && !key) || len > sizeof(s->psk) || (len && len < 16))
+        return VFMIG_EINVAL;
+    if (atomic_load(&s->ran))
+        return VFMIG_ESTATE;
+    explicit_bzero(s->psk, sizeof(s->psk));
+    if (len)
+        memcpy(s->psk, key, len);
+    s->psk_len = len;
     return VFMIG_OK;
 }
 

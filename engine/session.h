@@ -26,6 +26,8 @@ struct vfmig_session {
     unsigned page_shift;
     int64_t params[VFMIG_PARAM_MAX + 1];
     char pinning[128];
+    uint8_t psk[256];
+    size_t psk_len;
     vfmig_event_cb cb;
     void *cb_user;
 

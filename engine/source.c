@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "compress/codec.h"
+#include "engine/auth.h"
 #include "engine/bitmap.h"
 #include "engine/pipeline.h"
 #include "engine/policy.h"
@@ -75,8 +76,9 @@ static int recv_control(source *src, vfmig_frame *f, const char *awaiting)
     }
 }
 
-/* A reply carrying a status (HELLO_ACK, IMM_ACK, VERDICT): expected type and status OK. */
-static int expect_status(source *src, int type, const char *what)
+/* A reply carrying a status (HELLO_ACK, IMM_ACK): expected type and status OK. The frame is left
+ * in *f (payload in src->frame_buf) for replies that carry more. */
+static int expect_status(source *src, int type, const char *what, vfmig_frame *out)
 {
     vfmig_frame f;
     int rc = recv_control(src, &f, what);
@@ -88,6 +90,36 @@ static int expect_status(source *src, int type, const char *what)
     int st = vfmig_frame_status(&f, src->frame_buf, msg, sizeof(msg));
     if (st)
         return vfmig_fail(src->s, st, "target refused: %s", msg[0] ? msg : vfmig_strerror(st));
+    if (out)
+        *out = f;
+    return VFMIG_OK;
+}
+
+/* Checks the target's proof of the key and answers with ours (engine/auth.h). */
+static int authenticate(source *src, const uint8_t *hello, size_t hello_len, const vfmig_frame *ack)
+{
+    vfmig_session *s = src->s;
+    if (ack->len != VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC)
+        return vfmig_fail(s, VFMIG_EAUTH, "target did not authenticate (it may have no key)");
+    uint8_t nonce_t[VFMIG_AUTH_NONCE], mac_t[VFMIG_AUTH_MAC], mac[VFMIG_AUTH_MAC];
+    memcpy(nonce_t, src->frame_buf, VFMIG_AUTH_NONCE);
+    memcpy(mac_t, src->frame_buf + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC);
+    int rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig target", hello, hello_len, nonce_t, sizeof(nonce_t),
+                            NULL, 0, mac);
+    if (rc)
+        return vfmig_fail(s, rc, "authentication: HMAC failed");
+    if (!vfmig_auth_equal(mac, mac_t))
+        return vfmig_fail(s, VFMIG_EAUTH, "target failed authentication: it does not hold this key");
+    rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig source", hello, hello_len, nonce_t, sizeof(nonce_t), mac_t,
+                        sizeof(mac_t), mac);
+    if (rc)
+        return vfmig_fail(s, rc, "authentication: HMAC failed");
+    vfmig_frame f = {.type = VFMIG_F_AUTH, .len = VFMIG_AUTH_MAC};
+    rc = vfmig_link_send(src->link, 0, &f, mac);
+    if (!rc)
+        rc = vfmig_link_flush(src->link, 0);
+    if (rc)
+        return vfmig_fail(s, rc, "sending authentication: %s", vfmig_link_stream_error(src->link, 0));
     return VFMIG_OK;
 }
 
@@ -106,6 +138,11 @@ static int handshake(source *src, double *rtt_ms)
     h.immutable_bytes = imm_size;
     for (uint32_t i = 0; i < s->dev.nranges; i++)
         h.range_size[i] = s->ranges[i].size;
+    if (s->psk_len) {
+        h.flags |= VFMIG_HELLO_FLAG_AUTH;
+        if ((rc = vfmig_random(h.nonce, sizeof(h.nonce))))
+            return vfmig_fail(s, rc, "no randomness for the handshake nonce");
+    }
     uint8_t buf[VFMIG_HELLO_MAX_BYTES];
     size_t n = vfmig_hello_encode(&h, buf);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
@@ -115,9 +152,12 @@ static int handshake(source *src, double *rtt_ms)
         rc = vfmig_link_flush(src->link, 0);
     if (rc)
         return vfmig_fail(s, rc, "sending HELLO: %s", vfmig_link_stream_error(src->link, 0));
-    if ((rc = expect_status(src, VFMIG_F_HELLO_ACK, "handshake reply")))
+    vfmig_frame ack;
+    if ((rc = expect_status(src, VFMIG_F_HELLO_ACK, "handshake reply", &ack)))
         return rc;
     *rtt_ms = (double)(vfmig_now_ns() - t0) / 1e6;
+    if (s->psk_len && (rc = authenticate(src, buf, n, &ack)))
+        return rc;
 
     void *imm = malloc(imm_size ? imm_size : 1);
     if (!imm)
@@ -135,7 +175,7 @@ static int handshake(source *src, double *rtt_ms)
     pthread_mutex_unlock(&s->lock);
     if (rc)
         return vfmig_fail(s, rc, "sending immutable state: %s", vfmig_link_stream_error(src->link, 0));
-    return expect_status(src, VFMIG_F_IMM_ACK, "immutable state verdict");
+    return expect_status(src, VFMIG_F_IMM_ACK, "immutable state verdict", NULL);
 }
 
 /* Fetches the dirty bitmap of every range into `into`; clear = atomic read-and-reset. */

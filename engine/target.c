@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include "compress/codec.h"
+#include "engine/auth.h"
 #include "engine/proto.h"
 #include "engine/session.h"
 
@@ -331,6 +332,35 @@ static int refuse(target *t, int type, int status, const char *msg)
     return vfmig_fail(t->s, status, "%s", msg);
 }
 
+/* Proves the key to the source and checks its proof (engine/auth.h); the HELLO is in t->ctl. */
+static int authenticate(target *t, size_t hello_len)
+{
+    vfmig_session *s = t->s;
+    uint8_t hello[VFMIG_HELLO_MAX_BYTES], reply[VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC], mac[VFMIG_AUTH_MAC];
+    memcpy(hello, t->ctl, hello_len);
+    int rc = vfmig_random(reply, VFMIG_AUTH_NONCE);
+    if (!rc)
+        rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig target", hello, hello_len, reply, VFMIG_AUTH_NONCE,
+                            NULL, 0, reply + VFMIG_AUTH_NONCE);
+    if (rc)
+        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, "authentication: no randomness or HMAC failed");
+    vfmig_frame f = {.type = VFMIG_F_HELLO_ACK, .len = sizeof(reply), .aux = VFMIG_OK};
+    rc = vfmig_link_send(t->link, 0, &f, reply);
+    if (!rc)
+        rc = vfmig_link_flush(t->link, 0);
+    if (rc)
+        return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
+    if ((rc = recv_control(t, &f, "authentication", false)))
+        return rc;
+    if (f.type != VFMIG_F_AUTH || f.len != VFMIG_AUTH_MAC)
+        return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source did not authenticate");
+    rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig source", hello, hello_len, reply, VFMIG_AUTH_NONCE,
+                        reply + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC, mac);
+    if (rc || !vfmig_auth_equal(mac, t->ctl))
+        return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source failed authentication: it does not hold this key");
+    return VFMIG_OK;
+}
+
 static int handshake(target *t)
 {
     vfmig_session *s = t->s;
@@ -349,8 +379,19 @@ static int handshake(target *t)
         snprintf(err, sizeof(err), "handshake: source uses %u data streams, link has %u", t->hello.nstreams, t->nstreams);
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, err);
     }
-    if ((rc = vfmig_send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, "")))
+    bool auth = t->hello.flags & VFMIG_HELLO_FLAG_AUTH;
+    if (s->psk_len && !auth)
+        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
+                      "this target requires authentication and the source offered none (no key?)");
+    if (!s->psk_len && auth)
+        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
+                      "the source asks for authentication but this target has no key");
+    if (auth) {
+        if ((rc = authenticate(t, f.len)))
+            return rc;
+    } else if ((rc = vfmig_send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
         return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
+    }
 
     uint8_t *imm = NULL;
     uint64_t size = 0, got = 0;

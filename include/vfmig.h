@@ -393,6 +393,15 @@ VFMIG_API int vfmig_session_set_pinning(vfmig_session *s, const char *spec);
 /** Event callback; `user` is passed back untouched. */
 VFMIG_API void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user);
 /**
+ * Pre-shared key (16..256 bytes) for mutual authentication in the handshake (HMAC-SHA256
+ * challenge-response with fresh nonces on both sides). A source with a key refuses a target
+ * that cannot prove it holds the same key before anything of the VF is sent; a target with a key
+ * refuses a source without it before anything is written. len 0 removes the key. The key is
+ * copied (and wiped when the session is destroyed). VFMIG_EINVAL for a key under 16 bytes.
+ */
+VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len);
+
+/**
  * Runs the whole migration on a connected link (the session does not take ownership of the
  * link; close it after run). Blocks until done, failed or canceled.
  * Source: prepare, immutable state, rounds, blackout, commit. Target: the mirror of it.

@@ -36,6 +36,7 @@ typedef struct tcase {
     /* layout / version mismatch on the target */
     uint64_t target_vram;
     uint32_t target_version;
+    const char *src_key, *dst_key; /* pre-shared keys (NULL: none) */
     int expect; /* VFMIG_OK or the status the source must end with (0 = any error) */
     bool expect_error;
 } tcase;
@@ -61,6 +62,7 @@ static vfmig_simvf *make_sim(const tcase *c, bool target)
 
 static vfmig_session *make_session(const tcase *c, vfmig_role role, const vfmig_device *dev)
 {
+    const char *key = role == VFMIG_ROLE_SOURCE ? c->src_key : c->dst_key;
     vfmig_session *s;
     char err[256];
     int rc = vfmig_session_create(role, dev, &s, err, sizeof(err));
@@ -77,6 +79,8 @@ static vfmig_session *make_session(const tcase *c, vfmig_role role, const vfmig_
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_MAX_ROUNDS, c->max_rounds));
     if (c->bandwidth)
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_MAX_BANDWIDTH, c->bandwidth));
+    if (key)
+        ASSERT_OK(vfmig_session_set_psk(s, key, strlen(key)));
     return s;
 }
 
@@ -225,6 +229,14 @@ static void run_in_process(const tcase *c)
         vfmig_simvf_counters sc;
         vfmig_simvf_get_counters(src, &sc);
         ASSERT_EQ(sc.ends, 1); /* the migration configuration was undone */
+        if (c->expect == VFMIG_EAUTH) {
+            /* Without the right key nothing of the VF moved, in either direction. */
+            ASSERT_EQ(atomic_load(&sfd.calls[OP_READ]), 0);
+            ASSERT_EQ(atomic_load(&sfd.calls[OP_SAVE_IMM]) > 0 && atomic_load(&t.fd.calls[OP_RESTORE_IMM]) > 0, 0);
+            ASSERT_EQ(atomic_load(&t.fd.calls[OP_WRITE]), 0);
+            /* The target refuses, or hears from the source that it refused the target. */
+            ASSERT_TRUE(t.rc == VFMIG_EAUTH || (t.rc == VFMIG_EABORTED && strstr(t.err, "authentication")));
+        }
     }
     vfmig_session_destroy(s);
     vfmig_session_destroy(t.s);
@@ -348,6 +360,13 @@ static const tcase cases[] = {
      .expect = VFMIG_ECANCELED, .expect_error = true},
     {"cancel_blackout", BASE, .fault_end = 1, .fault_op = OP_SAVE_MUT, .fault_after = 1, .fault_action = ACT_CANCEL,
      .expect = VFMIG_ECANCELED, .expect_error = true},
+    {"auth_ok", BASE, .src_key = "correct horse battery staple", .dst_key = "correct horse battery staple"},
+    {"auth_wrong_key", BASE, .src_key = "correct horse battery staple", .dst_key = "correct horse battery stable",
+     .expect = VFMIG_EAUTH, .expect_error = true},
+    {"auth_target_has_no_key", BASE, .src_key = "correct horse battery staple", .expect = VFMIG_EAUTH,
+     .expect_error = true},
+    {"auth_source_has_no_key", BASE, .dst_key = "correct horse battery staple", .expect = VFMIG_EAUTH,
+     .expect_error = true},
     {"cancel_target", BASE, .fault_end = 2, .fault_op = OP_WRITE, .fault_after = 30, .fault_action = ACT_CANCEL,
      .expect = VFMIG_EABORTED, .expect_error = true},
 };
