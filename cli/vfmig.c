@@ -650,8 +650,8 @@ static int cmd_target(const opts *o)
         char where[320];
         snprintf(where, sizeof(where), "%s (port %d)", o->endpoint, vfmig_listener_port(l));
         announce(o, "target", where);
-        if (!o->json)
-            fprintf(stderr, "vfmig: waiting for a source on port %d\n", vfmig_listener_port(l));
+        /* Always said (on stderr): scripts that listen on port 0 read the port from here. */
+        fprintf(stderr, "vfmig: waiting for a source on port %d\n", vfmig_listener_port(l));
         rc = vfmig_accept(l, o->accept_timeout_ms ? o->accept_timeout_ms : -1, &link, r.error, sizeof(r.error));
     }
     vfmig_listener_close(l);

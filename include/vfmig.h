@@ -165,7 +165,7 @@ typedef struct vfmig_simvf_config {
     uint32_t nranges;          /* default 1; ranges are placed with gaps between them */
     uint64_t dirty_rate;       /* bytes per second the workload writes; 0 = idle */
     vfmig_pattern pattern;     /* default VFMIG_PATTERN_UNIFORM */
-    uint64_t hot_bytes;        /* size of the hot set for VFMIG_PATTERN_HOT */
+    uint64_t hot_bytes;        /* hot set for VFMIG_PATTERN_HOT; default 64 MiB, 0 or > VRAM = all */
     vfmig_content content;     /* default VFMIG_CONTENT_MIX */
     uint32_t writers;          /* workload threads; default 1 */
     uint32_t write_bytes;      /* bytes per write operation; default 4096 (capped at page size) */
@@ -175,6 +175,14 @@ typedef struct vfmig_simvf_config {
     uint64_t seed;             /* content and workload seed; same seed = same initial image */
 } vfmig_simvf_config;
 
+/*
+ * Behaviour of the simulated device beyond the contract: resume() starts the workload when it is
+ * not running and the rate is above 0 (a migrated target carries on); query_dirty returns
+ * VFMIG_ESTATE while tracking is off; the size pass of save_mutable works in any state, the fill
+ * only while paused; both restores refuse a running VF (VFMIG_ESTATE); end() puts the throttle
+ * back to 100; the engine's writes (a target receiving pages) set no dirty bits; range 0 starts a
+ * few pages into the segment, so segment offsets never equal host offsets.
+ */
 typedef struct vfmig_simvf vfmig_simvf;
 
 typedef enum vfmig_simvf_state {
@@ -202,7 +210,11 @@ VFMIG_API void vfmig_simvf_destroy(vfmig_simvf *sim);
 VFMIG_API void vfmig_simvf_device(vfmig_simvf *sim, vfmig_device *out);
 /** Starts the workload (the VF runs); idempotent. */
 VFMIG_API int vfmig_simvf_start(vfmig_simvf *sim);
-/** Stops the workload and waits for the writers to finish their current write. Any thread. */
+/** Changes the workload's rate (bytes/s) at once; starts writers if a started workload was at 0.
+ *  Any thread. VFMIG_EINVAL for NULL. */
+VFMIG_API int vfmig_simvf_set_dirty_rate(vfmig_simvf *sim, uint64_t bytes_per_s);
+/** Stops the workload and waits for the writers to finish their current write (a paused VF
+ *  stays paused). Any thread. */
 VFMIG_API void vfmig_simvf_stop(vfmig_simvf *sim);
 /** Current state. Any thread. */
 VFMIG_API vfmig_simvf_state vfmig_simvf_get_state(const vfmig_simvf *sim);

@@ -17,3 +17,7 @@ foreach(case kill_target_precopy kill_target_blackout kill_source_precopy kill_s
   add_test(NAME failure_${case} COMMAND test_migrate ${case})
   set_tests_properties(failure_${case} PROPERTIES TIMEOUT 120 LABELS failure)
 endforeach()
+
+# The vfmig command as operators and scripts use it.
+add_test(NAME cli COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli.sh $<TARGET_FILE:vfmig_cli>)
+set_tests_properties(cli PROPERTIES TIMEOUT 120 LABELS integration)

@@ -928,12 +928,7 @@ int vfmig_simvf_start(vfmig_simvf *sim)
     return rc;
 }
 
-/*
- * Changes the workload's dirty rate (bytes/s); running writers follow within a tick (10 ms when
- * they were idle at rate 0). Any thread. Not in vfmig.h yet (bench/ uses it): the prototype here
- * keeps -Wmissing-prototypes quiet until the header declares it.
- */
-VFMIG_API int vfmig_simvf_set_dirty_rate(vfmig_simvf *sim, uint64_t bytes_per_s);
+/* Running writers follow a new rate within a tick (10 ms when they were idle at rate 0). */
 int vfmig_simvf_set_dirty_rate(vfmig_simvf *sim, uint64_t bytes_per_s)
 {
     if (!sim)
