@@ -86,7 +86,7 @@ demo)
     deps
     build build
     echo "setup: live migration of a simulated 1 GiB VF (64 MiB hot set dirtied at 200 MiB/s) over loopback"
-    ./build/vfmig local --vram 1G --page 64K --dirty-rate 200M --pattern hot:64M --content mix "$@"
+    ./build/vfmig local --vram 1G --page 4K --dirty-rate 200M --pattern hot:64M --content mix "$@"
     ;;
 test)
     deps

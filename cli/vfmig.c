@@ -223,7 +223,7 @@ static void help(const char *cmd)
                "      --target-state-version N  version the target accepts (differs from 1: the target refuses)\n");
     printf("\nsimulated VF (sizes take K/M/G, binary):\n"
            "      --vram SIZE          VRAM of the VF (default 1G)\n"
-           "      --page SIZE          dirty-tracking page, power of two 4K..2M (default 64K)\n"
+           "      --page SIZE          dirty-tracking page, power of two 4K..2M (default 4K)\n"
            "      --ranges N           memory-basis ranges (default 1)\n"
            "      --dirty-rate RATE    bytes/s the workload writes: 200M, or 10Gbit (default 0)\n"
            "      --pattern P          uniform | hot:SIZE | seq (default uniform)\n"
@@ -498,10 +498,20 @@ static void print_json(const opts *o, const report *r)
         const vfmig_round_stats *rs = &r->rounds[i];
         fprintf(f, "%s{\"round\":%u,\"blackout\":%s,\"pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64
                    ",\"bytes_raw\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"ms\":%.3f,\"throughput\":%.0f"
-                   ",\"dirty_rate\":%.0f,\"predicted_blackout_ms\":%.3f,\"throttle\":%u,\"encode_ms\":%.3f}",
+                   ",\"dirty_rate\":%.0f,\"predicted_blackout_ms\":%.3f,\"throttle\":%u,\"encode_ms\":%.3f",
                 i ? "," : "", rs->round, rs->in_blackout ? "true" : "false", rs->dirty_pages, rs->zero_pages,
                 rs->bytes_raw, rs->bytes_wire, ms(rs->duration_ns), rs->throughput, rs->dirty_rate,
                 rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns));
+        fprintf(f, ",\"codec_bytes\":{");
+        bool firstc = true;
+        for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
+            if (!rs->codec_in[c])
+                continue;
+            fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", firstc ? "" : ",", vfmig_codec_name(c),
+                    rs->codec_in[c], rs->codec_out[c]);
+            firstc = false;
+        }
+        fprintf(f, "}}");
     }
     fprintf(f, "]}\n");
 }
@@ -789,7 +799,7 @@ int main(int argc, char **argv)
         usage_error("unknown command '%s' (local, source or target)", o.cmd);
     vfmig_simvf_config_init(&o.sim);
     o.sim.vram_bytes = 1ull << 30;
-    o.sim.page_size = 64 << 10;
+    o.sim.page_size = 4 << 10;
     parse_args(&o, argc - 1, argv + 1);
     if (!strcmp(o.cmd, "source"))
         return cmd_source(&o);
