@@ -30,7 +30,8 @@ size_t vfmig_codec_bound(size_t src_len);
  * (cap >= vfmig_codec_bound(len)). `level`: lz4 acceleration (0 = 1) or zstd level (0 = 1,
  * negative levels allowed). DELTA needs `ref`, the copy last sent (same length); the others
  * ignore it. ZERO requires src to be all zero (VFMIG_EINVAL otherwise) and writes nothing.
- * *out_len may be >= len: the caller then sends RAW instead.
+ * *out_len may be >= len: the caller then sends RAW instead. A cap below the bound is allowed;
+ * output that does not fit returns VFMIG_EINVAL. `c` may be NULL for RAW, ZERO and DELTA.
  */
 int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
                  const void *ref, void *dst, size_t cap, size_t *out_len);
@@ -38,7 +39,8 @@ int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size
 /**
  * Decodes `len` bytes of `src` into exactly `dst_len` bytes of `dst`. DELTA reads `ref` (the
  * receiver's current copy, dst_len bytes; `ref` may equal `dst` for an in-place update).
- * Any mismatch (size, corrupt stream, trailing bytes) returns VFMIG_ECODEC.
+ * Any mismatch (size, corrupt stream, trailing bytes) returns VFMIG_ECODEC; dst may then hold
+ * partial output. `ref` must equal `dst` or not overlap it. `c` may be NULL except for ZSTD.
  */
 int vfmig_decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
                  void *dst, size_t dst_len);
@@ -80,14 +82,21 @@ typedef struct vfmig_chooser {
     uint32_t samples[VFMIG_CODEC_COUNT];
     uint32_t batches;      /* batches seen; drives periodic re-probing */
     uint32_t workers;      /* encode workers sharing the link */
+    /* added by compress/: */
+    uint32_t probe_every;  /* re-probe another codec every this many batches (init: 16) */
+    uint32_t probe_next;   /* round-robin position of the next re-probe */
+    uint32_t slow_run[VFMIG_CODEC_COUNT]; /* consecutive samples far slower than the estimate */
 } vfmig_chooser;
 
 void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
 /** Sets the link estimate (bytes/s for all workers together). */
 void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps);
-/** Codec for a non-zero batch. has_ref: a delta reference exists for every page of it. */
+/** Codec for a non-zero batch. has_ref: a delta reference exists for every page of it.
+ *  Deterministic given the feedback. A fixed DELTA without has_ref gives LZ4; a fixed ZERO
+ *  (meaningless for a non-zero batch) gives RAW. */
 int vfmig_chooser_pick(vfmig_chooser *ch, bool has_ref);
-/** What the chosen codec gave (in, out bytes; time spent encoding). */
+/** What the chosen codec gave (in, out bytes; time spent encoding). Pass the encoder's
+ *  out_len even when the batch then went out RAW because it did not shrink. */
 void vfmig_chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns);
 
 #endif

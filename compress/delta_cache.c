@@ -1,0 +1,172 @@
+/*
+ * compress/delta_cache.c - bounded store of the last sent copy of pages, for DELTA.
+ *
+ * A flat page -> slot index (4 bytes per page of the VF, sized at create) makes lookups O(1)
+ * with no hashing; slots hold page copies in one buffer. Replacement is CLOCK: a hit sets the
+ * slot's reference bit, the hand clears bits until it finds a slot not used since its last
+ * pass. Freed slots (drop) go on a stack and are reused before anything is evicted.
+ * One mutex guards it all, copies included: a copy of one page is short next to encoding it.
+ */
+#include "compress/codec.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NO_SLOT UINT32_MAX
+#define NO_PAGE UINT64_MAX
+
+struct vfmig_delta_cache {
+    pthread_mutex_t mu;
+    size_t page_size;
+    uint64_t npages;
+    uint32_t nslots;
+    uint32_t used;       /* slots ever handed out (0..used-1 are live or on the free stack) */
+    uint32_t nfree;
+    uint32_t hand;
+    uint32_t *slot_of;   /* [npages] */
+    uint64_t *page_of;   /* [nslots] */
+    uint32_t *free_stack;/* [nslots] */
+    uint8_t *ref;        /* [nslots] CLOCK reference bits */
+    uint8_t *data;       /* nslots * page_size */
+    vfmig_delta_cache_stats st;
+};
+
+int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
+                             vfmig_delta_cache **out)
+{
+    if (!out || page_size == 0 || npages >= NO_SLOT)
+        return VFMIG_EINVAL;
+    *out = NULL;
+    uint64_t slots = capacity_bytes / page_size;
+    if (slots > npages)
+        slots = npages; /* more would never be used */
+    if (slots >= NO_SLOT)
+        slots = NO_SLOT - 1;
+    vfmig_delta_cache *dc = calloc(1, sizeof(*dc));
+    if (!dc)
+        return VFMIG_ENOMEM;
+    dc->page_size = page_size;
+    dc->npages = npages;
+    dc->nslots = (uint32_t)slots;
+    dc->slot_of = malloc(npages ? npages * sizeof(uint32_t) : 1);
+    dc->page_of = malloc(slots ? slots * sizeof(uint64_t) : 1);
+    dc->free_stack = malloc(slots ? slots * sizeof(uint32_t) : 1);
+    dc->ref = calloc(slots ? slots : 1, 1);
+    dc->data = slots ? malloc(slots * page_size) : NULL;
+    if (!dc->slot_of || !dc->page_of || !dc->free_stack || !dc->ref || (slots && !dc->data) ||
+        pthread_mutex_init(&dc->mu, NULL) != 0) {
+        free(dc->slot_of);
+        free(dc->page_of);
+        free(dc->free_stack);
+        free(dc->ref);
+        free(dc->data);
+        free(dc);
+        return VFMIG_ENOMEM;
+    }
+    for (uint64_t i = 0; i < npages; i++)
+        dc->slot_of[i] = NO_SLOT;
+    dc->st.capacity_pages = slots;
+    *out = dc;
+    return VFMIG_OK;
+}
+
+void vfmig_delta_cache_destroy(vfmig_delta_cache *dc)
+{
+    if (!dc)
+        return;
+    pthread_mutex_destroy(&dc->mu);
+    free(dc->slot_of);
+    free(dc->page_of);
+    free(dc->free_stack);
+    free(dc->ref);
+    free(dc->data);
+    free(dc);
+}
+
+bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst)
+{
+    if (!dc || page >= dc->npages)
+        return false;
+    pthread_mutex_lock(&dc->mu);
+    uint32_t s = dc->slot_of[page];
+    bool hit = s != NO_SLOT;
+    if (hit) {
+        memcpy(dst, dc->data + (size_t)s * dc->page_size, dc->page_size);
+        dc->ref[s] = 1;
+        dc->st.hits++;
+    } else {
+        dc->st.misses++;
+    }
+    pthread_mutex_unlock(&dc->mu);
+    return hit;
+}
+
+/* A slot for a new page: a freed one, a never used one, or the CLOCK victim. Locked. */
+static uint32_t take_slot(vfmig_delta_cache *dc)
+{
+    if (dc->nfree)
+        return dc->free_stack[--dc->nfree];
+    if (dc->used < dc->nslots)
+        return dc->used++;
+    /* Full and every slot live: at most two sweeps find a clear bit. */
+    for (;;) {
+        uint32_t s = dc->hand;
+        dc->hand = dc->hand + 1 == dc->nslots ? 0 : dc->hand + 1;
+        if (dc->ref[s]) {
+            dc->ref[s] = 0;
+            continue;
+        }
+        dc->slot_of[dc->page_of[s]] = NO_SLOT;
+        dc->st.evictions++;
+        dc->st.pages_cached--;
+        return s;
+    }
+}
+
+void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src)
+{
+    if (!dc || page >= dc->npages || dc->nslots == 0)
+        return;
+    pthread_mutex_lock(&dc->mu);
+    uint32_t s = dc->slot_of[page];
+    if (s == NO_SLOT) {
+        s = take_slot(dc);
+        dc->slot_of[page] = s;
+        dc->page_of[s] = page;
+        dc->st.pages_cached++;
+        dc->ref[s] = 0; /* new pages must earn their second chance with a hit */
+    } else {
+        dc->ref[s] = 1; /* re-sent: the page is being rewritten, likely again soon */
+    }
+    memcpy(dc->data + (size_t)s * dc->page_size, src, dc->page_size);
+    pthread_mutex_unlock(&dc->mu);
+}
+
+void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page)
+{
+    if (!dc || page >= dc->npages)
+        return;
+    pthread_mutex_lock(&dc->mu);
+    uint32_t s = dc->slot_of[page];
+    if (s != NO_SLOT) {
+        dc->slot_of[page] = NO_SLOT;
+        dc->page_of[s] = NO_PAGE;
+        dc->ref[s] = 0;
+        dc->free_stack[dc->nfree++] = s;
+        dc->st.pages_cached--;
+    }
+    pthread_mutex_unlock(&dc->mu);
+}
+
+void vfmig_delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (!dc)
+        return;
+    pthread_mutex_lock(&dc->mu);
+    *out = dc->st;
+    pthread_mutex_unlock(&dc->mu);
+}
