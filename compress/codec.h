@@ -59,6 +59,8 @@ int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t n
 void vfmig_delta_cache_destroy(vfmig_delta_cache *dc);
 /** Copies the cached copy of `page` into dst (page_size bytes) and returns true, or false. */
 bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst);
+/** True if a copy of `page` is cached (it may still be evicted before a get). */
+bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page);
 /** Stores (copies) the page as last sent, evicting another if full. */
 void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src);
 /** Forgets a page (e.g., it was sent as zero). */

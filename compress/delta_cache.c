@@ -102,6 +102,16 @@ bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst)
     return hit;
 }
 
+bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page)
+{
+    if (!dc || page >= dc->npages)
+        return false;
+    pthread_mutex_lock(&dc->mu);
+    bool in = dc->slot_of[page] != NO_SLOT;
+    pthread_mutex_unlock(&dc->mu);
+    return in;
+}
+
 /* A slot for a new page: a freed one, a never used one, or the CLOCK victim. Locked. */
 static uint32_t take_slot(vfmig_delta_cache *dc)
 {

@@ -83,6 +83,13 @@ static void deadline_in(struct timespec *ts, int ms)
     ts->tv_nsec %= 1000000000L;
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int send_frame(vfmig_pipeline *p, unsigned stream, const vfmig_frame *f, const void *payload)
 {
     stream_tx *st = &p->streams[stream];
@@ -110,16 +117,22 @@ static int send_data(worker *w, const run *r, uint64_t i, uint64_t j, unsigned s
     if (p->delta && p->round > 0) {
         has_ref = true;
         for (uint64_t k = 0; k < j - i && has_ref; k++)
-            has_ref = vfmig_delta_cache_get(p->delta, first + k, w->ref + k * ps);
+            has_ref = vfmig_delta_cache_contains(p->delta, first + k);
     }
     int codec = vfmig_chooser_pick(&w->chooser, has_ref);
+    /* References are copied out only when delta was chosen; one evicted since the check
+     * sends the run without delta. */
+    for (uint64_t k = 0; codec == VFMIG_CODEC_DELTA && k < j - i; k++)
+        if (!vfmig_delta_cache_get(p->delta, first + k, w->ref + k * ps))
+            codec = vfmig_chooser_pick(&w->chooser, false);
     const void *payload = src;
     size_t out = len;
     if (codec != VFMIG_CODEC_RAW) {
-        uint64_t t0 = vfmig_now_ns();
-        int rc = vfmig_encode(w->codec, codec, p->cfg.level, src, len, has_ref ? w->ref : NULL, w->enc,
-                              w->enc_cap, &out);
-        uint64_t dt = vfmig_now_ns() - t0;
+        /* Thread CPU time: a worker preempted mid-encode must not make the codec look slow. */
+        uint64_t t0 = thread_cpu_ns();
+        int rc = vfmig_encode(w->codec, codec, p->cfg.level, src, len, codec == VFMIG_CODEC_DELTA ? w->ref : NULL,
+                              w->enc, w->enc_cap, &out);
+        uint64_t dt = thread_cpu_ns() - t0;
         w->acc.encode_ns += dt;
         if (rc)
             return vfmig_fail(p->s, rc, "encoding pages %llu+%llu with %s failed",
@@ -141,7 +154,9 @@ static int send_data(worker *w, const run *r, uint64_t i, uint64_t j, unsigned s
     w->acc.codec_out[codec] += out;
     w->acc.bytes_raw += len;
     w->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES + out;
-    if (p->delta)
+    /* Like QEMU's XBZRLE, only pages sent again after the full pass are cached: they are the ones
+     * likely to be sent once more, and round 0 would only churn the cache. */
+    if (p->delta && p->round > 0)
         for (uint64_t k = 0; k < j - i; k++)
             vfmig_delta_cache_put(p->delta, first + k, src + k * ps);
     return VFMIG_OK;
