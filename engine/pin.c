@@ -2,11 +2,13 @@
  * engine/pin.c - worker placement with hwloc.
  *
  * "none": threads float. A CPU list ("0-3,8"): worker i is bound to the i-th CPU of the list,
- * wrapping. "auto": workers are bound to the cores of the NUMA node nearest the device and NIC
- * when a node is known (VFMIG_NUMA_NODE-style hints come from the device later); on a machine
- * with a single NUMA node there is nothing to gain, and threads float.
+ * wrapping. "auto": workers float over the CPUs of the NUMA node nearest the device (its node
+ * given by the embedder) or else nearest the NIC that carries the link (found by hwloc's I/O
+ * discovery); the page copies then stay on the memory controller the device and NIC DMA to.
+ * With neither known, or on a machine with one NUMA node, threads float.
  */
 #include <hwloc.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +20,36 @@ struct vfmig_pinner {
     hwloc_bitmap_t cpus; /* CPUs to use, in order; NULL = do not pin */
     int ncpus;
     int numa_nodes;
+    bool whole_set;      /* auto: each worker floats over all of `cpus` */
     char spec[64];
+    char why[96];        /* where the auto placement came from */
 };
+
+/* CPUs of the node nearest the device or NIC, or NULL. */
+static hwloc_bitmap_t locality(vfmig_pinner *p, int device_node, const char *nic)
+{
+    if (p->numa_nodes <= 1)
+        return NULL;
+    if (device_node >= 0) {
+        hwloc_obj_t n = hwloc_get_numanode_obj_by_os_index(p->topo, (unsigned)device_node);
+        if (n && n->cpuset && !hwloc_bitmap_iszero(n->cpuset)) {
+            snprintf(p->why, sizeof(p->why), "device on NUMA node %d", device_node);
+            return hwloc_bitmap_dup(n->cpuset);
+        }
+    }
+    if (nic && *nic) {
+        for (hwloc_obj_t o = hwloc_get_next_osdev(p->topo, NULL); o; o = hwloc_get_next_osdev(p->topo, o)) {
+            if (!o->name || strcmp(o->name, nic))
+                continue;
+            hwloc_obj_t a = hwloc_get_non_io_ancestor_obj(p->topo, o);
+            if (a && a->cpuset && !hwloc_bitmap_iszero(a->cpuset)) {
+                snprintf(p->why, sizeof(p->why), "NIC %s", nic);
+                return hwloc_bitmap_dup(a->cpuset);
+            }
+        }
+    }
+    return NULL;
+}
 
 void vfmig_pinner_destroy(vfmig_pinner *p)
 {
@@ -32,20 +62,31 @@ void vfmig_pinner_destroy(vfmig_pinner *p)
     free(p);
 }
 
-int vfmig_pinner_create(const char *spec, vfmig_pinner **out, char *err, size_t errlen)
+int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmig_pinner **out, char *err,
+                        size_t errlen)
 {
     *out = NULL;
     vfmig_pinner *p = calloc(1, sizeof(*p));
     if (!p)
         return VFMIG_ENOMEM;
     snprintf(p->spec, sizeof(p->spec), "%s", spec ? spec : "auto");
-    if (hwloc_topology_init(&p->topo) || hwloc_topology_load(p->topo)) {
+    bool want_io = !strcmp(p->spec, "auto") && nic && *nic;
+    if (hwloc_topology_init(&p->topo) ||
+        (want_io && hwloc_topology_set_io_types_filter(p->topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT)) ||
+        hwloc_topology_load(p->topo)) {
         snprintf(err, errlen, "hwloc could not read the machine's topology");
         vfmig_pinner_destroy(p);
         return VFMIG_EDEVICE;
     }
     p->numa_nodes = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_NUMANODE);
-    if (!strcmp(p->spec, "none") || !strcmp(p->spec, "auto")) {
+    if (!strcmp(p->spec, "none")) {
+        *out = p;
+        return VFMIG_OK;
+    }
+    if (!strcmp(p->spec, "auto")) {
+        p->cpus = locality(p, device_node, nic);
+        p->whole_set = true;
+        p->ncpus = p->cpus ? hwloc_bitmap_weight(p->cpus) : 0;
         *out = p;
         return VFMIG_OK;
     }
@@ -94,6 +135,8 @@ int vfmig_pinner_bind(vfmig_pinner *p, unsigned index)
 {
     if (!p || !p->cpus || p->ncpus <= 0)
         return -1;
+    if (p->whole_set)
+        return hwloc_set_cpubind(p->topo, p->cpus, HWLOC_CPUBIND_THREAD) ? -1 : hwloc_bitmap_first(p->cpus);
     int cpu = hwloc_bitmap_first(p->cpus);
     for (unsigned i = 0; i < index % (unsigned)p->ncpus; i++)
         cpu = hwloc_bitmap_next(p->cpus, cpu);
@@ -117,8 +160,9 @@ void vfmig_pinner_describe(const vfmig_pinner *p, char *buf, size_t len)
     if (p->cpus) {
         char list[64];
         hwloc_bitmap_list_snprintf(list, sizeof(list), p->cpus);
-        snprintf(buf, len, "workers bound to CPUs %s (machine: %d NUMA nodes, %d cores, %d PUs)", list,
-                 p->numa_nodes, cores, pus);
+        snprintf(buf, len, "workers %s CPUs %s%s%s (machine: %d NUMA nodes, %d cores, %d PUs)",
+                 p->whole_set ? "float over" : "bound one each to", list, p->why[0] ? ", near the " : "",
+                 p->why, p->numa_nodes, cores, pus);
     } else {
         snprintf(buf, len, "%s: threads not bound (machine: %d NUMA node%s, %d cores, %d PUs; device and NIC locality unknown)",
                  p->spec, p->numa_nodes, p->numa_nodes == 1 ? "" : "s", cores, pus);

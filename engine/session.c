@@ -30,6 +30,7 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_BATCH_BYTES] = {4096, 64 << 20, 256 << 10},
     [VFMIG_P_THROTTLE] = {0, 1, 1},
     [VFMIG_P_VERIFY_READBACK] = {0, 1, 1},
+    [VFMIG_P_NUMA_NODE] = {-1, 4095, -1},
 };
 
 int vfmig_param_bounds(vfmig_param p, int64_t *min, int64_t *max, int64_t *def)
@@ -166,7 +167,7 @@ int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
         return VFMIG_EINVAL;
     vfmig_pinner *p;
     char err[128];
-    int rc = vfmig_pinner_create(spec, &p, err, sizeof(err));
+    int rc = vfmig_pinner_create(spec, -1, NULL, &p, err, sizeof(err));
     if (rc)
         return rc;
     vfmig_pinner_destroy(p);

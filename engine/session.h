@@ -10,7 +10,7 @@
 #include "vfmig.h"
 #include "transport/link.h"
 
-#define VFMIG_PARAM_MAX 12
+#define VFMIG_PARAM_MAX 13
 
 /* Every wait inside the engine is sliced so that a cancel or a failure on another thread is
  * noticed within this time, whatever is blocking. */
@@ -83,10 +83,13 @@ uint64_t vfmig_zero_page_hash(uint64_t page_size);
 int vfmig_source_run(vfmig_session *s, vfmig_link *link);
 int vfmig_target_run(vfmig_session *s, vfmig_link *link);
 
-/* Worker pinning (engine/pin.c): binds the calling thread to the CPU for worker `index`
- * according to the spec ("auto", "none", CPU list). Returns the CPU or -1 if not pinned. */
+/* Worker pinning (engine/pin.c): binds the calling thread for worker `index` according to the
+ * spec ("auto", "none", CPU list). "auto" uses the NUMA node of the device (device_node >= 0)
+ * or else of the NIC carrying the link (nic: interface name, or NULL). bind returns the first
+ * CPU of the binding or -1 if not pinned. */
 typedef struct vfmig_pinner vfmig_pinner;
-int vfmig_pinner_create(const char *spec, vfmig_pinner **out, char *err, size_t errlen);
+int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmig_pinner **out, char *err,
+                        size_t errlen);
 int vfmig_pinner_bind(vfmig_pinner *p, unsigned index);
 void vfmig_pinner_describe(const vfmig_pinner *p, char *buf, size_t len);
 void vfmig_pinner_destroy(vfmig_pinner *p);

@@ -73,6 +73,7 @@ struct target {
     uint8_t *mut;
     uint64_t mut_size, mut_got;
     bool prepared;
+    vfmig_pinner *pinner;
 };
 
 static void deadline_in(struct timespec *ts, int ms)
@@ -244,6 +245,7 @@ static void *receiver_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "vfmig-rx%u", r->stream);
     pthread_setname_np(pthread_self(), name);
+    vfmig_pinner_bind(t->pinner, r->stream - 1);
     r->last_frame_ns = vfmig_now_ns();
     while (!atomic_load(&t->quit) && !vfmig_should_stop(s)) {
         vfmig_frame f;
@@ -573,6 +575,12 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
         rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
         goto out;
     }
+    char perr[128];
+    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], NULL, &t->pinner, perr,
+                                  sizeof(perr)))) {
+        rc = vfmig_fail(s, rc, "pinning: %s", perr);
+        goto out;
+    }
     vfmig_set_phase(s, VFMIG_PHASE_HANDSHAKE);
     if ((rc = t->ops->prepare(t->dev, VFMIG_ROLE_TARGET))) {
         rc = dev_fail(s, rc, "prepare");
@@ -651,6 +659,7 @@ out:
     }
     if (t->prepared)
         t->ops->end(t->dev);
+    vfmig_pinner_destroy(t->pinner);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
     free(t->ctl);

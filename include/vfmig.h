@@ -284,9 +284,11 @@ typedef enum vfmig_param {
     VFMIG_P_DELTA_CACHE_BYTES = 9, /* copies kept for delta encoding; default 64 MiB */
     VFMIG_P_BATCH_BYTES = 10,      /* largest page run per frame; default 256 KiB */
     VFMIG_P_THROTTLE = 11,         /* 1: ask the device to throttle when not converging; default 1 */
-    VFMIG_P_VERIFY_READBACK = 12   /* 1: the target hashes each page as read back from VRAM after
+    VFMIG_P_VERIFY_READBACK = 12,  /* 1: the target hashes each page as read back from VRAM after
                                       writing it, so the digest checks what VRAM holds (default);
                                       0: it hashes what it wrote (saves one read per page) */
+    VFMIG_P_NUMA_NODE = 13         /* NUMA node of the device (-1 unknown, default): with pinning
+                                      "auto", workers run on that node's CPUs */
 } vfmig_param;
 
 /** Range and default of a parameter. VFMIG_EINVAL for an unknown parameter. */
