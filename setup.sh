@@ -57,7 +57,8 @@ run_ctest() {
     log=$(mktemp)
     echo "== tests: $label"
     set +e
-    (cd "$dir" && ctest -j "$JOBS" --output-on-failure --timeout 300) 2>&1 | tee "$log"
+    # shellcheck disable=SC2086 # CTEST_ARGS is a list of arguments
+    (cd "$dir" && ctest -j "$JOBS" --output-on-failure --timeout 300 ${CTEST_ARGS:-}) 2>&1 | tee "$log"
     set -e
     local total failed skipped
     total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -n1)
@@ -95,6 +96,10 @@ test)
     build build-asan -DVFMIG_SANITIZE=address,undefined -DVFMIG_BUILD_BENCH=OFF
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_ctest build-asan "AddressSanitizer + UndefinedBehaviorSanitizer build"
+    # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload.
+    build build-tsan -DVFMIG_SANITIZE=thread -DVFMIG_BUILD_BENCH=OFF
+    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$)" \
+        run_ctest build-tsan "ThreadSanitizer build (pipeline, device, link tests)"
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" -eq 0 ]
     ;;
