@@ -453,6 +453,21 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* ,"codec_bytes":{"raw":{"in":N,"out":N},...} for the codecs that carried anything */
+static void json_codec_bytes(FILE *f, const uint64_t *in, const uint64_t *out)
+{
+    fprintf(f, ",\"codec_bytes\":{");
+    bool first = true;
+    for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
+        if (!in[c])
+            continue;
+        fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", first ? "" : ",", vfmig_codec_name(c),
+                in[c], out[c]);
+        first = false;
+    }
+    fprintf(f, "}");
+}
+
 static void print_json(const opts *o, const report *r)
 {
     const vfmig_stats *st = &r->st;
@@ -482,16 +497,9 @@ static void print_json(const opts *o, const report *r)
     fprintf(f, ",\"bytes_vram\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"bytes_raw\":%" PRIu64
                ",\"pages\":%" PRIu64 ",\"page_size\":%" PRIu64 ",\"pages_sent\":%" PRIu64 ",\"zero_pages\":%" PRIu64,
             st->bytes_vram, st->bytes_wire, st->bytes_raw, st->pages, st->page_size, st->pages_sent, st->zero_pages);
-    fprintf(f, ",\"ratio\":%.4f,\"codec_bytes\":{", st->ratio);
-    bool first = true;
-    for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
-        if (!st->codec_in[c])
-            continue;
-        fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", first ? "" : ",", vfmig_codec_name(c),
-                st->codec_in[c], st->codec_out[c]);
-        first = false;
-    }
-    fprintf(f, "},\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
+    fprintf(f, ",\"ratio\":%.4f", st->ratio);
+    json_codec_bytes(f, st->codec_in, st->codec_out);
+    fprintf(f, ",\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
             st->mutable_bytes);
     fprintf(f, ",\"workload\":{\"vram\":%" PRIu64 ",\"page\":%" PRIu64 ",\"dirty_rate\":%" PRIu64
                ",\"pattern\":\"%s\",\"content\":\"%s\"}",
@@ -505,16 +513,8 @@ static void print_json(const opts *o, const report *r)
                 i ? "," : "", rs->round, rs->in_blackout ? "true" : "false", rs->dirty_pages, rs->zero_pages,
                 rs->bytes_raw, rs->bytes_wire, ms(rs->duration_ns), rs->throughput, rs->dirty_rate,
                 rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns));
-        fprintf(f, ",\"codec_bytes\":{");
-        bool firstc = true;
-        for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
-            if (!rs->codec_in[c])
-                continue;
-            fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", firstc ? "" : ",", vfmig_codec_name(c),
-                    rs->codec_in[c], rs->codec_out[c]);
-            firstc = false;
-        }
-        fprintf(f, "}}");
+        json_codec_bytes(f, rs->codec_in, rs->codec_out);
+        fprintf(f, "}");
     }
     fprintf(f, "]}\n");
 }

@@ -75,14 +75,6 @@ struct vfmig_pipeline {
     worker *workers;
 };
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_nsec += (long)ms * 1000000L;
-    ts->tv_sec += ts->tv_nsec / 1000000000L;
-    ts->tv_nsec %= 1000000000L;
-}
-
 static uint64_t thread_cpu_ns(void)
 {
     struct timespec ts;
@@ -313,9 +305,7 @@ int vfmig_pipeline_submit(vfmig_pipeline *p, uint64_t page, uint64_t npages)
             pthread_mutex_unlock(&p->qlock);
             return p->s->status;
         }
-        struct timespec ts;
-        deadline_in(&ts, VFMIG_WAIT_SLICE_MS);
-        pthread_cond_timedwait(&p->qnonfull, &p->qlock, &ts);
+        vfmig_cond_wait_slice(&p->qnonfull, &p->qlock);
     }
     p->ring[p->tail % QUEUE_CAP] = (run){page, (uint32_t)npages, p->seq++};
     p->tail++;
@@ -334,9 +324,7 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
             pthread_mutex_unlock(&p->qlock);
             return s->status;
         }
-        struct timespec ts;
-        deadline_in(&ts, VFMIG_WAIT_SLICE_MS);
-        pthread_cond_timedwait(&p->qdone, &p->qlock, &ts);
+        vfmig_cond_wait_slice(&p->qdone, &p->qlock);
     }
     memset(out, 0, sizeof(*out));
     out->round = p->round;

@@ -33,6 +33,53 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_NUMA_NODE] = {-1, 4095, -1},
 };
 
+void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += VFMIG_WAIT_SLICE_MS * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(cond, mutex, &ts);
+}
+
+int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
+                       const char *awaiting, const char *peer, bool patient)
+{
+    int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
+    uint64_t deadline = vfmig_now_ns() + (uint64_t)timeout * 1000000ull;
+    for (;;) {
+        if (vfmig_should_stop(s))
+            return s->status;
+        int rc = vfmig_link_recv(link, 0, f, buf, cap, VFMIG_WAIT_SLICE_MS);
+        if (rc == VFMIG_ETIMEDOUT) {
+            if (patient || vfmig_now_ns() < deadline)
+                continue;
+            return vfmig_fail(s, rc, "no %s from the %s within %d ms", awaiting, peer, timeout);
+        }
+        if (rc)
+            return vfmig_fail(s, rc, "waiting for %s: %s (%s)", awaiting, vfmig_strerror(rc),
+                              vfmig_link_stream_error(link, 0));
+        if (f->type == VFMIG_F_ABORT) {
+            char msg[300];
+            int st = vfmig_frame_status(f, buf, msg, sizeof(msg));
+            return vfmig_fail(s, VFMIG_EABORTED, "%s aborted the migration: %s (%s)", peer, msg, vfmig_strerror(st));
+        }
+        return VFMIG_OK;
+    }
+}
+
+int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
+                     const void *payload, const char *what)
+{
+    int rc = vfmig_link_send(link, stream, f, payload);
+    if (!rc)
+        rc = vfmig_link_flush(link, stream);
+    if (rc)
+        return vfmig_fail(s, rc, "sending %s: %s", what, vfmig_link_stream_error(link, stream));
+    return VFMIG_OK;
+}
+
 int vfmig_param_bounds(vfmig_param p, int64_t *min, int64_t *max, int64_t *def)
 {
     if ((int)p < 1 || (int)p > VFMIG_PARAM_MAX || params[p].max == 0)

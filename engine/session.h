@@ -49,6 +49,21 @@ struct vfmig_session {
 
 uint64_t vfmig_now_ns(void);
 
+/** Waits on cond for at most one wait slice (callers re-check their condition and should_stop). */
+void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);
+
+/**
+ * Receives one frame on the control stream (payload into buf) within the session timeout, or
+ * with no deadline when `patient` (only failures and cancel end the wait). An ABORT from the
+ * peer fails the session with its reason. `awaiting` and `peer` name what was waited for and
+ * from whom, for the error message.
+ */
+int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
+                       const char *awaiting, const char *peer, bool patient);
+/** Sends a frame on a stream and flushes it; on failure records "sending WHAT: ..." and fails. */
+int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
+                     const void *payload, const char *what);
+
 /** Records the first failure (later ones are ignored) and returns `status`. Any thread. */
 int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** Replaces the recorded failure with a more precise one (e.g. "peer closed" turns out to be

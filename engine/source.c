@@ -48,32 +48,9 @@ static int dev_fail(vfmig_session *s, int rc, const char *what)
                       vfmig_strerror(rc < 0 ? rc : VFMIG_EDEVICE));
 }
 
-/* Receives one control frame, or fails the session with a message saying what was awaited. */
 static int recv_control(source *src, vfmig_frame *f, const char *awaiting)
 {
-    vfmig_session *s = src->s;
-    int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
-    uint64_t deadline = vfmig_now_ns() + (uint64_t)timeout * 1000000ull;
-    for (;;) {
-        if (vfmig_should_stop(s))
-            return s->status;
-        int rc = vfmig_link_recv(src->link, 0, f, src->frame_buf, src->frame_cap, VFMIG_WAIT_SLICE_MS);
-        if (rc == VFMIG_ETIMEDOUT) {
-            if (vfmig_now_ns() < deadline)
-                continue;
-            return vfmig_fail(s, rc, "no %s from the target within %d ms", awaiting, timeout);
-        }
-        if (rc)
-            return vfmig_fail(s, rc, "waiting for %s: %s (%s)", awaiting, vfmig_strerror(rc),
-                              vfmig_link_stream_error(src->link, 0));
-        if (f->type == VFMIG_F_ABORT) {
-            char msg[300];
-            int st = vfmig_frame_status(f, src->frame_buf, msg, sizeof(msg));
-            return vfmig_fail(s, VFMIG_EABORTED, "target aborted the migration: %s (%s)", msg,
-                              vfmig_strerror(st));
-        }
-        return VFMIG_OK;
-    }
+    return vfmig_recv_control(src->s, src->link, f, src->frame_buf, src->frame_cap, awaiting, "target", false);
 }
 
 /* A reply carrying a status (HELLO_ACK, IMM_ACK): expected type and status OK. The frame is left
@@ -115,12 +92,7 @@ static int authenticate(source *src, const uint8_t *hello, size_t hello_len, con
     if (rc)
         return vfmig_fail(s, rc, "authentication: HMAC failed");
     vfmig_frame f = {.type = VFMIG_F_AUTH, .len = VFMIG_AUTH_MAC};
-    rc = vfmig_link_send(src->link, 0, &f, mac);
-    if (!rc)
-        rc = vfmig_link_flush(src->link, 0);
-    if (rc)
-        return vfmig_fail(s, rc, "sending authentication: %s", vfmig_link_stream_error(src->link, 0));
-    return VFMIG_OK;
+    return vfmig_send_flush(s, src->link, 0, &f, mac, "authentication");
 }
 
 static int handshake(source *src, double *rtt_ms)
@@ -147,11 +119,8 @@ static int handshake(source *src, double *rtt_ms)
     size_t n = vfmig_hello_encode(&h, buf);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
     uint64_t t0 = vfmig_now_ns();
-    rc = vfmig_link_send(src->link, 0, &f, buf);
-    if (!rc)
-        rc = vfmig_link_flush(src->link, 0);
-    if (rc)
-        return vfmig_fail(s, rc, "sending HELLO: %s", vfmig_link_stream_error(src->link, 0));
+    if ((rc = vfmig_send_flush(s, src->link, 0, &f, buf, "HELLO")))
+        return rc;
     vfmig_frame ack;
     if ((rc = expect_status(src, VFMIG_F_HELLO_ACK, "handshake reply", &ack)))
         return rc;
@@ -338,11 +307,8 @@ static int blackout(source *src, uint32_t round)
     uint64_t digest[2];
     vfmig_image_digest(s, digest);
     vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = digest[0], .aux = digest[1]};
-    rc = vfmig_link_send(src->link, 0, &f, NULL);
-    if (!rc)
-        rc = vfmig_link_flush(src->link, 0);
-    if (rc)
-        return vfmig_fail(s, rc, "sending COMMIT: %s", vfmig_link_stream_error(src->link, 0));
+    if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "COMMIT")))
+        return rc;
 
     /* VERDICT: status in aux, then u64 verify_ns, u64 restore_ns, then a message. */
     if ((rc = recv_control(src, &f, "verdict")))
@@ -373,12 +339,7 @@ static int blackout(source *src, uint32_t round)
 
     /* Past this point the target holds a verified image: the VF is the target's. */
     f = (vfmig_frame){.type = VFMIG_F_GO};
-    rc = vfmig_link_send(src->link, 0, &f, NULL);
-    if (!rc)
-        rc = vfmig_link_flush(src->link, 0);
-    if (rc)
-        return vfmig_fail(s, rc, "sending GO to the target: %s", vfmig_link_stream_error(src->link, 0));
-    return VFMIG_OK;
+    return vfmig_send_flush(s, src->link, 0, &f, NULL, "GO to the target");
 }
 
 /* A broken stream is often the peer hanging up after telling why on the control stream: look

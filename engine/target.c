@@ -76,14 +76,6 @@ struct target {
     vfmig_pinner *pinner;
 };
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_nsec += (long)ms * 1000000L;
-    ts->tv_sec += ts->tv_nsec / 1000000000L;
-    ts->tv_nsec %= 1000000000L;
-}
-
 static int dev_fail(vfmig_session *s, int rc, const char *what)
 {
     return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device %s failed: %s", what,
@@ -226,9 +218,7 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
         pthread_cond_broadcast(&t->cond);
     }
     while (t->completed < r->round + 1 && !vfmig_should_stop(s)) {
-        struct timespec ts;
-        deadline_in(&ts, VFMIG_WAIT_SLICE_MS);
-        pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+        vfmig_cond_wait_slice(&t->cond, &t->lock);
     }
     pthread_mutex_unlock(&t->lock);
     r->round++;
@@ -277,34 +267,11 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-/* Receives a control frame within the session timeout (sliced, so failures elsewhere and cancel
- * are seen). With no deadline (`patient`), only failures end the wait: the control stream is
- * quiet for the whole pre-copy, and the data streams' receivers watch the source's liveness. */
+/* The control stream is quiet for the whole pre-copy; while waiting for COMMIT (`patient`) the
+ * data streams' receivers watch the source's liveness instead. */
 static int recv_control(target *t, vfmig_frame *f, const char *awaiting, bool patient)
 {
-    vfmig_session *s = t->s;
-    int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
-    uint64_t deadline = vfmig_now_ns() + (uint64_t)timeout * 1000000ull;
-    for (;;) {
-        if (vfmig_should_stop(s))
-            return s->status;
-        int rc = vfmig_link_recv(t->link, 0, f, t->ctl, t->ctl_cap, VFMIG_WAIT_SLICE_MS);
-        if (rc == VFMIG_ETIMEDOUT) {
-            if (patient || vfmig_now_ns() < deadline)
-                continue;
-            return vfmig_fail(s, rc, "no %s from the source within %d ms", awaiting, timeout);
-        }
-        if (rc)
-            return vfmig_fail(s, rc, "waiting for %s: %s (%s)", awaiting, vfmig_strerror(rc),
-                              vfmig_link_stream_error(t->link, 0));
-        if (f->type == VFMIG_F_ABORT) {
-            char msg[300];
-            int st = vfmig_frame_status(f, t->ctl, msg, sizeof(msg));
-            return vfmig_fail(s, VFMIG_EABORTED, "source aborted the migration: %s (%s)", msg,
-                              vfmig_strerror(st));
-        }
-        return VFMIG_OK;
-    }
+    return vfmig_recv_control(t->s, t->link, f, t->ctl, t->ctl_cap, awaiting, "source", patient);
 }
 
 /* Collects a chunked state blob (IMMUTABLE or MUTABLE): chunk must continue at *got. */
@@ -348,11 +315,8 @@ static int authenticate(target *t, size_t hello_len)
     if (rc)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, "authentication: no randomness or HMAC failed");
     vfmig_frame f = {.type = VFMIG_F_HELLO_ACK, .len = sizeof(reply), .aux = VFMIG_OK};
-    rc = vfmig_link_send(t->link, 0, &f, reply);
-    if (!rc)
-        rc = vfmig_link_flush(t->link, 0);
-    if (rc)
-        return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
+    if ((rc = vfmig_send_flush(s, t->link, 0, &f, reply, "handshake reply")))
+        return rc;
     if ((rc = recv_control(t, &f, "authentication", false)))
         return rc;
     if (f.type != VFMIG_F_AUTH || f.len != VFMIG_AUTH_MAC)
@@ -472,9 +436,7 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
     atomic_store(&t->committed, true);
     pthread_mutex_lock(&t->lock);
     while (t->completed < f->round + 1 && !vfmig_should_stop(s) && vfmig_now_ns() < deadline) {
-        struct timespec ts;
-        deadline_in(&ts, VFMIG_WAIT_SLICE_MS);
-        pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+        vfmig_cond_wait_slice(&t->cond, &t->lock);
     }
     uint32_t completed = t->completed;
     pthread_mutex_unlock(&t->lock);
