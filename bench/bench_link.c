@@ -1,0 +1,295 @@
+/*
+ * bench/bench_link.c - TCP link throughput over loopback against plain sockets, same run.
+ *
+ * For each stream count: N sender threads push --bytes in total of raw --frame-byte page frames
+ * (vfmig_link_send, then flush) to N receiver threads (vfmig_link_recv, checksum verified);
+ * then the baseline: N plain TCP connections, 1 MiB write()s / read()s of the same bytes.
+ * Prints GB/s, CPU seconds per GB (whole process: both ends) and link/baseline ratios.
+ *
+ * usage: bench_link [--bytes N] [--frame N] [--streams 1,2,4] [--reps N]
+ *                   [--copy-threshold N] [--direct-read N] [--zerocopy] [--plain-sockbuf N]
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transport/link_impl.h"
+
+typedef struct opts {
+    uint64_t bytes;
+    uint32_t frame;
+    int streams[8], nstreams;
+    int reps;
+    long copy_threshold; /* <0: library default */
+    long direct_read;    /* <0: library default */
+    int zerocopy;
+    int sockbuf; /* plain baseline only: fixed SO_SNDBUF/SO_RCVBUF instead of autotuning */
+} opts;
+
+static double clk(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct worker {
+    vfmig_link *l;
+    int fd;
+    unsigned stream;
+    uint64_t bytes;
+    uint32_t frame;
+    int status;
+} worker;
+
+static void *link_sender(void *p)
+{
+    worker *w = p;
+    uint8_t *buf = malloc(w->frame);
+    memset(buf, 0x5a, w->frame);
+    vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = VFMIG_CODEC_RAW, .len = w->frame};
+    for (uint64_t sent = 0; sent < w->bytes && !w->status; sent += w->frame) {
+        f.page = sent / w->frame;
+        w->status = vfmig_link_send(w->l, w->stream, &f, buf);
+    }
+    if (!w->status)
+        w->status = vfmig_link_flush(w->l, w->stream);
+    free(buf);
+    return NULL;
+}
+
+static void *link_receiver(void *p)
+{
+    worker *w = p;
+    uint8_t *buf = malloc(w->frame);
+    vfmig_frame f;
+    for (uint64_t got = 0; got < w->bytes && !w->status; got += f.len)
+        w->status = vfmig_link_recv(w->l, w->stream, &f, buf, w->frame, 10000);
+    free(buf);
+    return NULL;
+}
+
+#define PLAIN_IO (1u << 20)
+
+static void *plain_sender(void *p)
+{
+    worker *w = p;
+    uint8_t *buf = malloc(PLAIN_IO);
+    memset(buf, 0x5a, PLAIN_IO);
+    for (uint64_t sent = 0; sent < w->bytes;) {
+        size_t n = w->bytes - sent < PLAIN_IO ? (size_t)(w->bytes - sent) : PLAIN_IO;
+        ssize_t r = write(w->fd, buf, n);
+        if (r <= 0) {
+            w->status = -1;
+            break;
+        }
+        sent += (uint64_t)r;
+    }
+    free(buf);
+    return NULL;
+}
+
+static void *plain_receiver(void *p)
+{
+    worker *w = p;
+    uint8_t *buf = malloc(PLAIN_IO);
+    for (uint64_t got = 0; got < w->bytes;) {
+        ssize_t r = read(w->fd, buf, PLAIN_IO);
+        if (r <= 0) {
+            w->status = -1;
+            break;
+        }
+        got += (uint64_t)r;
+    }
+    free(buf);
+    return NULL;
+}
+
+typedef struct result {
+    double gbps, cpu_per_gb;
+} result;
+
+static void run_workers(worker *s, worker *r, int n, void *(*fs)(void *), void *(*fr)(void *),
+                        uint64_t bytes, result *out)
+{
+    pthread_t ts[64], tr[64];
+    double w0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+    for (int i = 0; i < n; i++) {
+        pthread_create(&tr[i], NULL, fr, &r[i]);
+        pthread_create(&ts[i], NULL, fs, &s[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(ts[i], NULL);
+        pthread_join(tr[i], NULL);
+        if (s[i].status || r[i].status) {
+            fprintf(stderr, "bench_link: stream %d failed: %d / %d\n", i, s[i].status, r[i].status);
+            exit(1);
+        }
+    }
+    double wall = clk(CLOCK_MONOTONIC) - w0, cpu = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    out->gbps = (double)bytes / wall / 1e9;
+    out->cpu_per_gb = cpu / ((double)bytes / 1e9);
+}
+
+typedef struct conn_args {
+    char ep[128];
+    vfmig_link *l;
+    int st;
+} conn_args;
+
+static void *conn_thread(void *p)
+{
+    conn_args *a = p;
+    char err[256];
+    a->st = vfmig_connect(a->ep, 10000, &a->l, err, sizeof(err));
+    if (a->st)
+        fprintf(stderr, "connect: %s\n", err);
+    return NULL;
+}
+
+static void bench_link(const opts *o, int n, result *out)
+{
+    vfmig_listener *L;
+    char err[256];
+    if (vfmig_listen("tcp://127.0.0.1:0", &L, err, sizeof(err))) {
+        fprintf(stderr, "listen: %s\n", err);
+        exit(1);
+    }
+    conn_args ca;
+    snprintf(ca.ep, sizeof(ca.ep), "tcp://127.0.0.1:%d?streams=%d", vfmig_listener_port(L), n);
+    pthread_t t;
+    pthread_create(&t, NULL, conn_thread, &ca);
+    vfmig_link *b;
+    int r = vfmig_accept(L, 10000, &b, err, sizeof(err));
+    pthread_join(t, NULL);
+    if (r || ca.st) {
+        fprintf(stderr, "accept: %s\n", err);
+        exit(1);
+    }
+    vfmig_listener_close(L);
+    if (o->copy_threshold >= 0 || o->direct_read >= 0 || o->zerocopy) {
+        /* Defaults as in tcp.c; the sender's and receiver's knobs are set on their own ends. */
+        size_t ct = o->copy_threshold >= 0 ? (size_t)o->copy_threshold : (512u << 10);
+        size_t dr = o->direct_read >= 0 ? (size_t)o->direct_read : (256u << 10);
+        vfmig_tcp_set_tuning(ca.l, ct, dr, o->zerocopy);
+        vfmig_tcp_set_tuning(b, ct, dr, 0);
+    }
+    worker s[64], rv[64];
+    uint64_t per = o->bytes / (uint64_t)n / o->frame * o->frame;
+    for (int i = 0; i < n; i++) {
+        s[i] = (worker){.l = ca.l, .stream = (unsigned)i + 1, .bytes = per, .frame = o->frame};
+        rv[i] = (worker){.l = b, .stream = (unsigned)i + 1, .bytes = per, .frame = o->frame};
+    }
+    run_workers(s, rv, n, link_sender, link_receiver, per * (uint64_t)n, out);
+    vfmig_link_close(ca.l);
+    vfmig_link_close(b);
+}
+
+static void bench_plain(const opts *o, int n, result *out)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    if (o->sockbuf) {
+        setsockopt(lfd, SOL_SOCKET, SO_SNDBUF, &o->sockbuf, sizeof(o->sockbuf));
+        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &o->sockbuf, sizeof(o->sockbuf));
+    }
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 64) ||
+        getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
+        perror("plain listen");
+        exit(1);
+    }
+    worker s[64], rv[64];
+    uint64_t per = o->bytes / (uint64_t)n / o->frame * o->frame;
+    for (int i = 0; i < n; i++) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (o->sockbuf) {
+            /* Before connect, so the window scale is negotiated for it. */
+            setsockopt(c, SOL_SOCKET, SO_SNDBUF, &o->sockbuf, sizeof(o->sockbuf));
+            setsockopt(c, SOL_SOCKET, SO_RCVBUF, &o->sockbuf, sizeof(o->sockbuf));
+        }
+        if (connect(c, (struct sockaddr *)&sa, sizeof(sa))) {
+            perror("plain connect");
+            exit(1);
+        }
+        int a = accept(lfd, NULL, NULL);
+        s[i] = (worker){.fd = c, .bytes = per};
+        rv[i] = (worker){.fd = a, .bytes = per};
+    }
+    close(lfd);
+    run_workers(s, rv, n, plain_sender, plain_receiver, per * (uint64_t)n, out);
+    for (int i = 0; i < n; i++) {
+        close(s[i].fd);
+        close(rv[i].fd);
+    }
+}
+
+static int cmp_res(const void *a, const void *b)
+{
+    double x = ((const result *)a)->gbps, y = ((const result *)b)->gbps;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.bytes = 4ull << 30, .frame = 64 << 10, .streams = {1, 2, 4}, .nstreams = 3, .reps = 3,
+              .copy_threshold = -1, .direct_read = -1};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--bytes") && i + 1 < argc)
+            o.bytes = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--frame") && i + 1 < argc)
+            o.frame = (uint32_t)strtoul(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            o.reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--copy-threshold") && i + 1 < argc)
+            o.copy_threshold = strtol(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--direct-read") && i + 1 < argc)
+            o.direct_read = strtol(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--plain-sockbuf") && i + 1 < argc)
+            o.sockbuf = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--zerocopy"))
+            o.zerocopy = 1;
+        else if (!strcmp(argv[i], "--streams") && i + 1 < argc) {
+            o.nstreams = 0;
+            for (char *t = strtok(argv[++i], ","); t && o.nstreams < 8; t = strtok(NULL, ","))
+                o.streams[o.nstreams++] = atoi(t);
+        } else {
+            fprintf(stderr, "usage: %s [--bytes N] [--frame N] [--streams 1,2,4] [--reps N] "
+                            "[--copy-threshold N] [--direct-read N] [--zerocopy] [--plain-sockbuf N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (o.reps < 1 || o.reps > 32 || !o.frame || o.frame > VFMIG_FRAME_MAX_PAYLOAD)
+        return 2;
+    printf("bench_link: %.2f GiB of %u-byte frames per run, median of %d (link and plain interleaved)\n",
+           (double)o.bytes / (1 << 30), o.frame, o.reps);
+    printf("%-8s %10s %10s %14s %14s %12s %8s\n", "streams", "link GB/s", "plain GB/s", "link cpu s/GB",
+           "plain cpu s/GB", "paired ratio", "cpu x");
+    for (int k = 0; k < o.nstreams; k++) {
+        int n = o.streams[k];
+        if (n < 1 || n > VFMIG_MAX_STREAMS)
+            return 2;
+        result rl[32], rp[32], ratio[32];
+        for (int rep = 0; rep < o.reps; rep++) {
+            bench_link(&o, n, &rl[rep]);
+            bench_plain(&o, n, &rp[rep]);
+            /* Each link run against the baseline run right after it: robust to drifting load. */
+            ratio[rep].gbps = rl[rep].gbps / rp[rep].gbps;
+        }
+        qsort(ratio, (size_t)o.reps, sizeof(result), cmp_res);
+        qsort(rl, (size_t)o.reps, sizeof(result), cmp_res);
+        qsort(rp, (size_t)o.reps, sizeof(result), cmp_res);
+        result ml = rl[o.reps / 2], mp = rp[o.reps / 2];
+        printf("%-8d %10.2f %10.2f %14.3f %14.3f %12.2f %8.2f\n", n, ml.gbps, mp.gbps, ml.cpu_per_gb,
+               mp.cpu_per_gb, ratio[o.reps / 2].gbps, ml.cpu_per_gb / mp.cpu_per_gb);
+    }
+    return 0;
+}

@@ -1,0 +1,20 @@
+# transport/ tests: framing, endpoints, TCP links on loopback, RDMA bookkeeping (and RDMA links,
+# which skip without a device).
+set(VFMIG_TRANSPORT_LIBS vfmig_transport vfmig_common)
+vfmig_add_test(test_wire SOURCES test_wire.c LIBS ${VFMIG_TRANSPORT_LIBS} LABELS transport TIMEOUT 30)
+vfmig_add_test(test_endpoint SOURCES test_endpoint.c LIBS ${VFMIG_TRANSPORT_LIBS} LABELS transport TIMEOUT 30)
+vfmig_add_test(test_link_tcp SOURCES test_link_tcp.c LIBS ${VFMIG_TRANSPORT_LIBS} LABELS transport TIMEOUT 60)
+vfmig_add_test(test_link_rdma_core SOURCES test_link_rdma_core.c LIBS ${VFMIG_TRANSPORT_LIBS} LABELS transport TIMEOUT 30)
+vfmig_add_test(test_link_rdma SOURCES test_link_rdma.c LIBS ${VFMIG_TRANSPORT_LIBS} LABELS transport TIMEOUT 60)
+if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/replay_main.c)
+  vfmig_add_test(fuzz_frame_corpus SOURCES fuzz/fuzz_frame.c fuzz/replay_main.c
+                 LIBS ${VFMIG_TRANSPORT_LIBS} LABELS "transport;fuzz"
+                 ARGS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/frame TIMEOUT 60)
+endif()
+if(VFMIG_FUZZ)
+  add_executable(fuzz_frame fuzz/fuzz_frame.c)
+  target_include_directories(fuzz_frame PRIVATE ${PROJECT_SOURCE_DIR})
+  target_compile_options(fuzz_frame PRIVATE -fsanitize=fuzzer)
+  target_link_options(fuzz_frame PRIVATE -fsanitize=fuzzer)
+  target_link_libraries(fuzz_frame PRIVATE ${VFMIG_TRANSPORT_LIBS})
+endif()

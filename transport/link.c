@@ -1,0 +1,316 @@
+/* transport/link.c - the medium-independent half of a link: framing, checks, cap, counters,
+ * interruption, errors; and the public listen/accept/connect entry points. */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "transport/link_impl.h"
+
+struct vfmig_listener {
+    int kind;
+    vfmig_tcp_listener *tcp;
+    vfmig_rdma_listener *rdma;
+};
+
+int vfmig_errno_status(int e)
+{
+    switch (e) {
+    case EPIPE:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ESHUTDOWN:
+        return VFMIG_ECLOSED;
+    case ECONNREFUSED:
+        return VFMIG_ECONNREFUSED;
+    case EADDRINUSE:
+        return VFMIG_EADDRINUSE;
+    case ETIMEDOUT:
+        return VFMIG_ETIMEDOUT;
+    case ENOMEM:
+    case ENOBUFS:
+        return VFMIG_ENOMEM;
+    default:
+        return VFMIG_EIO;
+    }
+}
+
+uint64_t vfmig_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? 0 : vfmig_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+}
+
+int vfmig_ms_left(uint64_t deadline_ns)
+{
+    if (!deadline_ns)
+        return -1;
+    uint64_t now = vfmig_now_ns();
+    if (now >= deadline_ns)
+        return 0;
+    uint64_t ms = (deadline_ns - now + 999999) / 1000000;
+    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+int vfmig_link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms)
+{
+    struct pollfd p[3] = {{.fd = fd, .events = events},
+                          {.fd = l ? l->intr_fd : -1, .events = POLLIN},
+                          {.fd = fd2, .events = POLLIN}};
+    for (;;) {
+        int r = poll(p, 3, timeout_ms);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue; /* a signal is not a timeout; the remaining time is re-armed by callers */
+            return VFMIG_EIO;
+        }
+        if (r == 0)
+            return VFMIG_ETIMEDOUT;
+        if (p[1].revents)
+            return VFMIG_ECANCELED;
+        if (p[0].revents)
+            return 1; /* POLLERR/POLLHUP too: the following I/O call reports what happened */
+        if (p[2].revents)
+            return 2;
+    }
+}
+
+int vfmig_link_alloc(unsigned nstreams, vfmig_link **out)
+{
+    vfmig_link *l = calloc(1, sizeof(*l));
+    if (!l)
+        return VFMIG_ENOMEM;
+    l->errs = calloc(nstreams + 1, sizeof(*l->errs));
+    l->intr_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!l->errs || l->intr_fd < 0) {
+        free(l->errs);
+        if (l->intr_fd >= 0)
+            close(l->intr_fd);
+        free(l);
+        return VFMIG_ENOMEM;
+    }
+    l->nstreams = nstreams;
+    atomic_init(&l->timeout_ms, VFMIG_LINK_DEFAULT_TIMEOUT_MS);
+    atomic_init(&l->max_payload, VFMIG_FRAME_MAX_PAYLOAD);
+    atomic_init(&l->bytes_sent, 0);
+    atomic_init(&l->interrupted, 0);
+    vfmig_ratelimit_init(&l->rl);
+    pthread_mutex_init(&l->err_lock, NULL);
+    *out = l;
+    return VFMIG_OK;
+}
+
+void vfmig_link_free(vfmig_link *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_destroy(&l->err_lock);
+    vfmig_ratelimit_destroy(&l->rl);
+    close(l->intr_fd);
+    free(l->errs);
+    free(l);
+}
+
+int vfmig_link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
+{
+    if (s > l->nstreams)
+        return status;
+    char msg[VFMIG_LINK_ERRLEN - 16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&l->err_lock);
+    snprintf(l->errs[s], VFMIG_LINK_ERRLEN, "stream %u: %s", s, msg);
+    pthread_mutex_unlock(&l->err_lock);
+    return status;
+}
+
+int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+{
+    if (!l || !f || stream > l->nstreams || (f->len && !payload))
+        return VFMIG_EINVAL;
+    if (f->len > VFMIG_FRAME_MAX_PAYLOAD)
+        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
+                               f->len, VFMIG_FRAME_MAX_PAYLOAD);
+    if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
+        return VFMIG_ECANCELED;
+    uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
+    vfmig_frame_pack(f, payload, hdr);
+    size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)f->len;
+    int r = vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    if (r)
+        return r;
+    r = l->ops->send(l, stream, hdr, payload, f->len);
+    if (r == VFMIG_OK)
+        atomic_fetch_add_explicit(&l->bytes_sent, wire, memory_order_relaxed);
+    return r;
+}
+
+int vfmig_link_flush(vfmig_link *l, unsigned stream)
+{
+    if (!l || stream > l->nstreams)
+        return VFMIG_EINVAL;
+    if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
+        return VFMIG_ECANCELED;
+    return l->ops->flush(l, stream);
+}
+
+int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
+                    int timeout_ms)
+{
+    if (!l || !f || stream > l->nstreams)
+        return VFMIG_EINVAL;
+    if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
+        return VFMIG_ECANCELED;
+    uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
+    uint64_t deadline = 0;
+    int r = l->ops->read(l, stream, hdr, sizeof(hdr), timeout_ms, &deadline);
+    if (r)
+        return r;
+    uint64_t csum;
+    size_t maxp = atomic_load_explicit(&l->max_payload, memory_order_relaxed);
+    r = vfmig_frame_unpack(hdr, maxp, f, &csum);
+    if (r) {
+        if (hdr[0] < VFMIG_F_HELLO || hdr[0] > VFMIG_F_TYPE_MAX)
+            return vfmig_link_fail(l, stream, r, "unknown frame type %u", hdr[0]);
+        return vfmig_link_fail(l, stream, r, "frame payload of %u bytes over the limit of %zu",
+                               vfmig_get_u32(hdr + 4), maxp);
+    }
+    /* After a refused frame the stream is out of step: the caller must treat it as fatal. */
+    if (f->len > cap)
+        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+                               "frame payload of %u bytes larger than the %zu-byte buffer", f->len, cap);
+    if (f->len) {
+        int rest = vfmig_ms_left(deadline);
+        r = l->ops->read(l, stream, payload, f->len, rest, &deadline);
+        if (r)
+            return r;
+    }
+    if (vfmig_frame_check(hdr, payload, f->len))
+        return vfmig_link_fail(l, stream, VFMIG_ECHECKSUM,
+                               "checksum mismatch on a type %u frame of %u bytes", f->type, f->len);
+    return VFMIG_OK;
+}
+
+void vfmig_link_interrupt(vfmig_link *l)
+{
+    if (!l)
+        return;
+    atomic_store(&l->interrupted, 1);
+    uint64_t one = 1;
+    /* The counter is never read back, so the fd stays readable and wakes every later poll. */
+    ssize_t n = write(l->intr_fd, &one, sizeof(one));
+    (void)n;
+}
+
+void vfmig_link_set_timeout(vfmig_link *l, int timeout_ms)
+{
+    if (l)
+        atomic_store(&l->timeout_ms, timeout_ms);
+}
+
+void vfmig_link_set_max_bandwidth(vfmig_link *l, uint64_t bytes_per_s)
+{
+    if (l)
+        vfmig_ratelimit_set(&l->rl, bytes_per_s);
+}
+
+void vfmig_link_set_max_payload(vfmig_link *l, size_t max_payload)
+{
+    if (l)
+        atomic_store(&l->max_payload, max_payload > VFMIG_FRAME_MAX_PAYLOAD ? VFMIG_FRAME_MAX_PAYLOAD
+                                                                            : max_payload);
+}
+
+uint64_t vfmig_link_bytes_sent(const vfmig_link *l)
+{
+    return l ? atomic_load_explicit(&l->bytes_sent, memory_order_relaxed) : 0;
+}
+
+const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream)
+{
+    if (!l || stream > l->nstreams)
+        return "";
+    return l->errs[stream];
+}
+
+int vfmig_link_streams(const vfmig_link *link)
+{
+    return link ? (int)link->nstreams : 0;
+}
+
+void vfmig_link_close(vfmig_link *link)
+{
+    if (link)
+        link->ops->close(link);
+}
+
+/* --- public entry points: dispatch on the endpoint's scheme --- */
+
+int vfmig_listen(const char *endpoint, vfmig_listener **out, char *err, size_t errlen)
+{
+    vfmig_endpoint ep;
+    int explicit_streams;
+    if (!out)
+        return VFMIG_EINVAL;
+    *out = NULL;
+    int r = vfmig_endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
+    if (r)
+        return r;
+    vfmig_listener *L = calloc(1, sizeof(*L));
+    if (!L)
+        return VFMIG_ENOMEM;
+    L->kind = ep.kind;
+    r = ep.kind == VFMIG_LINK_TCP ? vfmig_tcp_listen(&ep, explicit_streams, &L->tcp, err, errlen)
+                                  : vfmig_rdma_listen(&ep, explicit_streams, &L->rdma, err, errlen);
+    if (r) {
+        free(L);
+        return r;
+    }
+    *out = L;
+    return VFMIG_OK;
+}
+
+int vfmig_listener_port(const vfmig_listener *l)
+{
+    if (!l)
+        return VFMIG_EINVAL;
+    return l->kind == VFMIG_LINK_TCP ? vfmig_tcp_listener_port(l->tcp) : vfmig_rdma_listener_port(l->rdma);
+}
+
+int vfmig_accept(vfmig_listener *l, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+{
+    if (!l || !out)
+        return VFMIG_EINVAL;
+    *out = NULL;
+    return l->kind == VFMIG_LINK_TCP ? vfmig_tcp_accept(l->tcp, timeout_ms, out, err, errlen)
+                                     : vfmig_rdma_accept(l->rdma, timeout_ms, out, err, errlen);
+}
+
+void vfmig_listener_close(vfmig_listener *l)
+{
+    if (!l)
+        return;
+    if (l->kind == VFMIG_LINK_TCP)
+        vfmig_tcp_listener_close(l->tcp);
+    else
+        vfmig_rdma_listener_close(l->rdma);
+    free(l);
+}
+
+int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+{
+    vfmig_endpoint ep;
+    if (!out)
+        return VFMIG_EINVAL;
+    *out = NULL;
+    int r = vfmig_endpoint_parse(endpoint, &ep, err, errlen);
+    if (r)
+        return r;
+    return ep.kind == VFMIG_LINK_TCP ? vfmig_tcp_connect(&ep, timeout_ms, out, err, errlen)
+                                     : vfmig_rdma_connect(&ep, timeout_ms, out, err, errlen);
+}

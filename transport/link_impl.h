@@ -1,0 +1,112 @@
+/*
+ * transport/link_impl.h - private: the link object shared by the TCP and RDMA back-ends.
+ *
+ * link.c owns everything that does not depend on the medium: argument checks, framing and
+ * checksums, the bandwidth cap, counters, interruption and per-stream error messages. A
+ * back-end supplies a byte pipe per stream through vfmig_link_ops:
+ *   send  - header + payload of one frame (may buffer; must not keep `payload` after return)
+ *   flush - push out what send buffered
+ *   read  - exactly n bytes; waits first_ms for the first byte, then until *deadline_ns
+ *           (set by the back-end when the first byte arrives, if it was 0) for the rest
+ *   close - free everything
+ * Stream 0 is control; 1..nstreams carry data.
+ */
+#ifndef VFMIG_TRANSPORT_LINK_IMPL_H
+#define VFMIG_TRANSPORT_LINK_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/link.h"
+#include "transport/ratelimit.h"
+
+#define VFMIG_LINK_ERRLEN 160
+#define VFMIG_LINK_DEFAULT_TIMEOUT_MS 10000
+
+typedef struct vfmig_link_ops {
+    const char *name;
+    int (*send)(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
+                const void *payload, size_t len);
+    int (*flush)(vfmig_link *l, unsigned s);
+    int (*read)(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline_ns);
+    void (*close)(vfmig_link *l);
+} vfmig_link_ops;
+
+struct vfmig_link {
+    const vfmig_link_ops *ops;
+    unsigned nstreams;          /* data streams */
+    atomic_int timeout_ms;
+    atomic_size_t max_payload;
+    atomic_uint_fast64_t bytes_sent;
+    atomic_int interrupted;
+    int intr_fd;                /* eventfd, written once by vfmig_link_interrupt: stays readable */
+    vfmig_ratelimit rl;
+    pthread_mutex_t err_lock;   /* a stream's send and recv threads may both record errors */
+    char (*errs)[VFMIG_LINK_ERRLEN]; /* nstreams + 1 entries */
+    void *impl;                 /* back-end state */
+};
+
+/* link.c */
+/** Allocates the common part; the back-end then sets ops and impl. */
+int vfmig_link_alloc(unsigned nstreams, vfmig_link **out);
+/** Frees the common part (after the back-end freed its own). */
+void vfmig_link_free(vfmig_link *l);
+/** Records "stream N: <message>" and returns status. */
+int vfmig_link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** errno -> status, as documented for links. */
+int vfmig_errno_status(int e);
+/**
+ * Waits for `events` on fd (and, if fd2 >= 0, POLLIN on fd2) or the interrupt, up to
+ * timeout_ms (<0 forever). Returns 1 (fd ready), 2 (fd2 ready), VFMIG_ETIMEDOUT,
+ * VFMIG_ECANCELED or VFMIG_EIO.
+ */
+int vfmig_link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms);
+/** Milliseconds left until deadline_ns (0 = none: -1), at least 0. */
+int vfmig_ms_left(uint64_t deadline_ns);
+/** timeout_ms (<0: none) to an absolute deadline (0 = none). */
+uint64_t vfmig_deadline(int timeout_ms);
+
+/* endpoint.c */
+void vfmig_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** As vfmig_endpoint_parse; *explicit_streams says whether ?streams=/?qps= was given. */
+int vfmig_endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_streams, char *err,
+                            size_t errlen);
+
+/* tcp.c */
+typedef struct vfmig_tcp_listener vfmig_tcp_listener;
+int vfmig_tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
+                     char *err, size_t errlen);
+int vfmig_tcp_listener_port(const vfmig_tcp_listener *tl);
+int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+void vfmig_tcp_listener_close(vfmig_tcp_listener *tl);
+int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+/** Test hook: the socket of a stream (to break it on purpose). -1 if not TCP. */
+int vfmig_tcp_stream_fd(vfmig_link *l, unsigned s);
+/** Tuning knobs (measured in bench_link): payloads of at least copy_threshold bytes go out by
+ *  sendmsg from the caller's memory instead of through the stream buffer; payload rests of at
+ *  least direct_read_min bytes are read straight into the caller's buffer; MSG_ZEROCOPY on data
+ *  streams (off by default: slower on loopback). Call before the first send/recv. */
+void vfmig_tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy);
+
+/* rdma.c */
+typedef struct vfmig_rdma_listener vfmig_rdma_listener;
+int vfmig_rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
+                      char *err, size_t errlen);
+int vfmig_rdma_listener_port(const vfmig_rdma_listener *rl);
+int vfmig_rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out, char *err,
+                      size_t errlen);
+void vfmig_rdma_listener_close(vfmig_rdma_listener *rl);
+int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
+                       size_t errlen);
+/**
+ * Registers caller memory (e.g. device VRAM exposed for GPUDirect, via a dma-buf fd when
+ * dmabuf_fd >= 0) so that sends whose payload lies inside it go to the NIC without a copy.
+ * VFMIG_ENOTSUP on a non-RDMA link. The memory must stay valid until the link is closed.
+ */
+int vfmig_rdma_register_external(vfmig_link *l, void *addr, size_t len, int dmabuf_fd,
+                                 uint64_t dmabuf_offset);
+
+#endif

@@ -1,0 +1,63 @@
+/* transport/wire.c - frame header encoding (see wire.h for the layout). */
+#include "transport/wire.h"
+
+#include <string.h>
+#include <xxhash.h>
+#if defined(__x86_64__) && XXH_VERSION_NUMBER >= 800
+/* libxxhash's run-time dispatch picks AVX2/AVX-512: 60-65 GB/s on 64 KiB here, against ~15 GB/s
+ * for the plain call or an inlined copy built for baseline x86-64 (the build has no -march). */
+#include <xxh_x86dispatch.h>
+#define payload_hash XXH3_64bits_withSeed_dispatch
+#else
+#define payload_hash XXH3_64bits_withSeed
+#endif
+
+#include "vfmig.h"
+
+/* The payload hash is seeded with the hash of the header's first 32 bytes, so one 64-bit value
+ * covers both and a header bit flip cannot pair with a matching payload. */
+static uint64_t frame_csum(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len)
+{
+    uint64_t seed = XXH3_64bits(hdr, 32);
+    return payload_hash(len ? payload : "", len, seed);
+}
+
+void vfmig_frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFMIG_FRAME_HDR_BYTES])
+{
+    out[0] = f->type;
+    out[1] = f->codec;
+    out[2] = (uint8_t)f->flags;
+    out[3] = (uint8_t)(f->flags >> 8);
+    vfmig_put_u32(out + 4, f->len);
+    vfmig_put_u32(out + 8, f->round);
+    vfmig_put_u32(out + 12, f->npages);
+    vfmig_put_u64(out + 16, f->page);
+    vfmig_put_u64(out + 24, f->aux);
+    vfmig_put_u64(out + 32, frame_csum(out, payload, f->len));
+}
+
+int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
+                       uint64_t *csum)
+{
+    uint32_t len = vfmig_get_u32(in + 4);
+    if (in[0] < VFMIG_F_HELLO || in[0] > VFMIG_F_TYPE_MAX)
+        return VFMIG_EPROTO;
+    if (len > max_payload || len > VFMIG_FRAME_MAX_PAYLOAD)
+        return VFMIG_EPROTO;
+    f->type = in[0];
+    f->codec = in[1];
+    f->flags = (uint16_t)(in[2] | in[3] << 8);
+    f->len = len;
+    f->round = vfmig_get_u32(in + 8);
+    f->npages = vfmig_get_u32(in + 12);
+    f->page = vfmig_get_u64(in + 16);
+    f->aux = vfmig_get_u64(in + 24);
+    if (csum)
+        *csum = vfmig_get_u64(in + 32);
+    return VFMIG_OK;
+}
+
+int vfmig_frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len)
+{
+    return frame_csum(hdr, payload, len) == vfmig_get_u64(hdr + 32) ? VFMIG_OK : VFMIG_ECHECKSUM;
+}
