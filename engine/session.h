@@ -9,6 +9,7 @@
 
 #include "vfmig.h"
 #include "transport/link.h"
+#include "transport/ratelimit.h"
 
 #define VFMIG_PARAM_MAX 13
 
@@ -47,7 +48,7 @@ struct vfmig_session {
     uint64_t t_start_ns;
 };
 
-uint64_t vfmig_now_ns(void);
+/* vfmig_now_ns(): the monotonic clock in ns, kept by the transport (transport/ratelimit.h). */
 
 /** Waits on cond for at most one wait slice (callers re-check their condition and should_stop). */
 void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);

@@ -409,7 +409,9 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
         rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for dirty bitmaps");
         goto out_free;
     }
-    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], NULL, &src.pinner, perr,
+    char nic[64] = "";
+    vfmig_link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
                                   sizeof(perr)))) {
         rc = vfmig_fail(s, rc, "pinning: %s", perr);
         goto out_free;

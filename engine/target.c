@@ -537,8 +537,9 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
         rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
         goto out;
     }
-    char perr[128];
-    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], NULL, &t->pinner, perr,
+    char perr[128], nic[64] = "";
+    vfmig_link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &t->pinner, perr,
                                   sizeof(perr)))) {
         rc = vfmig_fail(s, rc, "pinning: %s", perr);
         goto out;

@@ -54,6 +54,9 @@ void vfmig_link_set_max_bandwidth(vfmig_link *l, uint64_t bytes_per_s);
 void vfmig_link_set_max_payload(vfmig_link *l, size_t max_payload);
 /** Bytes put on the wire (headers included), all streams. Any thread. */
 uint64_t vfmig_link_bytes_sent(const vfmig_link *l);
+/** Name of the local network interface carrying the control stream ("eth0", "lo"), for NUMA
+ *  placement near the NIC. VFMIG_ENOTSUP where it cannot be told (RDMA, an unknown address). */
+int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len);
 /** Human-readable description of the last error on a stream ("" if none). */
 const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream);
 

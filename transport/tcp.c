@@ -16,11 +16,13 @@
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +348,31 @@ int vfmig_tcp_stream_fd(vfmig_link *l, unsigned s)
     if (!l || l->ops != &tcp_ops || s > l->nstreams)
         return -1;
     return stream_of(l, s)->fd;
+}
+
+int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len)
+{
+    int fd = vfmig_tcp_stream_fd(l, 0);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    struct ifaddrs *ifs;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) || getifaddrs(&ifs))
+        return VFMIG_ENOTSUP;
+    int rc = VFMIG_ENOTSUP;
+    for (struct ifaddrs *i = ifs; i && rc; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != ss.ss_family)
+            continue;
+        bool same = ss.ss_family == AF_INET
+                        ? ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr == ((struct sockaddr_in *)&ss)->sin_addr.s_addr
+                        : !memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+                                  &((struct sockaddr_in6 *)&ss)->sin6_addr, sizeof(struct in6_addr));
+        if (same) {
+            snprintf(name, len, "%s", i->ifa_name);
+            rc = VFMIG_OK;
+        }
+    }
+    freeifaddrs(ifs);
+    return rc;
 }
 
 void vfmig_tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy)
