@@ -6,6 +6,7 @@
  *   source: HELLO ->            <- HELLO_ACK(status)      target
  *           IMMUTABLE chunks -> <- IMM_ACK(status)
  *           (pages on data streams, ROUND_END per stream per round)
+ *                               <- ROUND_ACK(r) once every stream has applied round r
  *           MUTABLE chunks -> COMMIT(final round, digest) -> <- VERDICT(status, timings)
  *           GO ->                                         (target resumes the VF)
  *   either side, at any point: ABORT(status, message), after which the sender closes.

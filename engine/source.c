@@ -164,6 +164,24 @@ static int query(source *src, uint64_t **into, int clear, uint64_t *count)
     return VFMIG_OK;
 }
 
+/* Waits until the target reports every stream applied `round`. Rounds are timed to this point,
+ * so the bandwidth the policy learns is what the target absorbs, and a backlog of pre-copy pages
+ * is never left to drain inside the blackout. */
+static int wait_round_ack(source *src, uint32_t round)
+{
+    for (;;) {
+        vfmig_frame f;
+        int rc = recv_control(src, &f, "round acknowledgement");
+        if (rc)
+            return rc;
+        if (f.type != VFMIG_F_ROUND_ACK || f.round > round)
+            return vfmig_fail(src->s, VFMIG_EPROTO, "expected the acknowledgement of round %u, got frame type %u (round %u)",
+                              round, f.type, f.round);
+        if (f.round == round)
+            return VFMIG_OK;
+    }
+}
+
 /* Sends one round: every page (round 0) or the pages of src->bm. */
 static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmig_round_stats *rs)
 {
@@ -182,6 +200,8 @@ static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmi
         }
     }
     int rc = vfmig_pipeline_end_round(src->pipe, rs);
+    if (!rc && !blackout)
+        rc = wait_round_ack(src, round);
     if (rc)
         return rc;
     rs->in_blackout = blackout;
@@ -310,9 +330,12 @@ static int blackout(source *src, uint32_t round)
     if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "COMMIT")))
         return rc;
 
-    /* VERDICT: status in aux, then u64 verify_ns, u64 restore_ns, then a message. */
-    if ((rc = recv_control(src, &f, "verdict")))
-        return rc;
+    /* VERDICT: status in aux, then u64 verify_ns, u64 restore_ns, then a message. The final
+     * round's acknowledgement comes first. */
+    do {
+        if ((rc = recv_control(src, &f, "verdict")))
+            return rc;
+    } while (f.type == VFMIG_F_ROUND_ACK && f.round == round);
     uint64_t t_verdict = vfmig_now_ns();
     if (f.type != VFMIG_F_VERDICT || f.len < 16)
         return vfmig_fail(s, VFMIG_EPROTO, "expected the target's verdict, got frame type %u", f.type);

@@ -63,9 +63,11 @@ struct target {
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    pthread_mutex_t ctl_tx; /* the control stream is written by the main thread and receivers */
     uint32_t arrived;      /* receivers at the current round's barrier */
     uint32_t completed;    /* rounds every stream has finished */
     _Atomic bool committed; /* COMMIT seen: receivers stop watching for idle streams */
+    _Atomic uint32_t final_round; /* from COMMIT; UINT32_MAX before */
     _Atomic bool quit;
 
     uint8_t *ctl;          /* control payload buffer */
@@ -216,6 +218,16 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
         t->arrived = 0;
         t->completed = r->round + 1;
         pthread_cond_broadcast(&t->cond);
+        /* Tell the source the round is applied: it waits for this before pausing the VF, so the
+         * blackout never includes draining a backlog of pre-copy pages. */
+        vfmig_frame ack = {.type = VFMIG_F_ROUND_ACK, .round = r->round};
+        pthread_mutex_lock(&t->ctl_tx);
+        int rc = vfmig_link_send(t->link, 0, &ack, NULL);
+        if (!rc)
+            rc = vfmig_link_flush(t->link, 0);
+        pthread_mutex_unlock(&t->ctl_tx);
+        if (rc && rc != VFMIG_ECANCELED)
+            vfmig_fail(s, rc, "sending round acknowledgement: %s", vfmig_link_stream_error(t->link, 0));
     }
     while (t->completed < r->round + 1 && !vfmig_should_stop(s)) {
         vfmig_cond_wait_slice(&t->cond, &t->lock);
@@ -247,7 +259,10 @@ static void *receiver_main(void *arg)
             continue;
         }
         if (rc) {
-            if (rc != VFMIG_ECANCELED && !atomic_load(&t->quit))
+            /* Once the final round is in, a stream closing is the source finishing, not a fault:
+             * whether the migration stands is decided on the control stream. */
+            bool done = r->round > atomic_load(&t->final_round);
+            if (rc != VFMIG_ECANCELED && !atomic_load(&t->quit) && !done)
                 vfmig_fail(s, rc, "stream %u: %s (%s)", r->stream, vfmig_strerror(rc),
                            vfmig_link_stream_error(t->link, r->stream));
             break;
@@ -433,6 +448,7 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
     vfmig_session *s = t->s;
     uint64_t t0 = vfmig_now_ns();
     uint64_t deadline = t0 + (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
+    atomic_store(&t->final_round, f->round);
     atomic_store(&t->committed, true);
     pthread_mutex_lock(&t->lock);
     while (t->completed < f->round + 1 && !vfmig_should_stop(s) && vfmig_now_ns() < deadline) {
@@ -464,7 +480,7 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
     return VFMIG_OK;
 }
 
-static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, const char *msg)
+static int send_verdict_locked(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, const char *msg)
 {
     uint8_t buf[16 + 512];
     size_t n = strnlen(msg, 512);
@@ -474,6 +490,14 @@ static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t rest
     vfmig_frame f = {.type = VFMIG_F_VERDICT, .len = (uint32_t)(16 + n), .aux = (uint64_t)(int64_t)status};
     int rc = vfmig_link_send(t->link, 0, &f, buf);
     return rc ? rc : vfmig_link_flush(t->link, 0);
+}
+
+static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, const char *msg)
+{
+    pthread_mutex_lock(&t->ctl_tx);
+    int rc = send_verdict_locked(t, status, verify_ns, restore_ns, msg);
+    pthread_mutex_unlock(&t->ctl_tx);
+    return rc;
 }
 
 static int serve(target *t)
@@ -527,10 +551,12 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     t->nstreams = (unsigned)vfmig_link_streams(link);
     t->zero_hash = vfmig_zero_page_hash(s->page_size);
     t->readback = s->params[VFMIG_P_VERIFY_READBACK] != 0;
+    atomic_store(&t->final_round, UINT32_MAX);
     t->ctl_cap = (1u << 20) + 4096;
     t->ctl = malloc(t->ctl_cap);
     t->page_round = calloc(s->npages, sizeof(uint32_t));
     pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->ctl_tx, NULL);
     pthread_cond_init(&t->cond, NULL);
     int rc = VFMIG_OK;
     if (!t->ctl || !t->page_round) {
@@ -573,8 +599,11 @@ out:
     if (rc || vfmig_should_stop(s)) {
         rc = s->failed ? s->status : rc;
         /* Tell the source, unless it is the one that aborted. */
-        if (rc != VFMIG_EABORTED)
+        if (rc != VFMIG_EABORTED) {
+            pthread_mutex_lock(&t->ctl_tx);
             vfmig_send_status(link, 0, VFMIG_F_ABORT, rc, s->err);
+            pthread_mutex_unlock(&t->ctl_tx);
+        }
     }
     vfmig_link_interrupt(link);
     stop_receivers(t);
@@ -624,6 +653,7 @@ out:
         t->ops->end(t->dev);
     vfmig_pinner_destroy(t->pinner);
     pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->ctl_tx);
     pthread_mutex_destroy(&t->lock);
     free(t->ctl);
     free(t->page_round);
