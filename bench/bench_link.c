@@ -7,7 +7,7 @@
  * Prints GB/s, CPU seconds per GB (whole process: both ends) and link/baseline ratios.
  *
  * usage: bench_link [--bytes N] [--frame N] [--streams 1,2,4] [--reps N]
- *                   [--copy-threshold N] [--direct-read N] [--zerocopy] [--plain-sockbuf N]
+ *                   [--copy-threshold N] [--direct-read N] [--zerocopy]
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "baseline.h"
 #include "transport/link_impl.h"
 
 typedef struct opts {
@@ -30,15 +31,7 @@ typedef struct opts {
     long copy_threshold; /* <0: library default */
     long direct_read;    /* <0: library default */
     int zerocopy;
-    int sockbuf; /* plain baseline only: fixed SO_SNDBUF/SO_RCVBUF instead of autotuning */
 } opts;
-
-static double clk(clockid_t c)
-{
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 typedef struct worker {
     vfmig_link *l;
@@ -76,42 +69,6 @@ static void *link_receiver(void *p)
     return NULL;
 }
 
-#define PLAIN_IO (1u << 20)
-
-static void *plain_sender(void *p)
-{
-    worker *w = p;
-    uint8_t *buf = malloc(PLAIN_IO);
-    memset(buf, 0x5a, PLAIN_IO);
-    for (uint64_t sent = 0; sent < w->bytes;) {
-        size_t n = w->bytes - sent < PLAIN_IO ? (size_t)(w->bytes - sent) : PLAIN_IO;
-        ssize_t r = write(w->fd, buf, n);
-        if (r <= 0) {
-            w->status = -1;
-            break;
-        }
-        sent += (uint64_t)r;
-    }
-    free(buf);
-    return NULL;
-}
-
-static void *plain_receiver(void *p)
-{
-    worker *w = p;
-    uint8_t *buf = malloc(PLAIN_IO);
-    for (uint64_t got = 0; got < w->bytes;) {
-        ssize_t r = read(w->fd, buf, PLAIN_IO);
-        if (r <= 0) {
-            w->status = -1;
-            break;
-        }
-        got += (uint64_t)r;
-    }
-    free(buf);
-    return NULL;
-}
-
 typedef struct result {
     double gbps, cpu_per_gb;
 } result;
@@ -120,7 +77,7 @@ static void run_workers(worker *s, worker *r, int n, void *(*fs)(void *), void *
                         uint64_t bytes, result *out)
 {
     pthread_t ts[64], tr[64];
-    double w0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+    double w0 = bench_now_s(), c0 = bench_cpu_seconds();
     for (int i = 0; i < n; i++) {
         pthread_create(&tr[i], NULL, fr, &r[i]);
         pthread_create(&ts[i], NULL, fs, &s[i]);
@@ -133,7 +90,7 @@ static void run_workers(worker *s, worker *r, int n, void *(*fs)(void *), void *
             exit(1);
         }
     }
-    double wall = clk(CLOCK_MONOTONIC) - w0, cpu = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    double wall = bench_now_s() - w0, cpu = bench_cpu_seconds() - c0;
     out->gbps = (double)bytes / wall / 1e9;
     out->cpu_per_gb = cpu / ((double)bytes / 1e9);
 }
@@ -192,44 +149,18 @@ static void bench_link(const opts *o, int n, result *out)
     vfmig_link_close(b);
 }
 
+/* The baseline: plain sockets moving the same bytes (bench/baseline.c, shared with the other
+ * benchmarks). */
 static void bench_plain(const opts *o, int n, result *out)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof(sa);
-    if (o->sockbuf) {
-        setsockopt(lfd, SOL_SOCKET, SO_SNDBUF, &o->sockbuf, sizeof(o->sockbuf));
-        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &o->sockbuf, sizeof(o->sockbuf));
-    }
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 64) ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
-        perror("plain listen");
+    bench_tcp_result b;
+    uint64_t per = o->bytes / (uint64_t)n / o->frame * o->frame;
+    if (bench_tcp_baseline(per * (uint64_t)n, (unsigned)n, 1u << 20, &b)) {
+        fprintf(stderr, "plain socket baseline failed\n");
         exit(1);
     }
-    worker s[64], rv[64];
-    uint64_t per = o->bytes / (uint64_t)n / o->frame * o->frame;
-    for (int i = 0; i < n; i++) {
-        int c = socket(AF_INET, SOCK_STREAM, 0);
-        if (o->sockbuf) {
-            /* Before connect, so the window scale is negotiated for it. */
-            setsockopt(c, SOL_SOCKET, SO_SNDBUF, &o->sockbuf, sizeof(o->sockbuf));
-            setsockopt(c, SOL_SOCKET, SO_RCVBUF, &o->sockbuf, sizeof(o->sockbuf));
-        }
-        if (connect(c, (struct sockaddr *)&sa, sizeof(sa))) {
-            perror("plain connect");
-            exit(1);
-        }
-        int a = accept(lfd, NULL, NULL);
-        s[i] = (worker){.fd = c, .bytes = per};
-        rv[i] = (worker){.fd = a, .bytes = per};
-    }
-    close(lfd);
-    run_workers(s, rv, n, plain_sender, plain_receiver, per * (uint64_t)n, out);
-    for (int i = 0; i < n; i++) {
-        close(s[i].fd);
-        close(rv[i].fd);
-    }
+    out->gbps = b.gbps;
+    out->cpu_per_gb = b.cpu_s_per_gb;
 }
 
 static int cmp_res(const void *a, const void *b)
@@ -253,8 +184,6 @@ int main(int argc, char **argv)
             o.copy_threshold = strtol(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "--direct-read") && i + 1 < argc)
             o.direct_read = strtol(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--plain-sockbuf") && i + 1 < argc)
-            o.sockbuf = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--zerocopy"))
             o.zerocopy = 1;
         else if (!strcmp(argv[i], "--streams") && i + 1 < argc) {
@@ -263,7 +192,7 @@ int main(int argc, char **argv)
                 o.streams[o.nstreams++] = atoi(t);
         } else {
             fprintf(stderr, "usage: %s [--bytes N] [--frame N] [--streams 1,2,4] [--reps N] "
-                            "[--copy-threshold N] [--direct-read N] [--zerocopy] [--plain-sockbuf N]\n", argv[0]);
+                            "[--copy-threshold N] [--direct-read N] [--zerocopy]\n", argv[0]);
             return 2;
         }
     }
