@@ -352,6 +352,9 @@ static void parse_args(opts *o, int argc, char **argv)
     }
     if (!strcmp(o->cmd, "source") && !o->endpoint)
         usage_error("vfmig source needs --connect ENDPOINT");
+    char eperr[300];
+    if (o->endpoint && vfmig_endpoint_validate(o->endpoint, eperr, sizeof(eperr)))
+        usage_error("%s", eperr);
     if (!strcmp(o->cmd, "target") && !o->endpoint)
         usage_error("vfmig target needs --listen ENDPOINT");
     uint64_t ps = o->sim.page_size;

@@ -236,6 +236,9 @@ VFMIG_API const uint8_t *vfmig_simvf_restored_mutable(const vfmig_simvf *sim, ui
 typedef struct vfmig_link vfmig_link;
 typedef struct vfmig_listener vfmig_listener;
 
+/** Checks an endpoint string without opening anything: VFMIG_OK, or VFMIG_EADDR with a message
+ *  in `err` naming what is wrong (for validating options before any work starts). */
+VFMIG_API int vfmig_endpoint_validate(const char *endpoint, char *err, size_t errlen);
 /** Binds and listens. Port 0 picks a free port (see vfmig_listener_port). */
 VFMIG_API int vfmig_listen(const char *endpoint, vfmig_listener **out, char *err, size_t errlen);
 /** The bound port (useful with port 0). */

@@ -28,6 +28,8 @@ usage_fails "needs --listen" target
 usage_fails "unknown command" frobnicate
 usage_fails "out of range" local --budget-ms 0
 usage_fails "belongs to" local --connect 127.0.0.1:1
+usage_fails "out of range 0-65535" source --connect tcp://host:99999
+usage_fails "endpoint" target --listen "tcp://127.0.0.1:7300?streams=0"
 for c in local source target; do
     "$V" $c --help | grep -q "usage: vfmig $c" || fail "vfmig $c --help"
 done
@@ -86,7 +88,7 @@ start_target --vram 256M
     --json >"$TMP/source.json" 2>/dev/null &
 SPID=$!
 sleep 1
-kill -9 $TPID
+{ kill -9 $TPID; wait $TPID; } 2>/dev/null
 wait $SPID; rc=$?
 [ $rc -eq 1 ] || fail "source after target kill exited $rc: $(cat "$TMP/source.json")"
 has_keys "$(cat "$TMP/source.json")" '"status":"error"' '"vf_state":"running-on-source"' '"verified":false'

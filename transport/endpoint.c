@@ -161,3 +161,9 @@ int vfmig_endpoint_parse(const char *s, vfmig_endpoint *ep, char *err, size_t er
 {
     return vfmig_endpoint_parse_ex(s, ep, NULL, err, errlen);
 }
+
+int vfmig_endpoint_validate(const char *endpoint, char *err, size_t errlen)
+{
+    vfmig_endpoint ep;
+    return vfmig_endpoint_parse(endpoint, &ep, err, errlen);
+}
