@@ -1,5 +1,6 @@
 # Engine units and whole migrations (these need every part: link the whole library).
 vfmig_add_test(test_engine_unit SOURCES test_engine_unit.c LABELS unit)
+vfmig_add_test(test_session SOURCES test_session.c LABELS unit)
 
 add_executable(test_migrate test_migrate.c)
 target_include_directories(test_migrate PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)

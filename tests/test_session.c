@@ -1,0 +1,170 @@
+/* tests/test_session.c - the session API as an embedder meets it: device validation, parameter
+ * bounds, the phase sequence a migration reports, run-once, and calls in the wrong state. */
+#include <pthread.h>
+#include <string.h>
+
+#include "migrate_util.h"
+
+static vfmig_simvf *sim(uint64_t vram, bool zero)
+{
+    vfmig_simvf_config c;
+    vfmig_simvf_config_init(&c);
+    c.vram_bytes = vram;
+    c.page_size = 65536;
+    c.content = zero ? VFMIG_CONTENT_ZERO : VFMIG_CONTENT_MIX;
+    vfmig_simvf *s;
+    ASSERT_OK(vfmig_simvf_create(&c, &s));
+    return s;
+}
+
+static void test_device_validation(void)
+{
+    vfmig_simvf *a = sim(4 << 20, true);
+    vfmig_device d;
+    vfmig_simvf_device(a, &d);
+    vfmig_session *s;
+    char err[256];
+    vfmig_range r2[2];
+    vfmig_device_ops ops = *d.ops;
+
+    vfmig_device x = d;
+    x.page_size = 3000;
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "page size") != NULL);
+    x = d;
+    x.nranges = 0;
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    r2[0] = (vfmig_range){0, 1 << 20};
+    r2[1] = (vfmig_range){1 << 19, 1 << 20};
+    x = d;
+    x.nranges = 2;
+    x.ranges = r2;
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "overlap") != NULL);
+    r2[1] = (vfmig_range){4 << 20, 100};
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "whole pages") != NULL);
+    x = d;
+    ops.pause = NULL;
+    x.ops = &ops;
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_EQ(vfmig_session_create((vfmig_role)7, &d, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, NULL, &s, NULL, 0), VFMIG_EINVAL);
+
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &d, &s, err, sizeof(err)));
+    int64_t v;
+    ASSERT_OK(vfmig_session_get_param(s, VFMIG_P_BUDGET_MS, &v));
+    ASSERT_EQ(v, 50);
+    ASSERT_EQ(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, 0), VFMIG_EINVAL);
+    ASSERT_EQ(vfmig_session_set_param(s, (vfmig_param)999, 1), VFMIG_EINVAL);
+    ASSERT_EQ(vfmig_session_set_param(s, VFMIG_P_CODEC, VFMIG_CODEC_COUNT), VFMIG_EINVAL);
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_CODEC, VFMIG_CODEC_ZSTD));
+    ASSERT_EQ(vfmig_session_set_pinning(s, "0-9999"), VFMIG_EINVAL);
+    ASSERT_EQ(vfmig_session_set_pinning(s, "fast"), VFMIG_EINVAL);
+    ASSERT_OK(vfmig_session_set_pinning(s, "none"));
+    ASSERT_EQ(vfmig_session_set_psk(s, "short", 5), VFMIG_EINVAL);
+    ASSERT_TRUE(strcmp(vfmig_session_last_error(s), "") == 0);
+    vfmig_stats st;
+    vfmig_session_get_stats(s, &st);
+    ASSERT_EQ(st.phase, VFMIG_PHASE_IDLE);
+    ASSERT_EQ(st.vf_state, VFMIG_VF_RUNNING_ON_SOURCE);
+    ASSERT_EQ(st.bytes_vram, 4 << 20);
+    vfmig_session_destroy(s);
+    vfmig_session_destroy(NULL);
+    vfmig_simvf_destroy(a);
+}
+
+typedef struct phases {
+    vfmig_phase seen[16];
+    int n;
+    int rounds;
+} phases;
+
+static void on_event(const vfmig_event *ev, void *user)
+{
+    phases *p = user;
+    if (ev->type == VFMIG_EV_PHASE && p->n < 16)
+        p->seen[p->n++] = ev->phase;
+    if (ev->type == VFMIG_EV_ROUND)
+        p->rounds++;
+}
+
+typedef struct tgt {
+    vfmig_listener *l;
+    vfmig_session *s;
+    int rc;
+} tgt;
+
+static void *tgt_main(void *arg)
+{
+    tgt *t = arg;
+    vfmig_link *link = NULL;
+    t->rc = vfmig_accept(t->l, 5000, &link, NULL, 0);
+    if (!t->rc)
+        t->rc = vfmig_session_run(t->s, link);
+    vfmig_link_close(link);
+    return NULL;
+}
+
+static void test_phases_and_run_once(void)
+{
+    vfmig_simvf *a = sim(16 << 20, false), *b = sim(16 << 20, true);
+    vfmig_device da, db;
+    vfmig_simvf_device(a, &da);
+    vfmig_simvf_device(b, &db);
+    tgt t = {0};
+    vfmig_session *s;
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &da, &s, NULL, 0));
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_TARGET, &db, &t.s, NULL, 0));
+    phases ps = {0}, pt = {0};
+    vfmig_session_set_callback(s, on_event, &ps);
+    vfmig_session_set_callback(t.s, on_event, &pt);
+    char err[256];
+    if (vfmig_listen("tcp://127.0.0.1:0", &t.l, err, sizeof(err)))
+        T_FAIL("listen: %s", err);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "127.0.0.1:%d", vfmig_listener_port(t.l));
+    pthread_t th;
+    pthread_create(&th, NULL, tgt_main, &t);
+    ASSERT_OK(vfmig_simvf_start(a));
+    vfmig_link *link;
+    ASSERT_OK(vfmig_connect(ep, 5000, &link, err, sizeof(err)));
+    ASSERT_OK(vfmig_session_run(s, link));
+    pthread_join(th, NULL);
+    ASSERT_OK(t.rc);
+
+    /* The source: handshake, pre-copy, blackout, done; the target the same. */
+    static const vfmig_phase want[] = {VFMIG_PHASE_HANDSHAKE, VFMIG_PHASE_PRECOPY, VFMIG_PHASE_BLACKOUT,
+                                       VFMIG_PHASE_DONE};
+    ASSERT_EQ(ps.n, 4);
+    ASSERT_EQ(pt.n, 4);
+    for (int i = 0; i < 4; i++) {
+        ASSERT_EQ(ps.seen[i], want[i]);
+        ASSERT_EQ(pt.seen[i], want[i]);
+    }
+    ASSERT_TRUE(ps.rounds >= 2); /* round 0 and the final pass */
+    ASSERT_EQ((uint32_t)ps.rounds, vfmig_session_round_count(s));
+    vfmig_round_stats rs;
+    ASSERT_OK(vfmig_session_get_round(s, 0, &rs));
+    ASSERT_EQ(rs.round, 0);
+    ASSERT_EQ(rs.dirty_pages, 256);
+    ASSERT_EQ(vfmig_session_get_round(s, 999, &rs), VFMIG_EINVAL);
+
+    /* A session runs once; parameters are frozen after. */
+    ASSERT_EQ(vfmig_session_run(s, link), VFMIG_ESTATE);
+    ASSERT_EQ(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, 10), VFMIG_ESTATE);
+    vfmig_link_close(link);
+    vfmig_listener_close(t.l);
+    vfmig_session_destroy(s);
+    vfmig_session_destroy(t.s);
+    vfmig_simvf_destroy(a);
+    vfmig_simvf_destroy(b);
+}
+
+int main(void)
+{
+    test_device_validation();
+    test_phases_and_run_once();
+    printf("session API tests passed\n");
+    return 0;
+}
