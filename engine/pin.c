@@ -70,15 +70,25 @@ int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmi
     if (!p)
         return VFMIG_ENOMEM;
     snprintf(p->spec, sizeof(p->spec), "%s", spec ? spec : "auto");
-    bool want_io = !strcmp(p->spec, "auto") && nic && *nic;
-    if (hwloc_topology_init(&p->topo) ||
-        (want_io && hwloc_topology_set_io_types_filter(p->topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT)) ||
-        hwloc_topology_load(p->topo)) {
+    if (hwloc_topology_init(&p->topo) || hwloc_topology_load(p->topo)) {
         snprintf(err, errlen, "hwloc could not read the machine's topology");
         vfmig_pinner_destroy(p);
         return VFMIG_EDEVICE;
     }
     p->numa_nodes = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_NUMANODE);
+    /* I/O discovery (PCI, udev) is slow and not thread-safe in every backend: only when a NIC's
+     * node could matter, i.e. a real interface on a machine with several nodes. */
+    if (!strcmp(p->spec, "auto") && nic && *nic && strcmp(nic, "lo") && p->numa_nodes > 1 && device_node < 0) {
+        hwloc_topology_t io;
+        if (!hwloc_topology_init(&io)) {
+            if (!hwloc_topology_set_io_types_filter(io, HWLOC_TYPE_FILTER_KEEP_IMPORTANT) && !hwloc_topology_load(io)) {
+                hwloc_topology_destroy(p->topo);
+                p->topo = io;
+            } else {
+                hwloc_topology_destroy(io);
+            }
+        }
+    }
     if (!strcmp(p->spec, "none")) {
         *out = p;
         return VFMIG_OK;
