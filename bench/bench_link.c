@@ -5,9 +5,11 @@
  * (vfmig_link_send, then flush) to N receiver threads (vfmig_link_recv, checksum verified);
  * then the baseline: N plain TCP connections, 1 MiB write()s / read()s of the same bytes.
  * Prints GB/s, CPU seconds per GB (whole process: both ends) and link/baseline ratios.
+ * --aead adds, in the same interleaved runs, the link with AES-256-GCM on every frame (random
+ * keys, crosswise), and a second table comparing it with the plain link.
  *
  * usage: bench_link [--bytes N] [--frame N] [--streams 1,2,4] [--reps N]
- *                   [--copy-threshold N] [--direct-read N] [--zerocopy]
+ *                   [--copy-threshold N] [--direct-read N] [--zerocopy] [--aead]
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +34,7 @@ typedef struct opts {
     long copy_threshold; /* <0: library default */
     long direct_read;    /* <0: library default */
     int zerocopy;
+    int aead;
 } opts;
 
 typedef struct worker {
@@ -111,7 +115,7 @@ static void *conn_thread(void *p)
     return NULL;
 }
 
-static void bench_link(const opts *o, int n, result *out)
+static void bench_link(const opts *o, int n, int aead, result *out)
 {
     vfmig_listener *L;
     char err[256];
@@ -137,6 +141,20 @@ static void bench_link(const opts *o, int n, result *out)
         size_t dr = o->direct_read >= 0 ? (size_t)o->direct_read : (256u << 10);
         vfmig_tcp_set_tuning(ca.l, ct, dr, o->zerocopy);
         vfmig_tcp_set_tuning(b, ct, dr, 0);
+    }
+    if (aead) {
+        uint8_t k1[32], k2[32];
+        if (getrandom(k1, sizeof(k1), 0) != sizeof(k1) || getrandom(k2, sizeof(k2), 0) != sizeof(k2)) {
+            fprintf(stderr, "getrandom failed\n");
+            exit(1);
+        }
+        /* The frame size bounds the scratch buffers (the default 4 MiB would refuse larger). */
+        vfmig_link_set_max_payload(ca.l, o->frame);
+        vfmig_link_set_max_payload(b, o->frame);
+        if (vfmig_link_enable_aead(ca.l, k1, k2) || vfmig_link_enable_aead(b, k2, k1)) {
+            fprintf(stderr, "enabling AEAD failed\n");
+            exit(1);
+        }
     }
     worker s[64], rv[64];
     uint64_t per = o->bytes / (uint64_t)n / o->frame * o->frame;
@@ -186,32 +204,45 @@ int main(int argc, char **argv)
             o.direct_read = strtol(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "--zerocopy"))
             o.zerocopy = 1;
+        else if (!strcmp(argv[i], "--aead"))
+            o.aead = 1;
         else if (!strcmp(argv[i], "--streams") && i + 1 < argc) {
             o.nstreams = 0;
             for (char *t = strtok(argv[++i], ","); t && o.nstreams < 8; t = strtok(NULL, ","))
                 o.streams[o.nstreams++] = atoi(t);
         } else {
             fprintf(stderr, "usage: %s [--bytes N] [--frame N] [--streams 1,2,4] [--reps N] "
-                            "[--copy-threshold N] [--direct-read N] [--zerocopy]\n", argv[0]);
+                            "[--copy-threshold N] [--direct-read N] [--zerocopy] [--aead]\n", argv[0]);
             return 2;
         }
     }
     if (o.reps < 1 || o.reps > 32 || !o.frame || o.frame > VFMIG_FRAME_MAX_PAYLOAD)
         return 2;
-    printf("bench_link: %.2f GiB of %u-byte frames per run, median of %d (link and plain interleaved)\n",
-           (double)o.bytes / (1 << 30), o.frame, o.reps);
+    printf("bench_link: %.2f GiB of %u-byte frames per run, median of %d (link%s and plain interleaved)\n",
+           (double)o.bytes / (1 << 30), o.frame, o.reps, o.aead ? ", aead link" : "");
     printf("%-8s %10s %10s %14s %14s %12s %8s\n", "streams", "link GB/s", "plain GB/s", "link cpu s/GB",
            "plain cpu s/GB", "paired ratio", "cpu x");
+    result aead_med[8], link_med[8], aead_ratio[8];
     for (int k = 0; k < o.nstreams; k++) {
         int n = o.streams[k];
         if (n < 1 || n > VFMIG_MAX_STREAMS)
             return 2;
-        result rl[32], rp[32], ratio[32];
+        result rl[32], rp[32], ratio[32], ra[32], aratio[32];
         for (int rep = 0; rep < o.reps; rep++) {
-            bench_link(&o, n, &rl[rep]);
+            bench_link(&o, n, 0, &rl[rep]);
+            if (o.aead) {
+                bench_link(&o, n, 1, &ra[rep]);
+                aratio[rep].gbps = ra[rep].gbps / rl[rep].gbps;
+            }
             bench_plain(&o, n, &rp[rep]);
             /* Each link run against the baseline run right after it: robust to drifting load. */
             ratio[rep].gbps = rl[rep].gbps / rp[rep].gbps;
+        }
+        if (o.aead) {
+            qsort(ra, (size_t)o.reps, sizeof(result), cmp_res);
+            qsort(aratio, (size_t)o.reps, sizeof(result), cmp_res);
+            aead_med[k] = ra[o.reps / 2];
+            aead_ratio[k] = aratio[o.reps / 2];
         }
         qsort(ratio, (size_t)o.reps, sizeof(result), cmp_res);
         qsort(rl, (size_t)o.reps, sizeof(result), cmp_res);
@@ -219,6 +250,17 @@ int main(int argc, char **argv)
         result ml = rl[o.reps / 2], mp = rp[o.reps / 2];
         printf("%-8d %10.2f %10.2f %14.3f %14.3f %12.2f %8.2f\n", n, ml.gbps, mp.gbps, ml.cpu_per_gb,
                mp.cpu_per_gb, ratio[o.reps / 2].gbps, ml.cpu_per_gb / mp.cpu_per_gb);
+        link_med[k] = ml;
+    }
+    if (o.aead) {
+        /* Same runs, interleaved with the ones above: AES-256-GCM link against the plain link. */
+        printf("\nAES-256-GCM per frame (link runs interleaved with the ones above)\n");
+        printf("%-8s %10s %10s %14s %14s %12s %8s\n", "streams", "aead GB/s", "link GB/s",
+               "aead cpu s/GB", "link cpu s/GB", "paired ratio", "cpu x");
+        for (int k = 0; k < o.nstreams; k++)
+            printf("%-8d %10.2f %10.2f %14.3f %14.3f %12.2f %8.2f\n", o.streams[k], aead_med[k].gbps,
+                   link_med[k].gbps, aead_med[k].cpu_per_gb, link_med[k].cpu_per_gb,
+                   aead_ratio[k].gbps, aead_med[k].cpu_per_gb / link_med[k].cpu_per_gb);
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #ifndef VFMIG_TRANSPORT_LINK_H
 #define VFMIG_TRANSPORT_LINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,22 @@ uint64_t vfmig_link_bytes_sent(const vfmig_link *l);
 /** Name of the local network interface carrying the control stream ("eth0", "lo"), for NUMA
  *  placement near the NIC. VFMIG_ENOTSUP where it cannot be told (RDMA, an unknown address). */
 int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len);
+/**
+ * Turns on authenticated encryption (AES-256-GCM) of every frame, on every stream, from now on:
+ * frames this side sends are sealed with key_tx, frames it receives are opened with key_rx (the
+ * peer passes the same two keys crosswise). Each frame's payload is encrypted and carries a
+ * 16-byte tag on the wire (len + 16, also for empty frames); its header is authenticated too.
+ * Frames must then arrive in order: a replayed, reordered, dropped or forged frame, or one sealed
+ * with another key, is VFMIG_EAUTH. The largest payload is then the max payload set before this
+ * call if it was lowered, else 4 MiB; a larger send is VFMIG_EINVAL (the receiver's max payload
+ * keeps bounding the plaintext). RDMA sends then copy: ciphertext never lies in registered memory.
+ * Call once, while no thread sends or receives on the link (e.g. right after the handshake,
+ * before the data streams start); both ends must switch at the same frame boundary.
+ * Returns VFMIG_OK, VFMIG_EINVAL (already on, bad arguments), VFMIG_ENOMEM or VFMIG_EIO.
+ */
+int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
+/** Whether vfmig_link_enable_aead succeeded on this link. */
+bool vfmig_link_aead_enabled(const vfmig_link *l);
 /** Human-readable description of the last error on a stream ("" if none). */
 const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream);
 

@@ -2,8 +2,8 @@
  * transport/link_impl.h - private: the link object shared by the TCP and RDMA back-ends.
  *
  * link.c owns everything that does not depend on the medium: argument checks, framing and
- * checksums, the bandwidth cap, counters, interruption and per-stream error messages. A
- * back-end supplies a byte pipe per stream through vfmig_link_ops:
+ * checksums, frame encryption (aead.c), the bandwidth cap, counters, interruption and per-stream
+ * error messages. A back-end supplies a byte pipe per stream through vfmig_link_ops:
  *   send  - header + payload of one frame (may buffer; must not keep `payload` after return)
  *   flush - push out what send buffered
  *   read  - exactly n bytes; waits first_ms for the first byte, then until *deadline_ns
@@ -45,6 +45,9 @@ struct vfmig_link {
     vfmig_ratelimit rl;
     pthread_mutex_t err_lock;   /* a stream's send and recv threads may both record errors */
     char (*errs)[VFMIG_LINK_ERRLEN]; /* nstreams + 1 entries */
+    /* Frame encryption (vfmig_link_enable_aead), NULL while off. Set once, while no stream is in
+     * use; the engine's own synchronization orders it before the I/O threads read it. */
+    struct vfmig_aead *aead;
     void *impl;                 /* back-end state */
 };
 

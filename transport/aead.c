@@ -1,0 +1,162 @@
+/* transport/aead.c - AES-256-GCM per frame with OpenSSL EVP (see aead.h). */
+#include "transport/aead.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/wire.h"
+#include "vfmig.h"
+
+/* One direction of one stream. Aligned so that a stream's sending and receiving threads do not
+ * share a cache line for their counters. */
+typedef struct aead_dir {
+    _Alignas(64) EVP_CIPHER_CTX *ctx;
+    uint64_t ctr;   /* next frame's counter */
+    uint8_t *buf;   /* cap + tag bytes */
+} aead_dir;
+
+typedef struct aead_stream {
+    aead_dir tx, rx;
+} aead_stream;
+
+struct vfmig_aead {
+    unsigned nstreams;
+    size_t cap;
+    aead_stream *st; /* nstreams + 1 */
+};
+
+static void make_nonce(unsigned s, uint64_t ctr, uint8_t iv[12])
+{
+    vfmig_put_u32(iv, s);
+    vfmig_put_u64(iv + 4, ctr);
+}
+
+static int dir_init(aead_dir *d, const uint8_t key[VFMIG_AEAD_KEY_BYTES], size_t bytes, int enc)
+{
+    /* malloc, not calloc: pages of the scratch that frames never reach stay uncommitted. */
+    d->buf = malloc(bytes);
+    d->ctx = EVP_CIPHER_CTX_new();
+    if (!d->buf || !d->ctx)
+        return VFMIG_ENOMEM;
+    /* Key schedule once here; each frame only sets the IV (GCM's default IV length is 12). */
+    if (EVP_CipherInit_ex(d->ctx, EVP_aes_256_gcm(), NULL, key, NULL, enc) != 1)
+        return VFMIG_EIO;
+    return VFMIG_OK;
+}
+
+int vfmig_aead_new(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
+                   const uint8_t key_rx[VFMIG_AEAD_KEY_BYTES], size_t cap, vfmig_aead **out)
+{
+    if (!key_tx || !key_rx || !out || !cap || cap > VFMIG_FRAME_MAX_PAYLOAD)
+        return VFMIG_EINVAL;
+    vfmig_aead *a = calloc(1, sizeof(*a));
+    if (!a)
+        return VFMIG_ENOMEM;
+    a->nstreams = nstreams;
+    a->cap = cap;
+    size_t sz = (nstreams + 1) * sizeof(aead_stream);
+    a->st = aligned_alloc(64, (sz + 63) / 64 * 64);
+    if (!a->st) {
+        free(a);
+        return VFMIG_ENOMEM;
+    }
+    memset(a->st, 0, sz);
+    int r = VFMIG_OK;
+    for (unsigned i = 0; i <= nstreams && !r; i++) {
+        r = dir_init(&a->st[i].tx, key_tx, cap + VFMIG_AEAD_TAG_BYTES, 1);
+        if (!r)
+            r = dir_init(&a->st[i].rx, key_rx, cap + VFMIG_AEAD_TAG_BYTES, 0);
+    }
+    if (r) {
+        vfmig_aead_free(a);
+        return r;
+    }
+    *out = a;
+    return VFMIG_OK;
+}
+
+void vfmig_aead_free(vfmig_aead *a)
+{
+    if (!a)
+        return;
+    for (unsigned i = 0; i <= a->nstreams; i++) {
+        aead_dir *d[2] = {&a->st[i].tx, &a->st[i].rx};
+        for (int k = 0; k < 2; k++) {
+            EVP_CIPHER_CTX_free(d[k]->ctx); /* wipes the key schedule */
+            free(d[k]->buf);
+        }
+    }
+    free(a->st);
+    free(a);
+}
+
+size_t vfmig_aead_cap(const vfmig_aead *a)
+{
+    return a->cap;
+}
+
+uint8_t *vfmig_aead_rx_buf(vfmig_aead *a, unsigned s)
+{
+    return a->st[s].rx.buf;
+}
+
+void vfmig_aead_set_counters(vfmig_aead *a, unsigned s, uint64_t tx, uint64_t rx)
+{
+    a->st[s].tx.ctr = tx;
+    a->st[s].rx.ctr = rx;
+}
+
+int vfmig_aead_seal(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
+                    const void *pt, size_t len, const uint8_t **out)
+{
+    aead_dir *d = &a->st[s].tx;
+    if (len > a->cap)
+        return VFMIG_EINVAL;
+    /* The last value is never used, so "counter exhausted" needs no extra state. */
+    if (d->ctr == UINT64_MAX)
+        return VFMIG_EPROTO;
+    uint8_t iv[12];
+    make_nonce(s, d->ctr++, iv);
+    int n, ok = EVP_EncryptInit_ex(d->ctx, NULL, NULL, NULL, iv) == 1 &&
+                EVP_EncryptUpdate(d->ctx, NULL, &n, aad, VFMIG_AEAD_AAD_BYTES) == 1;
+    if (ok && len)
+        ok = EVP_EncryptUpdate(d->ctx, d->buf, &n, pt, (int)len) == 1 && (size_t)n == len;
+    uint8_t none[16];
+    ok = ok && EVP_EncryptFinal_ex(d->ctx, none, &n) == 1 &&
+         EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_GCM_GET_TAG, VFMIG_AEAD_TAG_BYTES, d->buf + len) == 1;
+    if (!ok)
+        return VFMIG_EIO;
+    *out = d->buf;
+    return VFMIG_OK;
+}
+
+int vfmig_aead_open(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
+                    size_t ct_len, void *pt)
+{
+    aead_dir *d = &a->st[s].rx;
+    if (ct_len < VFMIG_AEAD_TAG_BYTES || ct_len - VFMIG_AEAD_TAG_BYTES > a->cap)
+        return VFMIG_EINVAL;
+    if (d->ctr == UINT64_MAX)
+        return VFMIG_EPROTO;
+    size_t len = ct_len - VFMIG_AEAD_TAG_BYTES;
+    uint8_t iv[12];
+    /* The counter is implicit: the receiver expects exactly the next one, so a replayed,
+     * reordered or dropped frame is opened under the wrong nonce and fails its tag. */
+    make_nonce(s, d->ctr, iv);
+    int n;
+    if (EVP_DecryptInit_ex(d->ctx, NULL, NULL, NULL, iv) != 1 ||
+        EVP_DecryptUpdate(d->ctx, NULL, &n, aad, VFMIG_AEAD_AAD_BYTES) != 1 ||
+        (len && (EVP_DecryptUpdate(d->ctx, pt, &n, d->buf, (int)len) != 1 || (size_t)n != len)) ||
+        EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_GCM_SET_TAG, VFMIG_AEAD_TAG_BYTES, d->buf + len) != 1)
+        return VFMIG_EIO;
+    uint8_t none[16];
+    if (EVP_DecryptFinal_ex(d->ctx, none, &n) != 1) {
+        /* GCM decrypts before it verifies: do not leave forged plaintext in the caller's buffer. */
+        if (len)
+            memset(pt, 0, len);
+        return VFMIG_EAUTH;
+    }
+    d->ctr++;
+    return VFMIG_OK;
+}
