@@ -29,7 +29,7 @@ typedef struct opts {
     vfmig_simvf_config sim;
     uint32_t target_state_version; /* 0 = same as source */
     int64_t budget_ms, max_rounds, max_precopy_ms, timeout_ms, threads, codec, level;
-    int64_t max_bandwidth, delta_cache, batch_bytes, throttle, readback, numa_node;
+    int64_t max_bandwidth, delta_cache, batch_bytes, throttle, readback, numa_node, encrypt;
     int accept_timeout_ms;
     const char *pin;
     const char *psk_file;
@@ -248,6 +248,7 @@ static void help(const char *cmd)
            "      --numa-node N        NUMA node of the device: with --pin auto, workers run there\n"
            "      --psk-file PATH      pre-shared key (16..256 bytes) both ends must hold: mutual\n"
            "                           authentication before anything of the VF moves\n"
+           "      --encrypt            with --psk-file: seal every frame (AES-256-GCM)\n"
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
@@ -258,7 +259,7 @@ static void help(const char *cmd)
 enum {
     O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
-    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA
+    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT
 };
 
 static void parse_args(opts *o, int argc, char **argv)
@@ -279,7 +280,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"batch", required_argument, 0, O_BATCH}, {"no-throttle", no_argument, 0, O_NOTHROTTLE},
         {"no-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
         {"json", no_argument, 0, O_JSON}, {"psk-file", required_argument, 0, O_PSK},
-        {"numa-node", required_argument, 0, O_NUMA}, {"verbose", no_argument, 0, 'v'},
+        {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT}, {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -326,6 +327,7 @@ static void parse_args(opts *o, int argc, char **argv)
         case O_READBACK: o->readback = 0; break;
         case O_PIN: o->pin = optarg; break;
         case O_PSK: o->psk_file = optarg; break;
+        case O_ENCRYPT: o->encrypt = 1; break;
         case O_NUMA: o->numa_node = parse_param("--numa-node", optarg, VFMIG_P_NUMA_NODE); break;
         case O_JSON: o->json = true; break;
         case 'v': o->verbose = true; break;
@@ -350,6 +352,8 @@ static void parse_args(opts *o, int argc, char **argv)
                         n > 256 ? "over " : "", n > 256 ? (size_t)256 : n);
         o->psk_len = n;
     }
+    if (o->encrypt == 1 && !o->psk_file)
+        usage_error("--encrypt needs --psk-file (the keys come from the authenticated handshake)");
     if (!strcmp(o->cmd, "source") && !o->endpoint)
         usage_error("vfmig source needs --connect ENDPOINT");
     char eperr[300];
@@ -401,7 +405,8 @@ static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, vfmig_
         {VFMIG_P_THREADS, o->threads}, {VFMIG_P_CODEC, o->codec}, {VFMIG_P_CODEC_LEVEL, o->level},
         {VFMIG_P_MAX_BANDWIDTH, o->max_bandwidth}, {VFMIG_P_DELTA_CACHE_BYTES, o->delta_cache},
         {VFMIG_P_BATCH_BYTES, o->batch_bytes}, {VFMIG_P_THROTTLE, o->throttle},
-        {VFMIG_P_VERIFY_READBACK, o->readback}, {VFMIG_P_NUMA_NODE, o->numa_node}};
+        {VFMIG_P_VERIFY_READBACK, o->readback}, {VFMIG_P_NUMA_NODE, o->numa_node},
+        {VFMIG_P_ENCRYPT, o->encrypt}};
     for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++) {
         if (set[i].v == NOTSET)
             continue; /* not given: the library's default */
@@ -799,7 +804,7 @@ int main(int argc, char **argv)
     opts o = {.cmd = argv[1], .budget_ms = NOTSET, .max_rounds = NOTSET, .max_precopy_ms = NOTSET,
               .timeout_ms = NOTSET, .threads = NOTSET, .codec = NOTSET, .level = NOTSET,
               .max_bandwidth = NOTSET, .delta_cache = NOTSET, .batch_bytes = NOTSET, .throttle = NOTSET,
-              .readback = NOTSET, .numa_node = NOTSET, .pattern_str = "uniform",
+              .readback = NOTSET, .numa_node = NOTSET, .encrypt = NOTSET, .pattern_str = "uniform",
               .codec_str = "auto", .content_str = "mix"};
     if (strcmp(o.cmd, "local") && strcmp(o.cmd, "source") && strcmp(o.cmd, "target"))
         usage_error("unknown command '%s' (local, source or target)", o.cmd);

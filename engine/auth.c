@@ -45,6 +45,18 @@ int vfmig_auth_mac(const uint8_t *key, size_t keylen, const char *label, const u
     return rc;
 }
 
+int vfmig_auth_keys(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
+                    const uint8_t *nonce_t, const uint8_t *mac_t, uint8_t k_s2t[VFMIG_AEAD_KEY],
+                    uint8_t k_t2s[VFMIG_AEAD_KEY])
+{
+    int rc = vfmig_auth_mac(key, keylen, "vfmig key s2t", hello, hello_len, nonce_t, VFMIG_AUTH_NONCE, mac_t,
+                            VFMIG_AUTH_MAC, k_s2t);
+    if (!rc)
+        rc = vfmig_auth_mac(key, keylen, "vfmig key t2s", hello, hello_len, nonce_t, VFMIG_AUTH_NONCE, mac_t,
+                            VFMIG_AUTH_MAC, k_t2s);
+    return rc;
+}
+
 int vfmig_auth_equal(const uint8_t *a, const uint8_t *b)
 {
     return CRYPTO_memcmp(a, b, VFMIG_AUTH_MAC) == 0;

@@ -55,8 +55,9 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
     h->nranges = vfmig_get_u32(buf + 32);
     h->batch_bytes = vfmig_get_u32(buf + 36);
     h->immutable_bytes = vfmig_get_u64(buf + 40);
-    if (h->flags & ~VFMIG_HELLO_FLAG_AUTH) {
-        snprintf(err, errlen, "handshake: unknown option flags 0x%" PRIx32, h->flags);
+    if ((h->flags & ~(VFMIG_HELLO_FLAG_AUTH | VFMIG_HELLO_FLAG_ENCRYPT)) ||
+        ((h->flags & VFMIG_HELLO_FLAG_ENCRYPT) && !(h->flags & VFMIG_HELLO_FLAG_AUTH))) {
+        snprintf(err, errlen, "handshake: bad option flags 0x%" PRIx32, h->flags);
         return VFMIG_EPROTO;
     }
     size_t nonce_len = h->flags & VFMIG_HELLO_FLAG_AUTH ? sizeof(h->nonce) : 0;

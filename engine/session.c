@@ -31,6 +31,7 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_THROTTLE] = {0, 1, 1},
     [VFMIG_P_VERIFY_READBACK] = {0, 1, 1},
     [VFMIG_P_NUMA_NODE] = {-1, 4095, -1},
+    [VFMIG_P_ENCRYPT] = {0, 1, 0},
 };
 
 void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)

@@ -73,7 +73,7 @@ static int expect_status(source *src, int type, const char *what, vfmig_frame *o
 }
 
 /* Checks the target's proof of the key and answers with ours (engine/auth.h). */
-static int authenticate(source *src, const uint8_t *hello, size_t hello_len, const vfmig_frame *ack)
+static int authenticate(source *src, const uint8_t *hello, size_t hello_len, const vfmig_frame *ack, bool encrypt)
 {
     vfmig_session *s = src->s;
     if (ack->len != VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC)
@@ -92,7 +92,20 @@ static int authenticate(source *src, const uint8_t *hello, size_t hello_len, con
     if (rc)
         return vfmig_fail(s, rc, "authentication: HMAC failed");
     vfmig_frame f = {.type = VFMIG_F_AUTH, .len = VFMIG_AUTH_MAC};
-    return vfmig_send_flush(s, src->link, 0, &f, mac, "authentication");
+    if ((rc = vfmig_send_flush(s, src->link, 0, &f, mac, "authentication")))
+        return rc;
+    if (!encrypt)
+        return VFMIG_OK;
+    /* From here on every frame either way is sealed; the target switches as it checks our MAC. */
+    uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
+    rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, nonce_t, mac_t, k_s2t, k_t2s);
+    if (!rc)
+        rc = vfmig_link_enable_aead(src->link, k_s2t, k_t2s);
+    explicit_bzero(k_s2t, sizeof(k_s2t));
+    explicit_bzero(k_t2s, sizeof(k_t2s));
+    if (rc)
+        return vfmig_fail(s, rc, "cannot start frame encryption: %s", vfmig_strerror(rc));
+    return VFMIG_OK;
 }
 
 static int handshake(source *src, double *rtt_ms)
@@ -110,8 +123,12 @@ static int handshake(source *src, double *rtt_ms)
     h.immutable_bytes = imm_size;
     for (uint32_t i = 0; i < s->dev.nranges; i++)
         h.range_size[i] = s->ranges[i].size;
+    if (s->params[VFMIG_P_ENCRYPT] && !s->psk_len)
+        return vfmig_fail(s, VFMIG_EINVAL, "encryption needs a pre-shared key (vfmig_session_set_psk)");
     if (s->psk_len) {
         h.flags |= VFMIG_HELLO_FLAG_AUTH;
+        if (s->params[VFMIG_P_ENCRYPT])
+            h.flags |= VFMIG_HELLO_FLAG_ENCRYPT;
         if ((rc = vfmig_random(h.nonce, sizeof(h.nonce))))
             return vfmig_fail(s, rc, "no randomness for the handshake nonce");
     }
@@ -125,7 +142,9 @@ static int handshake(source *src, double *rtt_ms)
     if ((rc = expect_status(src, VFMIG_F_HELLO_ACK, "handshake reply", &ack)))
         return rc;
     *rtt_ms = (double)(vfmig_now_ns() - t0) / 1e6;
-    if (s->psk_len && (rc = authenticate(src, buf, n, &ack)))
+    size_t bound = vfmig_codec_bound(h.batch_bytes);
+    vfmig_link_set_max_payload(src->link, bound > (2u << 20) ? bound : (2u << 20));
+    if (s->psk_len && (rc = authenticate(src, buf, n, &ack, (h.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0)))
         return rc;
 
     void *imm = malloc(imm_size ? imm_size : 1);

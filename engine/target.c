@@ -340,6 +340,16 @@ static int authenticate(target *t, size_t hello_len)
                         reply + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC, mac);
     if (rc || !vfmig_auth_equal(mac, t->ctl))
         return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source failed authentication: it does not hold this key");
+    if (!(t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT))
+        return VFMIG_OK;
+    uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
+    rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, reply, reply + VFMIG_AUTH_NONCE, k_s2t, k_t2s);
+    if (!rc)
+        rc = vfmig_link_enable_aead(t->link, k_t2s, k_s2t);
+    explicit_bzero(k_s2t, sizeof(k_s2t));
+    explicit_bzero(k_t2s, sizeof(k_t2s));
+    if (rc)
+        return refuse(t, VFMIG_F_ABORT, rc, "cannot start frame encryption");
     return VFMIG_OK;
 }
 
@@ -361,6 +371,9 @@ static int handshake(target *t)
         snprintf(err, sizeof(err), "handshake: source uses %u data streams, link has %u", t->hello.nstreams, t->nstreams);
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, err);
     }
+    /* Before authentication: an encrypted link sizes its buffers from this. */
+    size_t bound = vfmig_codec_bound(t->hello.batch_bytes);
+    vfmig_link_set_max_payload(t->link, bound > t->ctl_cap ? bound : t->ctl_cap);
     bool auth = t->hello.flags & VFMIG_HELLO_FLAG_AUTH;
     if (s->psk_len && !auth)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
@@ -368,6 +381,9 @@ static int handshake(target *t)
     if (!s->psk_len && auth)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
                       "the source asks for authentication but this target has no key");
+    if (s->params[VFMIG_P_ENCRYPT] && !(t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT))
+        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
+                      "this target requires an encrypted link and the source did not ask for one");
     if (auth) {
         if ((rc = authenticate(t, f.len)))
             return rc;
@@ -579,8 +595,6 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     if ((rc = handshake(t)))
         goto out;
     t->batch_bytes = t->hello.batch_bytes;
-    vfmig_link_set_max_payload(link, vfmig_codec_bound(t->batch_bytes) > t->ctl_cap
-                                         ? vfmig_codec_bound(t->batch_bytes) : t->ctl_cap);
     t->zeros = calloc(1, t->batch_bytes);
     if (!t->zeros) {
         rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory");

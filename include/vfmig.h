@@ -290,8 +290,12 @@ typedef enum vfmig_param {
     VFMIG_P_VERIFY_READBACK = 12,  /* 1: the target hashes each page as read back from VRAM after
                                       writing it, so the digest checks what VRAM holds (default);
                                       0: it hashes what it wrote (saves one read per page) */
-    VFMIG_P_NUMA_NODE = 13         /* NUMA node of the device (-1 unknown, default): with pinning
+    VFMIG_P_NUMA_NODE = 13,        /* NUMA node of the device (-1 unknown, default): with pinning
                                       "auto", workers run on that node's CPUs */
+    VFMIG_P_ENCRYPT = 14           /* 1: encrypt and authenticate every frame after the handshake
+                                      (AES-256-GCM, keys from the pre-shared-key handshake; needs
+                                      vfmig_session_set_psk). A source asks for it; a target with
+                                      it set refuses a source that does not. Default 0 */
 } vfmig_param;
 
 /** Range and default of a parameter. VFMIG_EINVAL for an unknown parameter. */

@@ -37,6 +37,7 @@ typedef struct tcase {
     uint64_t target_vram;
     uint32_t target_version;
     const char *src_key, *dst_key; /* pre-shared keys (NULL: none) */
+    bool src_encrypt, dst_encrypt;
     int expect; /* VFMIG_OK or the status the source must end with (0 = any error) */
     bool expect_error;
 } tcase;
@@ -81,6 +82,8 @@ static vfmig_session *make_session(const tcase *c, vfmig_role role, const vfmig_
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_MAX_BANDWIDTH, c->bandwidth));
     if (key)
         ASSERT_OK(vfmig_session_set_psk(s, key, strlen(key)));
+    if (role == VFMIG_ROLE_SOURCE ? c->src_encrypt : c->dst_encrypt)
+        ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ENCRYPT, 1));
     return s;
 }
 
@@ -366,6 +369,12 @@ static const tcase cases[] = {
     {"auth_target_has_no_key", BASE, .src_key = "correct horse battery staple", .expect = VFMIG_EAUTH,
      .expect_error = true},
     {"auth_source_has_no_key", BASE, .dst_key = "correct horse battery staple", .expect = VFMIG_EAUTH,
+     .expect_error = true},
+#define KEY "correct horse battery staple"
+    {"encrypted", BASE, .streams = 3, .src_key = KEY, .dst_key = KEY, .src_encrypt = true},
+    {"encrypted_required", BASE, .src_key = KEY, .dst_key = KEY, .src_encrypt = true, .dst_encrypt = true,
+     .codec = VFMIG_CODEC_DELTA},
+    {"encryption_refused", BASE, .src_key = KEY, .dst_key = KEY, .dst_encrypt = true, .expect = VFMIG_EAUTH,
      .expect_error = true},
     {"cancel_target", BASE, .fault_end = 2, .fault_op = OP_WRITE, .fault_after = 30, .fault_action = ACT_CANCEL,
      .expect = VFMIG_EABORTED, .expect_error = true},
