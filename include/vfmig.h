@@ -228,7 +228,8 @@ VFMIG_API const uint8_t *vfmig_simvf_restored_mutable(const vfmig_simvf *sim, ui
 
 /* ------------------------------------------------------------------------------------------- */
 /* Links: endpoints as strings a person can type.                                               */
-/*   tcp://HOST:PORT?streams=N   (HOST: IPv4, [IPv6] or a name; streams 1..64, default 1)       */
+/*   tcp://HOST:PORT?streams=N   (HOST: IPv4, [IPv6] or a name; streams 1..64; without it, a    */
+/*                               connect opens one per CPU up to 8, a listener accepts up to 64)  */
 /*   rdma://HOST:PORT?qps=N      (needs an RDMA device; VFMIG_ENODEV otherwise)                 */
 /*   HOST:PORT                   (same as tcp://)                                               */
 /* On failure the `err` buffer (if not NULL) receives a message naming what is wrong.           */

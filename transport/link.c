@@ -398,12 +398,19 @@ void vfmig_listener_close(vfmig_listener *l)
 int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
     vfmig_endpoint ep;
+    int explicit_streams;
     if (!out)
         return VFMIG_EINVAL;
     *out = NULL;
-    int r = vfmig_endpoint_parse(endpoint, &ep, err, errlen);
+    int r = vfmig_endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
     if (r)
         return r;
+    if (!explicit_streams) {
+        /* Auto: one stream per CPU, up to 8: each stream is one receiver (decoder) on the
+         * target, and past a few streams a link gains nothing but buffers. */
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        ep.streams = n < 1 ? 1 : n > 8 ? 8 : (uint32_t)n;
+    }
     return ep.kind == VFMIG_LINK_TCP ? vfmig_tcp_connect(&ep, timeout_ms, out, err, errlen)
                                      : vfmig_rdma_connect(&ep, timeout_ms, out, err, errlen);
 }
