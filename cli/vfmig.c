@@ -3,7 +3,9 @@
  * target) or inside one (local), printing a round table and blackout breakdown for people, or
  * one JSON object for tools (--json).
  *
- * Exit codes: 0 migrated, 1 migration failed (the VF runs on the source), 2 bad usage.
+ * Exit codes: 0 migrated, 1 migration failed (the VF runs on the source), 2 bad usage,
+ * 3 outcome in doubt (the target was told to resume and the link broke before it confirmed: the
+ *   VF is left paused on the source; resume it wherever the target side says it is not running).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -207,7 +209,9 @@ static void help(const char *cmd)
                "  local    both ends in one process over loopback; checks the target image byte for byte\n"
                "  source   run a simulated VF with a live workload and migrate it to a target\n"
                "  target   wait for a source and take the VF over\n\n"
-               "'vfmig COMMAND --help' lists the options of a command.\n");
+               "'vfmig COMMAND --help' lists the options of a command.\n"
+               "Exit status: 0 migrated, 1 failed (the VF runs on the source), 2 bad usage,\n"
+               "3 in doubt (the target was told to resume but never confirmed; the VF stays paused here).\n");
         return;
     }
     printf("usage: vfmig %s %s[OPTIONS]\n\n", cmd,
@@ -589,6 +593,8 @@ static int finish(const opts *o, report *r)
     if (r->status && o->json)
         fprintf(stderr, "vfmig: migration failed: %s\n", r->error);
     free(r->rounds);
+    if (r->st.vf_state == VFMIG_VF_IN_DOUBT)
+        return 3;
     return r->status ? 1 : 0;
 }
 

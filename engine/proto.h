@@ -9,6 +9,9 @@
  *                               <- ROUND_ACK(r) once every stream has applied round r
  *           MUTABLE chunks -> COMMIT(final round, digest) -> <- VERDICT(status, timings)
  *           GO ->                                         (target resumes the VF)
+ *                               <- GO_ACK once it runs, or ABORT if it will not run there
+ *   A source that hears neither cannot tell whether the target runs the VF: it leaves the VF
+ *   paused and reports the outcome in doubt (VFMIG_EINDOUBT), never risking two running copies.
  *   either side, at any point: ABORT(status, message), after which the sender closes.
  */
 #ifndef VFMIG_ENGINE_PROTO_H

@@ -70,6 +70,27 @@ int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8
     }
 }
 
+void vfmig_find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, size_t cap, const char *peer)
+{
+    if (s->status != VFMIG_ECLOSED && s->status != VFMIG_EIO && s->status != VFMIG_ETIMEDOUT)
+        return;
+    uint64_t deadline = vfmig_now_ns() + 200000000ull;
+    while (vfmig_now_ns() < deadline) {
+        vfmig_frame f;
+        int rc = vfmig_link_recv(link, 0, &f, buf, cap, 20);
+        if (rc == VFMIG_ETIMEDOUT)
+            continue;
+        if (rc)
+            return;
+        if (f.type == VFMIG_F_ABORT) {
+            char msg[300];
+            int st = vfmig_frame_status(&f, buf, msg, sizeof(msg));
+            vfmig_refine_error(s, VFMIG_EABORTED, "%s aborted the migration: %s (%s)", peer, msg, vfmig_strerror(st));
+            return;
+        }
+    }
+}
+
 int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
                      const void *payload, const char *what)
 {

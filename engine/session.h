@@ -61,6 +61,9 @@ void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);
  */
 int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
                        const char *awaiting, const char *peer, bool patient);
+/** After a broken or silent link: looks briefly on the control stream for the peer's ABORT and,
+ *  if there is one, makes it the recorded failure (the cause rather than the symptom). */
+void vfmig_find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, size_t cap, const char *peer);
 /** Sends a frame on a stream and flushes it; on failure records "sending WHAT: ..." and fails. */
 int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
                      const void *payload, const char *what);

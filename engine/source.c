@@ -34,8 +34,11 @@ typedef struct source {
     uint8_t *frame_buf;
     size_t frame_cap;
     bool prepared, tracking, paused, throttled;
+    bool in_doubt;   /* GO sent, target silent: neither end may resume on its own */
     uint64_t t_pause;
 } source;
+
+static int wait_go_ack(source *src);
 
 static uint64_t range_pages(const source *src, uint32_t r)
 {
@@ -381,30 +384,42 @@ static int blackout(source *src, uint32_t round)
 
     /* Past this point the target holds a verified image: the VF is the target's. */
     f = (vfmig_frame){.type = VFMIG_F_GO};
-    return vfmig_send_flush(s, src->link, 0, &f, NULL, "GO to the target");
+    if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "GO to the target")))
+        return rc;
+    return wait_go_ack(src);
 }
 
-/* A broken stream is often the peer hanging up after telling why on the control stream: look
- * for its ABORT briefly, so the error names the cause rather than the symptom. */
-static void find_peer_reason(source *src)
+/*
+ * After GO the target either confirms it runs the VF (GO_ACK) or says it will not (ABORT: the
+ * source may take the VF back). The wait outlasts the target's own wait for GO, so a target that
+ * gave up has told us before we give up. Hearing neither, the source cannot know whether GO got
+ * through: it keeps the VF paused rather than risk two running copies.
+ */
+static int wait_go_ack(source *src)
 {
     vfmig_session *s = src->s;
-    if (s->status != VFMIG_ECLOSED && s->status != VFMIG_EIO && s->status != VFMIG_ETIMEDOUT)
-        return;
-    uint64_t deadline = vfmig_now_ns() + 200000000ull;
-    while (vfmig_now_ns() < deadline) {
+    uint64_t limit_ns = 2 * (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
+    uint64_t deadline = vfmig_now_ns() + limit_ns;
+    for (;;) {
         vfmig_frame f;
-        int rc = vfmig_link_recv(src->link, 0, &f, src->frame_buf, src->frame_cap, 20);
-        if (rc == VFMIG_ETIMEDOUT)
+        int rc = vfmig_link_recv(src->link, 0, &f, src->frame_buf, src->frame_cap, VFMIG_WAIT_SLICE_MS);
+        if (rc == VFMIG_ETIMEDOUT && vfmig_now_ns() < deadline)
             continue;
-        if (rc)
-            return;
-        if (f.type == VFMIG_F_ABORT) {
+        if (!rc && f.type == VFMIG_F_GO_ACK)
+            return VFMIG_OK;
+        if (!rc && f.type == VFMIG_F_ABORT) {
             char msg[300];
             int st = vfmig_frame_status(&f, src->frame_buf, msg, sizeof(msg));
-            vfmig_refine_error(s, VFMIG_EABORTED, "target aborted the migration: %s (%s)", msg, vfmig_strerror(st));
-            return;
+            return vfmig_fail(s, VFMIG_EABORTED, "target did not take the VF over: %s (%s)", msg, vfmig_strerror(st));
         }
+        if (!rc && (f.type == VFMIG_F_ROUND_ACK || f.type == VFMIG_F_VERDICT))
+            continue; /* acknowledgements already acted on */
+        src->in_doubt = true;
+        if (!rc)
+            return vfmig_fail(s, VFMIG_EINDOUBT, "target answered GO with frame type %u: whether it runs the VF is "
+                                                 "unknown; the VF stays paused here", f.type);
+        return vfmig_fail(s, VFMIG_EINDOUBT, "no confirmation from the target after GO (%s): whether it runs the VF "
+                                             "is unknown; the VF stays paused here", vfmig_strerror(rc));
     }
 }
 
@@ -412,6 +427,13 @@ static void find_peer_reason(source *src)
 static void rollback(source *src)
 {
     vfmig_session *s = src->s;
+    if (src->in_doubt) {
+        vfmig_link_interrupt(src->link);
+        pthread_mutex_lock(&s->lock);
+        s->stats.vf_state = VFMIG_VF_IN_DOUBT;
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
     if (src->paused) {
         int rc = src->ops->resume(src->dev);
         if (rc)
@@ -420,7 +442,7 @@ static void rollback(source *src)
     }
     if (src->throttled && src->ops->throttle)
         src->ops->throttle(src->dev, 100);
-    find_peer_reason(src);
+    vfmig_find_peer_abort(s, src->link, src->frame_buf, src->frame_cap, "target");
     /* Best effort: the link may be what failed. */
     vfmig_send_status(src->link, 0, VFMIG_F_ABORT, s->status, s->err);
     vfmig_link_interrupt(src->link);

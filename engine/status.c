@@ -42,6 +42,7 @@ const char *vfmig_vf_state_name(vfmig_vf_state s)
     case VFMIG_VF_RUNNING_ON_SOURCE: return "running-on-source";
     case VFMIG_VF_RESUMED_ON_TARGET: return "resumed-on-target";
     case VFMIG_VF_NOT_RESUMED: return "not-resumed";
+    case VFMIG_VF_IN_DOUBT: return "in-doubt";
     }
     return "?";
 }

@@ -75,6 +75,7 @@ struct target {
     uint8_t *mut;
     uint64_t mut_size, mut_got;
     bool prepared;
+    bool resumed;
     vfmig_pinner *pinner;
 };
 
@@ -141,6 +142,9 @@ static int on_pages(receiver *r, const vfmig_frame *f)
     if (f->round != r->round)
         return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u while receiving round %u",
                           r->stream, f->round, r->round);
+    if (f->round > atomic_load(&t->final_round))
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u after the COMMIT of round %u",
+                          r->stream, f->round, atomic_load(&t->final_round));
     if (f->npages == 0 || f->page >= s->npages || f->npages > s->npages - f->page ||
         (uint64_t)f->npages * ps > t->batch_bytes)
         return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u out of range (VF has %" PRIu64 " pages)",
@@ -209,6 +213,9 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
 {
     target *t = r->t;
     vfmig_session *s = t->s;
+    if (f->round > atomic_load(&t->final_round))
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: round %u ended after the COMMIT of round %u", r->stream,
+                          f->round, atomic_load(&t->final_round));
     if (f->round != r->round || f->aux != r->frames)
         return vfmig_fail(s, VFMIG_EPROTO,
                           "stream %u: round %u ended after %" PRIu64 " frames, but the source sent round %u with %" PRIu64,
@@ -551,6 +558,21 @@ static int serve(target *t)
             return rc;
         if (f.type != VFMIG_F_GO)
             return vfmig_fail(s, VFMIG_EPROTO, "expected GO, got frame type %u", f.type);
+        /* A receiver may have refused a frame since the verdict: then the image is not the one
+         * verified, and the VF must not run here. */
+        if (vfmig_should_stop(s))
+            return s->status;
+        if ((rc = t->ops->resume(t->dev)))
+            return dev_fail(s, rc, "resume");
+        t->resumed = true;
+        vfmig_frame ack = {.type = VFMIG_F_GO_ACK};
+        pthread_mutex_lock(&t->ctl_tx);
+        rc = vfmig_link_send(t->link, 0, &ack, NULL);
+        if (!rc)
+            rc = vfmig_link_flush(t->link, 0);
+        pthread_mutex_unlock(&t->ctl_tx);
+        /* The VF runs here now whatever becomes of the link: a lost GO_ACK leaves the source in
+         * doubt, paused, which is safe. */
         return VFMIG_OK;
     }
 }
@@ -610,7 +632,8 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     rc = serve(t);
 
 out:
-    if (rc || vfmig_should_stop(s)) {
+    if (!t->resumed && (rc || vfmig_should_stop(s))) {
+        vfmig_find_peer_abort(s, link, t->ctl, t->ctl_cap, "source");
         rc = s->failed ? s->status : rc;
         /* Tell the source, unless it is the one that aborted. */
         if (rc != VFMIG_EABORTED) {
@@ -651,17 +674,14 @@ out:
     st->ratio = outb ? (double)in / (double)outb : 1.0;
     pthread_mutex_unlock(&s->lock);
 
-    if (!rc) {
-        /* Verified, restored and confirmed by the source: the VF runs here now. */
-        rc = t->ops->resume(t->dev);
-        if (rc) {
-            rc = dev_fail(s, rc, "resume");
-        } else {
-            pthread_mutex_lock(&s->lock);
-            st->vf_state = VFMIG_VF_RESUMED_ON_TARGET;
-            st->verified = 1;
-            pthread_mutex_unlock(&s->lock);
-        }
+    if (t->resumed) {
+        /* Verified, restored, confirmed by the source and resumed: the VF runs here now. */
+        rc = VFMIG_OK;
+        pthread_mutex_lock(&s->lock);
+        st->vf_state = VFMIG_VF_RESUMED_ON_TARGET;
+        st->verified = 1;
+        st->status = VFMIG_OK;
+        pthread_mutex_unlock(&s->lock);
     }
     if (t->prepared)
         t->ops->end(t->dev);

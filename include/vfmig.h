@@ -59,7 +59,8 @@ VFMIG_API unsigned vfmig_version_number(void);
     XX(ECANCELED, -19, "migration canceled")                                                     \
     XX(ENOTSUP, -20, "not supported")                                                            \
     XX(EAUTH, -21, "peer authentication failed")                                                 \
-    XX(ENODEV, -22, "no such device (hardware absent)")
+    XX(ENODEV, -22, "no such device (hardware absent)")                                          \
+    XX(EINDOUBT, -23, "outcome unknown: the target was told to resume the VF but did not confirm")
 
 typedef enum vfmig_status {
 #define VFMIG_STATUS_ENUM_(name, value, msg) VFMIG_##name = (value),
@@ -315,10 +316,13 @@ typedef enum vfmig_phase {
 typedef enum vfmig_vf_state {
     VFMIG_VF_RUNNING_ON_SOURCE = 0,
     VFMIG_VF_RESUMED_ON_TARGET = 1,
-    VFMIG_VF_NOT_RESUMED = 2       /* target side: the image was not taken over */
+    VFMIG_VF_NOT_RESUMED = 2,      /* target side: the image was not taken over */
+    VFMIG_VF_IN_DOUBT = 3          /* source side, VFMIG_EINDOUBT: the target verified the image and
+                                      was told to resume, the link broke before it confirmed; the
+                                      VF is left paused here for the embedder to decide */
 } vfmig_vf_state;
 
-/** "running-on-source", "resumed-on-target", "not-resumed". */
+/** "running-on-source", "resumed-on-target", "not-resumed", "in-doubt". */
 VFMIG_API const char *vfmig_vf_state_name(vfmig_vf_state s);
 VFMIG_API const char *vfmig_phase_name(vfmig_phase p);
 

@@ -42,7 +42,8 @@ typedef enum vfmig_frame_type {
     VFMIG_F_STREAM = 12,    /* transport-internal: binds a data connection to a link */
     VFMIG_F_AUTH = 13,      /* handshake authentication messages */
     VFMIG_F_ROUND_ACK = 14, /* target -> source: every stream finished round `round` (control) */
-    VFMIG_F_TYPE_MAX = 14
+    VFMIG_F_GO_ACK = 15,    /* target -> source: the VF runs on the target now (control) */
+    VFMIG_F_TYPE_MAX = 15
 } vfmig_frame_type;
 
 typedef struct vfmig_frame {
