@@ -339,24 +339,27 @@ static int authenticate(target *t, size_t hello_len)
     vfmig_frame f = {.type = VFMIG_F_HELLO_ACK, .len = sizeof(reply), .aux = VFMIG_OK};
     if ((rc = vfmig_send_flush(s, t->link, 0, &f, reply, "handshake reply")))
         return rc;
-    if ((rc = recv_control(t, &f, "authentication", false)))
-        return rc;
+    int got = recv_control(t, &f, "authentication", false);
+    /* A source that asked for encryption seals everything after its AUTH frame: whatever became
+     * of that frame, answer sealed, or the source could not read why it is refused. */
+    if ((t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT) && got != VFMIG_EABORTED) {
+        uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
+        rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, reply, reply + VFMIG_AUTH_NONCE, k_s2t, k_t2s);
+        if (!rc)
+            rc = vfmig_link_enable_aead(t->link, k_t2s, k_s2t);
+        explicit_bzero(k_s2t, sizeof(k_s2t));
+        explicit_bzero(k_t2s, sizeof(k_t2s));
+        if (rc)
+            return refuse(t, VFMIG_F_ABORT, rc, "cannot start frame encryption");
+    }
+    if (got)
+        return got;
     if (f.type != VFMIG_F_AUTH || f.len != VFMIG_AUTH_MAC)
         return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source did not authenticate");
     rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig source", hello, hello_len, reply, VFMIG_AUTH_NONCE,
                         reply + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC, mac);
     if (rc || !vfmig_auth_equal(mac, t->ctl))
         return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source failed authentication: it does not hold this key");
-    if (!(t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT))
-        return VFMIG_OK;
-    uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
-    rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, reply, reply + VFMIG_AUTH_NONCE, k_s2t, k_t2s);
-    if (!rc)
-        rc = vfmig_link_enable_aead(t->link, k_t2s, k_s2t);
-    explicit_bzero(k_s2t, sizeof(k_s2t));
-    explicit_bzero(k_t2s, sizeof(k_t2s));
-    if (rc)
-        return refuse(t, VFMIG_F_ABORT, rc, "cannot start frame encryption");
     return VFMIG_OK;
 }
 

@@ -214,7 +214,7 @@ static const pcase pcases[] = {
      * faults must be caught by the tag, and a duplicate or a swap breaks the nonce sequence */
     /* the target's ABORT goes out in clear while the source already expects sealed frames: the
      * source can only say the frame failed authentication */
-    {"enc_auth_fliphdr", P_AUTH, FLIP_HDR, .encrypt = true, BY_T(CHECKSUM), .alt = VFMIG_EAUTH},
+    {"enc_auth_fliphdr", P_AUTH, FLIP_HDR, .encrypt = true, BY_T(CHECKSUM)},
     {"enc_round0_fliphdr", P_ROUND0, FLIP_HDR, .encrypt = true, BY_T(CHECKSUM)},
     {"enc_round0_flippayload", P_ROUND0, FLIP_PAY, .encrypt = true, BY_T(CHECKSUM)},
     {"enc_round0_dup", P_ROUND0, DUP, .encrypt = true, BY_T(AUTH)},     /* a replayed nonce */
