@@ -66,6 +66,23 @@ wait $TPID || fail "target exited $?: $(cat "$TMP/target.json" "$TMP/target.err"
 has_keys "$out" '"status":"ok"' '"role":"source"' '"verified":true' '"vf_state":"resumed-on-target"'
 has_keys "$(cat "$TMP/target.json")" '"status":"ok"' '"role":"target"' '"vf_state":"resumed-on-target"'
 
+# Two processes, authenticated and encrypted; then a source with the wrong key is refused.
+printf 'correct horse battery staple\n' >"$TMP/key"
+printf 'incorrect horse battery staple\n' >"$TMP/badkey"
+start_target --vram 32M --psk-file "$TMP/key" --encrypt
+out=$("$V" source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 32M --dirty-rate 50M --pattern hot:4M \
+      --timeout-ms 3000 --psk-file "$TMP/key" --encrypt --json) || fail "encrypted source: $out"
+wait $TPID || fail "encrypted target exited $?: $(cat "$TMP/target.json" "$TMP/target.err")"
+has_keys "$out" '"status":"ok"' '"verified":true' '"vf_state":"resumed-on-target"'
+start_target --vram 32M --psk-file "$TMP/key"
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-file "$TMP/badkey" --json 2>/dev/null)
+rc=$?
+wait $TPID; trc=$?
+[ $rc -eq 1 ] && [ $trc -eq 1 ] || fail "wrong key: source exited $rc, target $trc"
+has_keys "$out" '"status":"error"' '"error_code":"VFMIG_EAUTH"' '"vf_state":"running-on-source"' '"bytes_wire":0'
+has_keys "$(cat "$TMP/target.json")" '"status":"error"' '"vf_state":"not-resumed"'
+usage_fails "needs --psk-file" local --encrypt
+
 # Layout mismatch: refused before any page moves; both ends say why; the VF stays on the source.
 start_target --vram 64M
 out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --dirty-rate 50M --timeout-ms 3000 --json 2>/dev/null)
