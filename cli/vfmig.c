@@ -241,7 +241,7 @@ static void help(const char *cmd)
            "      --max-rounds N       pre-copy rounds before a forced switch-over (default 30)\n"
            "      --max-precopy-ms N   pre-copy time before a forced switch-over (default 60000)\n"
            "      --timeout-ms N       longest wait on the peer (default 10000)\n"
-           "      --threads N          encode/decode workers (default: one per CPU)\n"
+           "      --threads N          encode (source) / decode (target) workers (default: one per CPU)\n"
            "      --codec C            auto | raw | lz4 | zstd[:LEVEL] | delta (default auto)\n"
            "      --max-bandwidth RATE cap on the link, all streams (e.g. 10Gbit; default none)\n"
            "      --delta-cache SIZE   copies kept for delta encoding (default 64M)\n"

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #define XXH_INLINE_ALL /* page hashes: ~30 GB/s inlined against ~19 GB/s through the .so */
 #include <xxhash.h>
 
@@ -30,21 +31,43 @@
 
 typedef struct target target;
 
+/* What decoding and applying a page frame needs: one per thread that does it. */
+typedef struct applier {
+    uint8_t *dec;
+    uint8_t *chk;          /* read-back of what was written */
+    vfmig_codec_ctx *codec;
+    vfmig_round_stats acc; /* totals over the session */
+} applier;
+
 typedef struct receiver {
     target *t;
     pthread_t thread;
     bool started;
     unsigned stream;
-    uint8_t *payload;
+    uint8_t *payload;      /* inline decoding only; with a decode pool frames land in pool buffers */
     size_t cap;
-    uint8_t *dec;
-    uint8_t *chk;          /* read-back of what was written */
-    vfmig_codec_ctx *codec;
+    applier ap;            /* inline decoding */
     uint32_t round;
     uint64_t frames;
+    uint64_t queued;       /* frames of this stream handed to the pool and not applied yet */
     uint64_t last_frame_ns;
-    vfmig_round_stats acc; /* totals over the session */
 } receiver;
+
+/* Decode pool (when the session asks for more threads than there are streams): receivers only
+ * receive and check headers; decoders decode and apply. A ROUND_END waits until its stream's
+ * frames are applied, so rounds stay barriers. */
+typedef struct pool_job {
+    vfmig_frame f;
+    uint8_t *buf;
+    receiver *r;
+} pool_job;
+
+typedef struct decoder {
+    target *t;
+    pthread_t thread;
+    bool started;
+    applier ap;
+} decoder;
 
 struct target {
     vfmig_session *s;
@@ -70,6 +93,15 @@ struct target {
     _Atomic uint32_t final_round; /* from COMMIT; UINT32_MAX before */
     _Atomic bool quit;
 
+    unsigned ndecoders;    /* 0: receivers decode inline */
+    decoder *dec;
+    pthread_mutex_t plock;
+    pthread_cond_t pjob, pdone; /* a job is queued / a buffer came back or a stream drained */
+    pool_job *jobs;        /* ring of nbufs */
+    uint8_t **freebufs;
+    size_t nbufs, nfree, jhead, jtail; /* jtail - jhead = queued jobs */
+    bool pquit;
+
     uint8_t *ctl;          /* control payload buffer */
     size_t ctl_cap;
     uint8_t *mut;
@@ -93,12 +125,11 @@ static void wake_all(target *t)
 }
 
 /* Writes pages [first, first+n) from data unless a newer copy is there already. */
-static int apply_pages(receiver *r, uint64_t first, uint64_t n, const uint8_t *data, bool zero)
+static int apply_pages(target *t, applier *a, uint32_t tag, uint64_t first, uint64_t n, const uint8_t *data,
+                       bool zero)
 {
-    target *t = r->t;
     vfmig_session *s = t->s;
     const uint64_t ps = s->page_size;
-    const uint32_t tag = r->round + 1;
     uint32_t range = vfmig_page_range(s, first);
     uint64_t k = 0;
     while (k < n) {
@@ -118,9 +149,9 @@ static int apply_pages(receiver *r, uint64_t first, uint64_t n, const uint8_t *d
         /* With read-back, the digest covers what VRAM holds, not what was handed to the device. */
         const uint8_t *held = data + k * ps;
         if (t->readback) {
-            if ((rc = t->ops->read(t->dev, off, r->chk, len)))
+            if ((rc = t->ops->read(t->dev, off, a->chk, len)))
                 return dev_fail(s, rc, "read (verify)");
-            held = r->chk;
+            held = a->chk;
         }
         for (uint64_t i = k; i < e; i++) {
             uint64_t p = first + i;
@@ -134,7 +165,8 @@ static int apply_pages(receiver *r, uint64_t first, uint64_t n, const uint8_t *d
     return VFMIG_OK;
 }
 
-static int on_pages(receiver *r, const vfmig_frame *f)
+/* Header checks, by the receiver, before the payload is used at all. */
+static int check_pages(receiver *r, const vfmig_frame *f)
 {
     target *t = r->t;
     vfmig_session *s = t->s;
@@ -153,66 +185,137 @@ static int on_pages(receiver *r, const vfmig_frame *f)
         return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u crosses a range boundary",
                           r->stream, f->page, f->npages);
     size_t len = (size_t)((uint64_t)f->npages * ps);
-    const uint8_t *data;
-    int rc = VFMIG_OK;
-    uint64_t t0 = vfmig_now_ns();
-    switch (f->codec) {
-    case VFMIG_CODEC_ZERO:
-        if (f->len)
-            return vfmig_fail(s, VFMIG_EPROTO, "stream %u: zero-page frame with a payload", r->stream);
-        data = t->zeros;
-        break;
-    case VFMIG_CODEC_RAW:
-        if (f->len != len)
-            return vfmig_fail(s, VFMIG_EPROTO, "stream %u: raw frame of %u bytes for %u pages", r->stream,
-                              f->len, f->npages);
-        data = r->payload;
-        break;
-    case VFMIG_CODEC_DELTA: {
-        uint32_t range = vfmig_page_range(s, f->page);
+    if (f->codec == VFMIG_CODEC_ZERO && f->len)
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: zero-page frame with a payload", r->stream);
+    if (f->codec == VFMIG_CODEC_RAW && f->len != len)
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: raw frame of %u bytes for %u pages", r->stream, f->len,
+                          f->npages);
+    if (f->codec == VFMIG_CODEC_DELTA)
         for (uint64_t i = 0; i < f->npages; i++)
             if (t->page_round[f->page + i] == 0)
                 return vfmig_fail(s, VFMIG_EPROTO, "stream %u: delta frame for page %" PRIu64 " that was never sent",
                                   r->stream, f->page + i);
-        rc = t->ops->read(t->dev, vfmig_page_offset(s, range, f->page), r->dec, len);
+    if (f->codec != VFMIG_CODEC_ZERO && f->codec != VFMIG_CODEC_RAW && f->codec != VFMIG_CODEC_DELTA &&
+        f->codec != VFMIG_CODEC_LZ4 && f->codec != VFMIG_CODEC_ZSTD)
+        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: unknown codec id %u", r->stream, f->codec);
+    r->frames++;
+    return VFMIG_OK;
+}
+
+/* Decodes a checked page frame and applies it (a receiver inline, or a decoder). */
+static int decode_apply(target *t, applier *a, unsigned stream, const vfmig_frame *f, const uint8_t *payload)
+{
+    vfmig_session *s = t->s;
+    size_t len = (size_t)((uint64_t)f->npages * s->page_size);
+    const uint8_t *data = payload;
+    int rc = VFMIG_OK;
+    uint64_t t0 = vfmig_now_ns();
+    if (f->codec == VFMIG_CODEC_ZERO) {
+        data = t->zeros;
+    } else if (f->codec == VFMIG_CODEC_DELTA) {
+        uint32_t range = vfmig_page_range(s, f->page);
+        rc = t->ops->read(t->dev, vfmig_page_offset(s, range, f->page), a->dec, len);
         if (rc)
             return dev_fail(s, rc, "read (delta base)");
-        rc = vfmig_decode(r->codec, VFMIG_CODEC_DELTA, r->payload, f->len, r->dec, r->dec, len);
-        data = r->dec;
-        break;
-    }
-    case VFMIG_CODEC_LZ4:
-    case VFMIG_CODEC_ZSTD:
-        rc = vfmig_decode(r->codec, f->codec, r->payload, f->len, NULL, r->dec, len);
-        data = r->dec;
-        break;
-    default:
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: unknown codec id %u", r->stream, f->codec);
+        rc = vfmig_decode(a->codec, VFMIG_CODEC_DELTA, payload, f->len, a->dec, a->dec, len);
+        data = a->dec;
+    } else if (f->codec != VFMIG_CODEC_RAW) {
+        rc = vfmig_decode(a->codec, f->codec, payload, f->len, NULL, a->dec, len);
+        data = a->dec;
     }
     if (rc)
-        return vfmig_fail(s, rc, "stream %u: %s payload of pages %" PRIu64 "+%u does not decode",
-                          r->stream, vfmig_codec_name(f->codec), f->page, f->npages);
-    r->acc.encode_ns += vfmig_now_ns() - t0;
-    rc = apply_pages(r, f->page, f->npages, data, f->codec == VFMIG_CODEC_ZERO);
+        return vfmig_fail(s, rc, "stream %u: %s payload of pages %" PRIu64 "+%u does not decode", stream,
+                          vfmig_codec_name(f->codec), f->page, f->npages);
+    a->acc.encode_ns += vfmig_now_ns() - t0;
+    rc = apply_pages(t, a, f->round + 1, f->page, f->npages, data, f->codec == VFMIG_CODEC_ZERO);
     if (rc)
         return rc;
-    r->frames++;
-    r->acc.dirty_pages += f->npages;
-    r->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES + f->len;
+    a->acc.dirty_pages += f->npages;
+    a->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES + f->len;
     if (f->codec == VFMIG_CODEC_ZERO) {
-        r->acc.zero_pages += f->npages;
+        a->acc.zero_pages += f->npages;
     } else {
-        r->acc.bytes_raw += len;
-        r->acc.codec_out[f->codec] += f->len;
+        a->acc.bytes_raw += len;
+        a->acc.codec_out[f->codec] += f->len;
     }
-    r->acc.codec_in[f->codec] += len;
+    a->acc.codec_in[f->codec] += len;
     return VFMIG_OK;
+}
+
+/* Pool: a free buffer to receive into (NULL once the session stops). */
+static uint8_t *pool_take(target *t)
+{
+    uint8_t *b = NULL;
+    pthread_mutex_lock(&t->plock);
+    while (!t->nfree && !vfmig_should_stop(t->s) && !atomic_load(&t->quit))
+        vfmig_cond_wait_slice(&t->pdone, &t->plock);
+    if (t->nfree)
+        b = t->freebufs[--t->nfree];
+    pthread_mutex_unlock(&t->plock);
+    return b;
+}
+
+static void pool_give(target *t, uint8_t *b)
+{
+    pthread_mutex_lock(&t->plock);
+    t->freebufs[t->nfree++] = b;
+    pthread_cond_broadcast(&t->pdone);
+    pthread_mutex_unlock(&t->plock);
+}
+
+static void pool_push(target *t, receiver *r, const vfmig_frame *f, uint8_t *b)
+{
+    pthread_mutex_lock(&t->plock);
+    /* Never full: there are as many ring slots as buffers. */
+    t->jobs[t->jtail++ % t->nbufs] = (pool_job){*f, b, r};
+    r->queued++;
+    pthread_cond_signal(&t->pjob);
+    pthread_mutex_unlock(&t->plock);
+}
+
+/* Waits until every frame this receiver queued is applied. */
+static int pool_drain(receiver *r)
+{
+    target *t = r->t;
+    pthread_mutex_lock(&t->plock);
+    while (r->queued && !vfmig_should_stop(t->s))
+        vfmig_cond_wait_slice(&t->pdone, &t->plock);
+    pthread_mutex_unlock(&t->plock);
+    return vfmig_should_stop(t->s) ? t->s->status : VFMIG_OK;
+}
+
+static void *decoder_main(void *arg)
+{
+    decoder *d = arg;
+    target *t = d->t;
+    pthread_setname_np(pthread_self(), "vfmig-dec");
+    vfmig_pinner_bind(t->pinner, (unsigned)(d - t->dec));
+    for (;;) {
+        pthread_mutex_lock(&t->plock);
+        while (t->jhead == t->jtail && !t->pquit)
+            pthread_cond_wait(&t->pjob, &t->plock);
+        if (t->jhead == t->jtail) {
+            pthread_mutex_unlock(&t->plock);
+            return NULL;
+        }
+        pool_job j = t->jobs[t->jhead++ % t->nbufs];
+        pthread_mutex_unlock(&t->plock);
+        if (!atomic_load(&t->s->failed))
+            decode_apply(t, &d->ap, j.r->stream, &j.f, j.buf);
+        pthread_mutex_lock(&t->plock);
+        t->freebufs[t->nfree++] = j.buf;
+        j.r->queued--;
+        pthread_cond_broadcast(&t->pdone);
+        pthread_mutex_unlock(&t->plock);
+    }
 }
 
 static int on_round_end(receiver *r, const vfmig_frame *f)
 {
     target *t = r->t;
     vfmig_session *s = t->s;
+    if (t->ndecoders && pool_drain(r))
+        return s->status;
     if (f->round > atomic_load(&t->final_round))
         return vfmig_fail(s, VFMIG_EPROTO, "stream %u: round %u ended after the COMMIT of round %u", r->stream,
                           f->round, atomic_load(&t->final_round));
@@ -256,9 +359,12 @@ static void *receiver_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     vfmig_pinner_bind(t->pinner, r->stream - 1);
     r->last_frame_ns = vfmig_now_ns();
+    uint8_t *buf = r->payload; /* with a pool: a pool buffer, taken before each receive */
     while (!atomic_load(&t->quit) && !vfmig_should_stop(s)) {
+        if (!buf && !(buf = pool_take(t)))
+            break;
         vfmig_frame f;
-        int rc = vfmig_link_recv(t->link, r->stream, &f, r->payload, r->cap, VFMIG_WAIT_SLICE_MS);
+        int rc = vfmig_link_recv(t->link, r->stream, &f, buf, r->cap, VFMIG_WAIT_SLICE_MS);
         if (rc == VFMIG_ETIMEDOUT) {
             if (!atomic_load(&t->committed) && vfmig_now_ns() - r->last_frame_ns > idle_ns)
                 vfmig_fail(s, VFMIG_ETIMEDOUT, "stream %u: no data from the source for %" PRId64 " ms",
@@ -275,9 +381,15 @@ static void *receiver_main(void *arg)
             break;
         }
         r->last_frame_ns = vfmig_now_ns();
-        if (f.type == VFMIG_F_PAGES)
-            rc = on_pages(r, &f);
-        else if (f.type == VFMIG_F_ROUND_END)
+        if (f.type == VFMIG_F_PAGES) {
+            rc = check_pages(r, &f);
+            if (!rc && !t->ndecoders) {
+                rc = decode_apply(t, &r->ap, r->stream, &f, buf);
+            } else if (!rc) {
+                pool_push(t, r, &f, buf);
+                buf = NULL;
+            }
+        } else if (f.type == VFMIG_F_ROUND_END)
             rc = on_round_end(r, &f);
         else
             rc = vfmig_fail(s, VFMIG_EPROTO, "stream %u: unexpected frame type %u on a data stream",
@@ -285,6 +397,8 @@ static void *receiver_main(void *arg)
         if (rc)
             break;
     }
+    if (t->ndecoders && buf)
+        pool_give(t, buf);
     wake_all(t);
     return NULL;
 }
@@ -430,19 +544,75 @@ static int handshake(target *t)
     return VFMIG_OK;
 }
 
+static int applier_init(applier *a, size_t batch)
+{
+    a->dec = malloc(batch);
+    a->chk = malloc(batch);
+    return a->dec && a->chk && !vfmig_codec_ctx_create(batch, &a->codec) ? VFMIG_OK : VFMIG_ENOMEM;
+}
+
+static void applier_free(applier *a)
+{
+    free(a->dec);
+    free(a->chk);
+    vfmig_codec_ctx_destroy(a->codec);
+    a->dec = a->chk = NULL;
+    a->codec = NULL;
+}
+
+static void add_stats(vfmig_round_stats *tot, const vfmig_round_stats *a)
+{
+    tot->dirty_pages += a->dirty_pages;
+    tot->zero_pages += a->zero_pages;
+    tot->bytes_raw += a->bytes_raw;
+    tot->bytes_wire += a->bytes_wire;
+    for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
+        tot->codec_in[c] += a->codec_in[c];
+        tot->codec_out[c] += a->codec_out[c];
+    }
+}
+
+/* One receiver per data stream; a decode pool too when the session asks for more threads than
+ * there are streams (the source's endpoint chose the streams). */
 static int start_receivers(target *t)
 {
     vfmig_session *s = t->s;
     size_t cap = vfmig_codec_bound(t->batch_bytes);
+    unsigned threads = (unsigned)s->params[VFMIG_P_THREADS];
+    if (threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (unsigned)n : 1;
+    }
+    if (threads > t->nstreams) {
+        t->ndecoders = threads;
+        t->nbufs = 2 * (size_t)threads + t->nstreams; /* every decoder busy, one queued each, one per receiver */
+        t->dec = calloc(threads, sizeof(decoder));
+        t->jobs = calloc(t->nbufs, sizeof(pool_job));
+        t->freebufs = calloc(t->nbufs, sizeof(uint8_t *));
+        if (!t->dec || !t->jobs || !t->freebufs)
+            return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for the decode pool");
+        for (size_t i = 0; i < t->nbufs; i++)
+            if (!(t->freebufs[t->nfree++] = malloc(cap)))
+                return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
+        for (unsigned i = 0; i < threads; i++) {
+            decoder *d = &t->dec[i];
+            d->t = t;
+            if (applier_init(&d->ap, t->batch_bytes))
+                return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for decode buffers");
+            if (pthread_create(&d->thread, NULL, decoder_main, d))
+                return vfmig_fail(s, VFMIG_ENOMEM, "cannot start decoder thread");
+            d->started = true;
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stats.threads = t->ndecoders ? t->ndecoders : t->nstreams;
+    pthread_mutex_unlock(&s->lock);
     for (unsigned i = 0; i < t->nstreams; i++) {
         receiver *r = &t->rx[i];
         r->t = t;
         r->stream = i + 1;
         r->cap = cap;
-        r->payload = malloc(cap);
-        r->dec = malloc(t->batch_bytes);
-        r->chk = malloc(t->batch_bytes);
-        if (!r->payload || !r->dec || !r->chk || vfmig_codec_ctx_create(t->batch_bytes, &r->codec))
+        if (!t->ndecoders && (!(r->payload = malloc(cap)) || applier_init(&r->ap, t->batch_bytes)))
             return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
         if (pthread_create(&r->thread, NULL, receiver_main, r))
             return vfmig_fail(s, VFMIG_ENOMEM, "cannot start receiver thread");
@@ -451,7 +621,8 @@ static int start_receivers(target *t)
     return VFMIG_OK;
 }
 
-static void stop_receivers(target *t)
+/* Joins every receiver and decoder, adds up what they applied, frees their buffers. */
+static void stop_receivers(target *t, vfmig_round_stats *tot)
 {
     atomic_store(&t->quit, true);
     for (unsigned i = 0; i < t->nstreams; i++) {
@@ -459,12 +630,29 @@ static void stop_receivers(target *t)
         if (r->started)
             pthread_join(r->thread, NULL);
         r->started = false;
+        add_stats(tot, &r->ap.acc);
         free(r->payload);
-        free(r->dec);
-        free(r->chk);
-        vfmig_codec_ctx_destroy(r->codec);
-        r->payload = r->dec = r->chk = NULL;
-        r->codec = NULL;
+        r->payload = NULL;
+        applier_free(&r->ap);
+    }
+    if (t->ndecoders) {
+        pthread_mutex_lock(&t->plock);
+        t->pquit = true; /* decoders finish what is queued, then leave */
+        pthread_cond_broadcast(&t->pjob);
+        pthread_mutex_unlock(&t->plock);
+        for (unsigned i = 0; i < t->ndecoders; i++) {
+            decoder *d = &t->dec[i];
+            if (d->started)
+                pthread_join(d->thread, NULL);
+            add_stats(tot, &d->ap.acc);
+            applier_free(&d->ap);
+        }
+        for (size_t i = 0; i < t->nfree; i++)
+            free(t->freebufs[i]);
+        free(t->freebufs);
+        free(t->jobs);
+        free(t->dec);
+        t->ndecoders = 0;
     }
 }
 
@@ -599,6 +787,9 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     pthread_mutex_init(&t->lock, NULL);
     pthread_mutex_init(&t->ctl_tx, NULL);
     pthread_cond_init(&t->cond, NULL);
+    pthread_mutex_init(&t->plock, NULL);
+    pthread_cond_init(&t->pjob, NULL);
+    pthread_cond_init(&t->pdone, NULL);
     int rc = VFMIG_OK;
     if (!t->ctl || !t->page_round) {
         rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
@@ -627,7 +818,6 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     }
     pthread_mutex_lock(&s->lock);
     s->stats.streams = t->nstreams;
-    s->stats.threads = t->nstreams;
     pthread_mutex_unlock(&s->lock);
     vfmig_set_phase(s, VFMIG_PHASE_PRECOPY);
     if ((rc = start_receivers(t)))
@@ -646,19 +836,8 @@ out:
         }
     }
     vfmig_link_interrupt(link);
-    stop_receivers(t);
     vfmig_round_stats tot = {0};
-    for (unsigned i = 0; i < t->nstreams; i++) {
-        const vfmig_round_stats *a = &t->rx[i].acc;
-        tot.dirty_pages += a->dirty_pages;
-        tot.zero_pages += a->zero_pages;
-        tot.bytes_raw += a->bytes_raw;
-        tot.bytes_wire += a->bytes_wire;
-        for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
-            tot.codec_in[c] += a->codec_in[c];
-            tot.codec_out[c] += a->codec_out[c];
-        }
-    }
+    stop_receivers(t, &tot);
     pthread_mutex_lock(&s->lock);
     vfmig_stats *st = &s->stats;
     if (!st->rounds && t->completed)
@@ -692,6 +871,9 @@ out:
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->ctl_tx);
     pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->pjob);
+    pthread_cond_destroy(&t->pdone);
+    pthread_mutex_destroy(&t->plock);
     free(t->ctl);
     free(t->page_round);
     free(t->zeros);

@@ -282,9 +282,9 @@ typedef enum vfmig_param {
     VFMIG_P_MAX_ROUNDS = 2,        /* pre-copy rounds before a forced switch-over; default 30 */
     VFMIG_P_MAX_PRECOPY_MS = 3,    /* pre-copy time before a forced switch-over; default 60000 */
     VFMIG_P_TIMEOUT_MS = 4,        /* longest wait on the peer at any point; default 10000 */
-    VFMIG_P_THREADS = 5,           /* source: encode workers, 0 = one per CPU (default); the target
-                                      decodes on one thread per data stream, and the source's
-                                      endpoint chooses the streams (auto: one per CPU, up to 8) */
+    VFMIG_P_THREADS = 5,           /* encode workers (source) / decode workers (target); 0 = one per
+                                      CPU (default). A target decodes on its stream receivers, plus
+                                      a decode pool when it has more threads than streams */
     VFMIG_P_CODEC = 6,             /* vfmig_codec; default VFMIG_CODEC_AUTO */
     VFMIG_P_CODEC_LEVEL = 7,       /* level for lz4 (acceleration) / zstd; default 0 = codec's own */
     VFMIG_P_MAX_BANDWIDTH = 8,     /* bytes/s on the wire, all streams together; 0 = unlimited */

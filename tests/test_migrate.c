@@ -334,6 +334,10 @@ static const tcase cases[] = {
      .pattern = VFMIG_PATTERN_UNIFORM, .content = VFMIG_CONTENT_MIX, .streams = 2},
     {"local_seq_2m_pages", .vram = 64 * MiB, .page = 2 * MiB, .ranges = 2, .rate = 200 * MiB,
      .pattern = VFMIG_PATTERN_SEQ, .content = VFMIG_CONTENT_TEXTURE},
+    /* more threads than streams: the target decodes on a pool, rounds still barriers */
+    {"decode_pool", BASE, .streams = 1, .threads = 3},
+    {"decode_pool_delta", BASE, .streams = 2, .threads = 4, .codec = VFMIG_CODEC_DELTA, .budget_ms = 1,
+     .max_rounds = 6},
     {"codec_raw", BASE, .codec = VFMIG_CODEC_RAW},
     {"codec_lz4", BASE, .codec = VFMIG_CODEC_LZ4},
     {"codec_zstd", BASE, .codec = VFMIG_CODEC_ZSTD, .streams = 2},
