@@ -17,6 +17,7 @@
 #include <zstd.h>
 
 #include "compress/codec.h"
+#include "vfmig.h"
 
 #define PAGE (64u * 1024u)
 #define BATCH_PAGES 4 /* 256 KiB, the default VFMIG_P_BATCH_BYTES */
@@ -55,50 +56,26 @@ static uint64_t rnd(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static void fill(uint8_t *p, size_t n, int kind, uint64_t *seed)
+/* The content is the simulated VF's own (engine/devices): the codecs are measured on exactly what
+ * the migration benchmarks move. */
+static void fill(uint8_t *p, size_t n, int kind, uint64_t seed)
 {
-    switch (kind) {
-    case K_ZERO:
-        memset(p, 0, n);
-        break;
-    case K_TEXTURE:
-        /* RGBA, 128x128 px per page, in 8x8 tiles: flat or gradient tiles whose colours drift
-         * smoothly, alpha opaque, and sparse +-1 noise (like a decoded compressed texture) */
-        for (size_t pg = 0; pg < n; pg += PAGE) {
-            uint64_t r0 = rnd(seed);
-            for (size_t px = 0; px < PAGE / 4 && pg + px * 4 + 4 <= n; px++) {
-                size_t x = px % 128, y = px / 128, tile = (y / 8) * 16 + x / 8;
-                uint64_t tr = (r0 + tile * 0x9e3779b97f4a7c15ull) >> 20;
-                int grad = (tr & 1) == 0;
-                uint64_t nz = (px & 3) == 0 ? rnd(seed) : 0;
-                for (size_t ch = 0; ch < 4; ch++) {
-                    unsigned v = (unsigned)((r0 >> (8 * ch)) & 0xff) + (unsigned)(tile * (ch + 1)) +
-                                 (grad ? (unsigned)(x % 8) * 4 : 0);
-                    if (ch == 3)
-                        v = 255;
-                    else if ((nz >> ch) & 1)
-                        v += 1;
-                    p[pg + px * 4 + ch] = (uint8_t)v;
-                }
-            }
-        }
-        break;
-    case K_TENSOR: /* float32 activations, |x| in about [2^-4, 2^4): limited exponents */
-        for (size_t i = 0; i + 4 <= n; i += 4) {
-            uint64_t r = rnd(seed);
-            float f = ldexpf(1.0f + (float)(r & 0x7fffff) / 8388608.0f, (int)((r >> 23) % 8) - 4);
-            if (r >> 63)
-                f = -f;
-            memcpy(p + i, &f, 4);
-        }
-        break;
-    case K_RANDOM:
-        for (size_t i = 0; i + 8 <= n; i += 8) {
-            uint64_t r = rnd(seed);
-            memcpy(p + i, &r, 8);
-        }
-        break;
+    static const vfmig_content content[K_COUNT] = {VFMIG_CONTENT_ZERO, VFMIG_CONTENT_TEXTURE,
+                                                   VFMIG_CONTENT_TENSOR, VFMIG_CONTENT_RANDOM};
+    vfmig_simvf_config c;
+    vfmig_simvf_config_init(&c);
+    c.vram_bytes = n;
+    c.page_size = PAGE;
+    c.content = content[kind];
+    c.seed = seed;
+    vfmig_simvf *sim;
+    if (vfmig_simvf_create(&c, &sim)) {
+        fprintf(stderr, "cannot generate %zu bytes of %s content\n", n, kind_name[kind]);
+        exit(1);
     }
+    uint64_t size;
+    memcpy(p, vfmig_simvf_vram(sim, &size), n);
+    vfmig_simvf_destroy(sim);
 }
 
 /* ---- one measured pass over the buffer ------------------------------------------------------ */
@@ -455,7 +432,7 @@ int main(int argc, char **argv)
         if (o.only && strcmp(o.only, kind_name[k]))
             continue;
         seed = 42 + (uint64_t)k; /* same data with or without --only */
-        fill(b.src, b.bytes, k, &seed);
+        fill(b.src, b.bytes, k, seed);
         /* references: 5% of bytes changed, scattered; and 5% as 256-byte writes */
         memcpy(b.ref, b.src, b.bytes);
         for (size_t i = 0; i < b.bytes / 20; i++)
