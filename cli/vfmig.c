@@ -556,6 +556,9 @@ static void print_human(const opts *o, const report *r)
     if (r->status) {
         printf("migration FAILED: %s\n", r->error);
         printf("VF state: %s\n", vfmig_vf_state_name(st->vf_state));
+        if (st->vf_state == VFMIG_VF_IN_DOUBT)
+            printf("The target verified the image and was told to resume, but never confirmed. The VF is\n"
+                   "paused here. Check the target: if it does not run the VF, resume it on this host.\n");
         return;
     }
     if (st->role == VFMIG_ROLE_SOURCE || !strcmp(r->role, "local")) {
