@@ -11,52 +11,11 @@
 
 #include "transport/aead.h"
 #include "transport/link_impl.h"
+#include "link_util.h"
 #include "testutil.h"
 
 #define TAG VFMIG_AEAD_TAG_BYTES
 #define HDR VFMIG_FRAME_HDR_BYTES
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-typedef struct connect_args {
-    char ep[128];
-    vfmig_link *link;
-    int status;
-    char err[256];
-} connect_args;
-
-static void *connect_thread(void *p)
-{
-    connect_args *a = p;
-    a->status = vfmig_connect(a->ep, 5000, &a->link, a->err, sizeof(a->err));
-    return NULL;
-}
-
-/* A connected pair over 127.0.0.1 with n data streams; *a is the connector. */
-static void make_pair(unsigned n, vfmig_link **a, vfmig_link **b)
-{
-    char err[256];
-    vfmig_listener *L;
-    int r = vfmig_listen("tcp://127.0.0.1:0", &L, err, sizeof(err));
-    if (r)
-        T_FAIL("listen: %s (%s)", vfmig_strerror(r), err);
-    connect_args ca = {0};
-    snprintf(ca.ep, sizeof(ca.ep), "tcp://127.0.0.1:%d?streams=%u", vfmig_listener_port(L), n);
-    pthread_t t;
-    pthread_create(&t, NULL, connect_thread, &ca);
-    r = vfmig_accept(L, 5000, b, err, sizeof(err));
-    pthread_join(t, NULL);
-    if (r || ca.status)
-        T_FAIL("accept %s (%s) / connect %s (%s)", vfmig_strerror(r), err, vfmig_strerror(ca.status),
-               ca.err);
-    *a = ca.link;
-    vfmig_listener_close(L);
-}
 
 static void fill(uint8_t *p, size_t n, uint64_t seed)
 {
@@ -90,13 +49,6 @@ static const uint32_t sizes[] = {0, 1, 15, 16, 17, 39, 40, 4095, 4096, 65536, 65
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 #define BIG VFMIG_AEAD_DEFAULT_CAP
 #define ROUNDS 2
-
-typedef struct xfer {
-    vfmig_link *l;
-    unsigned stream;
-    uint64_t seed;
-    int status;
-} xfer;
 
 static void *sender(void *p)
 {
@@ -146,30 +98,7 @@ static void roundtrip(unsigned n, uint64_t seed)
 {
     vfmig_link *a, *b;
     make_sealed_pair(n, &a, &b);
-    /* a -> b on every stream, b -> a on control and stream 1, all at once. */
-    xfer xs[VFMIG_MAX_STREAMS + 3], xr[VFMIG_MAX_STREAMS + 3];
-    pthread_t ts[VFMIG_MAX_STREAMS + 3], tr[VFMIG_MAX_STREAMS + 3];
-    unsigned m = 0;
-    for (unsigned s = 0; s <= n; s++, m++) {
-        xs[m] = (xfer){.l = a, .stream = s, .seed = seed};
-        xr[m] = (xfer){.l = b, .stream = s, .seed = seed};
-    }
-    for (unsigned s = 0; s <= 1; s++, m++) {
-        xs[m] = (xfer){.l = b, .stream = s, .seed = seed + 77};
-        xr[m] = (xfer){.l = a, .stream = s, .seed = seed + 77};
-    }
-    for (unsigned i = 0; i < m; i++) {
-        pthread_create(&ts[i], NULL, sender, &xs[i]);
-        pthread_create(&tr[i], NULL, receiver, &xr[i]);
-    }
-    for (unsigned i = 0; i < m; i++) {
-        pthread_join(ts[i], NULL);
-        pthread_join(tr[i], NULL);
-        if (xs[i].status || xr[i].status)
-            T_FAIL("streams=%u stream %u: send %d recv %d (%s / %s)", n, xs[i].stream, xs[i].status,
-                   xr[i].status, vfmig_link_stream_error(xs[i].l, xs[i].stream),
-                   vfmig_link_stream_error(xr[i].l, xr[i].stream));
-    }
+    run_roundtrip(a, b, n, seed, sender, receiver);
     /* Every frame, empty ones included, carries a tag. */
     uint64_t per_stream = 0;
     for (unsigned k = 0; k < NSIZES; k++)

@@ -11,72 +11,14 @@
 #include <arpa/inet.h>
 
 #include "transport/link_impl.h"
+#include "link_util.h"
 #include "testutil.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-typedef struct connect_args {
-    char ep[128];
-    int timeout_ms;
-    vfmig_link *link;
-    int status;
-    char err[256];
-} connect_args;
-
-static void *connect_thread(void *p)
-{
-    connect_args *a = p;
-    a->status = vfmig_connect(a->ep, a->timeout_ms, &a->link, a->err, sizeof(a->err));
-    return NULL;
-}
-
-/* A connected pair over 127.0.0.1 (or `host`) with n data streams: *a is the connector. */
-static void make_pair_host(const char *host, unsigned n, vfmig_link **a, vfmig_link **b)
-{
-    char ep[128], err[256];
-    vfmig_listener *L;
-    snprintf(ep, sizeof(ep), "tcp://%s:0", host);
-    int r = vfmig_listen(ep, &L, err, sizeof(err));
-    if (r)
-        T_FAIL("listen %s: %s (%s)", ep, vfmig_strerror(r), err);
-    connect_args ca = {.timeout_ms = 5000};
-    snprintf(ca.ep, sizeof(ca.ep), "tcp://%s:%d?streams=%u", host, vfmig_listener_port(L), n);
-    pthread_t t;
-    pthread_create(&t, NULL, connect_thread, &ca);
-    r = vfmig_accept(L, 5000, b, err, sizeof(err));
-    pthread_join(t, NULL);
-    if (r)
-        T_FAIL("accept: %s (%s)", vfmig_strerror(r), err);
-    if (ca.status)
-        T_FAIL("connect: %s (%s)", vfmig_strerror(ca.status), ca.err);
-    *a = ca.link;
-    ASSERT_EQ(vfmig_link_streams(*a), n);
-    ASSERT_EQ(vfmig_link_streams(*b), n);
-    vfmig_listener_close(L);
-}
-
-static void make_pair(unsigned n, vfmig_link **a, vfmig_link **b)
-{
-    make_pair_host("127.0.0.1", n, a, b);
-}
 
 /* ---- concurrent round trips ---- */
 
 static const uint32_t sizes[] = {0, 1, 39, 40, 41, 4095, 4096, 65536, 65577, 300000, 524288, 1048576, 3000003};
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 #define ROUNDS 3
-
-typedef struct xfer {
-    vfmig_link *l;
-    unsigned stream;
-    uint64_t seed;
-    int status;
-} xfer;
 
 static void pattern(uint8_t *p, size_t n, uint64_t seed)
 {
@@ -133,30 +75,7 @@ static void roundtrip(unsigned n, uint64_t seed)
 {
     vfmig_link *a, *b;
     make_pair(n, &a, &b);
-    /* a -> b on every stream (control included), and b -> a on control and stream 1, all at once. */
-    xfer xs[2 * (VFMIG_MAX_STREAMS + 1)], xr[2 * (VFMIG_MAX_STREAMS + 1)];
-    pthread_t ts[2 * (VFMIG_MAX_STREAMS + 1)], tr[2 * (VFMIG_MAX_STREAMS + 1)];
-    unsigned m = 0;
-    for (unsigned s = 0; s <= n; s++, m++) {
-        xs[m] = (xfer){.l = a, .stream = s, .seed = seed};
-        xr[m] = (xfer){.l = b, .stream = s, .seed = seed};
-    }
-    for (unsigned s = 0; s <= 1; s++, m++) {
-        xs[m] = (xfer){.l = b, .stream = s, .seed = seed + 77};
-        xr[m] = (xfer){.l = a, .stream = s, .seed = seed + 77};
-    }
-    for (unsigned i = 0; i < m; i++) {
-        pthread_create(&ts[i], NULL, sender, &xs[i]);
-        pthread_create(&tr[i], NULL, receiver, &xr[i]);
-    }
-    for (unsigned i = 0; i < m; i++) {
-        pthread_join(ts[i], NULL);
-        pthread_join(tr[i], NULL);
-        if (xs[i].status || xr[i].status)
-            T_FAIL("streams=%u stream %u: send %d recv %d (%s / %s)", n, xs[i].stream, xs[i].status,
-                   xr[i].status, vfmig_link_stream_error(xs[i].l, xs[i].stream),
-                   vfmig_link_stream_error(xr[i].l, xr[i].stream));
-    }
+    run_roundtrip(a, b, n, seed, sender, receiver);
     uint64_t per_stream = 0;
     for (unsigned k = 0; k < NSIZES; k++)
         per_stream += VFMIG_FRAME_HDR_BYTES + sizes[k];
