@@ -39,7 +39,6 @@ typedef struct opts {
 
 typedef struct worker {
     vfmig_link *l;
-    int fd;
     unsigned stream;
     uint64_t bytes;
     uint32_t frame;

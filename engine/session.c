@@ -271,31 +271,41 @@ void vfmig_session_cancel(vfmig_session *s)
         atomic_store(&s->cancel_requested, 1);
 }
 
-int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)
+/* Records a failure; `replace` overrides one already recorded. */
+static void record_error(vfmig_session *s, bool replace, int status, const char *fmt, va_list ap)
 {
     pthread_mutex_lock(&s->lock);
-    if (!s->failed) {
+    if (replace || !s->failed) {
         s->status = status;
-        va_list ap;
-        va_start(ap, fmt);
         vsnprintf(s->err, sizeof(s->err), fmt, ap);
-        va_end(ap);
         atomic_store(&s->failed, 1);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    record_error(s, false, status, fmt, ap);
+    va_end(ap);
     return status;
 }
 
 void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...)
 {
-    pthread_mutex_lock(&s->lock);
-    s->status = status;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    record_error(s, true, status, fmt, ap);
     va_end(ap);
-    atomic_store(&s->failed, 1);
-    pthread_mutex_unlock(&s->lock);
+}
+
+unsigned vfmig_session_threads(const vfmig_session *s)
+{
+    if (s->params[VFMIG_P_THREADS])
+        return (unsigned)s->params[VFMIG_P_THREADS];
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
 }
 
 bool vfmig_should_stop(vfmig_session *s)

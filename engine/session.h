@@ -73,6 +73,8 @@ int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__
 /** Replaces the recorded failure with a more precise one (e.g. "peer closed" turns out to be
  *  the peer's ABORT with its reason). */
 void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** Workers for this session: VFMIG_P_THREADS, or one per online CPU when it is 0. */
+unsigned vfmig_session_threads(const vfmig_session *s);
 /** True once a failure was recorded or a cancel requested (then records ECANCELED). */
 bool vfmig_should_stop(vfmig_session *s);
 /** Sends a log event (only from the session's own thread). */

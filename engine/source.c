@@ -493,11 +493,7 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
     if ((rc = handshake(&src, &rtt_ms)))
         goto out_fail;
 
-    unsigned threads = (unsigned)s->params[VFMIG_P_THREADS];
-    if (threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (unsigned)n : 1;
-    }
+    unsigned threads = vfmig_session_threads(s);
     vfmig_pipeline_cfg pc = {
         .s = s, .link = link, .nstreams = src.nstreams, .nworkers = threads,
         .batch_pages = src.batch_pages, .codec = (int)s->params[VFMIG_P_CODEC],

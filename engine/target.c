@@ -578,11 +578,7 @@ static int start_receivers(target *t)
 {
     vfmig_session *s = t->s;
     size_t cap = vfmig_codec_bound(t->batch_bytes);
-    unsigned threads = (unsigned)s->params[VFMIG_P_THREADS];
-    if (threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (unsigned)n : 1;
-    }
+    unsigned threads = vfmig_session_threads(s);
     if (threads > t->nstreams) {
         t->ndecoders = threads;
         t->nbufs = 2 * (size_t)threads + t->nstreams; /* every decoder busy, one queued each, one per receiver */
