@@ -253,43 +253,73 @@ static inline void xor_into(uint8_t *d, const uint8_t *a, const uint8_t *b, size
         d[i] = (uint8_t)(a[i] ^ b[i]);
 }
 
-static int delta_encode(const uint8_t *s, const uint8_t *r, size_t n, uint8_t *dst, size_t cap,
-                        size_t *out_len)
+/* One DELTA stream over `npages` pages of `ps` bytes held in separate buffers. A zero run may
+ * span page boundaries (it is carried over); literals end at a page's end (the next one starts
+ * after a zero run of length 0). With `update`, each literal is XORed into ref in the same pass,
+ * from the output just written, so ref becomes what the decoder will produce even if src
+ * changes while it is read. */
+static int delta_encode_core(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t ps,
+                             bool update, uint8_t *dst, size_t cap, size_t *out_len)
 {
     uint8_t *op = dst;
     size_t room = cap;
-    size_t pos = 0;
-    for (;;) {
-        size_t z = zero_run_end(s, r, pos, n);
-        size_t need = varint_len(z - pos);
-        if (need > room)
-            return VFMIG_EINVAL;
-        op = varint_put(op, z - pos);
-        room -= need;
-        pos = z;
-        if (pos == n)
-            break;
-        size_t e = literal_end(s, r, pos, n);
-        size_t lit = e - pos;
-        need = varint_len(lit) + lit;
-        if (need > room)
-            return VFMIG_EINVAL;
-        op = varint_put(op, lit);
-        if (lit <= 16 && pos + 16 <= n && room >= need + 16) {
-            /* short literal: two fixed words; the spill past it is overwritten next */
-            st64(op, ld64(s + pos) ^ ld64(r + pos));
-            st64(op + 8, ld64(s + pos + 8) ^ ld64(r + pos + 8));
-        } else {
-            xor_into(op, s + pos, r + pos, lit);
+    uint64_t zrun = 0;
+    for (size_t k = 0; k < npages; k++) {
+        const uint8_t *s = src[k];
+        uint8_t *r = ref[k];
+        size_t pos = 0;
+        while (pos < ps) {
+            size_t z = zero_run_end(s, r, pos, ps);
+            zrun += z - pos;
+            pos = z;
+            if (pos == ps)
+                break;
+            size_t e = literal_end(s, r, pos, ps);
+            size_t lit = e - pos;
+            size_t need = varint_len(zrun) + varint_len(lit) + lit;
+            if (need > room)
+                return VFMIG_EINVAL;
+            op = varint_put(op, zrun);
+            op = varint_put(op, lit);
+            zrun = 0;
+            if (!update && lit <= 16 && pos + 16 <= ps && room >= need + 16) {
+                /* short literal: two fixed words; the spill past it is overwritten next */
+                st64(op, ld64(s + pos) ^ ld64(r + pos));
+                st64(op + 8, ld64(s + pos + 8) ^ ld64(r + pos + 8));
+            } else {
+                xor_into(op, s + pos, r + pos, lit);
+            }
+            if (update)
+                xor_into(r + pos, r + pos, op, lit);
+            op += lit;
+            room -= need;
+            pos = e;
         }
-        op += lit;
-        room -= need;
-        pos = e;
-        if (pos == n)
-            break;
+    }
+    /* A trailing zero run (or, for an empty run, the one token a stream needs). */
+    if (zrun || op == dst) {
+        size_t need = varint_len(zrun);
+        if (need > room)
+            return VFMIG_EINVAL;
+        op = varint_put(op, zrun);
     }
     *out_len = (size_t)(op - dst);
     return VFMIG_OK;
+}
+
+static int delta_encode(const uint8_t *s, const uint8_t *r, size_t n, uint8_t *dst, size_t cap,
+                        size_t *out_len)
+{
+    uint8_t *rw = (uint8_t *)(uintptr_t)r; /* not written: update is off */
+    return delta_encode_core(&s, &rw, 1, n, false, dst, cap, out_len);
+}
+
+int vfmig_delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t page_size,
+                             uint8_t *dst, size_t cap, size_t *out_len)
+{
+    if (!src || !ref || !dst || !out_len || !page_size)
+        return VFMIG_EINVAL;
+    return delta_encode_core(src, ref, npages, page_size, true, dst, cap, out_len);
 }
 
 static int delta_decode(const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,

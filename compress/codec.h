@@ -45,28 +45,52 @@ int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size
 int vfmig_decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
                  void *dst, size_t dst_len);
 
+/**
+ * DELTA over a run of `npages` pages held in separate buffers: page k is src[k] against ref[k]
+ * (page_size bytes each), encoded as one DELTA stream of the whole run (vfmig_decode of
+ * npages * page_size bytes decodes it). In the same pass ref[k] becomes exactly the page the
+ * decoder will produce: src may change while it is read (a running VF) and ref still ends up
+ * equal to what was encoded. VFMIG_EINVAL when the output does not fit in cap (then the ref
+ * pages are partly updated: the caller must send them whole or forget them).
+ */
+int vfmig_delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t page_size,
+                             uint8_t *dst, size_t cap, size_t *out_len);
+
 /** True if all `len` bytes are zero (fast, early exit on the first non-zero word). */
 bool vfmig_is_zero(const void *p, size_t len);
 
 /* -------------------------------------------------------------------------------------------
  * Delta cache: the last sent copy of pages, bounded (like QEMU's XBZRLE cache), thread-safe.
- * Capacity is rounded down to whole pages; an insert evicts an old page (CLOCK).
+ * Capacity is rounded down to whole pages and is a cap: memory is faulted in as slots are used.
+ * An insert evicts an old page (CLOCK) that no worker holds.
  */
 typedef struct vfmig_delta_cache vfmig_delta_cache;
 
 int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
                              vfmig_delta_cache **out);
 void vfmig_delta_cache_destroy(vfmig_delta_cache *dc);
-/** Copies the cached copy of `page` into dst (page_size bytes) and returns true, or false. */
+/** Faults in room for `pages` more copies (up to the cap), so a round about to fill them does
+ *  not take page faults in its workers. */
+void vfmig_delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages);
+/**
+ * Pins the copies of pages [first, first+n) under one lock: copy[k] points at page first+k's
+ * copy with hit[k] = true when one is cached; on a miss with `allocate`, copy[k] is a fresh slot
+ * for the caller to fill (hit[k] false), or NULL when every slot is pinned (or no capacity).
+ * The caller reads and writes pinned copies without locking; release unpins them.
+ */
+void vfmig_delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
+                                   uint8_t **copy, bool *hit);
+/** Unpins a run; pages with keep[k] false are forgotten (keep NULL keeps all). */
+void vfmig_delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep);
+/** One-page calls, copying under the lock (safe however threads share pages). */
 bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst);
-/** True if a copy of `page` is cached (it may still be evicted before a get). */
 bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page);
-/** Stores (copies) the page as last sent, evicting another if full. */
 void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src);
 /** Forgets a page (e.g., it was sent as zero). */
 void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page);
 typedef struct vfmig_delta_cache_stats {
     uint64_t hits, misses, evictions, pages_cached, capacity_pages;
+    uint64_t bytes_used; /* memory faulted in for copies */
 } vfmig_delta_cache_stats;
 void vfmig_delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out);
 

@@ -5,7 +5,9 @@
  * with no hashing; slots hold page copies in one buffer. Replacement is CLOCK: a hit sets the
  * slot's reference bit, the hand clears bits until it finds a slot not used since its last
  * pass. Freed slots (drop) go on a stack and are reused before anything is evicted.
- * One mutex guards it all, copies included: a copy of one page is short next to encoding it.
+ * One mutex guards the index, taken once per run of pages: a worker pins the run's slots, reads
+ * and updates the copies in place without the lock, and unpins them; a pinned slot is never
+ * evicted, and a page is handled by one worker at a time, so nobody else touches those copies.
  */
 #include "compress/codec.h"
 
@@ -21,7 +23,8 @@ struct vfmig_delta_cache {
     pthread_mutex_t mu;
     size_t page_size;
     uint64_t npages;
-    uint32_t nslots;
+    uint32_t nslots;     /* capacity */
+    uint32_t faulted;    /* slots whose memory is faulted in: the cache grows to what is used */
     uint32_t used;       /* slots ever handed out (0..used-1 are live or on the free stack) */
     uint32_t nfree;
     uint32_t hand;
@@ -29,21 +32,24 @@ struct vfmig_delta_cache {
     uint64_t *page_of;   /* [nslots] */
     uint32_t *free_stack;/* [nslots] */
     uint8_t *ref;        /* [nslots] CLOCK reference bits */
-    uint8_t *data;       /* nslots * page_size */
+    uint8_t *pin;        /* [nslots] 1 while a worker holds the slot (never evicted then) */
+    uint8_t *data;       /* nslots * page_size, reserved; faulted in as the cache grows */
     vfmig_delta_cache_stats st;
 };
 
-/* The copies live in one slab, faulted in up front (with huge pages where the kernel gives them):
- * first-touch faults in the middle of a round cost ~4 s/GB on a VM; measured, round 1 of a 1 GiB
- * migration took 200 ms instead of 31 ms while it filled a fresh 64 MiB cache. */
+/* The copies live in one reserved slab (huge pages where the kernel gives them) that is faulted
+ * in as the cache grows: first-touch faults in the middle of a round cost ~4 s/GB on a VM
+ * (measured: round 1 of a 1 GiB migration took 200 ms instead of 31 ms while it filled a fresh
+ * 64 MiB cache), so growth happens in chunks, ahead of rounds where the engine can
+ * (vfmig_delta_cache_reserve), and the cache only costs memory for the set that is re-sent. */
+#define GROW_BYTES (2u << 20)
+
 static uint8_t *alloc_slab(size_t bytes)
 {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     madvise(p, bytes, MADV_HUGEPAGE);
-    for (size_t off = 0; off < bytes; off += 4096)
-        ((volatile uint8_t *)p)[off] = 0;
     return p;
 }
 
@@ -51,6 +57,24 @@ static void free_slab(uint8_t *p, size_t bytes)
 {
     if (p)
         munmap(p, bytes);
+}
+
+/* Faults in slots up to `want` (locked or before sharing). */
+static void grow_to(vfmig_delta_cache *dc, uint32_t want)
+{
+    if (want > dc->nslots)
+        want = dc->nslots;
+    if (want <= dc->faulted)
+        return;
+    size_t from = (size_t)dc->faulted * dc->page_size, to = (size_t)want * dc->page_size;
+    size_t chunk = GROW_BYTES;
+    to = (to + chunk - 1) / chunk * chunk;
+    size_t end = (size_t)dc->nslots * dc->page_size;
+    if (to > end)
+        to = end;
+    for (size_t off = from; off < to; off += 4096)
+        ((volatile uint8_t *)dc->data)[off] = 0;
+    dc->faulted = (uint32_t)(to / dc->page_size);
 }
 
 int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
@@ -74,13 +98,15 @@ int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t n
     dc->page_of = malloc(slots ? slots * sizeof(uint64_t) : 1);
     dc->free_stack = malloc(slots ? slots * sizeof(uint32_t) : 1);
     dc->ref = calloc(slots ? slots : 1, 1);
+    dc->pin = calloc(slots ? slots : 1, 1);
     dc->data = slots ? alloc_slab(slots * page_size) : NULL;
-    if (!dc->slot_of || !dc->page_of || !dc->free_stack || !dc->ref || (slots && !dc->data) ||
+    if (!dc->slot_of || !dc->page_of || !dc->free_stack || !dc->ref || !dc->pin || (slots && !dc->data) ||
         pthread_mutex_init(&dc->mu, NULL) != 0) {
         free(dc->slot_of);
         free(dc->page_of);
         free(dc->free_stack);
         free(dc->ref);
+        free(dc->pin);
         free_slab(dc->data, slots * page_size);
         free(dc);
         return VFMIG_ENOMEM;
@@ -101,8 +127,109 @@ void vfmig_delta_cache_destroy(vfmig_delta_cache *dc)
     free(dc->page_of);
     free(dc->free_stack);
     free(dc->ref);
+    free(dc->pin);
     free_slab(dc->data, (size_t)dc->nslots * dc->page_size);
     free(dc);
+}
+
+void vfmig_delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages)
+{
+    if (!dc)
+        return;
+    pthread_mutex_lock(&dc->mu);
+    uint64_t want = (uint64_t)dc->used + pages;
+    grow_to(dc, want > dc->nslots ? dc->nslots : (uint32_t)want);
+    pthread_mutex_unlock(&dc->mu);
+}
+
+/* A slot for a new page: a freed one, a never used one, or the CLOCK victim among slots no
+ * worker holds. NO_SLOT when every slot is held. Locked. */
+static uint32_t take_slot(vfmig_delta_cache *dc)
+{
+    if (dc->nfree)
+        return dc->free_stack[--dc->nfree];
+    if (dc->used < dc->nslots) {
+        if (dc->used == dc->faulted)
+            grow_to(dc, dc->used + 1);
+        return dc->used++;
+    }
+    /* Full: two sweeps find a clear, unpinned bit unless everything is pinned. */
+    for (uint64_t steps = 0; steps < 2ull * dc->nslots + 1; steps++) {
+        uint32_t s = dc->hand;
+        dc->hand = dc->hand + 1 == dc->nslots ? 0 : dc->hand + 1;
+        if (dc->pin[s])
+            continue;
+        if (dc->ref[s]) {
+            dc->ref[s] = 0;
+            continue;
+        }
+        dc->slot_of[dc->page_of[s]] = NO_SLOT;
+        dc->st.evictions++;
+        dc->st.pages_cached--;
+        return s;
+    }
+    return NO_SLOT;
+}
+
+static void drop_locked(vfmig_delta_cache *dc, uint64_t page)
+{
+    uint32_t s = dc->slot_of[page];
+    if (s != NO_SLOT) {
+        dc->slot_of[page] = NO_SLOT;
+        dc->page_of[s] = NO_PAGE;
+        dc->ref[s] = 0;
+        dc->pin[s] = 0;
+        dc->free_stack[dc->nfree++] = s;
+        dc->st.pages_cached--;
+    }
+}
+
+void vfmig_delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
+                                   uint8_t **copy, bool *hit)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        copy[k] = NULL;
+        hit[k] = false;
+    }
+    if (!dc || first >= dc->npages || n > dc->npages - first || dc->nslots == 0)
+        return;
+    pthread_mutex_lock(&dc->mu);
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t page = first + k;
+        uint32_t s = dc->slot_of[page];
+        if (s != NO_SLOT) {
+            hit[k] = true;
+            dc->ref[s] = 1; /* re-sent: the page is being rewritten, likely again soon */
+            dc->st.hits++;
+        } else {
+            dc->st.misses++;
+            if (!allocate || (s = take_slot(dc)) == NO_SLOT)
+                continue;
+            dc->slot_of[page] = s;
+            dc->page_of[s] = page;
+            dc->st.pages_cached++;
+            dc->ref[s] = 0; /* new pages must earn their second chance with a hit */
+        }
+        dc->pin[s] = 1;
+        copy[k] = dc->data + (size_t)s * dc->page_size;
+    }
+    pthread_mutex_unlock(&dc->mu);
+}
+
+void vfmig_delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep)
+{
+    if (!dc || first >= dc->npages || n > dc->npages - first || dc->nslots == 0)
+        return;
+    pthread_mutex_lock(&dc->mu);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t s = dc->slot_of[first + k];
+        if (s == NO_SLOT)
+            continue;
+        dc->pin[s] = 0;
+        if (keep && !keep[k])
+            drop_locked(dc, first + k);
+    }
+    pthread_mutex_unlock(&dc->mu);
 }
 
 bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst)
@@ -133,28 +260,6 @@ bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page)
     return in;
 }
 
-/* A slot for a new page: a freed one, a never used one, or the CLOCK victim. Locked. */
-static uint32_t take_slot(vfmig_delta_cache *dc)
-{
-    if (dc->nfree)
-        return dc->free_stack[--dc->nfree];
-    if (dc->used < dc->nslots)
-        return dc->used++;
-    /* Full and every slot live: at most two sweeps find a clear bit. */
-    for (;;) {
-        uint32_t s = dc->hand;
-        dc->hand = dc->hand + 1 == dc->nslots ? 0 : dc->hand + 1;
-        if (dc->ref[s]) {
-            dc->ref[s] = 0;
-            continue;
-        }
-        dc->slot_of[dc->page_of[s]] = NO_SLOT;
-        dc->st.evictions++;
-        dc->st.pages_cached--;
-        return s;
-    }
-}
-
 void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src)
 {
     if (!dc || page >= dc->npages || dc->nslots == 0)
@@ -162,7 +267,10 @@ void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src
     pthread_mutex_lock(&dc->mu);
     uint32_t s = dc->slot_of[page];
     if (s == NO_SLOT) {
-        s = take_slot(dc);
+        if ((s = take_slot(dc)) == NO_SLOT) {
+            pthread_mutex_unlock(&dc->mu);
+            return;
+        }
         dc->slot_of[page] = s;
         dc->page_of[s] = page;
         dc->st.pages_cached++;
@@ -179,14 +287,7 @@ void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page)
     if (!dc || page >= dc->npages)
         return;
     pthread_mutex_lock(&dc->mu);
-    uint32_t s = dc->slot_of[page];
-    if (s != NO_SLOT) {
-        dc->slot_of[page] = NO_SLOT;
-        dc->page_of[s] = NO_PAGE;
-        dc->ref[s] = 0;
-        dc->free_stack[dc->nfree++] = s;
-        dc->st.pages_cached--;
-    }
+    drop_locked(dc, page);
     pthread_mutex_unlock(&dc->mu);
 }
 
@@ -199,5 +300,6 @@ void vfmig_delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats 
         return;
     pthread_mutex_lock(&dc->mu);
     *out = dc->st;
+    out->bytes_used = (uint64_t)dc->faulted * dc->page_size;
     pthread_mutex_unlock(&dc->mu);
 }

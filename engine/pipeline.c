@@ -1,10 +1,16 @@
 /*
  * engine/pipeline.c - source side of the page pipeline.
  *
- *   main thread: bitmap -> runs of dirty pages -> queue (bounded ring)
- *   worker k:    run -> device read into its own buffer -> per page: zero test, XXH3 hash ->
- *                split into zero / non-zero sub-runs -> encode non-zero ones -> frames on
- *                stream 1 + (run sequence % streams), under that stream's lock.
+ *   main thread: bitmap -> runs of dirty pages (each knowing its range) -> queue (bounded ring)
+ *   worker k:    run -> its pages, in place (device map) or read into the worker's buffer ->
+ *                per page one pass: zero test + hash (engine/image.h) -> zero / non-zero
+ *                sub-runs -> raw ones go to the socket straight from VRAM, others are encoded
+ *                -> frames on stream 1 + (batch sequence % streams), under that stream's lock.
+ *   With the delta cache (rounds after the first): one lock per run pins the pages' cached
+ *   copies; a cached page is delta-encoded against its copy in one pass that also brings the
+ *   copy up to date, then hashed from the copy (in cache); a page without one is copied into a
+ *   fresh slot once and sent from there. Copies are exactly what the target will hold, even
+ *   when the VF writes a page while it is read.
  *
  * Every buffer is allocated once per worker at start; the steady state allocates nothing.
  * A round ends when the queue is drained and every worker is idle; the main thread then sends
@@ -21,9 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#define XXH_INLINE_ALL /* page hashes: ~30 GB/s inlined against ~19 GB/s through the .so */
-#include <xxhash.h>
+#include <sys/uio.h>
 
+#include "engine/image.h"
 #include "transport/link.h"
 
 #define QUEUE_CAP 256u
@@ -33,8 +39,9 @@
 #define BATCH_RUNS 64u
 
 typedef struct run {
-    uint64_t page;
+    uint64_t page;    /* global index of the first page */
     uint32_t npages;
+    uint32_t range;
 } run;
 
 typedef struct batch {
@@ -49,18 +56,26 @@ typedef struct stream_tx {
     uint64_t frames; /* in the current round */
 } stream_tx;
 
+/* What happens to one page of a run on the cached path. */
+enum { PK_DELTA, PK_CACHED_RAW, PK_ZERO, PK_PLAIN };
+
 typedef struct worker {
     vfmig_pipeline *p;
     pthread_t thread;
     unsigned index;
     bool started;
-    uint8_t *buf;      /* pages as read from the device */
-    uint8_t *ref;      /* delta references */
+    uint8_t *buf;      /* pages read through read() (devices without map), gathered pages */
     uint8_t *enc;      /* encoded output */
     size_t enc_cap;
     uint8_t *zero;     /* per page of a run: 1 if all zero */
+    uint8_t *kind;     /* per page of a run: PK_* */
+    uint8_t **copy;    /* per page of a run: its pinned delta-cache copy, or NULL */
+    const uint8_t **src; /* per page of a run: where its bytes are read */
+    bool *hit, *keep;
+    struct iovec *iov;
     vfmig_codec_ctx *codec;
     vfmig_chooser chooser;
+    vfmig_digest digest;   /* changes this worker made to the image digest (whole session) */
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
 
@@ -70,6 +85,8 @@ struct vfmig_pipeline {
     uint64_t page_size;
     uint64_t zero_hash;
     vfmig_delta_cache *delta;
+    const uint8_t *map[VFMIG_MAX_RANGES]; /* in-place view of each range, or NULL */
+    bool in_place;         /* payloads may be sent straight from VRAM (no per-frame crypto) */
     stream_tx streams[VFMIG_MAX_STREAMS + 1];
 
     pthread_mutex_t qlock;
@@ -80,6 +97,8 @@ struct vfmig_pipeline {
     batch pending;        /* being filled by submit (main thread only) */
     uint32_t seq;
     uint32_t round;
+    bool paused;          /* the VF is paused: its memory holds still */
+    uint64_t wire_at_begin;
     bool quit;
     _Atomic uint64_t link_bps_bits;
 
@@ -93,11 +112,11 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int send_frame(vfmig_pipeline *p, unsigned stream, const vfmig_frame *f, const void *payload)
+static int send_frame(vfmig_pipeline *p, unsigned stream, const vfmig_frame *f, const struct iovec *iov, int niov)
 {
     stream_tx *st = &p->streams[stream];
     pthread_mutex_lock(&st->lock);
-    int rc = vfmig_link_send(p->cfg.link, stream, f, payload);
+    int rc = vfmig_link_sendv(p->cfg.link, stream, f, iov, niov);
     if (!rc)
         st->frames++;
     pthread_mutex_unlock(&st->lock);
@@ -107,106 +126,221 @@ static int send_frame(vfmig_pipeline *p, unsigned stream, const vfmig_frame *f, 
     return rc;
 }
 
-/* Encodes and sends pages [i, j) of the worker's buffer (all non-zero). */
-static int send_data(worker *w, const run *r, const uint8_t *buf, uint64_t i, uint64_t j, unsigned stream)
+static void account(worker *w, int codec, size_t in, size_t out)
+{
+    w->acc.codec_in[codec] += in;
+    w->acc.codec_out[codec] += out;
+    if (codec != VFMIG_CODEC_ZERO)
+        w->acc.bytes_raw += in;
+}
+
+static int send_zero(worker *w, uint64_t first, uint64_t n, unsigned stream)
 {
     vfmig_pipeline *p = w->p;
-    const uint64_t ps = p->page_size;
-    const uint8_t *src = buf + i * ps;
-    const size_t len = (size_t)((j - i) * ps);
-    const uint64_t first = r->page + i;
-
-    bool has_ref = false;
-    if (p->delta && p->round > 0) {
-        has_ref = true;
-        for (uint64_t k = 0; k < j - i && has_ref; k++)
-            has_ref = vfmig_delta_cache_contains(p->delta, first + k);
+    vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = VFMIG_CODEC_ZERO, .round = p->round,
+                     .npages = (uint32_t)n, .page = first};
+    int rc = send_frame(p, stream, &f, NULL, 0);
+    if (!rc) {
+        w->acc.zero_pages += n;
+        account(w, VFMIG_CODEC_ZERO, (size_t)(n * p->page_size), 0);
     }
-    int codec = vfmig_chooser_pick(&w->chooser, has_ref);
-    /* References are copied out only when delta was chosen; one evicted since the check
-     * sends the run without delta. */
-    for (uint64_t k = 0; codec == VFMIG_CODEC_DELTA && k < j - i; k++)
-        if (!vfmig_delta_cache_get(p->delta, first + k, w->ref + k * ps))
-            codec = vfmig_chooser_pick(&w->chooser, false);
-    const void *payload = src;
+    return rc;
+}
+
+/*
+ * Sends n non-zero pages given as `niov` pieces (contiguous pages when niov is 1): raw straight
+ * from those buffers, or encoded with what the chooser picks (contiguous input only; scattered
+ * pieces are gathered into the worker's buffer first). `live`: the bytes may be changing under
+ * us (a running VF read in place), so a raw frame's checksum covers only its header.
+ */
+static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *pieces, int niov, bool live,
+                     unsigned stream)
+{
+    vfmig_pipeline *p = w->p;
+    const size_t len = (size_t)(n * p->page_size);
+    int codec = vfmig_chooser_pick(&w->chooser, false);
+    struct iovec one;
+    const struct iovec *payload = pieces;
+    int npay = niov;
     size_t out = len;
     if (codec != VFMIG_CODEC_RAW) {
+        const uint8_t *src = pieces[0].iov_base;
+        if (niov > 1) {
+            size_t off = 0;
+            for (int i = 0; i < niov; i++) {
+                memcpy(w->buf + off, pieces[i].iov_base, pieces[i].iov_len);
+                off += pieces[i].iov_len;
+            }
+            src = w->buf;
+        }
         /* Thread CPU time: a worker preempted mid-encode must not make the codec look slow. */
         uint64_t t0 = thread_cpu_ns();
-        int rc = vfmig_encode(w->codec, codec, p->cfg.level, src, len, codec == VFMIG_CODEC_DELTA ? w->ref : NULL,
-                              w->enc, w->enc_cap, &out);
+        int rc = vfmig_encode(w->codec, codec, p->cfg.level, src, len, NULL, w->enc, w->enc_cap, &out);
         uint64_t dt = thread_cpu_ns() - t0;
         w->acc.encode_ns += dt;
         if (rc)
             return vfmig_fail(p->s, rc, "encoding pages %llu+%llu with %s failed",
-                              (unsigned long long)first, (unsigned long long)(j - i), vfmig_codec_name(codec));
+                              (unsigned long long)first, (unsigned long long)n, vfmig_codec_name(codec));
         vfmig_chooser_feedback(&w->chooser, codec, len, out, dt);
         if (out >= len) {
             codec = VFMIG_CODEC_RAW; /* did not pay: send the pages as they are */
             out = len;
         } else {
-            payload = w->enc;
+            one = (struct iovec){w->enc, out};
+            payload = &one;
+            npay = 1;
+            live = false;
         }
     }
     vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = (uint8_t)codec, .len = (uint32_t)out,
-                     .round = p->round, .npages = (uint32_t)(j - i), .page = first};
-    int rc = send_frame(p, stream, &f, payload);
-    if (rc)
-        return rc;
-    w->acc.codec_in[codec] += len;
-    w->acc.codec_out[codec] += out;
-    w->acc.bytes_raw += len;
-    w->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES + out;
-    /* Like QEMU's XBZRLE, only pages sent again after the full pass are cached: they are the ones
-     * likely to be sent once more, and round 0 would only churn the cache. */
-    if (p->delta && p->round > 0)
-        for (uint64_t k = 0; k < j - i; k++)
-            vfmig_delta_cache_put(p->delta, first + k, src + k * ps);
+                     .round = p->round, .npages = (uint32_t)n, .page = first,
+                     .flags = codec == VFMIG_CODEC_RAW && live ? VFMIG_FRAME_FLAG_UNCHECKED : 0};
+    int rc = send_frame(p, stream, &f, payload, npay);
+    if (!rc)
+        account(w, codec, len, out);
+    return rc;
+}
+
+/* Pages [i, j) of a run on the plain path: zero frames and data frames from src. */
+static int send_plain(worker *w, const run *r, uint64_t i, uint64_t j, bool live, unsigned stream)
+{
+    vfmig_pipeline *p = w->p;
+    const uint64_t ps = p->page_size;
+    while (i < j) {
+        uint64_t e = i + 1;
+        while (e < j && w->zero[e] == w->zero[i] && w->src[e] == w->src[e - 1] + ps)
+            e++;
+        int rc;
+        if (w->zero[i]) {
+            rc = send_zero(w, r->page + i, e - i, stream);
+        } else {
+            struct iovec v = {(void *)w->src[i], (size_t)((e - i) * ps)};
+            rc = send_data(w, r->page + i, e - i, &v, 1, live, stream);
+        }
+        if (rc)
+            return rc;
+        i = e;
+    }
     return VFMIG_OK;
 }
 
-/* One run, read into the worker's buffer at page `base`. */
+/* A run of pages with cached copies, delta-encoded against them (copies updated in the pass). */
+static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned stream)
+{
+    vfmig_pipeline *p = w->p;
+    const uint64_t ps = p->page_size;
+    const size_t len = (size_t)((j - i) * ps);
+    size_t out = 0;
+    uint64_t t0 = thread_cpu_ns();
+    /* Output at least as large as the pages is not worth sending: cap it there. */
+    int rc = vfmig_delta_encode_pages(w->src + i, w->copy + i, (size_t)(j - i), (size_t)ps, w->enc, len, &out);
+    uint64_t dt = thread_cpu_ns() - t0;
+    w->acc.encode_ns += dt;
+    vfmig_chooser_feedback(&w->chooser, VFMIG_CODEC_DELTA, len, rc ? len : out, dt);
+    int codec = VFMIG_CODEC_DELTA;
+    if (rc) {
+        /* Mostly rewritten pages: the copies are half updated; take fresh ones and send those. */
+        for (uint64_t k = i; k < j; k++)
+            memcpy(w->copy[k], w->src[k], (size_t)ps);
+        codec = VFMIG_CODEC_RAW;
+        out = len;
+    }
+    for (uint64_t k = i; k < j; k++)
+        vfmig_image_set(p->s->page_hash, &w->digest, r->page + k, vfmig_page_hash(w->copy[k], (size_t)ps));
+    vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = (uint8_t)codec, .len = (uint32_t)out,
+                     .round = p->round, .npages = (uint32_t)(j - i), .page = r->page + i};
+    if (codec == VFMIG_CODEC_DELTA) {
+        struct iovec v = {w->enc, out};
+        rc = send_frame(p, stream, &f, &v, 1);
+    } else {
+        for (uint64_t k = i; k < j; k++)
+            w->iov[k - i] = (struct iovec){w->copy[k], (size_t)ps};
+        rc = send_frame(p, stream, &f, w->iov, (int)(j - i));
+    }
+    if (!rc)
+        account(w, codec, len, out);
+    return rc;
+}
+
+/* Rounds after the first with the delta cache: every page goes through its cached copy. */
+static int process_cached(worker *w, const run *r, bool live, unsigned stream)
+{
+    vfmig_pipeline *p = w->p;
+    vfmig_session *s = p->s;
+    const uint64_t ps = p->page_size;
+    const uint32_t n = r->npages;
+    vfmig_delta_cache_acquire_run(p->delta, r->page, n, true, w->copy, w->hit);
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t h;
+        w->keep[k] = true;
+        if (w->hit[k]) {
+            w->kind[k] = PK_DELTA;
+            continue;
+        }
+        const uint8_t *pg = w->src[k];
+        if (w->copy[k]) {
+            /* The snapshot that is sent, hashed and kept as the next delta's base. */
+            memcpy(w->copy[k], pg, (size_t)ps);
+            pg = w->copy[k];
+        }
+        w->zero[k] = vfmig_page_zero_or_hash(pg, (size_t)ps, p->zero_hash, &h);
+        vfmig_image_set(s->page_hash, &w->digest, r->page + k, h);
+        w->kind[k] = w->zero[k] ? PK_ZERO : w->copy[k] ? PK_CACHED_RAW : PK_PLAIN;
+        w->keep[k] = !w->zero[k];
+    }
+    int rc = VFMIG_OK;
+    for (uint32_t i = 0, j; i < n && !rc; i = j) {
+        for (j = i + 1; j < n && w->kind[j] == w->kind[i]; j++)
+            ;
+        switch (w->kind[i]) {
+        case PK_DELTA:
+            rc = send_delta(w, r, i, j, stream);
+            break;
+        case PK_ZERO:
+            rc = send_zero(w, r->page + i, j - i, stream);
+            break;
+        case PK_CACHED_RAW:
+            for (uint32_t k = i; k < j; k++)
+                w->iov[k - i] = (struct iovec){w->copy[k], (size_t)ps};
+            rc = send_data(w, r->page + i, j - i, w->iov, (int)(j - i), false, stream);
+            break;
+        default:
+            rc = send_plain(w, r, i, j, live, stream);
+            break;
+        }
+    }
+    vfmig_delta_cache_release_run(p->delta, r->page, n, w->keep);
+    return rc;
+}
+
 static int process_run(worker *w, const run *r, unsigned stream, uint64_t base)
 {
     vfmig_pipeline *p = w->p;
     vfmig_session *s = p->s;
     const uint64_t ps = p->page_size;
-    uint8_t *buf = w->buf + base * ps;
-    uint8_t *zero = w->zero + base;
-    uint32_t range = vfmig_page_range(s, r->page);
-    int rc = s->dev.ops->read(s->dev.dev, vfmig_page_offset(s, range, r->page), buf, (size_t)(r->npages * ps));
-    if (rc)
-        return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device read of pages %llu+%u failed: %s",
-                          (unsigned long long)r->page, r->npages, vfmig_strerror(rc));
-    for (uint32_t k = 0; k < r->npages; k++) {
-        const uint8_t *pg = buf + (uint64_t)k * ps;
-        zero[k] = vfmig_is_zero(pg, ps);
-        s->page_hash[r->page + k] = zero[k] ? p->zero_hash : XXH3_64bits(pg, ps);
+    const uint64_t rel = r->page - s->range_base[r->range];
+    const uint8_t *src = p->map[r->range] ? p->map[r->range] + (rel << s->page_shift) : NULL;
+    bool live = src && !p->paused;
+    if (!src) {
+        uint8_t *buf = w->buf + base * ps;
+        int rc = s->dev.ops->read(s->dev.dev, s->ranges[r->range].offset + (rel << s->page_shift), buf,
+                                  (size_t)(r->npages * ps));
+        if (rc)
+            return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device read of pages %llu+%u failed: %s",
+                              (unsigned long long)r->page, r->npages, vfmig_strerror(rc));
+        src = buf;
     }
-    uint64_t i = 0;
-    while (i < r->npages) {
-        uint64_t j = i + 1;
-        while (j < r->npages && zero[j] == zero[i])
-            j++;
-        if (zero[i]) {
-            vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = VFMIG_CODEC_ZERO, .round = p->round,
-                             .npages = (uint32_t)(j - i), .page = r->page + i};
-            rc = send_frame(p, stream, &f, NULL);
-            if (rc)
-                return rc;
-            w->acc.zero_pages += j - i;
-            w->acc.codec_in[VFMIG_CODEC_ZERO] += (j - i) * ps;
-            w->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES;
-            if (p->delta)
-                for (uint64_t k = i; k < j; k++)
-                    vfmig_delta_cache_drop(p->delta, r->page + k);
-        } else if ((rc = send_data(w, r, buf, i, j, stream))) {
-            return rc;
-        }
-        i = j;
-    }
+    for (uint32_t k = 0; k < r->npages; k++)
+        w->src[k] = src + (uint64_t)k * ps;
     w->acc.dirty_pages += r->npages;
-    return VFMIG_OK;
+    if (p->delta && p->round > 0)
+        return process_cached(w, r, live, stream);
+    for (uint32_t k = 0; k < r->npages; k++) {
+        uint64_t h;
+        w->zero[k] = vfmig_page_zero_or_hash(w->src[k], (size_t)ps, p->zero_hash, &h);
+        vfmig_image_set(s->page_hash, &w->digest, r->page + k, h);
+    }
+    return send_plain(w, r, 0, r->npages, live, stream);
 }
 
 static void *worker_main(void *arg)
@@ -280,21 +414,34 @@ int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
                       cfg->delta_cache_bytes >= p->page_size;
     if (want_delta && vfmig_delta_cache_create(cfg->delta_cache_bytes, p->page_size, p->s->npages, &p->delta))
         return vfmig_fail(p->s, VFMIG_ENOMEM, "cannot allocate the delta cache");
+    /* In place only where every frame may leave straight from VRAM: not through frame
+     * encryption, which needs a stable copy to seal. */
+    vfmig_session *s = p->s;
+    p->in_place = s->dev.ops->map && !vfmig_link_payload_transformed(cfg->link);
+    for (uint32_t r = 0; p->in_place && r < s->dev.nranges; r++)
+        p->map[r] = s->dev.ops->map(s->dev.dev, s->ranges[r].offset, s->ranges[r].size);
 
     p->workers = calloc(cfg->nworkers, sizeof(worker));
     if (!p->workers)
         return vfmig_fail(p->s, VFMIG_ENOMEM, "out of memory for workers");
     size_t batch_bytes = (size_t)(cfg->batch_pages * p->page_size);
+    size_t np = (size_t)cfg->batch_pages;
     for (unsigned i = 0; i < cfg->nworkers; i++) {
         worker *w = &p->workers[i];
         w->p = p;
         w->index = i;
         w->enc_cap = vfmig_codec_bound(batch_bytes);
         w->buf = malloc(batch_bytes);
-        w->ref = malloc(batch_bytes);
         w->enc = malloc(w->enc_cap);
-        w->zero = malloc((size_t)cfg->batch_pages);
-        if (!w->buf || !w->ref || !w->enc || !w->zero || vfmig_codec_ctx_create(batch_bytes, &w->codec))
+        w->zero = malloc(np);
+        w->kind = malloc(np);
+        w->copy = calloc(np, sizeof(*w->copy));
+        w->src = calloc(np, sizeof(*w->src));
+        w->hit = calloc(np, sizeof(*w->hit));
+        w->keep = calloc(np, sizeof(*w->keep));
+        w->iov = calloc(np, sizeof(*w->iov));
+        if (!w->buf || !w->enc || !w->zero || !w->kind || !w->copy || !w->src || !w->hit || !w->keep || !w->iov ||
+            vfmig_codec_ctx_create(batch_bytes, &w->codec))
             return vfmig_fail(p->s, VFMIG_ENOMEM, "out of memory for worker buffers");
         vfmig_chooser_init(&w->chooser, cfg->codec, cfg->level, cfg->nworkers);
         if (pthread_create(&w->thread, NULL, worker_main, w))
@@ -304,10 +451,37 @@ int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
     return VFMIG_OK;
 }
 
-void vfmig_pipeline_begin_round(vfmig_pipeline *p, uint32_t round)
+bool vfmig_pipeline_in_place(const vfmig_pipeline *p)
+{
+    return p->in_place && p->map[0];
+}
+
+void vfmig_pipeline_expect(vfmig_pipeline *p, uint64_t pages)
+{
+    if (p->round > 0) /* round 0 fills nothing */
+        vfmig_delta_cache_reserve(p->delta, pages);
+}
+
+void vfmig_pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out)
+{
+    *out = (vfmig_digest){0, 0};
+    for (unsigned i = 0; i < p->cfg.nworkers; i++)
+        vfmig_digest_add(out, &p->workers[i].digest);
+}
+
+uint64_t vfmig_pipeline_delta_cache_bytes(const vfmig_pipeline *p)
+{
+    vfmig_delta_cache_stats st;
+    vfmig_delta_cache_get_stats(p->delta, &st);
+    return st.bytes_used;
+}
+
+void vfmig_pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused)
 {
     pthread_mutex_lock(&p->qlock);
     p->round = round;
+    p->paused = paused;
+    p->wire_at_begin = vfmig_link_bytes_sent(p->cfg.link);
     for (unsigned i = 0; i < p->cfg.nworkers; i++)
         memset(&p->workers[i].acc, 0, sizeof(p->workers[i].acc));
     for (unsigned i = 1; i <= p->cfg.nstreams; i++)
@@ -339,14 +513,14 @@ static int push_pending(vfmig_pipeline *p)
     return VFMIG_OK;
 }
 
-int vfmig_pipeline_submit(vfmig_pipeline *p, uint64_t page, uint64_t npages)
+int vfmig_pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint64_t npages)
 {
     if (p->pending.nruns == BATCH_RUNS || p->pending.pages + npages > p->cfg.batch_pages) {
         int rc = push_pending(p);
         if (rc)
             return rc;
     }
-    p->pending.runs[p->pending.nruns++] = (run){page, (uint32_t)npages};
+    p->pending.runs[p->pending.nruns++] = (run){page, (uint32_t)npages, range};
     p->pending.pages += npages;
     return VFMIG_OK;
 }
@@ -372,7 +546,6 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
         out->dirty_pages += a->dirty_pages;
         out->zero_pages += a->zero_pages;
         out->bytes_raw += a->bytes_raw;
-        out->bytes_wire += a->bytes_wire;
         out->encode_ns += a->encode_ns;
         for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
             out->codec_in[c] += a->codec_in[c];
@@ -390,8 +563,10 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
         if (rc)
             return vfmig_fail(s, rc, "ending round %u on stream %u: %s", p->round, i,
                               vfmig_link_stream_error(p->cfg.link, i));
-        out->bytes_wire += VFMIG_FRAME_HDR_BYTES;
     }
+    /* What the link counted (tags of encrypted frames included), control frames of the round
+     * too. */
+    out->bytes_wire = vfmig_link_bytes_sent(p->cfg.link) - p->wire_at_begin;
     return VFMIG_OK;
 }
 
@@ -412,9 +587,14 @@ void vfmig_pipeline_stop(vfmig_pipeline *p)
         if (w->started)
             pthread_join(w->thread, NULL);
         free(w->buf);
-        free(w->ref);
         free(w->enc);
         free(w->zero);
+        free(w->kind);
+        free(w->copy);
+        free(w->src);
+        free(w->hit);
+        free(w->keep);
+        free(w->iov);
         vfmig_codec_ctx_destroy(w->codec);
     }
     free(p->workers);

@@ -414,13 +414,6 @@ const char *vfmig_session_last_error(const vfmig_session *s)
     return s ? s->err : "";
 }
 
-void vfmig_image_digest(const vfmig_session *s, uint64_t out[2])
-{
-    XXH128_hash_t h = XXH3_128bits(s->page_hash, s->npages * sizeof(uint64_t));
-    out[0] = h.low64;
-    out[1] = h.high64;
-}
-
 uint64_t vfmig_zero_page_hash(uint64_t page_size)
 {
     /* Hashing zeros in slices keeps this off the heap for 2 MiB pages. */

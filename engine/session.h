@@ -96,8 +96,6 @@ static inline uint64_t vfmig_page_offset(const vfmig_session *s, uint32_t range,
     return s->ranges[range].offset + ((page - s->range_base[range]) << s->page_shift);
 }
 
-/* Digest of the whole image: XXH3-128 over the per-page hashes in page order. */
-void vfmig_image_digest(const vfmig_session *s, uint64_t out[2]);
 /* XXH3-64 of one page of zeros of the session's page size. */
 uint64_t vfmig_zero_page_hash(uint64_t page_size);
 

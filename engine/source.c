@@ -204,24 +204,34 @@ static int wait_round_ack(source *src, uint32_t round)
     }
 }
 
-/* Sends one round: every page (round 0) or the pages of src->bm. */
-static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmig_round_stats *rs)
+/* Queues every run of src->bm. */
+static int submit_dirty(source *src)
 {
     vfmig_session *s = src->s;
-    uint64_t t0 = vfmig_now_ns();
-    vfmig_pipeline_begin_round(src->pipe, round);
     for (uint32_t r = 0; r < s->dev.nranges; r++) {
         uint64_t np = range_pages(src, r), st, len, from = 0;
-        if (all)
-            vfmig_bitmap_set_range(src->bm[r], 0, np);
         while (vfmig_bitmap_next_run(src->bm[r], np, from, src->batch_pages, &st, &len)) {
-            int rc = vfmig_pipeline_submit(src->pipe, s->range_base[r] + st, len);
+            int rc = vfmig_pipeline_submit(src->pipe, r, s->range_base[r] + st, len);
             if (rc)
                 return rc;
             from = st + len;
         }
     }
-    int rc = vfmig_pipeline_end_round(src->pipe, rs);
+    return VFMIG_OK;
+}
+
+/* Sends one round: every page (round 0) or the pages of src->bm. */
+static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmig_round_stats *rs)
+{
+    vfmig_session *s = src->s;
+    uint64_t t0 = vfmig_now_ns();
+    vfmig_pipeline_begin_round(src->pipe, round, blackout);
+    if (all)
+        for (uint32_t r = 0; r < s->dev.nranges; r++)
+            vfmig_bitmap_set_range(src->bm[r], 0, range_pages(src, r));
+    int rc = submit_dirty(src);
+    if (!rc)
+        rc = vfmig_pipeline_end_round(src->pipe, rs);
     if (!rc && !blackout)
         rc = wait_round_ack(src, round);
     if (rc)
@@ -308,15 +318,10 @@ static int blackout(source *src, uint32_t round)
 
     /* The final pages go out on the data streams while this thread saves and sends the mutable
      * state on the control stream. */
-    vfmig_pipeline_begin_round(src->pipe, round);
-    for (uint32_t r = 0; r < s->dev.nranges; r++) {
-        uint64_t np = range_pages(src, r), st, len, from = 0;
-        while (vfmig_bitmap_next_run(src->bm[r], np, from, src->batch_pages, &st, &len)) {
-            if ((rc = vfmig_pipeline_submit(src->pipe, s->range_base[r] + st, len)))
-                return rc;
-            from = st + len;
-        }
-    }
+    vfmig_pipeline_begin_round(src->pipe, round, true);
+    vfmig_pipeline_expect(src->pipe, final_pages);
+    if ((rc = submit_dirty(src)))
+        return rc;
     uint64_t t_mut = vfmig_now_ns(), mut_size = 0;
     if ((rc = src->ops->save_mutable(src->dev, NULL, &mut_size)))
         return dev_fail(s, rc, "save_mutable (size)");
@@ -346,9 +351,9 @@ static int blackout(source *src, uint32_t round)
     rs.throughput = rs.duration_ns ? (double)rs.bytes_raw * 1e9 / (double)rs.duration_ns : 0;
     uint64_t pages_ns = rs.duration_ns;
 
-    uint64_t digest[2];
-    vfmig_image_digest(s, digest);
-    vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = digest[0], .aux = digest[1]};
+    vfmig_digest digest;
+    vfmig_pipeline_digest(src->pipe, &digest);
+    vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = digest.lo, .aux = digest.hi};
     if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "COMMIT")))
         return rc;
 

@@ -68,6 +68,7 @@ const char *vfmig_switch_reason_name(vfmig_switch_reason r)
     case VFMIG_SWITCH_MAX_ROUNDS: return "round-limit";
     case VFMIG_SWITCH_MAX_TIME: return "time-limit";
     case VFMIG_SWITCH_NO_PROGRESS: return "no-progress";
+    case VFMIG_SWITCH_BUDGET_MISS: return "budget-miss-switch";
     }
     return "?";
 }

@@ -60,7 +60,8 @@ VFMIG_API unsigned vfmig_version_number(void);
     XX(ENOTSUP, -20, "not supported")                                                            \
     XX(EAUTH, -21, "peer authentication failed")                                                 \
     XX(ENODEV, -22, "no such device (hardware absent)")                                          \
-    XX(EINDOUBT, -23, "outcome unknown: the target was told to resume the VF but did not confirm")
+    XX(EINDOUBT, -23, "outcome unknown: the target was told to resume the VF but did not confirm") \
+    XX(EBUDGET, -24, "the blackout budget cannot be met: the VF keeps running on the source")
 
 typedef enum vfmig_status {
 #define VFMIG_STATUS_ENUM_(name, value, msg) VFMIG_##name = (value),
@@ -91,9 +92,9 @@ typedef struct vfmig_range {
 /*
  * Device operations. `dev` is the embedder's pointer from vfmig_device.dev. Each op returns
  * VFMIG_OK or a negative status (VFMIG_EDEVICE when nothing more specific fits). The engine calls
- * ops from its own threads: read/write may be called concurrently from several worker threads
- * (on disjoint pages); every other op is called from the thread running the session.
- * All ops are required except `throttle`, which may be NULL.
+ * ops from its own threads: read/write (and map) may be called concurrently from several worker
+ * threads (on disjoint pages); every other op is called from the thread running the session.
+ * All ops are required except `throttle` and `map`, which may be NULL.
  */
 typedef struct vfmig_device_ops {
     /* DxgkDdiPrepareLiveMigration / DxgkDdiEndLiveMigration. */
@@ -128,6 +129,16 @@ typedef struct vfmig_device_ops {
     int (*restore_mutable)(void *dev, const void *buf, uint64_t size);
     /* Optional: slow the VF to `percent` (100 = full speed) when pre-copy does not converge. */
     int (*throttle)(void *dev, unsigned percent);
+    /*
+     * Optional: in-place access. Returns a host pointer through which the engine may load and
+     * store VRAM [offset, offset+len) of one range directly, or NULL where the device cannot
+     * offer that (then the engine uses read/write for those bytes). Called between prepare and
+     * end; the pointer stays valid until end. With it the engine reads pages for sending
+     * without a staging copy (the socket copies straight out of VRAM), receives raw pages
+     * straight into VRAM and patches delta pages in place. Loads from a running VF may race
+     * with its writes exactly as read() does: dirty tracking covers it.
+     */
+    void *(*map)(void *dev, uint64_t offset, uint64_t len);
 } vfmig_device_ops;
 
 /**
@@ -149,7 +160,9 @@ typedef struct vfmig_device {
 typedef enum vfmig_pattern {
     VFMIG_PATTERN_UNIFORM = 0, /* any page, uniformly */
     VFMIG_PATTERN_HOT = 1,     /* a hot set of hot_bytes at the start of VRAM */
-    VFMIG_PATTERN_SEQ = 2      /* a sequential sweep over all pages, wrapping */
+    VFMIG_PATTERN_SEQ = 2,     /* a sequential sweep over all pages, wrapping */
+    VFMIG_PATTERN_HOT_SEQ = 3  /* a sweep over the hot set in page order, one write per page per
+                                  pass, wrapping: how a GPU kernel rewrites its buffers */
 } vfmig_pattern;
 
 typedef enum vfmig_content {
@@ -166,10 +179,13 @@ typedef struct vfmig_simvf_config {
     uint32_t nranges;          /* default 1; ranges are placed with gaps between them */
     uint64_t dirty_rate;       /* bytes per second the workload writes; 0 = idle */
     vfmig_pattern pattern;     /* default VFMIG_PATTERN_UNIFORM */
-    uint64_t hot_bytes;        /* hot set for VFMIG_PATTERN_HOT; default 64 MiB, 0 or > VRAM = all */
+    uint64_t hot_bytes;        /* hot set for VFMIG_PATTERN_HOT / HOT_SEQ; default 64 MiB, 0 or
+                                  > VRAM = all */
     vfmig_content content;     /* default VFMIG_CONTENT_MIX */
     uint32_t writers;          /* workload threads; default 1 */
-    uint32_t write_bytes;      /* bytes per write operation; default 4096 (capped at page size) */
+    uint32_t write_bytes;      /* bytes per write operation, 8 .. page size (larger is capped at
+                                  the page size); default 4096. The rate stays dirty_rate bytes/s,
+                                  so 8-byte writes at 15.2 MB/s are 1.9 M writes/s */
     uint64_t immutable_bytes;  /* immutable state blob size; default 4 KiB (at least 64) */
     uint64_t mutable_bytes;    /* mutable state blob size; default 64 KiB (at least 64) */
     uint32_t state_version;    /* stamped in the immutable blob; restore refuses a mismatch */
@@ -291,16 +307,42 @@ typedef enum vfmig_param {
     VFMIG_P_DELTA_CACHE_BYTES = 9, /* copies kept for delta encoding; default 64 MiB */
     VFMIG_P_BATCH_BYTES = 10,      /* largest page run per frame; default 256 KiB */
     VFMIG_P_THROTTLE = 11,         /* 1: ask the device to throttle when not converging; default 1 */
-    VFMIG_P_VERIFY_READBACK = 12,  /* 1: the target hashes each page as read back from VRAM after
-                                      writing it, so the digest checks what VRAM holds (default);
-                                      0: it hashes what it wrote (saves one read per page) */
+    VFMIG_P_VERIFY = 12,           /* vfmig_verify: what the image digest checks; default
+                                      VFMIG_VERIFY_READBACK */
     VFMIG_P_NUMA_NODE = 13,        /* NUMA node of the device (-1 unknown, default): with pinning
                                       "auto", workers run on that node's CPUs */
-    VFMIG_P_ENCRYPT = 14           /* 1: encrypt and authenticate every frame after the handshake
+    VFMIG_P_ENCRYPT = 14,          /* 1: encrypt and authenticate every frame after the handshake
                                       (AES-256-GCM, keys from the pre-shared-key handshake; needs
                                       vfmig_session_set_psk). A source asks for it; a target with
                                       it set refuses a source that does not. Default 0 */
+    VFMIG_P_ON_BUDGET_MISS = 15    /* vfmig_budget_miss: what the source does when neither full
+                                      speed nor the allowed throttle can meet the budget by the
+                                      round or pre-copy time limit; default VFMIG_BUDGET_MISS_ABORT */
 } vfmig_param;
+/* Old name of VFMIG_P_VERIFY (0 = applied, 1 = readback keep their meaning). */
+#define VFMIG_P_VERIFY_READBACK VFMIG_P_VERIFY
+
+/*
+ * What the image digest checks before the target may resume. The digest is kept up to date as
+ * pages are sent and applied (no pass over the whole VRAM at COMMIT): the sum, lane-wise mod
+ * 2^64, of a 128-bit XXH3 of (page index, XXH3-64 of the page) over every page. It detects any
+ * accidental change of a page or a page lost or misplaced with probability 1 - 2^-64 (the
+ * per-page hash bounds it); it is not a cryptographic commitment against a forger.
+ */
+typedef enum vfmig_verify {
+    VFMIG_VERIFY_APPLIED = 0,  /* target hashes the bytes it handed to the device (cheapest) */
+    VFMIG_VERIFY_READBACK = 1, /* target hashes what VRAM holds after each write (default; free
+                                  for devices with in-place access, one more read otherwise) */
+    VFMIG_VERIFY_FULL = 2      /* as readback, and after the pause both ends re-read their whole
+                                  VRAM and compare digests of it before the target may resume:
+                                  the byte-for-byte guarantee (costs a pass over VRAM inside the
+                                  blackout, reported as blackout_full_verify_ns) */
+} vfmig_verify;
+
+typedef enum vfmig_budget_miss {
+    VFMIG_BUDGET_MISS_ABORT = 0,  /* keep the VF on the source and fail with VFMIG_EBUDGET */
+    VFMIG_BUDGET_MISS_SWITCH = 1  /* switch over anyway, best effort (reason budget-miss-switch) */
+} vfmig_budget_miss;
 
 /** Range and default of a parameter. VFMIG_EINVAL for an unknown parameter. */
 VFMIG_API int vfmig_param_bounds(vfmig_param p, int64_t *min, int64_t *max, int64_t *def);
@@ -333,7 +375,9 @@ typedef enum vfmig_switch_reason {
     VFMIG_SWITCH_CONVERGED = 1,  /* predicted blackout fits the budget */
     VFMIG_SWITCH_MAX_ROUNDS = 2,
     VFMIG_SWITCH_MAX_TIME = 3,
-    VFMIG_SWITCH_NO_PROGRESS = 4 /* dirty set stopped shrinking and throttling cannot help */
+    VFMIG_SWITCH_NO_PROGRESS = 4, /* dirty set stopped shrinking, more rounds cannot help, and the
+                                     predicted blackout fits the budget */
+    VFMIG_SWITCH_BUDGET_MISS = 5  /* over budget, switched anyway (VFMIG_BUDGET_MISS_SWITCH) */
 } vfmig_switch_reason;
 
 VFMIG_API const char *vfmig_switch_reason_name(vfmig_switch_reason r);
@@ -370,14 +414,27 @@ typedef struct vfmig_stats {
     uint64_t bytes_raw, bytes_wire, pages_sent, zero_pages;
     uint64_t total_ns;         /* session start to end */
     uint64_t precopy_ns;
-    /* Blackout: from pause() on the source to the target reporting the VF resumable. */
+    /* Blackout: from pause() on the source until the target confirmed it resumed the VF (source);
+     * from the first blackout frame until resume (target). */
     uint64_t blackout_ns;
     uint64_t blackout_final_pages_ns; /* final query + send of the last dirty pages */
     uint64_t blackout_mutable_ns;     /* save_mutable + send */
     uint64_t blackout_verify_ns;      /* target: wait for all pages + digest check */
     uint64_t blackout_restore_ns;     /* target: restore_mutable */
+    /* The same blackout in stages that do not overlap and add up to blackout_ns: */
+    uint64_t blackout_pause_ns;       /* source: pause() */
+    uint64_t blackout_query_ns;       /* source: final dirty-bitmap query */
+    uint64_t blackout_send_ns;        /* source: final pages and mutable state sent (in parallel) */
+    uint64_t blackout_target_ns;      /* target: last pages applied, digest checked, state restored */
+    uint64_t blackout_roundtrip_ns;   /* the rest: COMMIT/VERDICT and GO/GO_ACK on the network */
+    uint64_t blackout_full_verify_ns; /* VFMIG_VERIFY_FULL: re-reading VRAM (in send / target) */
     uint64_t final_dirty_pages;
-    double predicted_blackout_ms;
+    double predicted_blackout_ms;     /* what the policy expected when it switched over */
+    uint32_t throttle_min_percent;    /* lowest throttle asked of the VF (100 = never throttled) */
+    uint32_t verify;                  /* vfmig_verify in force */
+    double wire_rate;                 /* bytes/s on the link over pre-copy (source) */
+    uint64_t delta_cache_bytes;       /* delta cache actually used (grows to the re-dirtied set,
+                                         up to VFMIG_P_DELTA_CACHE_BYTES) */
     uint64_t immutable_bytes, mutable_bytes;
     uint64_t codec_in[VFMIG_CODEC_COUNT];
     uint64_t codec_out[VFMIG_CODEC_COUNT];

@@ -109,7 +109,8 @@ static inline void fault_wrap(fault_dev *f, vfmig_simvf *sim, int op, int after,
     vfmig_simvf_device(sim, &f->inner);
     f->ops = (vfmig_device_ops){f_prepare, f_end, f_start, f_stop, f_query, f_read, f_write, f_pause,
                                 f_resume, f_save_imm, f_save_mut, f_rest_imm, f_rest_mut,
-                                f->inner.ops->throttle ? f_throttle : NULL};
+                                f->inner.ops->throttle ? f_throttle : NULL,
+                                NULL /* no map: faults in read/write stay injectable */};
     f->outer = f->inner;
     f->outer.ops = &f->ops;
     f->outer.dev = f;

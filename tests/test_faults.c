@@ -25,10 +25,10 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <xxhash.h>
 
+#include "engine/image.h" /* the digest a forged COMMIT must carry */
 #include "engine/proto.h"
-#include "engine/session.h" /* vfmig_zero_page_hash: the digest a forged COMMIT must carry */
+#include "engine/session.h" /* vfmig_zero_page_hash */
 #include "fault_proxy.h"
 #include "migrate_util.h"
 #include "transport/wire.h"
@@ -557,7 +557,8 @@ static void guard_wrap(guard_dev *g, vfmig_simvf *sim)
     memset(g, 0, sizeof(*g));
     vfmig_simvf_device(sim, &g->inner);
     g->ops = (vfmig_device_ops){g_prepare, g_end, g_start, g_stop, g_query, g_read, g_write, g_pause,
-                                g_resume, g_save_imm, g_save_mut, g_rest_imm, g_rest_mut, NULL};
+                                g_resume, g_save_imm, g_save_mut, g_rest_imm, g_rest_mut, NULL,
+                                NULL /* no map: every write is seen and counted */};
     g->outer = g->inner;
     g->outer.ops = &g->ops;
     g->outer.dev = g;
@@ -755,8 +756,13 @@ static void send_mutable(forge *F)
 
 static void send_commit(forge *F, uint32_t round, bool good)
 {
-    XXH128_hash_t d = XXH3_128bits(F->hash, sizeof(F->hash));
-    vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = d.low64 ^ (good ? 0 : 1), .aux = d.high64};
+    /* The digest as engine/image.h defines it, from an all-zero table. */
+    static uint64_t table[F_PAGES];
+    memset(table, 0, sizeof(table));
+    vfmig_digest d = {0, 0};
+    for (size_t i = 0; i < F_PAGES; i++)
+        vfmig_image_set(table, &d, i, F->hash[i]);
+    vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = d.lo ^ (good ? 0 : 1), .aux = d.hi};
     send_frame(F->fd[0], f, NULL);
 }
 

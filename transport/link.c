@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "transport/aead.h"
@@ -85,9 +86,13 @@ int vfmig_link_alloc(unsigned nstreams, vfmig_link **out)
     if (!l)
         return VFMIG_ENOMEM;
     l->errs = calloc(nstreams + 1, sizeof(*l->errs));
+    l->gather = calloc(nstreams + 1, sizeof(*l->gather));
+    l->gather_cap = calloc(nstreams + 1, sizeof(*l->gather_cap));
     l->intr_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (!l->errs || l->intr_fd < 0) {
+    if (!l->errs || !l->gather || !l->gather_cap || l->intr_fd < 0) {
         free(l->errs);
+        free(l->gather);
+        free(l->gather_cap);
         if (l->intr_fd >= 0)
             close(l->intr_fd);
         free(l);
@@ -109,6 +114,10 @@ void vfmig_link_free(vfmig_link *l)
     if (!l)
         return;
     vfmig_aead_free(l->aead);
+    for (unsigned i = 0; i <= l->nstreams; i++)
+        free(l->gather[i]);
+    free(l->gather);
+    free(l->gather_cap);
     pthread_mutex_destroy(&l->err_lock);
     vfmig_ratelimit_destroy(&l->rl);
     close(l->intr_fd);
@@ -180,6 +189,65 @@ int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const 
     return r;
 }
 
+bool vfmig_link_payload_transformed(const vfmig_link *l)
+{
+    return l && l->aead;
+}
+
+/* Copies a gathered payload into the stream's scratch (grown as needed; one sender per stream). */
+static const void *gather(vfmig_link *l, unsigned stream, const struct iovec *iov, int niov, size_t len)
+{
+    if (l->gather_cap[stream] < len) {
+        uint8_t *b = realloc(l->gather[stream], len);
+        if (!b)
+            return NULL;
+        l->gather[stream] = b;
+        l->gather_cap[stream] = len;
+    }
+    size_t off = 0;
+    for (int i = 0; i < niov; i++) {
+        memcpy(l->gather[stream] + off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    return l->gather[stream];
+}
+
+int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const struct iovec *iov, int niov)
+{
+    if (!l || !f || stream > l->nstreams || niov < 0 || niov > VFMIG_LINK_MAX_IOV || (niov && !iov))
+        return VFMIG_EINVAL;
+    size_t len = 0;
+    for (int i = 0; i < niov; i++)
+        len += iov[i].iov_len;
+    if (len != f->len)
+        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "gathered payload of %zu bytes for a %u-byte frame",
+                               len, f->len);
+    if ((f->flags & VFMIG_FRAME_FLAG_UNCHECKED) && l->aead)
+        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "unchecked payloads cannot go through frame encryption");
+    if (l->aead || !l->ops->sendv) {
+        /* Sealing needs the payload in one piece, and so does a back-end without sendv. */
+        const void *payload = niov == 1 ? iov[0].iov_base : len ? gather(l, stream, iov, niov, len) : NULL;
+        if (len && !payload)
+            return vfmig_link_fail(l, stream, VFMIG_ENOMEM, "out of memory gathering a %zu-byte frame", len);
+        return vfmig_link_send(l, stream, f, payload);
+    }
+    if (f->len > VFMIG_FRAME_MAX_PAYLOAD)
+        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
+                               f->len, VFMIG_FRAME_MAX_PAYLOAD);
+    if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
+        return VFMIG_ECANCELED;
+    uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
+    vfmig_frame_pack_iov(f, iov, niov, hdr);
+    size_t wire = VFMIG_FRAME_HDR_BYTES + len;
+    int r = vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    if (r)
+        return r;
+    r = l->ops->sendv(l, stream, hdr, iov, niov, len);
+    if (r == VFMIG_OK)
+        atomic_fetch_add_explicit(&l->bytes_sent, wire, memory_order_relaxed);
+    return r;
+}
+
 int vfmig_link_flush(vfmig_link *l, unsigned stream)
 {
     if (!l || stream > l->nstreams)
@@ -230,6 +298,14 @@ static int recv_sealed(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_F
 int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
                     int timeout_ms)
 {
+    return vfmig_link_recv_placed(l, stream, f, payload, cap, NULL, NULL, NULL, timeout_ms);
+}
+
+int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
+                           vfmig_recv_place_fn place, void *ctx, bool *placed, int timeout_ms)
+{
+    if (placed)
+        *placed = false;
     if (!l || !f || stream > l->nstreams)
         return VFMIG_EINVAL;
     if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
@@ -253,6 +329,13 @@ int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payloa
     /* After a refused frame the stream is out of step: the caller must treat it as fatal. */
     if (l->aead)
         return recv_sealed(l, stream, hdr, f, payload, cap, deadline);
+    void *dst = place && f->len ? place(ctx, f) : NULL;
+    if (dst) {
+        payload = dst;
+        cap = f->len;
+        if (placed)
+            *placed = true;
+    }
     if (f->len > cap)
         return vfmig_link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %u bytes larger than the %zu-byte buffer", f->len, cap);

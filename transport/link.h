@@ -36,6 +36,18 @@ int vfmig_endpoint_parse(const char *s, vfmig_endpoint *ep, char *err, size_t er
  * Returns VFMIG_OK, VFMIG_ECLOSED, VFMIG_EIO, VFMIG_ETIMEDOUT or VFMIG_ECANCELED.
  */
 int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload);
+/**
+ * As vfmig_link_send, the payload gathered from iov[0..niov) (f->len bytes in all; niov <=
+ * VFMIG_LINK_MAX_IOV). Large payloads go to the kernel straight from these buffers; small ones
+ * are copied into the stream buffer. f->flags may carry VFMIG_FRAME_FLAG_UNCHECKED (refused
+ * on links that transform payloads, see vfmig_link_payload_transformed).
+ */
+#define VFMIG_LINK_MAX_IOV 256
+struct iovec;
+int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const struct iovec *iov, int niov);
+/** True when payloads are sealed or authenticated per frame: they must then be stable while
+ *  sent and cannot be received in place (the engine takes its copying path). */
+bool vfmig_link_payload_transformed(const vfmig_link *l);
 /** Pushes out whatever the stream buffers. */
 int vfmig_link_flush(vfmig_link *l, unsigned stream);
 /**
@@ -45,6 +57,16 @@ int vfmig_link_flush(vfmig_link *l, unsigned stream);
  */
 int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
                     int timeout_ms);
+/**
+ * As vfmig_link_recv, but once the header is in and checked, `place` (if not NULL) may name where
+ * the payload goes instead: a pointer to at least f->len writable bytes (e.g. straight into
+ * VRAM), or NULL for `payload`. *placed tells which was used. The checksum is verified wherever
+ * the payload landed (a caller placing a payload must treat those bytes as untrusted until this
+ * returns OK). On links that transform payloads `place` is not called.
+ */
+typedef void *(*vfmig_recv_place_fn)(void *ctx, const vfmig_frame *f);
+int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
+                           vfmig_recv_place_fn place, void *ctx, bool *placed, int timeout_ms);
 /** Any thread: every blocked and later send/recv returns VFMIG_ECANCELED. Sticky. */
 void vfmig_link_interrupt(vfmig_link *l);
 /** Timeout for blocking sends and for the rest of a started frame (default 10000 ms). */

@@ -5,6 +5,8 @@
  * checksums, frame encryption (aead.c), the bandwidth cap, counters, interruption and per-stream
  * error messages. A back-end supplies a byte pipe per stream through vfmig_link_ops:
  *   send  - header + payload of one frame (may buffer; must not keep `payload` after return)
+ *   sendv - the same with a gathered payload (optional: without it link.c gathers into a
+ *           per-stream scratch buffer and calls send)
  *   flush - push out what send buffered
  *   read  - exactly n bytes; waits first_ms for the first byte, then until *deadline_ns
  *           (set by the back-end when the first byte arrives, if it was 0) for the rest
@@ -29,6 +31,8 @@ typedef struct vfmig_link_ops {
     const char *name;
     int (*send)(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
                 const void *payload, size_t len);
+    int (*sendv)(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
+                 const struct iovec *iov, int niov, size_t len);
     int (*flush)(vfmig_link *l, unsigned s);
     int (*read)(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline_ns);
     void (*close)(vfmig_link *l);
@@ -48,6 +52,8 @@ struct vfmig_link {
     /* Frame encryption (vfmig_link_enable_aead), NULL while off. Set once, while no stream is in
      * use; the engine's own synchronization orders it before the I/O threads read it. */
     struct vfmig_aead *aead;
+    uint8_t **gather;           /* per stream: scratch for sendv on back-ends without it */
+    size_t *gather_cap;
     void *impl;                 /* back-end state */
 };
 

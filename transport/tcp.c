@@ -49,11 +49,13 @@
  * memory. bench_link (2 GiB of 64 KiB frames, 2 streams, same run): one sendmsg per 64 KiB frame
  * cost 0.82-0.85 CPU s/GB against 0.36-0.65 for copying into the 1 MiB buffer - on this
  * paravirtualized host a syscall costs more than copying 64 KiB - so only big payloads skip it. */
-#define DEFAULT_COPY_THRESHOLD (512u << 10)
+#define DEFAULT_COPY_THRESHOLD (128u << 10)
 #define MAX_PENDING 256
 /* Payload rests at least this large are read straight into the caller's buffer (plus what
  * follows into ours); smaller ones come through 1 MiB reads and a copy, for the same reason. */
-#define DIRECT_READ_MIN (256u << 10)
+#define DIRECT_READ_MIN (64u << 10)
+/* Read size while payloads come in large: a header and a little more. */
+#define SMALL_READ_BYTES (4u << 10)
 
 typedef struct tcp_stream {
     int fd;
@@ -63,6 +65,7 @@ typedef struct tcp_stream {
     size_t rpos, rend;
     uint32_t zc_sent, zc_done; /* MSG_ZEROCOPY sends issued / completions seen */
     int corked;                /* bytes sent with MSG_MORE may wait in the kernel */
+    int big;                   /* the last payload was read in place */
 } tcp_stream;
 
 typedef struct tcp_link {
@@ -176,8 +179,8 @@ static int tcp_flush(vfmig_link *l, unsigned s)
     return write_all(l, s, &iov, 1, 0);
 }
 
-static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
-                    const void *payload, size_t len)
+static int tcp_sendv(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
+                     const struct iovec *payload, int niov, size_t len)
 {
     tcp_link *t = l->impl;
     tcp_stream *st = &t->st[s];
@@ -188,33 +191,38 @@ static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR
                 return r;
         }
         memcpy(st->sbuf + st->sfill, hdr, VFMIG_FRAME_HDR_BYTES);
-        if (len)
-            memcpy(st->sbuf + st->sfill + VFMIG_FRAME_HDR_BYTES, payload, len);
-        st->sfill += VFMIG_FRAME_HDR_BYTES + len;
+        st->sfill += VFMIG_FRAME_HDR_BYTES;
+        for (int i = 0; i < niov; i++) {
+            memcpy(st->sbuf + st->sfill, payload[i].iov_base, payload[i].iov_len);
+            st->sfill += payload[i].iov_len;
+        }
         return VFMIG_OK;
     }
     /* Large payload: buffered bytes, header and payload in one sendmsg, no copy. */
-    struct iovec iov[3];
+    struct iovec iov[VFMIG_LINK_MAX_IOV + 1];
     int n = 0;
-    if (st->sfill)
-        iov[n++] = (struct iovec){st->sbuf, st->sfill};
     size_t hoff = st->sfill;
     memcpy(st->sbuf + hoff, hdr, VFMIG_FRAME_HDR_BYTES); /* fits: sfill + 40 <= SBUF_BYTES */
-    if (n)
-        iov[0].iov_len += VFMIG_FRAME_HDR_BYTES;
-    else
-        iov[n++] = (struct iovec){st->sbuf, VFMIG_FRAME_HDR_BYTES};
-    iov[n++] = (struct iovec){(void *)payload, len};
+    iov[n++] = (struct iovec){st->sbuf, st->sfill + VFMIG_FRAME_HDR_BYTES};
+    for (int i = 0; i < niov; i++)
+        iov[n++] = payload[i];
     st->sfill = 0;
     if (t->zerocopy && s > 0) {
         /* Only the payload goes zero-copy: small buffered bytes are cheaper to copy. */
-        int r = write_all(l, s, iov, n - 1, 0);
-        return r ? r : write_all(l, s, &iov[n - 1], 1, MSG_ZEROCOPY);
+        int r = write_all(l, s, iov, 1, 0);
+        return r ? r : write_all(l, s, iov + 1, n - 1, MSG_ZEROCOPY);
     }
     /* MSG_MORE lets the kernel pack consecutive frames into full segments instead of pushing
      * each one (bench_link: fewer tcp_write_xmit calls); flush pushes the rest. */
     st->corked = 1;
     return write_all(l, s, iov, n, MSG_MORE);
+}
+
+static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
+                    const void *payload, size_t len)
+{
+    struct iovec iov = {(void *)payload, len};
+    return tcp_sendv(l, s, hdr, &iov, len ? 1 : 0, len);
 }
 
 static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline)
@@ -237,12 +245,14 @@ static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms
         size_t rest = n - got;
         ssize_t r;
         if (rest >= ((tcp_link *)l->impl)->direct_read_min) {
-            /* Large rest: straight into the caller's buffer, and whatever follows (the next
-             * frames) into ours, in one call. */
-            struct iovec iov[2] = {{d + got, rest}, {st->rbuf, RBUF_BYTES}};
+            /* Large rest: straight into the caller's buffer (which may be VRAM), plus at most
+             * the next frame's header into ours, in one call. Taking more would pull the next
+             * payload into our buffer and cost a copy out of it. */
+            struct iovec iov[2] = {{d + got, rest}, {st->rbuf, VFMIG_FRAME_HDR_BYTES}};
             struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
             r = recvmsg(st->fd, &m, 0);
             if (r > 0) {
+                st->big = 1;
                 if ((size_t)r <= rest) {
                     got += (size_t)r;
                 } else {
@@ -252,10 +262,16 @@ static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms
                 }
             }
         } else {
-            r = recv(st->fd, st->rbuf, RBUF_BYTES, 0);
+            /* After a large payload the next one is likely large too: read a little, so that
+             * its payload is read in place rather than through our buffer. Small frames are
+             * gathered in 1 MiB reads. */
+            size_t want = st->big ? SMALL_READ_BYTES : RBUF_BYTES;
+            r = recv(st->fd, st->rbuf, want, 0);
             if (r > 0) {
                 st->rpos = 0;
                 st->rend = (size_t)r;
+                if ((size_t)r == want && st->big)
+                    st->big = 0; /* a full small read: small frames again */
             }
         }
         if (r > 0) {
@@ -299,6 +315,7 @@ static void tcp_close(vfmig_link *l)
 static const vfmig_link_ops tcp_ops = {
     .name = "tcp",
     .send = tcp_send,
+    .sendv = tcp_sendv,
     .flush = tcp_flush,
     .read = tcp_read,
     .close = tcp_close,

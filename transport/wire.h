@@ -46,6 +46,11 @@ typedef enum vfmig_frame_type {
     VFMIG_F_TYPE_MAX = 15
 } vfmig_frame_type;
 
+/* Frame flags (header bytes 2-3). UNCHECKED: the checksum covers the header only. Set for page
+ * payloads sent straight out of a running VF's memory, which may change while the kernel copies
+ * them; the engine checks those bytes through the image digest instead (engine/image.h). */
+#define VFMIG_FRAME_FLAG_UNCHECKED 0x0001u
+
 typedef struct vfmig_frame {
     uint8_t type;
     uint8_t codec;
@@ -59,6 +64,10 @@ typedef struct vfmig_frame {
 
 /** Writes the 40-byte header for f and its payload (checksum computed here). */
 void vfmig_frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFMIG_FRAME_HDR_BYTES]);
+/** As vfmig_frame_pack, the payload (f->len bytes) gathered from iov[0..niov). */
+struct iovec;
+void vfmig_frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int niov,
+                          uint8_t out[VFMIG_FRAME_HDR_BYTES]);
 /**
  * Parses a header. Returns VFMIG_OK, or VFMIG_EPROTO for an unknown type or a length over
  * max_payload. *csum receives the checksum to verify once the payload is read.

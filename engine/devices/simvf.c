@@ -255,20 +255,27 @@ static void writer_park(vfmig_simvf *sim)
     pthread_mutex_unlock(&sim->m);
 }
 
+static uint64_t hot_pages(const vfmig_simvf *sim)
+{
+    uint64_t hot = sim->cfg.hot_bytes >> sim->page_shift;
+    if (sim->cfg.hot_bytes == 0 || hot > sim->npages)
+        hot = sim->npages;
+    return hot ? hot : 1;
+}
+
 static uint64_t pick_page(vfmig_simvf *sim, simvf_writer *w)
 {
     switch (sim->cfg.pattern) {
-    case VFMIG_PATTERN_HOT: {
-        uint64_t hot = sim->cfg.hot_bytes >> sim->page_shift;
-        if (sim->cfg.hot_bytes == 0 || hot > sim->npages)
-            hot = sim->npages;
-        if (hot == 0)
-            hot = 1;
-        return simvf_below(&w->rng, hot);
-    }
+    case VFMIG_PATTERN_HOT:
+        return simvf_below(&w->rng, hot_pages(sim));
     case VFMIG_PATTERN_SEQ: {
         uint64_t g = w->cursor;
         w->cursor = g + 1 == sim->npages ? 0 : g + 1;
+        return g;
+    }
+    case VFMIG_PATTERN_HOT_SEQ: {
+        uint64_t g = w->cursor;
+        w->cursor = g + 1 >= hot_pages(sim) ? 0 : g + 1;
         return g;
     }
     default:
@@ -690,6 +697,21 @@ static int op_throttle(void *dev, unsigned percent)
     return VFMIG_OK;
 }
 
+/* In-place access: the host image is the VRAM. Under ThreadSanitizer the engine's plain loads
+ * would race with the writers' relaxed stores by design, so the engine is sent down its
+ * read()/write() path there instead (which is what TSan then checks). */
+static void *op_map(void *dev, uint64_t offset, uint64_t len)
+{
+#ifdef SIMVF_ATOMIC_VRAM
+    (void)dev;
+    (void)offset;
+    (void)len;
+    return NULL;
+#else
+    return seg_ptr(dev, offset, len);
+#endif
+}
+
 static const vfmig_device_ops simvf_ops = {
     .prepare = op_prepare,
     .end = op_end,
@@ -705,6 +727,7 @@ static const vfmig_device_ops simvf_ops = {
     .restore_immutable = op_restore_immutable,
     .restore_mutable = op_restore_mutable,
     .throttle = op_throttle,
+    .map = op_map,
 };
 
 /* ----------------------------------------------------------------------------------------- */
@@ -802,9 +825,9 @@ static int config_valid(const vfmig_simvf_config *c)
         return 0;
     if (c->vram_bytes > (UINT64_MAX >> 2) || (uint64_t)(size_t)c->vram_bytes != c->vram_bytes)
         return 0;
-    if ((unsigned)c->pattern > VFMIG_PATTERN_SEQ || (unsigned)c->content > VFMIG_CONTENT_MIX)
+    if ((unsigned)c->pattern > VFMIG_PATTERN_HOT_SEQ || (unsigned)c->content > VFMIG_CONTENT_MIX)
         return 0;
-    if (c->writers < 1 || c->writers > SIMVF_MAX_WRITERS || c->write_bytes == 0)
+    if (c->writers < 1 || c->writers > SIMVF_MAX_WRITERS || c->write_bytes < 8)
         return 0;
     if (c->immutable_bytes < 64 || c->mutable_bytes < 64 || c->immutable_bytes > (1ull << 30) ||
         c->mutable_bytes > (1ull << 30))
@@ -867,7 +890,8 @@ int vfmig_simvf_create(const vfmig_simvf_config *cfg, vfmig_simvf **out)
         simvf_writer *w = &sim->w[i];
         w->sim = sim;
         w->rng = simvf_hash2(cfg->seed ^ 0x77726974ull, i);
-        w->cursor = sim->npages * i / sim->nw; /* sweeps start spread out */
+        /* Sweeps start spread out over what they sweep. */
+        w->cursor = (cfg->pattern == VFMIG_PATTERN_HOT_SEQ ? hot_pages(sim) : sim->npages) * i / sim->nw;
         w->buf = malloc((size_t)((wlen + 7) / 8 * 8));
         if (!w->buf) {
             vfmig_simvf_destroy(sim);
