@@ -31,7 +31,7 @@ typedef struct opts {
     vfmig_simvf_config sim;
     uint32_t target_state_version; /* 0 = same as source */
     int64_t budget_ms, max_rounds, max_precopy_ms, timeout_ms, threads, codec, level;
-    int64_t max_bandwidth, delta_cache, batch_bytes, throttle, readback, numa_node, encrypt;
+    int64_t max_bandwidth, delta_cache, batch_bytes, throttle, readback, numa_node, encrypt, budget_miss;
     int accept_timeout_ms;
     const char *pin;
     const char *psk_file;
@@ -152,13 +152,14 @@ static void parse_pattern(opts *o, const char *s)
         o->sim.pattern = VFMIG_PATTERN_UNIFORM;
     } else if (!strcmp(s, "seq")) {
         o->sim.pattern = VFMIG_PATTERN_SEQ;
-    } else if (!strncmp(s, "hot:", 4)) {
-        o->sim.pattern = VFMIG_PATTERN_HOT;
-        o->sim.hot_bytes = parse_size("--pattern hot:SIZE", s + 4);
+    } else if (!strncmp(s, "hot:", 4) || !strncmp(s, "hot-seq:", 8)) {
+        bool seq = s[3] == '-';
+        o->sim.pattern = seq ? VFMIG_PATTERN_HOT_SEQ : VFMIG_PATTERN_HOT;
+        o->sim.hot_bytes = parse_size(seq ? "--pattern hot-seq:SIZE" : "--pattern hot:SIZE", s + (seq ? 8 : 4));
         if (!o->sim.hot_bytes)
             usage_error("--pattern: the hot set must not be empty");
     } else {
-        usage_error("--pattern: '%s' is not uniform, hot:SIZE or seq", s);
+        usage_error("--pattern: '%s' is not uniform, hot:SIZE, hot-seq:SIZE or seq", s);
     }
 }
 
@@ -230,7 +231,11 @@ static void help(const char *cmd)
            "      --page SIZE          dirty-tracking page, power of two 4K..2M (default 4K)\n"
            "      --ranges N           memory-basis ranges (default 1)\n"
            "      --dirty-rate RATE    bytes/s the workload writes: 200M, or 10Gbit (default 0)\n"
-           "      --pattern P          uniform | hot:SIZE | seq (default uniform)\n"
+           "      --pattern P          uniform | hot:SIZE | hot-seq:SIZE | seq (default uniform); hot-seq\n"
+           "                           sweeps the hot set in page order, one write per page, as GPU\n"
+           "                           kernels rewrite their buffers\n"
+           "      --write-bytes N      bytes per write of the workload, 8 .. page size (default 4096);\n"
+           "                           the rate stays --dirty-rate bytes/s\n"
            "      --content C          zero | texture | tensor | random | mix (default mix)\n"
            "      --writers N          workload threads (default 1)\n"
            "      --seed N             content and workload seed\n"
@@ -244,10 +249,15 @@ static void help(const char *cmd)
            "      --threads N          encode (source) / decode (target) workers (default: one per CPU)\n"
            "      --codec C            auto | raw | lz4 | zstd[:LEVEL] | delta (default auto)\n"
            "      --max-bandwidth RATE cap on the link, all streams (e.g. 10Gbit; default none)\n"
-           "      --delta-cache SIZE   copies kept for delta encoding (default 64M)\n"
+           "      --delta-cache SIZE   cap on the copies kept for delta encoding; the cache grows to the\n"
+           "                           set re-sent round after round (default 1G)\n"
            "      --batch SIZE         largest page run per frame (default 256K)\n"
            "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
-           "      --no-readback        target hashes what it writes instead of reading VRAM back\n"
+           "      --verify V           applied | readback | full: what the target checks before it may\n"
+           "                           resume (default readback; full re-reads both VRAMs in the blackout)\n"
+           "      --no-readback        same as --verify applied\n"
+           "      --on-budget-miss A   abort | switch: when the budget cannot be met even throttled, keep\n"
+           "                           the VF on the source and fail (default), or switch over anyway\n"
            "      --pin P              auto | none | CPU list like 0-3 (worker placement)\n"
            "      --numa-node N        NUMA node of the device: with --pin auto, workers run there\n"
            "      --psk-file PATH      pre-shared key (16..256 bytes) both ends must hold: mutual\n"
@@ -263,7 +273,8 @@ static void help(const char *cmd)
 enum {
     O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
-    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT
+    O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT,
+    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS
 };
 
 static void parse_args(opts *o, int argc, char **argv)
@@ -284,7 +295,9 @@ static void parse_args(opts *o, int argc, char **argv)
         {"batch", required_argument, 0, O_BATCH}, {"no-throttle", no_argument, 0, O_NOTHROTTLE},
         {"no-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
         {"json", no_argument, 0, O_JSON}, {"psk-file", required_argument, 0, O_PSK},
-        {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT}, {"verbose", no_argument, 0, 'v'},
+        {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT},
+        {"write-bytes", required_argument, 0, O_WRITE_BYTES}, {"verify", required_argument, 0, O_VERIFY},
+        {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -328,7 +341,26 @@ static void parse_args(opts *o, int argc, char **argv)
         case O_DELTA: o->delta_cache = (int64_t)parse_size("--delta-cache", optarg); break;
         case O_BATCH: o->batch_bytes = (int64_t)parse_size("--batch", optarg); break;
         case O_NOTHROTTLE: o->throttle = 0; break;
-        case O_READBACK: o->readback = 0; break;
+        case O_READBACK: o->readback = VFMIG_VERIFY_APPLIED; break;
+        case O_VERIFY:
+            if (!strcmp(optarg, "applied"))
+                o->readback = VFMIG_VERIFY_APPLIED;
+            else if (!strcmp(optarg, "readback"))
+                o->readback = VFMIG_VERIFY_READBACK;
+            else if (!strcmp(optarg, "full"))
+                o->readback = VFMIG_VERIFY_FULL;
+            else
+                usage_error("--verify: '%s' is not applied, readback or full", optarg);
+            break;
+        case O_BUDGET_MISS:
+            if (!strcmp(optarg, "abort"))
+                o->budget_miss = VFMIG_BUDGET_MISS_ABORT;
+            else if (!strcmp(optarg, "switch"))
+                o->budget_miss = VFMIG_BUDGET_MISS_SWITCH;
+            else
+                usage_error("--on-budget-miss: '%s' is not abort or switch", optarg);
+            break;
+        case O_WRITE_BYTES: o->sim.write_bytes = (uint32_t)parse_size("--write-bytes", optarg); break;
         case O_PIN: o->pin = optarg; break;
         case O_PSK: o->psk_file = optarg; break;
         case O_ENCRYPT: o->encrypt = 1; break;
@@ -371,8 +403,11 @@ static void parse_args(opts *o, int argc, char **argv)
     if (!o->sim.vram_bytes || o->sim.vram_bytes % (ps * o->sim.nranges))
         usage_error("--vram: %" PRIu64 " bytes is not a whole number of %" PRIu64 "-byte pages in each of %u ranges",
                     o->sim.vram_bytes, ps, o->sim.nranges);
-    if (o->sim.pattern == VFMIG_PATTERN_HOT && o->sim.hot_bytes > o->sim.vram_bytes)
-        usage_error("--pattern hot: the hot set is larger than --vram");
+    if ((o->sim.pattern == VFMIG_PATTERN_HOT || o->sim.pattern == VFMIG_PATTERN_HOT_SEQ) &&
+        o->sim.hot_bytes > o->sim.vram_bytes)
+        usage_error("--pattern: the hot set is larger than --vram");
+    if (o->sim.write_bytes < 8 || o->sim.write_bytes > ps)
+        usage_error("--write-bytes: %u is not between 8 and the page size (%" PRIu64 ")", o->sim.write_bytes, ps);
     if (o->batch_bytes != NOTSET && (o->batch_bytes < (int64_t)ps || o->batch_bytes > (64 << 20)))
         usage_error("--batch: must be between the page size and 64M");
 }
@@ -409,8 +444,8 @@ static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, vfmig_
         {VFMIG_P_THREADS, o->threads}, {VFMIG_P_CODEC, o->codec}, {VFMIG_P_CODEC_LEVEL, o->level},
         {VFMIG_P_MAX_BANDWIDTH, o->max_bandwidth}, {VFMIG_P_DELTA_CACHE_BYTES, o->delta_cache},
         {VFMIG_P_BATCH_BYTES, o->batch_bytes}, {VFMIG_P_THROTTLE, o->throttle},
-        {VFMIG_P_VERIFY_READBACK, o->readback}, {VFMIG_P_NUMA_NODE, o->numa_node},
-        {VFMIG_P_ENCRYPT, o->encrypt}};
+        {VFMIG_P_VERIFY, o->readback}, {VFMIG_P_NUMA_NODE, o->numa_node},
+        {VFMIG_P_ENCRYPT, o->encrypt}, {VFMIG_P_ON_BUDGET_MISS, o->budget_miss}};
     for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++) {
         if (set[i].v == NOTSET)
             continue; /* not given: the library's default */
@@ -813,7 +848,7 @@ int main(int argc, char **argv)
     opts o = {.cmd = argv[1], .budget_ms = NOTSET, .max_rounds = NOTSET, .max_precopy_ms = NOTSET,
               .timeout_ms = NOTSET, .threads = NOTSET, .codec = NOTSET, .level = NOTSET,
               .max_bandwidth = NOTSET, .delta_cache = NOTSET, .batch_bytes = NOTSET, .throttle = NOTSET,
-              .readback = NOTSET, .numa_node = NOTSET, .encrypt = NOTSET, .pattern_str = "uniform",
+              .readback = NOTSET, .numa_node = NOTSET, .encrypt = NOTSET, .budget_miss = NOTSET, .pattern_str = "uniform",
               .codec_str = "auto", .content_str = "mix"};
     if (strcmp(o.cmd, "local") && strcmp(o.cmd, "source") && strcmp(o.cmd, "target"))
         usage_error("unknown command '%s' (local, source or target)", o.cmd);

@@ -69,7 +69,7 @@ typedef struct vfmig_delta_cache vfmig_delta_cache;
 int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
                              vfmig_delta_cache **out);
 void vfmig_delta_cache_destroy(vfmig_delta_cache *dc);
-/** Faults in room for `pages` more copies (up to the cap), so a round about to fill them does
+/** Faults in room for `pages` copies in all (up to the cap), so a round about to fill them does
  *  not take page faults in its workers. */
 void vfmig_delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages);
 /**

@@ -137,8 +137,7 @@ void vfmig_delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages)
     if (!dc)
         return;
     pthread_mutex_lock(&dc->mu);
-    uint64_t want = (uint64_t)dc->used + pages;
-    grow_to(dc, want > dc->nslots ? dc->nslots : (uint32_t)want);
+    grow_to(dc, pages > dc->nslots ? dc->nslots : (uint32_t)pages);
     pthread_mutex_unlock(&dc->mu);
 }
 

@@ -269,7 +269,8 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
     vfmig_session *s = p->s;
     const uint64_t ps = p->page_size;
     const uint32_t n = r->npages;
-    vfmig_delta_cache_acquire_run(p->delta, r->page, n, true, w->copy, w->hit);
+    /* In the final pass a fresh copy would never serve as a base: only existing ones are used. */
+    vfmig_delta_cache_acquire_run(p->delta, r->page, n, !p->paused, w->copy, w->hit);
     for (uint32_t k = 0; k < n; k++) {
         uint64_t h;
         w->keep[k] = true;
@@ -372,13 +373,15 @@ static void *worker_main(void *arg)
         memcpy(&bps, &bits, sizeof(bps));
         vfmig_chooser_set_link(&w->chooser, bps);
         unsigned stream = 1 + b->seq % p->cfg.nstreams;
-        uint64_t base = 0;
+        uint64_t base = 0, c0 = thread_cpu_ns();
         for (uint32_t k = 0; k < b->nruns && !atomic_load(&p->s->failed); k++) {
             process_run(w, &b->runs[k], stream, base);
             base += b->runs[k].npages;
         }
+        uint64_t cpu = thread_cpu_ns() - c0;
 
         pthread_mutex_lock(&p->qlock);
+        w->acc.cpu_ns += cpu; /* under qlock: end_round harvests it there */
         if (--p->busy == 0)
             pthread_cond_broadcast(&p->qdone);
         pthread_mutex_unlock(&p->qlock);
@@ -458,7 +461,8 @@ bool vfmig_pipeline_in_place(const vfmig_pipeline *p)
 
 void vfmig_pipeline_expect(vfmig_pipeline *p, uint64_t pages)
 {
-    if (p->round > 0) /* round 0 fills nothing */
+    /* Round 0 fills nothing, and the final pass only uses copies that exist. */
+    if (p->round > 0 && !p->paused)
         vfmig_delta_cache_reserve(p->delta, pages);
 }
 
@@ -547,6 +551,7 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
         out->zero_pages += a->zero_pages;
         out->bytes_raw += a->bytes_raw;
         out->encode_ns += a->encode_ns;
+        out->cpu_ns += a->cpu_ns;
         for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
             out->codec_in[c] += a->codec_in[c];
             out->codec_out[c] += a->codec_out[c];

@@ -7,7 +7,8 @@
  *           IMMUTABLE chunks -> <- IMM_ACK(status)
  *           (pages on data streams, ROUND_END per stream per round)
  *                               <- ROUND_ACK(r) once every stream has applied round r
- *           MUTABLE chunks -> COMMIT(final round, digest) -> <- VERDICT(status, timings)
+ *           MUTABLE chunks -> COMMIT(final round, image digest [, VRAM digest]) ->
+ *                               <- VERDICT(status, timings)
  *           GO ->                                         (target resumes the VF)
  *                               <- GO_ACK once it runs, or ABORT if it will not run there
  *   A source that hears neither cannot tell whether the target runs the VF: it leaves the VF
@@ -39,6 +40,8 @@ typedef struct vfmig_hello {
 
 #define VFMIG_HELLO_FIXED_BYTES 48u
 #define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES + 32u)
+/* VERDICT payload: u64 verify_ns, u64 restore_ns, u64 full_verify_ns, then the message. */
+#define VFMIG_VERDICT_HDR 24u
 /* Largest state blob accepted from a peer (a forged size must not make us allocate anything). */
 #define VFMIG_MAX_STATE_BYTES (256ull << 20)
 

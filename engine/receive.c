@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "compress/codec.h"
 #include "transport/link.h"
@@ -33,6 +34,7 @@ typedef struct receiver {
     uint64_t frames;
     uint64_t queued;       /* frames of this stream handed to the pool and not applied yet */
     uint64_t last_frame_ns;
+    uint64_t cpu_mark;     /* thread CPU time when the current round started */
     bool prechecked;       /* the place callback already checked this frame's header */
     int precheck_rc;
 } receiver;
@@ -51,6 +53,7 @@ typedef struct decoder {
     pthread_t thread;
     bool started;
     applier ap;
+    _Atomic uint64_t cpu_ns; /* CPU time spent on jobs, over the session */
 } decoder;
 
 struct vfmig_receive {
@@ -69,6 +72,8 @@ struct vfmig_receive {
     pthread_cond_t cond;
     uint32_t arrived;      /* receivers at the current round's barrier */
     uint32_t completed;    /* rounds every stream has finished */
+    uint64_t round_cpu_ns; /* receivers' CPU in the current round, added as they arrive */
+    uint64_t pool_cpu_mark; /* decoders' CPU at the last barrier */
     _Atomic bool committed; /* COMMIT seen: receivers stop watching for idle streams */
     _Atomic uint32_t final_round; /* from COMMIT; UINT32_MAX before */
     _Atomic bool quit;
@@ -82,6 +87,13 @@ struct vfmig_receive {
     size_t nbufs, nfree, jhead, jtail; /* jtail - jhead = queued jobs */
     bool pquit;
 };
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static int dev_fail(vfmig_session *s, int rc, const char *what)
 {
@@ -348,8 +360,10 @@ static void *decoder_main(void *arg)
         }
         pool_job j = rx->jobs[rx->jhead++ % rx->nbufs];
         pthread_mutex_unlock(&rx->plock);
+        uint64_t c0 = thread_cpu_ns();
         if (!atomic_load(&rx->s->failed))
             decode_apply(rx, &d->ap, j.r->stream, &j.f, j.buf);
+        atomic_fetch_add(&d->cpu_ns, thread_cpu_ns() - c0);
         pthread_mutex_lock(&rx->plock);
         rx->freebufs[rx->nfree++] = j.buf;
         j.r->queued--;
@@ -373,14 +387,23 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
         return vfmig_fail(s, VFMIG_EPROTO,
                           "stream %u: round %u ended after %" PRIu64 " frames, but the source sent round %u with %" PRIu64,
                           r->stream, r->round, r->frames, f->round, f->aux);
+    uint64_t cpu_now = thread_cpu_ns();
     pthread_mutex_lock(&rx->lock);
+    rx->round_cpu_ns += cpu_now - r->cpu_mark;
     if (++rx->arrived == rx->cfg.nstreams) {
         rx->arrived = 0;
         rx->completed = r->round + 1;
         pthread_cond_broadcast(&rx->cond);
+        uint64_t pool = 0;
+        for (unsigned i = 0; i < rx->ndecoders; i++)
+            pool += atomic_load(&rx->dec[i].cpu_ns);
+        uint64_t cpu = rx->round_cpu_ns + (pool - rx->pool_cpu_mark);
+        rx->pool_cpu_mark = pool;
+        rx->round_cpu_ns = 0;
         /* Tell the source the round is applied: it waits for this before pausing the VF, so the
-         * blackout never includes draining a backlog of pre-copy pages. */
-        vfmig_frame ack = {.type = VFMIG_F_ROUND_ACK, .round = r->round};
+         * blackout never includes draining a backlog of pre-copy pages. The CPU time it took
+         * here lets the source's policy predict the target's share of a final pass. */
+        vfmig_frame ack = {.type = VFMIG_F_ROUND_ACK, .round = r->round, .aux = cpu};
         pthread_mutex_lock(rx->cfg.ctl_tx);
         int rc = vfmig_link_send(rx->cfg.link, 0, &ack, NULL);
         if (!rc)
@@ -392,6 +415,7 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
     while (rx->completed < r->round + 1 && !vfmig_should_stop(s))
         vfmig_cond_wait_slice(&rx->cond, &rx->lock);
     pthread_mutex_unlock(&rx->lock);
+    r->cpu_mark = thread_cpu_ns();
     r->round++;
     r->frames = 0;
     return vfmig_should_stop(s) ? s->status : VFMIG_OK;
@@ -408,6 +432,7 @@ static void *receiver_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     vfmig_pinner_bind(rx->cfg.pinner, r->stream - 1);
     r->last_frame_ns = vfmig_now_ns();
+    r->cpu_mark = thread_cpu_ns();
     bool in_place = rx->map[0] != NULL;
     uint8_t *buf = r->payload; /* with a pool: a pool buffer, taken before each receive */
     while (!atomic_load(&rx->quit) && !vfmig_should_stop(s)) {

@@ -11,7 +11,7 @@
 #include "transport/link.h"
 #include "transport/ratelimit.h"
 
-#define VFMIG_PARAM_MAX 14
+#define VFMIG_PARAM_MAX 15
 
 /* Every wait inside the engine is sliced so that a cancel or a failure on another thread is
  * noticed within this time, whatever is blocking. */

@@ -189,7 +189,7 @@ static int query(source *src, uint64_t **into, int clear, uint64_t *count)
 /* Waits until the target reports every stream applied `round`. Rounds are timed to this point,
  * so the bandwidth the policy learns is what the target absorbs, and a backlog of pre-copy pages
  * is never left to drain inside the blackout. */
-static int wait_round_ack(source *src, uint32_t round)
+static int wait_round_ack(source *src, uint32_t round, uint64_t *peer_cpu_ns)
 {
     for (;;) {
         vfmig_frame f;
@@ -199,8 +199,10 @@ static int wait_round_ack(source *src, uint32_t round)
         if (f.type != VFMIG_F_ROUND_ACK || f.round > round)
             return vfmig_fail(src->s, VFMIG_EPROTO, "expected the acknowledgement of round %u, got frame type %u (round %u)",
                               round, f.type, f.round);
-        if (f.round == round)
+        if (f.round == round) {
+            *peer_cpu_ns = f.aux;
             return VFMIG_OK;
+        }
     }
 }
 
@@ -221,11 +223,12 @@ static int submit_dirty(source *src)
 }
 
 /* Sends one round: every page (round 0) or the pages of src->bm. */
-static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmig_round_stats *rs)
+static int send_round(source *src, uint32_t round, bool all, bool blackout, uint64_t pages, vfmig_round_stats *rs)
 {
     vfmig_session *s = src->s;
     uint64_t t0 = vfmig_now_ns();
     vfmig_pipeline_begin_round(src->pipe, round, blackout);
+    vfmig_pipeline_expect(src->pipe, pages);
     if (all)
         for (uint32_t r = 0; r < s->dev.nranges; r++)
             vfmig_bitmap_set_range(src->bm[r], 0, range_pages(src, r));
@@ -233,7 +236,7 @@ static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmi
     if (!rc)
         rc = vfmig_pipeline_end_round(src->pipe, rs);
     if (!rc && !blackout)
-        rc = wait_round_ack(src, round);
+        rc = wait_round_ack(src, round, &rs->peer_cpu_ns);
     if (rc)
         return rc;
     rs->in_blackout = blackout;
@@ -242,32 +245,54 @@ static int send_round(source *src, uint32_t round, bool all, bool blackout, vfmi
     return VFMIG_OK;
 }
 
-static int precopy(source *src, double fixed_ms, uint32_t *final_round, double *predicted_ms)
+/* Before the first round: what the policy knows of this session and link. */
+static void policy_setup(source *src, double rtt_ms, vfmig_policy *pol)
 {
     vfmig_session *s = src->s;
-    vfmig_policy pol;
+    char ifname[32] = "";
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    /* A loopback link means both ends run on this host and share its CPUs. */
+    bool same_host = vfmig_link_local_ifname(src->link, ifname, sizeof(ifname)) == VFMIG_OK && !strcmp(ifname, "lo");
     vfmig_policy_cfg pc = {
         .budget_ms = (double)s->params[VFMIG_P_BUDGET_MS],
         .max_rounds = (uint32_t)s->params[VFMIG_P_MAX_ROUNDS],
         .max_precopy_ns = (uint64_t)s->params[VFMIG_P_MAX_PRECOPY_MS] * 1000000ull,
         .throttle_allowed = s->params[VFMIG_P_THROTTLE] && src->ops->throttle != NULL,
+        .on_miss_switch = s->params[VFMIG_P_ON_BUDGET_MISS] == VFMIG_BUDGET_MISS_SWITCH,
+        .src_workers = vfmig_session_threads(s),
+        .dst_threads = src->nstreams,
+        .shared_cpus = same_host && cpus > 0 ? (unsigned)cpus : 0,
+        .rtt_ms = rtt_ms,
+        /* Save, send and restore of the mutable state: its size is only known once paused. */
+        .state_ms = 0.5,
     };
-    vfmig_policy_init(&pol, &pc, fixed_ms);
-    uint64_t t_start = vfmig_now_ns(), t_query = t_start;
+    vfmig_policy_init(pol, &pc, (double)s->params[VFMIG_P_MAX_BANDWIDTH]);
+}
+
+static int precopy(source *src, double rtt_ms, uint32_t *final_round)
+{
+    vfmig_session *s = src->s;
+    vfmig_policy pol;
+    policy_setup(src, rtt_ms, &pol);
+    uint64_t t_start = vfmig_now_ns(), t_query = t_start, query_ns = 0;
     uint32_t round = 0;
     unsigned throttle = 100;
+    uint64_t pending = s->npages;
     for (;;) {
         vfmig_round_stats rs;
-        int rc = send_round(src, round, round == 0, false, &rs);
+        int rc = send_round(src, round, round == 0, false, pending, &rs);
         if (rc)
             return rc;
-        uint64_t pending;
+        uint64_t tq = vfmig_now_ns();
         if ((rc = query(src, src->peek, 0, &pending)))
             return rc;
         uint64_t now = vfmig_now_ns();
+        if (!query_ns || now - tq < query_ns)
+            query_ns = now - tq; /* the quickest: in the blackout nothing competes with it */
         vfmig_policy_round in = {
-            .round = round, .round_bytes = rs.bytes_raw, .round_ns = rs.duration_ns,
-            .pending_bytes = pending * s->page_size, .since_query_ns = now - t_query,
+            .round = round, .pages = rs.dirty_pages, .wire_bytes = rs.bytes_wire, .round_ns = rs.duration_ns,
+            .src_cpu_ns = rs.cpu_ns, .dst_cpu_ns = rs.peer_cpu_ns, .pending_pages = pending,
+            .page_size = s->page_size, .query_ns = query_ns, .since_query_ns = now - t_query,
             .precopy_ns = now - t_start,
         };
         vfmig_policy_decision d = vfmig_policy_after_round(&pol, &in);
@@ -275,17 +300,31 @@ static int precopy(source *src, double fixed_ms, uint32_t *final_round, double *
         rs.predicted_blackout_ms = d.predicted_ms;
         rs.throttle_percent = throttle;
         vfmig_add_round(s, &rs);
+        pthread_mutex_lock(&s->lock);
+        s->stats.rounds = round + 1;
+        s->stats.predicted_blackout_ms = d.predicted_ms;
+        s->stats.predicted_pages_ms = d.stages.pages_ms;
+        s->stats.predicted_fixed_ms = d.stages.fixed_ms;
+        s->stats.throttle_min_percent = pol.throttle_min;
+        pthread_mutex_unlock(&s->lock);
         vfmig_pipeline_set_link_bps(src->pipe, s->params[VFMIG_P_MAX_BANDWIDTH] ? (double)s->params[VFMIG_P_MAX_BANDWIDTH] : 0);
+        if (d.action == VFMIG_POLICY_ABORT)
+            return vfmig_fail(s, VFMIG_EBUDGET,
+                              "cannot meet the %" PRId64 " ms budget: predicted %.0f ms for %" PRIu64 " pages (final pass "
+                              "%.1f ms, fixed %.1f ms) after %u rounds%s; the VF keeps running here (allow more with "
+                              "a larger budget, or switch anyway with on-budget-miss switch)",
+                              s->params[VFMIG_P_BUDGET_MS], d.predicted_ms, pending, d.stages.pages_ms, d.stages.fixed_ms,
+                              round + 1, pol.throttle_min < 100 ? " even throttled" : "");
         if (d.action == VFMIG_POLICY_SWITCH) {
             *final_round = round + 1;
-            *predicted_ms = d.predicted_ms;
             pthread_mutex_lock(&s->lock);
             s->stats.switch_reason = d.reason;
-            s->stats.predicted_blackout_ms = d.predicted_ms;
-            s->stats.rounds = round + 1;
             pthread_mutex_unlock(&s->lock);
-            vfmig_log(s, 2, "switching over after %u rounds (%s): %" PRIu64 " dirty pages, predicted blackout %.1f ms",
-                      round + 1, vfmig_switch_reason_name(d.reason), pending, d.predicted_ms);
+            vfmig_log(s, d.reason == VFMIG_SWITCH_BUDGET_MISS ? 1 : 2,
+                      "switching over after %u rounds (%s): %" PRIu64 " dirty pages, predicted blackout %.1f ms "
+                      "(final pass %.1f: source %.1f, target %.1f, wire %.1f, shared CPUs %.1f; fixed %.1f)",
+                      round + 1, vfmig_switch_reason_name(d.reason), pending, d.predicted_ms, d.stages.pages_ms,
+                      d.stages.src_ms, d.stages.dst_ms, d.stages.wire_ms, d.stages.shared_ms, d.stages.fixed_ms);
             return VFMIG_OK;
         }
         if (d.action == VFMIG_POLICY_THROTTLE) {
@@ -294,7 +333,8 @@ static int precopy(source *src, double fixed_ms, uint32_t *final_round, double *
                 return dev_fail(s, rc, "throttle");
             throttle = d.throttle;
             src->throttled = true;
-            vfmig_log(s, 1, "pre-copy is not converging: throttling the VF to %u%%", throttle);
+            vfmig_log(s, 1, "pre-copy is not converging (predicted %.1f ms against the %" PRId64 " ms budget): "
+                      "throttling the VF to %u%%", d.predicted_ms, s->params[VFMIG_P_BUDGET_MS], throttle);
         }
         round++;
         t_query = vfmig_now_ns();
@@ -311,15 +351,16 @@ static int blackout(source *src, uint32_t round)
     src->paused = true; /* even a failed pause is followed by resume, to be safe */
     if (rc)
         return dev_fail(s, rc, "pause");
+    uint64_t t_paused = vfmig_now_ns();
     vfmig_set_phase(s, VFMIG_PHASE_BLACKOUT);
     uint64_t final_pages;
     if ((rc = query(src, src->bm, 1, &final_pages)))
         return rc;
+    uint64_t t_queried = vfmig_now_ns();
 
     /* The final pages go out on the data streams while this thread saves and sends the mutable
      * state on the control stream. */
     vfmig_pipeline_begin_round(src->pipe, round, true);
-    vfmig_pipeline_expect(src->pipe, final_pages);
     if ((rc = submit_dirty(src)))
         return rc;
     uint64_t t_mut = vfmig_now_ns(), mut_size = 0;
@@ -343,19 +384,39 @@ static int blackout(source *src, uint32_t round)
         return vfmig_fail(s, rc, "sending mutable state: %s", vfmig_link_stream_error(src->link, 0));
     uint64_t mut_ns = vfmig_now_ns() - t_mut;
 
+    /* Full verification: the digest of what VRAM holds, re-read while the last pages fly. */
+    uint8_t full[16];
+    uint64_t full_ns = 0;
+    bool want_full = s->params[VFMIG_P_VERIFY] == VFMIG_VERIFY_FULL;
+    if (want_full) {
+        uint64_t t_full = vfmig_now_ns();
+        void *scratch = malloc((size_t)s->page_size);
+        vfmig_digest dd;
+        rc = scratch ? vfmig_image_device_digest(&s->dev, s->range_base, s->page_shift, scratch, &dd) : VFMIG_ENOMEM;
+        free(scratch);
+        if (rc)
+            return rc == VFMIG_ENOMEM ? vfmig_fail(s, rc, "out of memory for verification")
+                                      : dev_fail(s, rc, "read (full verification)");
+        vfmig_put_u64(full, dd.lo);
+        vfmig_put_u64(full + 8, dd.hi);
+        full_ns = vfmig_now_ns() - t_full;
+    }
+
     vfmig_round_stats rs;
     if ((rc = vfmig_pipeline_end_round(src->pipe, &rs)))
         return rc;
     rs.in_blackout = 1;
-    rs.duration_ns = vfmig_now_ns() - src->t_pause;
+    rs.duration_ns = vfmig_now_ns() - t_queried;
     rs.throughput = rs.duration_ns ? (double)rs.bytes_raw * 1e9 / (double)rs.duration_ns : 0;
     uint64_t pages_ns = rs.duration_ns;
 
     vfmig_digest digest;
     vfmig_pipeline_digest(src->pipe, &digest);
-    vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = digest.lo, .aux = digest.hi};
-    if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "COMMIT")))
+    vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = digest.lo, .aux = digest.hi,
+                     .len = want_full ? 16 : 0};
+    if ((rc = vfmig_send_flush(s, src->link, 0, &f, want_full ? full : NULL, "COMMIT")))
         return rc;
+    uint64_t t_sent = vfmig_now_ns();
 
     /* VERDICT: status in aux, then u64 verify_ns, u64 restore_ns, then a message. The final
      * round's acknowledgement comes first. */
@@ -363,24 +424,28 @@ static int blackout(source *src, uint32_t round)
         if ((rc = recv_control(src, &f, "verdict")))
             return rc;
     } while (f.type == VFMIG_F_ROUND_ACK && f.round == round);
-    uint64_t t_verdict = vfmig_now_ns();
-    if (f.type != VFMIG_F_VERDICT || f.len < 16)
+    if (f.type != VFMIG_F_VERDICT || f.len < VFMIG_VERDICT_HDR)
         return vfmig_fail(s, VFMIG_EPROTO, "expected the target's verdict, got frame type %u", f.type);
     uint64_t verify_ns = vfmig_get_u64(src->frame_buf), restore_ns = vfmig_get_u64(src->frame_buf + 8);
+    uint64_t peer_full_ns = vfmig_get_u64(src->frame_buf + 16);
     vfmig_frame msgf = f;
-    msgf.len -= 16;
+    msgf.len -= VFMIG_VERDICT_HDR;
     char msg[300];
-    int st = vfmig_frame_status(&msgf, src->frame_buf + 16, msg, sizeof(msg));
+    int st = vfmig_frame_status(&msgf, src->frame_buf + VFMIG_VERDICT_HDR, msg, sizeof(msg));
     if (st)
         return vfmig_fail(s, st, "target rejected the image: %s", msg[0] ? msg : vfmig_strerror(st));
 
     vfmig_add_round(s, &rs);
     pthread_mutex_lock(&s->lock);
-    s->stats.blackout_ns = t_verdict - src->t_pause;
     s->stats.blackout_final_pages_ns = pages_ns;
     s->stats.blackout_mutable_ns = mut_ns;
     s->stats.blackout_verify_ns = verify_ns;
     s->stats.blackout_restore_ns = restore_ns;
+    s->stats.blackout_full_verify_ns = full_ns + peer_full_ns;
+    s->stats.blackout_pause_ns = t_paused - src->t_pause;
+    s->stats.blackout_query_ns = t_queried - t_paused;
+    s->stats.blackout_send_ns = t_sent - t_queried;
+    s->stats.blackout_target_ns = verify_ns + restore_ns;
     s->stats.final_dirty_pages = final_pages;
     s->stats.mutable_bytes = mut_size;
     s->stats.verified = 1;
@@ -391,7 +456,18 @@ static int blackout(source *src, uint32_t round)
     f = (vfmig_frame){.type = VFMIG_F_GO};
     if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "GO to the target")))
         return rc;
-    return wait_go_ack(src);
+    if ((rc = wait_go_ack(src)))
+        return rc;
+    /* The blackout ends when the target confirms it runs the VF; what the stages above do not
+     * cover is time on the network (COMMIT/VERDICT, GO/GO_ACK). */
+    uint64_t t_end = vfmig_now_ns();
+    pthread_mutex_lock(&s->lock);
+    vfmig_stats *st2 = &s->stats;
+    st2->blackout_ns = t_end - src->t_pause;
+    uint64_t staged = st2->blackout_pause_ns + st2->blackout_query_ns + st2->blackout_send_ns + st2->blackout_target_ns;
+    st2->blackout_roundtrip_ns = st2->blackout_ns > staged ? st2->blackout_ns - staged : 0;
+    pthread_mutex_unlock(&s->lock);
+    return VFMIG_OK;
 }
 
 /*
@@ -523,9 +599,7 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
 
     vfmig_set_phase(s, VFMIG_PHASE_PRECOPY);
     uint32_t final_round = 0;
-    double predicted = 0;
-    /* Fixed blackout cost: COMMIT/VERDICT and GO round trips and the target's restore. */
-    if ((rc = precopy(&src, 2 * rtt_ms + 1.0, &final_round, &predicted)))
+    if ((rc = precopy(&src, rtt_ms, &final_round)))
         goto out_fail;
     if ((rc = blackout(&src, final_round)))
         goto out_fail;

@@ -257,22 +257,21 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
     return VFMIG_OK;
 }
 
-static int send_verdict_locked(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, const char *msg)
+/* VERDICT: status in aux; payload u64 verify_ns, u64 restore_ns, u64 full_verify_ns, message. */
+static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, uint64_t full_ns,
+                        const char *msg)
 {
-    uint8_t buf[16 + 512];
+    uint8_t buf[VFMIG_VERDICT_HDR + 512];
     size_t n = strnlen(msg, 512);
     vfmig_put_u64(buf, verify_ns);
     vfmig_put_u64(buf + 8, restore_ns);
-    memcpy(buf + 16, msg, n);
-    vfmig_frame f = {.type = VFMIG_F_VERDICT, .len = (uint32_t)(16 + n), .aux = (uint64_t)(int64_t)status};
-    int rc = vfmig_link_send(t->link, 0, &f, buf);
-    return rc ? rc : vfmig_link_flush(t->link, 0);
-}
-
-static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t restore_ns, const char *msg)
-{
+    vfmig_put_u64(buf + 16, full_ns);
+    memcpy(buf + VFMIG_VERDICT_HDR, msg, n);
+    vfmig_frame f = {.type = VFMIG_F_VERDICT, .len = (uint32_t)(VFMIG_VERDICT_HDR + n), .aux = (uint64_t)(int64_t)status};
     pthread_mutex_lock(&t->ctl_tx);
-    int rc = send_verdict_locked(t, status, verify_ns, restore_ns, msg);
+    int rc = vfmig_link_send(t->link, 0, &f, buf);
+    if (!rc)
+        rc = vfmig_link_flush(t->link, 0);
     pthread_mutex_unlock(&t->ctl_tx);
     return rc;
 }
@@ -299,7 +298,7 @@ static int serve(target *t)
         uint64_t verify_ns = 0, full_ns = 0, restore_ns = 0;
         rc = commit(t, &f, &verify_ns, &full_ns, &restore_ns);
         if (rc) {
-            send_verdict(t, rc, 0, 0, s->err);
+            send_verdict(t, rc, 0, 0, 0, s->err);
             return rc;
         }
         pthread_mutex_lock(&s->lock);
@@ -309,7 +308,7 @@ static int serve(target *t)
         s->stats.mutable_bytes = t->mut_size;
         s->stats.rounds = f.round; /* pre-copy rounds; the final one is the blackout pass */
         pthread_mutex_unlock(&s->lock);
-        if ((rc = send_verdict(t, VFMIG_OK, verify_ns, restore_ns, "")))
+        if ((rc = send_verdict(t, VFMIG_OK, verify_ns, restore_ns, full_ns, "")))
             return vfmig_fail(s, rc, "sending the verdict: %s", vfmig_link_stream_error(t->link, 0));
         if ((rc = recv_control(t, &f, "GO", false)))
             return rc;

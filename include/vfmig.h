@@ -304,7 +304,9 @@ typedef enum vfmig_param {
     VFMIG_P_CODEC = 6,             /* vfmig_codec; default VFMIG_CODEC_AUTO */
     VFMIG_P_CODEC_LEVEL = 7,       /* level for lz4 (acceleration) / zstd; default 0 = codec's own */
     VFMIG_P_MAX_BANDWIDTH = 8,     /* bytes/s on the wire, all streams together; 0 = unlimited */
-    VFMIG_P_DELTA_CACHE_BYTES = 9, /* copies kept for delta encoding; default 64 MiB */
+    VFMIG_P_DELTA_CACHE_BYTES = 9, /* cap on the copies kept for delta encoding; the cache grows
+                                      to the pages re-sent after round 0 (stats.delta_cache_bytes);
+                                      default 1 GiB */
     VFMIG_P_BATCH_BYTES = 10,      /* largest page run per frame; default 256 KiB */
     VFMIG_P_THROTTLE = 11,         /* 1: ask the device to throttle when not converging; default 1 */
     VFMIG_P_VERIFY = 12,           /* vfmig_verify: what the image digest checks; default
@@ -392,6 +394,8 @@ typedef struct vfmig_round_stats {
     uint64_t bytes_wire;       /* frame bytes put on the link, headers included */
     uint64_t duration_ns;
     uint64_t encode_ns;        /* worker time in codecs (summed over workers) */
+    uint64_t cpu_ns;           /* CPU time of this end's page workers in the round */
+    uint64_t peer_cpu_ns;      /* source: the target's apply CPU time, from its acknowledgement */
     double dirty_rate;         /* bytes/s of dirtying measured for this round */
     double throughput;         /* raw page bytes/s moved this round */
     double predicted_blackout_ms; /* what the policy expected a switch-over now to cost */
@@ -430,6 +434,8 @@ typedef struct vfmig_stats {
     uint64_t blackout_full_verify_ns; /* VFMIG_VERIFY_FULL: re-reading VRAM (in send / target) */
     uint64_t final_dirty_pages;
     double predicted_blackout_ms;     /* what the policy expected when it switched over */
+    double predicted_pages_ms;        /* of which the final pass */
+    double predicted_fixed_ms;        /* of which query, mutable state, round trips */
     uint32_t throttle_min_percent;    /* lowest throttle asked of the VF (100 = never throttled) */
     uint32_t verify;                  /* vfmig_verify in force */
     double wire_rate;                 /* bytes/s on the link over pre-copy (source) */

@@ -17,7 +17,7 @@ usage_fails() { # a nonsense invocation: exit 2 and a message naming the problem
 }
 usage_fails "not a size" local --vram 1X
 usage_fails "power of two" local --page 3K
-usage_fails "not uniform, hot:SIZE or seq" local --pattern hot
+usage_fails "not uniform, hot:SIZE, hot-seq:SIZE or seq" local --pattern hot
 usage_fails "larger than --vram" local --vram 64M --pattern hot:1G
 usage_fails "not zero, texture" local --content plaid
 usage_fails "not auto, raw" local --codec lz5

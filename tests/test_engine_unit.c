@@ -58,124 +58,148 @@ static void test_bitmap(void)
     }
 }
 
-static vfmig_policy_round rnd(uint32_t round, double round_mb, double round_ms, double pending_mb,
-                              double since_ms, double precopy_ms)
+/* A round of `pages` pages of 4 KiB: `ms` long, `src_us`/`dst_us` CPU microseconds per page on
+ * each end, raw on the wire, leaving `pending` pages dirty, `precopy_ms` into pre-copy. */
+static vfmig_policy_round rnd(uint32_t round, uint64_t pages, double ms, double src_us, double dst_us,
+                              uint64_t pending, double precopy_ms)
 {
-    return (vfmig_policy_round){round, (uint64_t)(round_mb * 1e6), (uint64_t)(round_ms * 1e6),
-                                (uint64_t)(pending_mb * 1e6), (uint64_t)(since_ms * 1e6),
-                                (uint64_t)(precopy_ms * 1e6)};
+    return (vfmig_policy_round){.round = round, .pages = pages, .wire_bytes = pages * 4096,
+                                .round_ns = (uint64_t)(ms * 1e6), .src_cpu_ns = (uint64_t)(src_us * 1e3 * (double)pages),
+                                .dst_cpu_ns = (uint64_t)(dst_us * 1e3 * (double)pages), .pending_pages = pending,
+                                .page_size = 4096, .query_ns = 100000, .since_query_ns = (uint64_t)(ms * 1e6),
+                                .precopy_ns = (uint64_t)(precopy_ms * 1e6)};
 }
 
 static void test_policy(void)
 {
     vfmig_policy_cfg cfg = {.budget_ms = 50, .max_rounds = 30, .max_precopy_ns = 60000000000ull,
-                            .throttle_allowed = 1};
+                            .throttle_allowed = 1, .src_workers = 2, .dst_threads = 2, .rtt_ms = 0.2,
+                            .state_ms = 0.5};
     vfmig_policy p;
     vfmig_policy_decision d;
+    vfmig_policy_round r;
 
-    /* 1 GB at 2 GB/s; 20 MB dirty remains: 10 ms + 1 ms fixed fits a 50 ms budget, but after
-     * round 0 one more round is worth it. */
-    vfmig_policy_init(&p, &cfg, 1.0);
-    vfmig_policy_round r = rnd(0, 1000, 500, 20, 500, 500);
+    /* Fixed cost: query 0.1 + state 0.5 + 2 x 0.2 round trips = 1.0 ms. 20000 pages at 1 us of
+     * CPU per page on two workers each end: 10 ms of final pass (the wire, at the 10.7 GB/s round
+     * 0 showed, needs 7.6). Fits, but one more round after round 0 is worth it. */
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 100, 1, 1, 20000, 100);
     d = vfmig_policy_after_round(&p, &r);
     ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
-    ASSERT_TRUE(d.predicted_ms > 10.5 && d.predicted_ms < 11.5);
-    /* It shrank to 4 MB (3 ms): still halving and page time dominates: once more. */
-    r = rnd(1, 20, 10, 4, 10, 510);
-    d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
-    /* 3 MB: no longer halving: switch. */
-    r = rnd(2, 4, 2, 3, 2, 512);
+    ASSERT_TRUE(d.stages.fixed_ms > 0.99 && d.stages.fixed_ms < 1.01);
+    ASSERT_TRUE(d.stages.pages_ms > 9.9 && d.stages.pages_ms < 10.1);
+    /* Shrank to 1000 pages (0.5 ms of pages, below the fixed cost): switch. */
+    r = rnd(1, 20000, 20, 1, 1, 1000, 120);
     d = vfmig_policy_after_round(&p, &r);
     ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
     ASSERT_EQ(d.reason, VFMIG_SWITCH_CONVERGED);
-    /* A hot set that stays fully dirty but fits: switch at once rather than spin. */
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 1000, 500, 40, 500, 500);
-    vfmig_policy_after_round(&p, &r);
-    r = rnd(1, 40, 20, 40, 20, 520);
+    ASSERT_TRUE(d.predicted_ms > 1.4 && d.predicted_ms < 1.6);
+
+    /* The prediction is per stage: the slower end bounds it; wall time does not enter it (the
+     * workload competes in pre-copy, not in the blackout). */
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 100, 0.5, 3, 10000, 100);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_TRUE(d.stages.dst_ms > 14.9 && d.stages.dst_ms < 15.1 && d.stages.src_ms < 2.6);
+    ASSERT_TRUE(d.stages.pages_ms == d.stages.dst_ms);
+    /* Both ends on one 2-CPU host: their CPU adds up over the two cores. */
+    cfg.shared_cpus = 2;
+    vfmig_policy_init(&p, &cfg, 0);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_TRUE(d.stages.shared_ms > 17.4 && d.stages.shared_ms < 17.6);
+    ASSERT_TRUE(d.stages.pages_ms == d.stages.shared_ms);
+    cfg.shared_cpus = 0;
+    /* A 100 MB/s cap makes the wire the bound: 10000 raw pages = 41 MB = 410 ms. */
+    vfmig_policy_init(&p, &cfg, 100e6);
+    r = rnd(0, 262144, 11000, 1, 1, 10000, 11000);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_TRUE(d.stages.wire_ms > 400 && d.stages.wire_ms < 420);
+
+    /* A hot set that stays fully dirty but fits: switch as soon as a round stops shrinking it. */
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 500, 1, 1, 16384, 500);
+    ASSERT_EQ(vfmig_policy_after_round(&p, &r).action, VFMIG_POLICY_CONTINUE);
+    r = rnd(1, 16384, 30, 1, 1, 16384, 530);
     d = vfmig_policy_after_round(&p, &r);
     ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
+    ASSERT_EQ(d.reason, VFMIG_SWITCH_NO_PROGRESS);
 
-    /* 200 MB dirty at 2 GB/s = 100 ms: keep going. */
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 1000, 500, 200, 500, 500);
-    d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
-    /* Next round moved those 200 MB in 100 ms, 20 MB dirtied meanwhile: fits, still shrinking. */
-    r = rnd(1, 200, 100, 20, 100, 600);
-    d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
-    ASSERT_TRUE(p.dirty_rate > 0);
-    /* With the round limit one round away, a fitting blackout is taken at once. */
-    cfg.max_rounds = 3;
-    r = rnd(2, 20, 10, 5, 10, 610);
-    d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE); /* p was made with max_rounds 30 */
-    p.cfg.max_rounds = 4;
-    r = rnd(3, 5, 3, 2, 3, 613);
+    /* Nothing dirty: switch at once. */
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 500, 1, 1, 0, 500);
     d = vfmig_policy_after_round(&p, &r);
     ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
     ASSERT_EQ(d.reason, VFMIG_SWITCH_CONVERGED);
-    cfg.max_rounds = 30;
 
-    /* Nothing dirty: switch at once, whatever the bandwidth. */
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 0, 1, 0, 1, 1);
-    d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
-
-    /* A dirty rate above the bandwidth never converges: throttle step by step, then give up. */
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 1000, 500, 500, 500, 500);
-    d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
+    /* Over budget and not shrinking (16384 pages at 10 us = 82 ms): throttle only after rounds
+     * stopped helping, step by step; at the bottom keep going to the time limit, then abort. */
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 500, 10, 10, 16384, 500);
+    ASSERT_EQ(vfmig_policy_after_round(&p, &r).action, VFMIG_POLICY_CONTINUE);
     unsigned last = 100;
     int throttles = 0;
-    for (uint32_t i = 1; i < 29; i++) {
-        r = rnd(i, 500, 250, 500, 250, 500 + 250.0 * i);
+    uint32_t i;
+    for (i = 1; i < 40; i++) {
+        r = rnd(i, 16384, 200, 10, 10, 16384, 500 + 200.0 * i);
         d = vfmig_policy_after_round(&p, &r);
+        if (i == 1)
+            ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE); /* one stalled round is not yet proof */
         if (d.action == VFMIG_POLICY_THROTTLE) {
             ASSERT_TRUE(d.throttle < last);
             last = d.throttle;
             throttles++;
         }
-        if (d.action == VFMIG_POLICY_SWITCH)
+        if (d.action == VFMIG_POLICY_SWITCH || d.action == VFMIG_POLICY_ABORT)
+            break;
+    }
+    ASSERT_EQ(d.action, VFMIG_POLICY_ABORT);
+    ASSERT_EQ(i, 29); /* the round limit: 30 rounds, round 0 included */
+    ASSERT_EQ(throttles, 5);
+    ASSERT_EQ(last, 10);
+    ASSERT_EQ(p.throttle_min, 10);
+    /* The same told to switch anyway: once throttling is exhausted, switch (budget-miss). */
+    cfg.on_miss_switch = 1;
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 500, 10, 10, 16384, 500);
+    vfmig_policy_after_round(&p, &r);
+    for (i = 1; i < 29; i++) {
+        r = rnd(i, 16384, 200, 10, 10, 16384, 500 + 200.0 * i);
+        d = vfmig_policy_after_round(&p, &r);
+        if (d.action == VFMIG_POLICY_SWITCH || d.action == VFMIG_POLICY_ABORT)
             break;
     }
     ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
-    ASSERT_EQ(d.reason, VFMIG_SWITCH_NO_PROGRESS);
-    ASSERT_EQ(throttles, 5);
-    ASSERT_EQ(last, 10);
-
-    /* Without throttling allowed the same workload gives up after the first stall. */
+    ASSERT_EQ(d.reason, VFMIG_SWITCH_BUDGET_MISS);
+    ASSERT_TRUE(i < 29);
+    /* Without throttling, told to switch: after two stalled rounds. */
     cfg.throttle_allowed = 0;
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 1000, 500, 500, 500, 500);
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 500, 10, 10, 16384, 500);
     vfmig_policy_after_round(&p, &r);
-    int n = 1;
-    do {
-        r = rnd((uint32_t)n, 500, 250, 500, 250, 500 + 250.0 * n);
-        d = vfmig_policy_after_round(&p, &r);
-        n++;
-    } while (d.action == VFMIG_POLICY_CONTINUE);
-    ASSERT_EQ(d.reason, VFMIG_SWITCH_NO_PROGRESS);
-    ASSERT_EQ(n, 3);
-
-    /* Round and time limits. */
-    cfg.max_rounds = 2;
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 1000, 500, 300, 500, 500);
+    r = rnd(1, 16384, 200, 10, 10, 16384, 700);
     ASSERT_EQ(vfmig_policy_after_round(&p, &r).action, VFMIG_POLICY_CONTINUE);
-    r = rnd(1, 300, 150, 200, 150, 650);
+    r = rnd(2, 16384, 200, 10, 10, 16384, 900);
     d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.reason, VFMIG_SWITCH_MAX_ROUNDS);
-    cfg.max_rounds = 30;
+    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
+    ASSERT_EQ(d.reason, VFMIG_SWITCH_BUDGET_MISS);
+    cfg.on_miss_switch = 0;
+    cfg.throttle_allowed = 1;
+
+    /* Limits: over budget at the time limit aborts; fitting at the round limit switches. */
     cfg.max_precopy_ns = 600000000ull;
-    vfmig_policy_init(&p, &cfg, 1.0);
-    r = rnd(0, 1000, 700, 300, 700, 700);
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 700, 10, 10, 100000, 700);
     d = vfmig_policy_after_round(&p, &r);
-    ASSERT_EQ(d.reason, VFMIG_SWITCH_MAX_TIME);
+    ASSERT_EQ(d.action, VFMIG_POLICY_ABORT);
+    cfg.max_precopy_ns = 60000000000ull;
+    cfg.max_rounds = 2;
+    vfmig_policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 500, 1, 1, 60000, 500);
+    ASSERT_EQ(vfmig_policy_after_round(&p, &r).action, VFMIG_POLICY_CONTINUE);
+    r = rnd(1, 60000, 100, 1, 1, 20000, 600);
+    d = vfmig_policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
+    ASSERT_EQ(d.reason, VFMIG_SWITCH_MAX_ROUNDS);
 }
 
 static void test_hello(void)

@@ -36,7 +36,8 @@
 #define MiB (1ull << 20)
 #define KiB (1ull << 10)
 #define TIMEOUT_MS 1500
-#define MAX_ROUNDS 3 /* with a 1 ms budget the policy always runs to it: rounds 0..2, final 3 */
+#define MAX_ROUNDS 3 /* with a 1 ms budget (and switch on a miss) the policy always runs to it:
+                        rounds 0..2, final 3 */
 #define FINAL_ROUND MAX_ROUNDS
 #define LONG_DELAY_MS (2 * TIMEOUT_MS + 500)
 #define SHORT_DELAY_MS 200
@@ -266,6 +267,8 @@ static vfmig_session *new_session(vfmig_role role, const vfmig_device *dev, int 
         T_FAIL("session_create: %s", err);
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_TIMEOUT_MS, timeout_ms));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, 1));
+    /* Over the budget at the round limit: switch anyway, so every case reaches the blackout. */
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_MAX_ROUNDS, MAX_ROUNDS));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_THREADS, 2));
     ASSERT_OK(vfmig_session_set_pinning(s, "none"));
