@@ -47,3 +47,6 @@ add_custom_target(vfmig_man ALL DEPENDS ${PROJECT_BINARY_DIR}/vfmig.1)
 install(FILES ${PROJECT_BINARY_DIR}/vfmig.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT bin)
 install(FILES ${PROJECT_SOURCE_DIR}/cli/vfmig.bash-completion
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME vfmig COMPONENT bin)
+# The contract of `vfmig ... --json` (tests/test_cli_pkg.sh validates the command against it).
+install(FILES ${PROJECT_SOURCE_DIR}/schema/vfmig-result.schema.json
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/vfmig/schema COMPONENT bin)

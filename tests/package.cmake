@@ -7,3 +7,8 @@ endif()
 add_test(NAME completion COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_completion.sh
          $<TARGET_FILE:vfmig_cli> ${PROJECT_SOURCE_DIR}/cli/vfmig.bash-completion)
 set_tests_properties(completion PROPERTIES TIMEOUT 30 LABELS package)
+add_test(NAME cli_options COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_pkg.sh $<TARGET_FILE:vfmig_cli> options)
+set_tests_properties(cli_options PROPERTIES TIMEOUT 60 LABELS "package;integration")
+add_test(NAME cli_json_schema COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_pkg.sh $<TARGET_FILE:vfmig_cli> schema
+         ${PROJECT_SOURCE_DIR}/schema/vfmig-result.schema.json ${CMAKE_CURRENT_SOURCE_DIR}/validate_json.py)
+set_tests_properties(cli_json_schema PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "package;integration")
