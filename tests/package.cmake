@@ -12,3 +12,8 @@ set_tests_properties(cli_options PROPERTIES TIMEOUT 60 LABELS "package;integrati
 add_test(NAME cli_json_schema COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_pkg.sh $<TARGET_FILE:vfmig_cli> schema
          ${PROJECT_SOURCE_DIR}/schema/vfmig-result.schema.json ${CMAKE_CURRENT_SOURCE_DIR}/validate_json.py)
 set_tests_properties(cli_json_schema PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "package;integration")
+if(VFMIG_BUILD_BENCH)
+  add_test(NAME bench_options COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_bench_opts.sh
+           $<TARGET_FILE:bench_codec> $<TARGET_FILE:bench_link>)
+  set_tests_properties(bench_options PROPERTIES TIMEOUT 30 LABELS package)
+endif()
