@@ -24,6 +24,17 @@ if(VFMIG_HAVE_RDMA)
   string(APPEND VFMIG_PC_REQUIRES_PRIVATE " libibverbs librdmacm")
   string(APPEND VFMIG_CONFIG_PKG_MODULES " IBVERBS libibverbs RDMACM librdmacm")
 endif()
+# Without libvfmig.so, -lvfmig is the archive: its dependencies are not private then.
+if(VFMIG_BUILD_SHARED)
+  set(VFMIG_PC_REQUIRES "")
+  set(VFMIG_PC_LIBS "")
+  set(VFMIG_PC_LIBS_PRIVATE "-pthread -lm")
+else()
+  set(VFMIG_PC_REQUIRES "${VFMIG_PC_REQUIRES_PRIVATE}")
+  set(VFMIG_PC_REQUIRES_PRIVATE "")
+  set(VFMIG_PC_LIBS "-pthread -lm")
+  set(VFMIG_PC_LIBS_PRIVATE "")
+endif()
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/vfmig-config.cmake.in
   ${PROJECT_BINARY_DIR}/vfmig-config.cmake INSTALL_DESTINATION ${VFMIG_CMAKEDIR})
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/vfmig-config-version.cmake
