@@ -2,7 +2,8 @@
 # tests/test_abi.sh INCLUDE_DIR MAP LIBVFMIG_SO - the exported ABI: the functions the public
 # headers declare VFMIG_API, the version script's list and what the shared library exports
 # (`nm -D --defined-only`) are the same set; every export is a function named vfmig_* carrying a
-# VFMIG_ version node; the library has a SONAME. Any drift fails and names the symbols.
+# vfmig_N.M version node (so every dynamic symbol, nodes included, starts with vfmig_); the
+# library has a SONAME. Any drift fails and names the symbols.
 set -u
 INC=$1 MAP=$2 SO=$3
 TMP=$(mktemp -d)
@@ -25,11 +26,13 @@ sed -e 's:/\*.*\*/::' -e '/\/\*/,/\*\//d' "$MAP" |
 [ -s "$TMP/map" ] || fail "no global: names in $MAP"
 
 nm -D --defined-only "$SO" >"$TMP/nm" || fail "nm -D $SO"
-# Version nodes appear as absolute symbols (A VFMIG_0.1); everything else must be a function.
+# Version nodes appear as absolute symbols (A vfmig_0.1); everything else must be a function.
 awk '$2 != "A"' "$TMP/nm" >"$TMP/nm_syms"
 awk '$2 != "T" {print}' "$TMP/nm_syms" | grep . && fail "exported non-function symbols (above)"
-awk '{print $3}' "$TMP/nm_syms" | grep -v '@@VFMIG_[0-9]' && fail "exports without a VFMIG_ version (above)"
+awk '{print $3}' "$TMP/nm_syms" | grep -v '@@vfmig_[0-9]' && fail "exports without a vfmig_N.M version (above)"
 awk '{print $3}' "$TMP/nm_syms" | sed 's/@.*//' | sort >"$TMP/so"
+# What `nm -D --defined-only` lists at all, version nodes included, is named vfmig_*.
+awk '{print $3}' "$TMP/nm" | grep -v '^vfmig_' && fail "dynamic symbols not named vfmig_* (above)"
 
 cmp_sets() { # A B name-of-A name-of-B
     local d
