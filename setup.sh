@@ -12,11 +12,13 @@ cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake pkg-config liblz4-dev libzstd-dev libxxhash-dev libhwloc-dev
           libibverbs-dev librdmacm-dev libssl-dev)
+# Only for `test`: the JSON Schema check of the CLI's --json output (tests/test_cli_pkg.sh).
+TEST_PACKAGES=(python3-jsonschema)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
-deps() {
+deps() { # [extra packages...]
     local missing=()
-    for p in "${PACKAGES[@]}"; do
+    for p in "${PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -eq 0 ]; then
@@ -90,15 +92,24 @@ demo)
     ./build/vfmig local --vram 1G --page 4K --dirty-rate 200M --pattern hot:64M --content mix "$@"
     ;;
 test)
-    deps
+    deps "${TEST_PACKAGES[@]}"
     build build
     run_ctest build "release build (-Wall -Wextra -Werror)"
+    # Release (-O3) as users build it; installed into a scratch prefix, the examples build out of
+    # tree against it (pkg-config, find_package, find_package static) and run.
+    build build-release -DCMAKE_BUILD_TYPE=Release -DVFMIG_BUILD_TESTS=OFF -DVFMIG_BUILD_BENCH=OFF
+    echo "== install: Release build into a scratch prefix, examples/ built against it"
+    if JOBS=$JOBS bash tests/test_install.sh build-release; then
+        PASSED=$((PASSED + 1))
+    else
+        FAILED=$((FAILED + 1))
+    fi
     build build-asan -DVFMIG_SANITIZE=address,undefined -DVFMIG_BUILD_BENCH=OFF
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_ctest build-asan "AddressSanitizer + UndefinedBehaviorSanitizer build"
     # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload.
     build build-tsan -DVFMIG_SANITIZE=thread -DVFMIG_BUILD_BENCH=OFF
-    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$)" \
+    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$|example_daemon)" \
         run_ctest build-tsan "ThreadSanitizer build (pipeline, device, link tests)"
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" -eq 0 ]

@@ -2,7 +2,7 @@
  * bench/bench_codec.c - speed and ratio of the page codecs, next to bare liblz4 / libzstd on
  * the same buffers in the same run (absolute numbers are noisy; the our/bare ratio is not).
  *
- * Usage: bench_codec [--mib N] [--reps N] [--threads N] [--only KIND] [--json]
+ * Usage: bench_codec [--mib N] [--reps N] [--threads N] [--only KIND] [--json] (--help lists them)
  * For each content kind (zero, texture, tensor, random) a buffer of N MiB of 64 KiB pages.
  */
 #include <math.h>
@@ -16,6 +16,7 @@
 #include <lz4.h>
 #include <zstd.h>
 
+#include "bench_opts.h"
 #include "compress/codec.h"
 #include "vfmig.h"
 
@@ -370,27 +371,35 @@ static void scaling_rows(const struct opts *o, struct bufs *b, int kind, int cod
 int main(int argc, char **argv)
 {
     struct opts o = {64, 3, 0, 0, NULL};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            o.json = 1;
-        else if (!strcmp(argv[i], "--mib") && i + 1 < argc)
-            o.mib = (size_t)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
-            o.reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            o.threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
-            o.only = argv[++i];
-        else {
-            fprintf(stderr, "usage: %s [--mib N] [--reps N] [--threads N] [--only KIND] [--json]\n"
-                            "KIND: zero, texture, tensor, random\n", argv[0]);
-            return 2;
+    enum { O_MIB = 256, O_REPS, O_THREADS, O_ONLY, O_JSON };
+    static const bench_option table[] = {
+        {"mib", O_MIB, "N", "MiB of 64 KiB pages per content kind (default 64)"},
+        {"reps", O_REPS, "N", "best of N runs per row (default 3)"},
+        {"threads", O_THREADS, "N", "largest worker pool measured, 1..64 (default: one per CPU)"},
+        {"only", O_ONLY, "KIND", "one content kind: zero | texture | tensor | random (default all)"},
+        {"json", O_JSON, NULL, "one JSON object per row on stdout"},
+    };
+    bench_cli cli;
+    bench_cli_init(&cli, "bench_codec",
+                   "Speed and ratio of the page codecs, next to bare liblz4 / libzstd on the same buffers.",
+                   table, BENCH_NOPTS(table));
+    for (int id; (id = bench_cli_next(&cli, argc, argv)) != -1;) {
+        switch (id) {
+        case O_MIB: o.mib = (size_t)bench_parse_int(&cli, optarg, 1, 1 << 16); break;
+        case O_REPS: o.reps = (int)bench_parse_int(&cli, optarg, 1, 1000); break;
+        case O_THREADS: o.threads = (int)bench_parse_int(&cli, optarg, 1, 64); break;
+        case O_ONLY: {
+            int k = 0;
+            while (k < K_COUNT && strcmp(optarg, kind_name[k]))
+                k++;
+            if (k == K_COUNT)
+                bench_fail(&cli, "'%s' is not zero, texture, tensor or random", optarg);
+            o.only = optarg;
+            break;
+        }
+        case O_JSON: o.json = 1; break;
         }
     }
-    if (o.mib < 1)
-        o.mib = 1;
-    if (o.reps < 1)
-        o.reps = 1;
     if (o.threads <= 0) {
         long nc = sysconf(_SC_NPROCESSORS_ONLN);
         o.threads = nc > 0 ? (int)nc : 1;

@@ -8,8 +8,8 @@
  * --aead adds, in the same interleaved runs, the link with AES-256-GCM on every frame (random
  * keys, crosswise), and a second table comparing it with the plain link.
  *
- * usage: bench_link [--bytes N] [--frame N] [--streams 1,2,4] [--reps N]
- *                   [--copy-threshold N] [--direct-read N] [--zerocopy] [--aead]
+ * usage: bench_link [--bytes SIZE] [--frame SIZE] [--streams 1,2,4] [--reps N]
+ *                   [--copy-threshold SIZE] [--direct-read SIZE] [--zerocopy] [--aead] (--help lists them)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "baseline.h"
+#include "bench_opts.h"
 #include "transport/link_impl.h"
 
 typedef struct opts {
@@ -190,33 +191,38 @@ int main(int argc, char **argv)
 {
     opts o = {.bytes = 4ull << 30, .frame = 64 << 10, .streams = {1, 2, 4}, .nstreams = 3, .reps = 3,
               .copy_threshold = -1, .direct_read = -1};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--bytes") && i + 1 < argc)
-            o.bytes = strtoull(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--frame") && i + 1 < argc)
-            o.frame = (uint32_t)strtoul(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
-            o.reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--copy-threshold") && i + 1 < argc)
-            o.copy_threshold = strtol(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--direct-read") && i + 1 < argc)
-            o.direct_read = strtol(argv[++i], NULL, 0);
-        else if (!strcmp(argv[i], "--zerocopy"))
-            o.zerocopy = 1;
-        else if (!strcmp(argv[i], "--aead"))
-            o.aead = 1;
-        else if (!strcmp(argv[i], "--streams") && i + 1 < argc) {
-            o.nstreams = 0;
-            for (char *t = strtok(argv[++i], ","); t && o.nstreams < 8; t = strtok(NULL, ","))
-                o.streams[o.nstreams++] = atoi(t);
-        } else {
-            fprintf(stderr, "usage: %s [--bytes N] [--frame N] [--streams 1,2,4] [--reps N] "
-                            "[--copy-threshold N] [--direct-read N] [--zerocopy] [--aead]\n", argv[0]);
-            return 2;
+    enum { O_BYTES = 256, O_FRAME, O_STREAMS, O_REPS, O_COPY, O_DIRECT, O_ZEROCOPY, O_AEAD };
+    static const bench_option table[] = {
+        {"bytes", O_BYTES, "SIZE", "bytes per run, all streams together (default 4G; K/M/G)"},
+        {"frame", O_FRAME, "SIZE", "payload bytes per frame (default 64K)"},
+        {"streams", O_STREAMS, "LIST", "stream counts to measure, e.g. 1,2,4 (default 1,2,4)"},
+        {"reps", O_REPS, "N", "runs per row, median reported, 1..32 (default 3)"},
+        {"copy-threshold", O_COPY, "SIZE", "payloads this big go out by sendmsg from the caller (default: library's)"},
+        {"direct-read", O_DIRECT, "SIZE", "payload rests this big are read straight into place (default: library's)"},
+        {"zerocopy", O_ZEROCOPY, NULL, "MSG_ZEROCOPY on data streams"},
+        {"aead", O_AEAD, NULL, "also measure the link with AES-256-GCM on every frame"},
+    };
+    bench_cli cli;
+    bench_cli_init(&cli, "bench_link", "TCP link throughput over loopback against plain sockets, same run.",
+                   table, BENCH_NOPTS(table));
+    for (int id; (id = bench_cli_next(&cli, argc, argv)) != -1;) {
+        switch (id) {
+        case O_BYTES: o.bytes = bench_parse_size(&cli, optarg, 1 << 20, 1ull << 40); break;
+        case O_FRAME: o.frame = (uint32_t)bench_parse_size(&cli, optarg, 1, VFMIG_FRAME_MAX_PAYLOAD); break;
+        case O_REPS: o.reps = (int)bench_parse_int(&cli, optarg, 1, 32); break;
+        case O_COPY: o.copy_threshold = (long)bench_parse_size(&cli, optarg, 0, 1u << 30); break;
+        case O_DIRECT: o.direct_read = (long)bench_parse_size(&cli, optarg, 0, 1u << 30); break;
+        case O_ZEROCOPY: o.zerocopy = 1; break;
+        case O_AEAD: o.aead = 1; break;
+        case O_STREAMS: {
+            int64_t v[8];
+            o.nstreams = bench_parse_int_list(&cli, optarg, v, 8, 1, VFMIG_MAX_STREAMS);
+            for (int k = 0; k < o.nstreams; k++)
+                o.streams[k] = (int)v[k];
+            break;
+        }
         }
     }
-    if (o.reps < 1 || o.reps > 32 || !o.frame || o.frame > VFMIG_FRAME_MAX_PAYLOAD)
-        return 2;
     printf("bench_link: %.2f GiB of %u-byte frames per run, median of %d (link%s and plain interleaved)\n",
            (double)o.bytes / (1 << 30), o.frame, o.reps, o.aead ? ", aead link" : "");
     printf("%-8s %10s %10s %14s %14s %12s %8s\n", "streams", "link GB/s", "plain GB/s", "link cpu s/GB",

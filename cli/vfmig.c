@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "vfmig.h"
@@ -200,6 +201,72 @@ static void parse_codec(opts *o, const char *s)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Packaging: version, JSON schema version, refusing a VF that cannot fit in memory.          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The "schema_version" of the --json result (schema/vfmig-result.schema.json): bumped when a
+ * key changes meaning or goes away; new keys come with a schema update and the same number. */
+#define VFMIG_CLI_SCHEMA_VERSION 1
+
+static void print_version(void)
+{
+    unsigned v = vfmig_version_number();
+    printf("vfmig %u.%u.%u (library %u.%u.%u)\n", VFMIG_VERSION_MAJOR, VFMIG_VERSION_MINOR,
+           VFMIG_VERSION_PATCH, v / 10000, v / 100 % 100, v % 100);
+}
+
+/* Bytes of MemAvailable in /proc/meminfo, 0 when it cannot be read. */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[128];
+    unsigned long long kib = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return (uint64_t)kib * 1024;
+}
+
+static const char *human_bytes(uint64_t b, char *buf, size_t n)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+    return buf;
+}
+
+/* The simulated VRAM lives in this process's memory (twice in `local`: both ends). Too much of it
+ * is refused before anything is allocated, rather than left to the OOM killer minutes later. */
+static void check_memory(const opts *o)
+{
+    int ends = !strcmp(o->cmd, "local") ? 2 : 1;
+    uint64_t vram = o->sim.vram_bytes;
+    if (vram > UINT64_MAX / 2)
+        usage_error("--vram: %" PRIu64 " bytes is too large", vram);
+    uint64_t need = vram * (uint64_t)ends;
+    char a[32], b[32], c[32];
+    const char *what = ends == 2 ? " (the VRAM of both ends: 'local' runs source and target here)" : "";
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && need >= (uint64_t)rl.rlim_cur)
+        usage_error("--vram %s: needs %s of memory%s, over this process's address-space limit of %s "
+                    "(RLIMIT_AS, ulimit -v)", human_bytes(vram, c, sizeof(c)), human_bytes(need, a, sizeof(a)),
+                    what, human_bytes((uint64_t)rl.rlim_cur, b, sizeof(b)));
+    uint64_t avail = mem_available();
+    if (avail && need > avail)
+        usage_error("--vram %s: needs %s of memory%s, but only %s is available (MemAvailable)",
+                    human_bytes(vram, c, sizeof(c)), human_bytes(need, a, sizeof(a)), what,
+                    human_bytes(avail, b, sizeof(b)));
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 static void help(const char *cmd)
 {
@@ -267,7 +334,8 @@ static void help(const char *cmd)
            "      --json               one JSON object on stdout, nothing else\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
            "  -q, --quiet              only the summary line\n"
-           "  -h, --help               this text\n");
+           "  -h, --help               this text\n"
+           "  -V, --version            version of the command and of the library it runs\n");
 }
 
 enum {
@@ -298,10 +366,11 @@ static void parse_args(opts *o, int argc, char **argv)
         {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT},
         {"write-bytes", required_argument, 0, O_WRITE_BYTES}, {"verify", required_argument, 0, O_VERIFY},
         {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":c:l:vqh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":c:l:vqhV", lo, NULL)) != -1) {
         const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
         switch (c) {
         case 'c':
@@ -369,6 +438,7 @@ static void parse_args(opts *o, int argc, char **argv)
         case 'v': o->verbose = true; break;
         case 'q': o->quiet = true; break;
         case 'h': help(o->cmd); exit(0);
+        case 'V': print_version(); exit(0);
         case ':': usage_error("%s needs a value", name);
         default: usage_error("unknown option '%s' for 'vfmig %s'", name, o->cmd);
         }
@@ -410,6 +480,7 @@ static void parse_args(opts *o, int argc, char **argv)
         usage_error("--write-bytes: %u is not between 8 and the page size (%" PRIu64 ")", o->sim.write_bytes, ps);
     if (o->batch_bytes != NOTSET && (o->batch_bytes < (int64_t)ps || o->batch_bytes > (64 << 20)))
         usage_error("--batch: must be between the page size and 64M");
+    check_memory(o);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -519,7 +590,8 @@ static void print_json(const opts *o, const report *r)
 {
     const vfmig_stats *st = &r->st;
     FILE *f = stdout;
-    fprintf(f, "{\"status\":\"%s\",\"error\":", r->status ? "error" : "ok");
+    fprintf(f, "{\"schema_version\":%d,\"status\":\"%s\",\"error\":", VFMIG_CLI_SCHEMA_VERSION,
+            r->status ? "error" : "ok");
     if (r->status) {
         json_str(f, r->error);
         fprintf(f, ",\"error_code\":\"%s\"", vfmig_status_name(r->status));
@@ -840,9 +912,8 @@ int main(int argc, char **argv)
         help(NULL);
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "--version")) {
-        unsigned v = vfmig_version_number();
-        printf("vfmig %u.%u.%u\n", v / 10000, v / 100 % 100, v % 100);
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        print_version();
         return 0;
     }
     opts o = {.cmd = argv[1], .budget_ms = NOTSET, .max_rounds = NOTSET, .max_precopy_ms = NOTSET,

@@ -260,7 +260,7 @@ static void test_addr_errors(void)
     ASSERT_EQ(vfmig_connect("tcp://no-such-host.invalid:1", 1000, &l, err, sizeof(err)), VFMIG_EADDR);
     ASSERT_EQ(vfmig_connect("tcp://127.0.0.1:99999", 1000, &l, err, sizeof(err)), VFMIG_EADDR);
     ASSERT_TRUE(strstr(err, "out of range") != NULL);
-    ASSERT_EQ(vfmig_listen("rdma://127.0.0.1:0", &L, err, sizeof(err)), VFMIG_ENODEV);
+    ASSERT_EQ(vfmig_listen("rdma://127.0.0.1:0", &L, err, sizeof(err)), VFMIG_HAVE_RDMA ? VFMIG_ENODEV : VFMIG_ENOTSUP);
     vfmig_listener_close(NULL);
     vfmig_link_close(NULL);
 }
