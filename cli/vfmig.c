@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vfmig.h"
@@ -44,6 +45,13 @@ typedef struct opts {
     bool json, verbose, quiet;
 } opts;
 
+/* What the event callback needs: the options, and the source's VF to measure its workload. */
+typedef struct cbctx {
+    const struct opts *o;
+    vfmig_simvf *sim;                  /* source VF, or NULL */
+    uint64_t pc_t0, pc_b0, pc_t1, pc_b1; /* workload bytes at pre-copy start and at the pause */
+} cbctx;
+
 typedef struct report {
     const char *role;
     int status;
@@ -52,6 +60,8 @@ typedef struct report {
     vfmig_round_stats *rounds;
     uint32_t nrounds;
     int byte_compare; /* local: -1 not done, 0 differs, 1 equal */
+    double pre_rate;  /* workload bytes/s measured just before the migration (0: none) */
+    cbctx cb;
     char endpoint[400];
 } report;
 
@@ -485,9 +495,55 @@ static void parse_args(opts *o, int argc, char **argv)
 
 /* ------------------------------------------------------------------------------------------ */
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t workload_bytes(vfmig_simvf *sim)
+{
+    vfmig_simvf_counters c;
+    vfmig_simvf_get_counters(sim, &c);
+    return c.bytes_written;
+}
+
+/* The workload's own rate before anything of the migration runs, to tell how much pre-copy
+ * slowed it (throttling, or competition for the CPU). */
+static double measure_workload(const opts *o, vfmig_simvf *sim)
+{
+    if (!o->sim.dirty_rate)
+        return 0;
+    uint64_t t0 = now_ns(), b0 = workload_bytes(sim);
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+    uint64_t t1 = now_ns(), b1 = workload_bytes(sim);
+    return t1 > t0 ? (double)(b1 - b0) * 1e9 / (double)(t1 - t0) : 0;
+}
+
+/* Workload rate before the migration / during pre-copy (1 without a workload). */
+static double workload_slowdown(const report *r)
+{
+    const cbctx *c = &r->cb;
+    uint64_t t1 = c->pc_t1 ? c->pc_t1 : now_ns(), b1 = c->pc_t1 ? c->pc_b1 : (c->sim ? workload_bytes(c->sim) : 0);
+    if (r->pre_rate <= 0 || !c->pc_t0 || t1 <= c->pc_t0)
+        return 1.0;
+    double during = (double)(b1 - c->pc_b0) * 1e9 / (double)(t1 - c->pc_t0);
+    return during > 0 ? r->pre_rate / during : 0;
+}
+
 static void on_event(const vfmig_event *ev, void *user)
 {
-    const opts *o = user;
+    cbctx *c = user;
+    const opts *o = c->o;
+    if (ev->type == VFMIG_EV_PHASE && c->sim && ev->phase == VFMIG_PHASE_PRECOPY) {
+        c->pc_t0 = now_ns();
+        c->pc_b0 = workload_bytes(c->sim);
+    } else if (ev->type == VFMIG_EV_PHASE && c->sim && ev->phase == VFMIG_PHASE_BLACKOUT) {
+        c->pc_t1 = now_ns();
+        c->pc_b1 = workload_bytes(c->sim);
+    }
     if (!o->verbose)
         return;
     if (ev->type == VFMIG_EV_LOG)
@@ -500,7 +556,7 @@ static void on_event(const vfmig_event *ev, void *user)
                 (double)ev->round->duration_ns / 1e6);
 }
 
-static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, vfmig_session **out,
+static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, cbctx *cb, vfmig_session **out,
                         char *err, size_t errlen)
 {
     vfmig_device dev;
@@ -533,7 +589,10 @@ static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, vfmig_
         snprintf(err, errlen, "the pre-shared key was refused");
         return rc;
     }
-    vfmig_session_set_callback(s, on_event, (void *)o);
+    cb->o = o;
+    if (role == VFMIG_ROLE_SOURCE)
+        cb->sim = sim;
+    vfmig_session_set_callback(s, on_event, cb);
     return VFMIG_OK;
 }
 
@@ -586,6 +645,11 @@ static void json_codec_bytes(FILE *f, const uint64_t *in, const uint64_t *out)
     fprintf(f, "}");
 }
 
+static const char *verify_name(uint32_t v)
+{
+    return v == VFMIG_VERIFY_APPLIED ? "applied" : v == VFMIG_VERIFY_FULL ? "full" : "readback";
+}
+
 static void print_json(const opts *o, const report *r)
 {
     const vfmig_stats *st = &r->st;
@@ -607,10 +671,21 @@ static void print_json(const opts *o, const report *r)
     fprintf(f, ",\"blackout_ms\":%.3f,\"total_ms\":%.3f,\"precopy_ms\":%.3f", ms(st->blackout_ns),
             ms(st->total_ns), ms(st->precopy_ns));
     fprintf(f, ",\"blackout\":{\"final_pages_ms\":%.3f,\"mutable_state_ms\":%.3f,\"verify_ms\":%.3f,"
-               "\"restore_ms\":%.3f,\"final_dirty_pages\":%" PRIu64 ",\"predicted_ms\":%.3f,\"budget_ms\":%" PRId64 "}",
+               "\"restore_ms\":%.3f,\"final_dirty_pages\":%" PRIu64 ",\"predicted_ms\":%.3f,\"budget_ms\":%" PRId64,
             ms(st->blackout_final_pages_ns), ms(st->blackout_mutable_ns), ms(st->blackout_verify_ns),
             ms(st->blackout_restore_ns), st->final_dirty_pages, st->predicted_blackout_ms,
             o->budget_ms != NOTSET ? o->budget_ms : 50);
+    fprintf(f, ",\"predicted_pages_ms\":%.3f,\"predicted_fixed_ms\":%.3f", st->predicted_pages_ms,
+            st->predicted_fixed_ms);
+    fprintf(f, ",\"stages\":{\"pause_ms\":%.3f,\"query_ms\":%.3f,\"send_ms\":%.3f,\"target_ms\":%.3f,"
+               "\"roundtrip_ms\":%.3f},\"full_verify_ms\":%.3f}",
+            ms(st->blackout_pause_ns), ms(st->blackout_query_ns), ms(st->blackout_send_ns),
+            ms(st->blackout_target_ns), ms(st->blackout_roundtrip_ns), ms(st->blackout_full_verify_ns));
+    fprintf(f, ",\"predicted_blackout_ms\":%.3f,\"switchover_reason\":\"%s\",\"throttle_min_percent\":%u"
+               ",\"workload_slowdown\":%.3f,\"wire_rate\":%.0f,\"verify\":\"%s\",\"delta_cache_bytes\":%" PRIu64,
+            st->predicted_blackout_ms, vfmig_switch_reason_name(st->switch_reason),
+            st->throttle_min_percent ? st->throttle_min_percent : 100, workload_slowdown(r), st->wire_rate,
+            verify_name(st->verify), st->delta_cache_bytes);
     fprintf(f, ",\"rounds\":%u,\"switch_reason\":\"%s\",\"streams\":%u,\"threads\":%u", st->rounds,
             vfmig_switch_reason_name(st->switch_reason), st->streams, st->threads);
     fprintf(f, ",\"bytes_vram\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"bytes_raw\":%" PRIu64
@@ -621,17 +696,20 @@ static void print_json(const opts *o, const report *r)
     fprintf(f, ",\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
             st->mutable_bytes);
     fprintf(f, ",\"workload\":{\"vram\":%" PRIu64 ",\"page\":%" PRIu64 ",\"dirty_rate\":%" PRIu64
-               ",\"pattern\":\"%s\",\"content\":\"%s\"}",
-            o->sim.vram_bytes, o->sim.page_size, o->sim.dirty_rate, o->pattern_str, o->content_str);
+               ",\"pattern\":\"%s\",\"content\":\"%s\",\"write_bytes\":%u,\"rate_before\":%.0f}",
+            o->sim.vram_bytes, o->sim.page_size, o->sim.dirty_rate, o->pattern_str, o->content_str,
+            o->sim.write_bytes, r->pre_rate);
     fprintf(f, ",\"round_stats\":[");
     for (uint32_t i = 0; i < r->nrounds; i++) {
         const vfmig_round_stats *rs = &r->rounds[i];
         fprintf(f, "%s{\"round\":%u,\"blackout\":%s,\"pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64
                    ",\"bytes_raw\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"ms\":%.3f,\"throughput\":%.0f"
-                   ",\"dirty_rate\":%.0f,\"predicted_blackout_ms\":%.3f,\"throttle\":%u,\"encode_ms\":%.3f",
+                   ",\"dirty_rate\":%.0f,\"predicted_blackout_ms\":%.3f,\"throttle\":%u,\"encode_ms\":%.3f"
+                   ",\"cpu_ms\":%.3f,\"peer_cpu_ms\":%.3f",
                 i ? "," : "", rs->round, rs->in_blackout ? "true" : "false", rs->dirty_pages, rs->zero_pages,
                 rs->bytes_raw, rs->bytes_wire, ms(rs->duration_ns), rs->throughput, rs->dirty_rate,
-                rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns));
+                rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns),
+                ms(rs->cpu_ns), ms(rs->peer_cpu_ns));
         json_codec_bytes(f, rs->codec_in, rs->codec_out);
         fprintf(f, "}");
     }
@@ -669,14 +747,23 @@ static void print_human(const opts *o, const report *r)
         return;
     }
     if (st->role == VFMIG_ROLE_SOURCE || !strcmp(r->role, "local")) {
-        printf("blackout %.2f ms (budget %" PRId64 " ms, predicted %.2f ms): final pages %.2f ms (%" PRIu64
-               " pages), mutable state %.2f ms, verify %.2f ms, restore %.2f ms\n",
+        printf("blackout %.2f ms (budget %" PRId64 " ms, predicted %.2f ms) for %" PRIu64 " final pages: pause %.2f, "
+               "query %.2f, pages and state %.2f, target %.2f (of which restore %.2f), network %.2f\n",
                ms(st->blackout_ns), o->budget_ms != NOTSET ? o->budget_ms : 50, st->predicted_blackout_ms,
-               ms(st->blackout_final_pages_ns), st->final_dirty_pages, ms(st->blackout_mutable_ns),
-               ms(st->blackout_verify_ns), ms(st->blackout_restore_ns));
-        printf("total %.0f ms, %u pre-copy rounds (%s), %.1f MiB on the wire for %.1f MiB of VRAM, ratio %.2f\n",
+               st->final_dirty_pages, ms(st->blackout_pause_ns), ms(st->blackout_query_ns), ms(st->blackout_send_ns),
+               ms(st->blackout_target_ns), ms(st->blackout_restore_ns), ms(st->blackout_roundtrip_ns));
+        if (st->blackout_full_verify_ns)
+            printf("full verification (VRAM re-read on both ends): %.2f ms of it\n", ms(st->blackout_full_verify_ns));
+        printf("total %.0f ms, %u pre-copy rounds (%s), %.1f MiB on the wire for %.1f MiB of VRAM, ratio %.2f, "
+               "wire %.0f MiB/s\n",
                ms(st->total_ns), st->rounds, vfmig_switch_reason_name(st->switch_reason), mib(st->bytes_wire),
-               mib(st->bytes_vram), st->ratio);
+               mib(st->bytes_vram), st->ratio, st->wire_rate / 1048576.0);
+        double slow = workload_slowdown(r);
+        if (st->throttle_min_percent && st->throttle_min_percent < 100)
+            printf("the VF was THROTTLED down to %u%% of its speed during pre-copy (workload %.2fx slower)\n",
+                   st->throttle_min_percent, slow);
+        else if (r->pre_rate > 0)
+            printf("the VF ran at full speed (workload slowdown %.2fx)\n", slow);
         if (!o->quiet) {
             printf("codecs:");
             for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++)
@@ -751,7 +838,9 @@ static int cmd_source(const opts *o)
     if (!rc)
         rc = vfmig_simvf_start(sim);
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_SOURCE, sim, &s, r.error, sizeof(r.error));
+        r.pre_rate = measure_workload(o, sim);
+    if (!rc)
+        rc = make_session(o, VFMIG_ROLE_SOURCE, sim, &r.cb, &s, r.error, sizeof(r.error));
     announce(o, "source", o->endpoint);
     if (!rc)
         rc = vfmig_connect(o->endpoint, (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000), &link, r.error,
@@ -780,7 +869,7 @@ static int cmd_target(const opts *o)
     vfmig_link *link = NULL;
     int rc = create_sim(o, true, &sim, r.error, sizeof(r.error));
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_TARGET, sim, &s, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_TARGET, sim, &r.cb, &s, r.error, sizeof(r.error));
     if (!rc)
         rc = vfmig_listen(o->endpoint, &l, r.error, sizeof(r.error));
     if (!rc) {
@@ -807,6 +896,7 @@ static int cmd_target(const opts *o)
 typedef struct local_target {
     vfmig_listener *l;
     vfmig_session *s;
+    cbctx cb;
     int timeout_ms;
     int rc;
     char err[400];
@@ -837,9 +927,9 @@ static int cmd_local(const opts *o)
     if (!rc)
         rc = create_sim(o, true, &dst_sim, r.error, sizeof(r.error));
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_SOURCE, src_sim, &src, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_SOURCE, src_sim, &r.cb, &src, r.error, sizeof(r.error));
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_TARGET, dst_sim, &t.s, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_TARGET, dst_sim, &t.cb, &t.s, r.error, sizeof(r.error));
     if (!rc)
         rc = vfmig_listen(ep, &t.l, r.error, sizeof(r.error));
     if (!rc) {
@@ -854,6 +944,8 @@ static int cmd_local(const opts *o)
         snprintf(r.endpoint, sizeof(r.endpoint), "%s", conn);
         announce(o, "local", conn);
         rc = vfmig_simvf_start(src_sim);
+        if (!rc)
+            r.pre_rate = measure_workload(o, src_sim);
         if (!rc && pthread_create(&th, NULL, local_target_main, &t) == 0)
             thread = true;
         if (!rc && !thread)

@@ -450,6 +450,8 @@ static int blackout(source *src, uint32_t round)
     s->stats.mutable_bytes = mut_size;
     s->stats.verified = 1;
     s->stats.precopy_ns = src->t_pause - s->t_start_ns;
+    s->stats.wire_rate = s->stats.precopy_ns ? (double)(s->stats.bytes_wire - rs.bytes_wire) * 1e9 / (double)s->stats.precopy_ns : 0;
+    s->stats.delta_cache_bytes = vfmig_pipeline_delta_cache_bytes(src->pipe);
     pthread_mutex_unlock(&s->lock);
 
     /* Past this point the target holds a verified image: the VF is the target's. */
@@ -585,6 +587,8 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
     pthread_mutex_lock(&s->lock);
     s->stats.streams = src.nstreams;
     s->stats.threads = threads;
+    s->stats.verify = (uint32_t)s->params[VFMIG_P_VERIFY];
+    s->stats.throttle_min_percent = 100;
     pthread_mutex_unlock(&s->lock);
     if ((rc = src.ops->start_tracking(src.dev))) {
         rc = dev_fail(s, rc, "start_tracking");
