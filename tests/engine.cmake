@@ -7,12 +7,12 @@ target_include_directories(test_migrate PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_
 target_link_libraries(test_migrate PRIVATE vfmig)
 foreach(case local local_streams4 local_ranges_4k local_seq_2m_pages decode_pool decode_pool_delta
              codec_raw codec_lz4 codec_zstd codec_delta codec_auto_capped forced_switch_rounds two_procs
-             auth_ok encrypted encrypted_required)
+             two_procs_copying local_copying codec_delta_copying auth_ok encrypted encrypted_required)
   add_test(NAME migrate_${case} COMMAND test_migrate ${case})
   set_tests_properties(migrate_${case} PROPERTIES TIMEOUT 120 LABELS integration)
 endforeach()
 foreach(case kill_target_precopy kill_target_blackout kill_source_precopy kill_source_blackout
-             layout_mismatch immutable_refused target_image_corrupt target_restore_fails
+             layout_mismatch immutable_refused target_image_corrupt target_stray_write target_restore_fails
              source_read_fails cancel_precopy cancel_blackout cancel_target
              auth_wrong_key auth_target_has_no_key auth_source_has_no_key encryption_refused)
   add_test(NAME failure_${case} COMMAND test_migrate ${case})

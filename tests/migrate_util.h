@@ -23,7 +23,9 @@ enum fault_action {
     ACT_EXIT,    /* the process dies (_exit), like a host crash of that end */
     ACT_FAIL,    /* the op returns VFMIG_EDEVICE */
     ACT_CANCEL,  /* vfmig_session_cancel(cancel) from inside the op, then the op proceeds */
-    ACT_CORRUPT  /* write: flip a byte of what is written */
+    ACT_CORRUPT, /* write: flip a byte of what is written */
+    ACT_STRAY    /* from that write on: the VF's last byte changes behind the engine's back
+                    after the engine last wrote it (a stray device write) */
 };
 
 typedef struct fault_dev {
@@ -33,6 +35,7 @@ typedef struct fault_dev {
     int op, after, action;
     vfmig_session *cancel;
     _Atomic int calls[OP_COUNT];
+    bool stray_done;        /* ACT_STRAY: the last byte is changed since the engine wrote it */
     uint8_t *saved_mutable; /* copy of the last blob save_mutable produced */
     uint64_t saved_mutable_size;
 } fault_dev;
@@ -69,18 +72,33 @@ static int f_query(void *d, uint32_t r, uint64_t fp, uint64_t n, uint64_t *bm, i
 static int f_read(void *d, uint64_t off, void *dst, size_t len) { FWD(OP_READ, read(INNER(d), off, dst, len)); }
 static int f_write(void *d, uint64_t off, const void *src, size_t len)
 {
-    if (fault_hit(FD(d), OP_WRITE)) {
-        if (FD(d)->action == ACT_FAIL)
+    fault_dev *f = FD(d);
+    if (fault_hit(f, OP_WRITE)) {
+        if (f->action == ACT_FAIL)
             return VFMIG_EDEVICE;
         /* ACT_CORRUPT: the device stores something else than it was given. */
-        int rc = FD(d)->inner.ops->write(INNER(d), off, src, len);
+        int rc = f->inner.ops->write(INNER(d), off, src, len);
         uint8_t b;
-        FD(d)->inner.ops->read(INNER(d), off + len / 2, &b, 1);
+        f->inner.ops->read(INNER(d), off + len / 2, &b, 1);
         b ^= 0x5a;
-        FD(d)->inner.ops->write(INNER(d), off + len / 2, &b, 1);
+        f->inner.ops->write(INNER(d), off + len / 2, &b, 1);
         return rc;
     }
-    return FD(d)->inner.ops->write(INNER(d), off, src, len);
+    int rc = f->inner.ops->write(INNER(d), off, src, len);
+    if (f->action == ACT_STRAY && f->op == OP_WRITE && atomic_load(&f->calls[OP_WRITE]) >= f->after) {
+        const vfmig_range *last = &f->inner.ranges[f->inner.nranges - 1];
+        uint64_t at = last->offset + last->size - 1;
+        if (at >= off && at < off + len) {
+            f->stray_done = false; /* the engine wrote it: strike again at the next write */
+        } else if (!f->stray_done) {
+            uint8_t b;
+            f->inner.ops->read(INNER(d), at, &b, 1);
+            b ^= 0x5a;
+            f->inner.ops->write(INNER(d), at, &b, 1);
+            f->stray_done = true;
+        }
+    }
+    return rc;
 }
 static int f_pause(void *d) { FWD(OP_PAUSE, pause(INNER(d))); }
 static int f_resume(void *d) { FWD(OP_RESUME, resume(INNER(d))); }
@@ -102,21 +120,30 @@ static int f_rest_imm(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_IMM, 
 static int f_rest_mut(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_MUT, restore_mutable(INNER(d), b, s)); }
 static int f_throttle(void *d, unsigned p) { FWD(OP_THROTTLE, throttle(INNER(d), p)); }
 
-/* Wraps a sim's device; with action ACT_NONE it only counts calls. */
-static inline void fault_wrap(fault_dev *f, vfmig_simvf *sim, int op, int after, int action)
+static void *f_map(void *d, uint64_t off, uint64_t len) { return FD(d)->inner.ops->map(INNER(d), off, len); }
+
+/* Wraps a sim's device; with action ACT_NONE it only counts calls. `map`: offer the sim's
+ * in-place access (pages then bypass read/write, so faults in those need it off). */
+static inline void fault_wrap_ex(fault_dev *f, vfmig_simvf *sim, int op, int after, int action, bool map)
 {
     memset(f, 0, sizeof(*f));
     vfmig_simvf_device(sim, &f->inner);
     f->ops = (vfmig_device_ops){f_prepare, f_end, f_start, f_stop, f_query, f_read, f_write, f_pause,
                                 f_resume, f_save_imm, f_save_mut, f_rest_imm, f_rest_mut,
                                 f->inner.ops->throttle ? f_throttle : NULL,
-                                NULL /* no map: faults in read/write stay injectable */};
+                                map && f->inner.ops->map ? f_map : NULL};
     f->outer = f->inner;
     f->outer.ops = &f->ops;
     f->outer.dev = f;
     f->op = op;
     f->after = after;
     f->action = action;
+}
+
+/* As fault_wrap_ex; in-place access stays on unless the fault is in read or write. */
+static inline void fault_wrap(fault_dev *f, vfmig_simvf *sim, int op, int after, int action)
+{
+    fault_wrap_ex(f, sim, op, after, action, op != OP_READ && op != OP_WRITE);
 }
 
 static inline void sleep_ms(int ms)

@@ -58,10 +58,21 @@ start_target() { # extra args...; sets TPID and PORT
     fail "target did not start: $(cat "$TMP/target.err")"
 }
 
-# Two processes.
-start_target --vram 32M
+# Two processes, with full verification: both VRAMs re-read and compared before the target resumes.
+start_target --vram 32M --verify full
 out=$("$V" source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 32M --dirty-rate 50M --pattern hot:4M \
-      --timeout-ms 3000 --json) || fail "source: $out"
+      --timeout-ms 3000 --verify full --json) || fail "source: $out"
+has_keys "$out" '"verify":"full"' '"full_verify_ms":'
+# A target that asks for full verification refuses a source that does not re-read its VRAM.
+start_target --vram 32M --verify full
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --json 2>/dev/null)
+rc=$?
+wait $TPID
+[ "$rc" -eq 1 ] || fail "source without full verification against a target requiring it: exit $rc: $out"
+has_keys "$out" '"vf_state":"running-on-source"' 'verifies the whole VRAM'
+start_target --vram 32M --verify full
+out=$("$V" source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 32M --dirty-rate 50M --pattern hot:4M \
+      --timeout-ms 3000 --verify full --json) || fail "source: $out"
 wait $TPID || fail "target exited $?: $(cat "$TMP/target.json" "$TMP/target.err")"
 has_keys "$out" '"status":"ok"' '"role":"source"' '"verified":true' '"vf_state":"resumed-on-target"'
 has_keys "$(cat "$TMP/target.json")" '"status":"ok"' '"role":"target"' '"vf_state":"resumed-on-target"'

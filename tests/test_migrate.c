@@ -38,6 +38,8 @@ typedef struct tcase {
     uint32_t target_version;
     const char *src_key, *dst_key; /* pre-shared keys (NULL: none) */
     bool src_encrypt, dst_encrypt;
+    bool full_verify; /* both ends VFMIG_VERIFY_FULL */
+    bool no_map;      /* devices without in-place access: pages through read/write */
     int expect; /* VFMIG_OK or the status the source must end with (0 = any error) */
     bool expect_error;
 } tcase;
@@ -76,6 +78,8 @@ static vfmig_session *make_session(const tcase *c, vfmig_role role, const vfmig_
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_THREADS, c->threads));
     if (c->budget_ms)
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, c->budget_ms));
+    if (c->full_verify)
+        ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_VERIFY, VFMIG_VERIFY_FULL));
     /* Cases with a budget of their own use it to force rounds: over it, switch anyway. */
     if (c->budget_ms)
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH));
@@ -132,8 +136,9 @@ static void target_setup(target_run *t, const tcase *c, vfmig_listener *l)
     t->c = c;
     t->l = l;
     t->sim = make_sim(c, true);
-    fault_wrap(&t->fd, t->sim, c->fault_end == 2 ? c->fault_op : -1, c->fault_after,
-               c->fault_end == 2 ? c->fault_action : ACT_NONE);
+    int op = c->fault_end == 2 ? c->fault_op : -1;
+    fault_wrap_ex(&t->fd, t->sim, op, c->fault_after, c->fault_end == 2 ? c->fault_action : ACT_NONE,
+                  !c->no_map && op != OP_READ && op != OP_WRITE);
     t->s = make_session(c, VFMIG_ROLE_TARGET, &t->fd.outer);
     t->fd.cancel = t->s;
 }
@@ -141,8 +146,9 @@ static void target_setup(target_run *t, const tcase *c, vfmig_listener *l)
 /* Source side: runs the migration with the fault wrapper; returns the status. */
 static int source_run(const tcase *c, const char *ep, vfmig_simvf *sim, fault_dev *fd, vfmig_session **out)
 {
-    fault_wrap(fd, sim, c->fault_end == 1 ? c->fault_op : -1, c->fault_after,
-               c->fault_end == 1 ? c->fault_action : ACT_NONE);
+    int op = c->fault_end == 1 ? c->fault_op : -1;
+    fault_wrap_ex(fd, sim, op, c->fault_after, c->fault_end == 1 ? c->fault_action : ACT_NONE,
+                  !c->no_map && op != OP_READ && op != OP_WRITE);
     vfmig_session *s = make_session(c, VFMIG_ROLE_SOURCE, &fd->outer);
     fd->cancel = s;
     *out = s;
@@ -349,7 +355,12 @@ static const tcase cases[] = {
     {"codec_auto_capped", BASE, .codec = VFMIG_CODEC_AUTO, .bandwidth = 400 * MiB},
     {"forced_switch_rounds", .vram = 64 * MiB, .page = 64 << 10, .ranges = 1, .rate = 400 * MiB,
      .pattern = VFMIG_PATTERN_HOT, .hot = 8 * MiB, .content = VFMIG_CONTENT_MIX, .budget_ms = 1, .max_rounds = 3},
-    {"two_procs", BASE, .two_procs = true, .streams = 2},
+    /* two processes compare their whole VRAMs (full verification) before the target resumes */
+    {"two_procs", BASE, .two_procs = true, .streams = 2, .full_verify = true},
+    {"two_procs_copying", BASE, .two_procs = true, .streams = 2, .full_verify = true, .no_map = true},
+    {"local_copying", BASE, .streams = 2, .no_map = true},
+    {"codec_delta_copying", BASE, .codec = VFMIG_CODEC_DELTA, .streams = 2, .budget_ms = 1, .max_rounds = 6,
+     .no_map = true},
     /* failures */
     {"kill_target_precopy", BASE, .two_procs = true, .fault_end = 2, .fault_op = OP_WRITE, .fault_after = 20,
      .fault_action = ACT_EXIT, .expect_error = true},
@@ -363,6 +374,9 @@ static const tcase cases[] = {
     {"immutable_refused", BASE, .target_version = 7, .expect = VFMIG_EINCOMPAT, .expect_error = true},
     {"target_image_corrupt", BASE, .fault_end = 2, .fault_op = OP_WRITE, .fault_after = 200,
      .fault_action = ACT_CORRUPT, .expect = VFMIG_EDIGEST, .expect_error = true},
+    /* a page changed on the target after it was applied: only re-reading VRAM can see it */
+    {"target_stray_write", BASE, .full_verify = true, .fault_end = 2, .fault_op = OP_WRITE, .fault_after = 300,
+     .fault_action = ACT_STRAY, .expect = VFMIG_EDIGEST, .expect_error = true},
     {"target_restore_fails", BASE, .fault_end = 2, .fault_op = OP_RESTORE_MUT, .fault_after = 1,
      .fault_action = ACT_FAIL, .expect = VFMIG_EDEVICE, .expect_error = true},
     {"source_read_fails", BASE, .fault_end = 1, .fault_op = OP_READ, .fault_after = 40, .fault_action = ACT_FAIL,
