@@ -183,6 +183,64 @@ static void test_delta_sizes(vfmig_codec_ctx *c, uint64_t *seed)
     free(ref);
 }
 
+/* The run encoder over pages in separate buffers: one stream the plain decoder reads, about the
+ * size of the single-buffer encoding, the copies updated to exactly what is decoded, the cap
+ * honoured. */
+static void test_delta_pages(vfmig_codec_ctx *c, uint64_t *seed)
+{
+    enum { PS = 4096, NP = 9 };
+    uint8_t *src = malloc(PS * NP), *ref = malloc(PS * NP), *copy = malloc(PS * NP), *enc = malloc(2 * PS * NP),
+            *one = malloc(2 * PS * NP), *dec = malloc(PS * NP);
+    for (int trial = 0; trial < 200; trial++) {
+        fill_kind(src, PS * NP, trial % K_COUNT, seed);
+        memcpy(ref, src, PS * NP);
+        /* some pages unchanged, some with a word changed (at page edges too), some rewritten */
+        for (int k = 0; k < NP; k++) {
+            uint8_t *p = src + (size_t)k * PS;
+            switch ((trial + k) % 5) {
+            case 0: break;
+            case 1: p[t_rand(seed) % PS] ^= 0x81; break;
+            case 2: p[0] ^= 1; p[PS - 1] ^= 2; break;
+            case 3: mutate(p, PS, 0.02, seed); break;
+            default: fill_kind(p, PS, K_RANDOM, seed); break;
+            }
+        }
+        memcpy(copy, ref, PS * NP);
+        /* scattered buffers, in reverse memory order, for the run encoder */
+        const uint8_t *s_pages[NP];
+        uint8_t *c_pages[NP];
+        uint8_t *cbuf = malloc(PS * NP);
+        for (int k = 0; k < NP; k++) {
+            s_pages[k] = src + (size_t)k * PS;
+            c_pages[k] = cbuf + (size_t)(NP - 1 - k) * PS;
+            memcpy(c_pages[k], ref + (size_t)k * PS, PS);
+        }
+        size_t n_run, n_one;
+        ASSERT_OK(vfmig_delta_encode_pages(s_pages, c_pages, NP, PS, enc, 2 * PS * NP, &n_run));
+        ASSERT_OK(vfmig_encode(c, VFMIG_CODEC_DELTA, 0, src, PS * NP, ref, one, 2 * PS * NP, &n_one));
+        /* Literals end at page ends in a run: a few bytes more than one buffer at most. */
+        ASSERT_TRUE(n_run <= n_one + 2 * NP);
+        memcpy(dec, ref, PS * NP);
+        ASSERT_OK(vfmig_decode(c, VFMIG_CODEC_DELTA, enc, n_run, dec, dec, PS * NP));
+        ASSERT_TRUE(memcmp(dec, src, PS * NP) == 0);
+        for (int k = 0; k < NP; k++)
+            ASSERT_TRUE(memcmp(c_pages[k], src + (size_t)k * PS, PS) == 0);
+        /* a cap below the output is refused */
+        for (int k = 0; k < NP; k++)
+            memcpy(c_pages[k], ref + (size_t)k * PS, PS);
+        if (n_run > 1)
+            ASSERT_EQ(vfmig_delta_encode_pages(s_pages, c_pages, NP, PS, enc, n_run - 1, &n_one), VFMIG_EINVAL);
+        free(cbuf);
+    }
+    free(src);
+    free(ref);
+    free(copy);
+    free(enc);
+    free(one);
+    free(dec);
+    fprintf(stderr, "delta pages: ok\n");
+}
+
 static void test_is_zero(void)
 {
     uint8_t buf[600];
@@ -662,6 +720,7 @@ int main(void)
     test_errors(c);
     test_roundtrip(c, &seed);
     test_delta_sizes(c, &seed);
+    test_delta_pages(c, &seed);
     test_hostile(c, &seed);
     vfmig_codec_ctx_destroy(c);
     test_cache();
