@@ -14,6 +14,6 @@ add_test(NAME cli_json_schema COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_
 set_tests_properties(cli_json_schema PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "package;integration")
 if(VFMIG_BUILD_BENCH)
   add_test(NAME bench_options COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_bench_opts.sh
-           $<TARGET_FILE:bench_codec> $<TARGET_FILE:bench_link>)
+           $<TARGET_FILE:bench_codec> $<TARGET_FILE:bench_link> $<TARGET_FILE:bench_blackout>)
   set_tests_properties(bench_options PROPERTIES TIMEOUT 30 LABELS package)
 endif()
