@@ -72,6 +72,7 @@ typedef struct worker {
     uint8_t **copy;    /* per page of a run: its pinned delta-cache copy, or NULL */
     const uint8_t **src; /* per page of a run: where its bytes are read */
     bool *hit, *keep;
+    uint64_t *dh;      /* per page of a run: change of its linear hash from a delta frame */
     struct iovec *iov;
     vfmig_codec_ctx *codec;
     vfmig_chooser chooser;
@@ -245,8 +246,17 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
         codec = VFMIG_CODEC_RAW;
         out = len;
     }
-    for (uint64_t k = i; k < j; k++)
-        vfmig_image_set(p->s->page_hash, &w->digest, r->page + k, vfmig_page_hash(w->copy[k], (size_t)ps));
+    vfmig_session *s = p->s;
+    if (codec == VFMIG_CODEC_DELTA && vfmig_lin_delta(s->lin, w->enc, out, (uint32_t)(j - i), w->dh))
+        return vfmig_fail(s, VFMIG_ECODEC, "delta of pages %llu+%llu does not parse back",
+                          (unsigned long long)(r->page + i), (unsigned long long)(j - i));
+    /* A delta page's hash follows from the literals alone once it is linear (engine/image.h). */
+    for (uint64_t k = i; k < j; k++) {
+        uint64_t pg = r->page + k;
+        uint64_t h = codec == VFMIG_CODEC_DELTA ? vfmig_lin_after_delta(s->lin, s->page_hash[pg], w->dh[k - i], w->copy[k])
+                                                : vfmig_page_hash(w->copy[k], (size_t)ps);
+        vfmig_image_set(s->page_hash, &w->digest, pg, h);
+    }
     vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = (uint8_t)codec, .len = (uint32_t)out,
                      .round = p->round, .npages = (uint32_t)(j - i), .page = r->page + i};
     if (codec == VFMIG_CODEC_DELTA) {
@@ -442,8 +452,9 @@ int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
         w->src = calloc(np, sizeof(*w->src));
         w->hit = calloc(np, sizeof(*w->hit));
         w->keep = calloc(np, sizeof(*w->keep));
+        w->dh = calloc(np, sizeof(*w->dh));
         w->iov = calloc(np, sizeof(*w->iov));
-        if (!w->buf || !w->enc || !w->zero || !w->kind || !w->copy || !w->src || !w->hit || !w->keep || !w->iov ||
+        if (!w->buf || !w->enc || !w->zero || !w->kind || !w->copy || !w->src || !w->hit || !w->keep || !w->dh || !w->iov ||
             vfmig_codec_ctx_create(batch_bytes, &w->codec))
             return vfmig_fail(p->s, VFMIG_ENOMEM, "out of memory for worker buffers");
         vfmig_chooser_init(&w->chooser, cfg->codec, cfg->level, cfg->nworkers);
@@ -599,6 +610,7 @@ void vfmig_pipeline_stop(vfmig_pipeline *p)
         free(w->src);
         free(w->hit);
         free(w->keep);
+        free(w->dh);
         free(w->iov);
         vfmig_codec_ctx_destroy(w->codec);
     }

@@ -15,6 +15,7 @@
 
 /* What decoding and applying a page frame needs: one per thread that does it. */
 typedef struct applier {
+    uint64_t *dh;          /* per page of a delta frame: change of its linear hash */
     uint8_t *dec;
     uint8_t *chk;          /* read-back of what was written (devices without map) */
     vfmig_codec_ctx *codec;
@@ -126,15 +127,20 @@ static bool any_newer(const vfmig_receive *rx, uint64_t first, uint64_t n, uint3
 }
 
 /* Records pages [first, first+n) as applied with `tag`, their hashes taken from `held` (what the
- * device holds, or what was handed to it). held NULL: all zero pages. */
+ * device holds, or what was handed to it). held NULL: all zero pages. dh: the pages came in a
+ * delta frame, with these changes of their linear hashes (engine/image.h); `full` makes them
+ * hashed whole all the same (read back from a device without map). */
 static void account_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint64_t first, uint64_t n,
-                          const uint8_t *held)
+                          const uint8_t *held, const uint64_t *dh, bool full)
 {
     vfmig_session *s = rx->s;
     const uint64_t ps = s->page_size;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t p = first + i;
-        uint64_t h = held ? vfmig_page_hash(held + i * ps, (size_t)ps) : rx->zero_hash;
+        uint64_t h = !held ? rx->zero_hash
+                     : !dh ? vfmig_page_hash(held + i * ps, (size_t)ps)
+                     : full ? vfmig_lin_page(s->lin, held + i * ps)
+                            : vfmig_lin_after_delta(s->lin, s->page_hash[p], dh[i], held + i * ps);
         vfmig_image_set(s->page_hash, &a->digest, p, h);
         if (rx->page_round[p] == 0)
             atomic_fetch_add(&rx->pages_seen, 1);
@@ -142,9 +148,10 @@ static void account_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint64_t 
     }
 }
 
-/* Writes pages [first, first+n) from data (NULL: zeros) unless a newer copy is there already. */
+/* Writes pages [first, first+n) from data (NULL: zeros) unless a newer copy is there already.
+ * dh: the pages are a delta frame's (see account_pages). */
 static int apply_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint32_t range, uint64_t first, uint64_t n,
-                       const uint8_t *data)
+                       const uint8_t *data, const uint64_t *dh)
 {
     vfmig_session *s = rx->s;
     const uint64_t ps = s->page_size;
@@ -182,7 +189,7 @@ static int apply_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint32_t ran
         }
         /* Zeros handed to the device hash as zeros unless what it holds is to be checked. */
         bool zero_known = !data && rx->cfg.verify == VFMIG_VERIFY_APPLIED;
-        account_pages(rx, a, tag, first + k, e - k, zero_known ? NULL : held);
+        account_pages(rx, a, tag, first + k, e - k, zero_known ? NULL : held, dh ? dh + k : NULL, held == a->chk);
         k = e;
     }
     return VFMIG_OK;
@@ -293,10 +300,17 @@ static int decode_apply(vfmig_receive *rx, applier *a, unsigned stream, const vf
     if (rc)
         return vfmig_fail(s, rc, "stream %u: %s payload of pages %" PRIu64 "+%u does not decode", stream,
                           vfmig_codec_name(f->codec), f->page, f->npages);
+    const uint64_t *dh = NULL;
+    if (f->codec == VFMIG_CODEC_DELTA) {
+        if ((rc = vfmig_lin_delta(s->lin, payload, f->len, f->npages, a->dh)))
+            return vfmig_fail(s, rc, "stream %u: delta payload of pages %" PRIu64 "+%u does not parse", stream,
+                              f->page, f->npages);
+        dh = a->dh;
+    }
     a->acc.encode_ns += vfmig_now_ns() - t0;
     if (data && data == vram)
-        account_pages(rx, a, tag, f->page, f->npages, vram); /* decoded in place */
-    else if ((rc = apply_pages(rx, a, tag, range, f->page, f->npages, data)))
+        account_pages(rx, a, tag, f->page, f->npages, vram, dh, false); /* decoded in place */
+    else if ((rc = apply_pages(rx, a, tag, range, f->page, f->npages, data, dh)))
         return rc;
     count_frame(a, f, len);
     return VFMIG_OK;
@@ -464,7 +478,7 @@ static void *receiver_main(void *arg)
             if (!rc && placed) {
                 /* Already in VRAM: account for it here, nothing to decode. */
                 account_pages(rx, &r->ap, f.round + 1, f.page, f.npages,
-                              vram_of(rx, vfmig_page_range(s, f.page), f.page));
+                              vram_of(rx, vfmig_page_range(s, f.page), f.page), NULL, false);
                 count_frame(&r->ap, &f, f.len);
             } else if (!rc && !rx->ndecoders) {
                 rc = decode_apply(rx, &r->ap, r->stream, &f, buf);
@@ -487,18 +501,21 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-static int applier_init(applier *a, size_t batch)
+static int applier_init(applier *a, size_t batch, uint64_t page_size)
 {
     a->dec = malloc(batch);
     a->chk = malloc(batch);
-    return a->dec && a->chk && !vfmig_codec_ctx_create(batch, &a->codec) ? VFMIG_OK : VFMIG_ENOMEM;
+    a->dh = calloc(batch / page_size + 1, sizeof(*a->dh));
+    return a->dec && a->chk && a->dh && !vfmig_codec_ctx_create(batch, &a->codec) ? VFMIG_OK : VFMIG_ENOMEM;
 }
 
 static void applier_free(applier *a)
 {
     free(a->dec);
     free(a->chk);
+    free(a->dh);
     vfmig_codec_ctx_destroy(a->codec);
+    a->dh = NULL;
     a->dec = a->chk = NULL;
     a->codec = NULL;
 }
@@ -564,7 +581,7 @@ int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
         for (unsigned i = 0; i < threads; i++) {
             decoder *d = &rx->dec[i];
             d->rx = rx;
-            if (applier_init(&d->ap, cfg->batch_bytes))
+            if (applier_init(&d->ap, cfg->batch_bytes, s->page_size))
                 return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for decode buffers");
             if (pthread_create(&d->thread, NULL, decoder_main, d))
                 return vfmig_fail(s, VFMIG_ENOMEM, "cannot start decoder thread");
@@ -580,7 +597,7 @@ int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
         r->stream = i + 1;
         r->cap = cap;
         /* Every receiver has an applier: frames received in place are accounted inline. */
-        if ((!rx->ndecoders && !(r->payload = malloc(cap))) || applier_init(&r->ap, cfg->batch_bytes))
+        if ((!rx->ndecoders && !(r->payload = malloc(cap))) || applier_init(&r->ap, cfg->batch_bytes, s->page_size))
             return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
         if (pthread_create(&r->thread, NULL, receiver_main, r))
             return vfmig_fail(s, VFMIG_ENOMEM, "cannot start receiver thread");

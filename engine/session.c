@@ -11,6 +11,7 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
+#include "engine/image.h"
 #include "engine/proto.h"
 
 typedef struct param_info {
@@ -207,6 +208,7 @@ void vfmig_session_destroy(vfmig_session *s)
     pthread_mutex_destroy(&s->lock);
     free(s->rounds);
     free(s->page_hash);
+    free(s->lin);
     free(s);
 }
 
@@ -423,7 +425,7 @@ uint64_t vfmig_zero_page_hash(uint64_t page_size)
     XXH3_64bits_reset(&st);
     for (uint64_t off = 0; off < page_size; off += sizeof(zeros))
         XXH3_64bits_update(&st, zeros, sizeof(zeros));
-    return XXH3_64bits_digest(&st);
+    return XXH3_64bits_digest(&st) & ~(1ull << 63); /* the XXH3 kind of engine/image.h */
 }
 
 int vfmig_session_run(vfmig_session *s, vfmig_link *link)
@@ -434,9 +436,11 @@ int vfmig_session_run(vfmig_session *s, vfmig_link *link)
     if (!atomic_compare_exchange_strong(&s->ran, &expected, true))
         return VFMIG_ESTATE;
     s->page_hash = calloc(s->npages, sizeof(uint64_t));
-    if (!s->page_hash)
+    s->lin = malloc(sizeof(*s->lin));
+    if (!s->page_hash || !s->lin)
         return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %llu page hashes",
                           (unsigned long long)s->npages);
+    vfmig_lin_init(s->lin, (size_t)s->page_size);
     s->t_start_ns = vfmig_now_ns();
     atomic_store(&s->link, link);
     vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);

@@ -44,7 +44,9 @@ struct vfmig_session {
     vfmig_round_stats *rounds;
     uint32_t nrounds, rounds_cap;
 
-    uint64_t *page_hash;          /* XXH3-64 of each page as last sent (source) / applied (target) */
+    uint64_t *page_hash;          /* hash of each page as last sent (source) / applied (target),
+                                     of the kind engine/image.h describes */
+    struct vfmig_lin *lin;        /* keys of the linear page hash (engine/image.h) */
     uint64_t t_start_ns;
 };
 

@@ -327,9 +327,11 @@ typedef enum vfmig_param {
 /*
  * What the image digest checks before the target may resume. The digest is kept up to date as
  * pages are sent and applied (no pass over the whole VRAM at COMMIT): the sum, lane-wise mod
- * 2^64, of a 128-bit XXH3 of (page index, XXH3-64 of the page) over every page. It detects any
- * accidental change of a page or a page lost or misplaced with probability 1 - 2^-64 (the
- * per-page hash bounds it); it is not a cryptographic commitment against a forger.
+ * 2^64, of a 128-bit mix of (page index, page hash) over every page, the page hash being
+ * XXH3-64 or, for pages last sent as deltas, a linear hash over GF(2^64) that both ends update
+ * from the changed bytes alone. It detects an accidental change of a page, or a page lost or
+ * misplaced, except with probability about 2^-55 (4 KiB pages; the per-page hash bounds it); it
+ * is not a cryptographic commitment against a forger.
  */
 typedef enum vfmig_verify {
     VFMIG_VERIFY_APPLIED = 0,  /* target hashes the bytes it handed to the device (cheapest) */

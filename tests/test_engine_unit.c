@@ -1,8 +1,11 @@
 /* tests/test_engine_unit.c - engine units: dirty bitmaps, switch-over policy on synthetic rates,
- * handshake messages, status names. */
+ * page hashes and the image digest, handshake messages, status names. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "compress/codec.h"
 #include "engine/bitmap.h"
+#include "engine/image.h"
 #include "engine/policy.h"
 #include "engine/proto.h"
 #include "testutil.h"
@@ -264,9 +267,96 @@ static void test_names(void)
     ASSERT_TRUE(!strcmp(b, "1.5 KiB"));
 }
 
+/* The linear page hash: the CPU's carry-less multiply and the portable one agree; a delta frame's
+ * literals alone give the new hash; it is linear (L(a^b) = L(a)^L(b)); single-bit and word-swap
+ * changes always show; the incremental digest is order-independent and equals the digest of the
+ * device read whole. */
+static void test_image(void)
+{
+    uint64_t seed = t_seed();
+    static const size_t sizes[] = {4096, 65536, 2u << 20};
+    for (size_t si = 0; si < 3; si++) {
+        size_t ps = sizes[si];
+        vfmig_lin *hw = malloc(sizeof(*hw)), *sw = malloc(sizeof(*sw));
+        vfmig_lin_init(hw, ps);
+        *sw = *hw;
+        sw->hw = 0;
+        uint8_t *a = malloc(ps), *b = malloc(ps), *x = malloc(ps), *enc = malloc(vfmig_codec_bound(ps));
+        for (size_t i = 0; i < ps; i++)
+            a[i] = (uint8_t)t_rand(&seed);
+        uint64_t ha = vfmig_lin_page(hw, a);
+        ASSERT_EQ(ha, vfmig_lin_page(sw, a));
+        ASSERT_TRUE(ha & VFMIG_HASH_LIN);
+        ASSERT_TRUE(!(vfmig_page_hash(a, ps) & VFMIG_HASH_LIN));
+        for (int t = 0; t < 20; t++) {
+            memcpy(b, a, ps);
+            int changes = 1 + (int)(t_rand(&seed) % 40);
+            for (int c = 0; c < changes; c++)
+                b[t_rand(&seed) % ps] ^= (uint8_t)(1 + t_rand(&seed) % 255);
+            /* the delta stream's literals give the new hash without reading the page */
+            size_t n;
+            ASSERT_OK(vfmig_encode(NULL, VFMIG_CODEC_DELTA, 0, b, ps, a, enc, vfmig_codec_bound(ps), &n));
+            uint64_t dh;
+            ASSERT_OK(vfmig_lin_delta(hw, enc, n, 1, &dh));
+            uint64_t hb = vfmig_lin_page(hw, b);
+            ASSERT_EQ(vfmig_lin_after_delta(hw, ha, dh, b), hb);
+            ASSERT_EQ(hb, vfmig_lin_page(sw, b));
+            /* linear: L(a ^ b) = L(a) ^ L(b) (kind bit aside) */
+            for (size_t i = 0; i < ps; i++)
+                x[i] = a[i] ^ b[i];
+            ASSERT_EQ(vfmig_lin_page(hw, x) & ~VFMIG_HASH_LIN, (ha ^ hb) & ~VFMIG_HASH_LIN);
+            ASSERT_TRUE(ha != hb);
+        }
+        /* any one bit, and two words swapped, change it */
+        for (int t = 0; t < 200; t++) {
+            memcpy(b, a, ps);
+            b[t_rand(&seed) % ps] ^= (uint8_t)(1u << (t_rand(&seed) % 8));
+            ASSERT_TRUE(vfmig_lin_page(hw, b) != ha);
+        }
+        memcpy(b, a, ps);
+        memcpy(b, a + 8, 8);
+        memcpy(b + 8, a, 8);
+        if (memcmp(a, a + 8, 8))
+            ASSERT_TRUE(vfmig_lin_page(hw, b) != ha);
+        /* a stream that does not parse is refused */
+        uint8_t junk[3] = {0xff, 0xff, 0xff};
+        uint64_t dh;
+        ASSERT_EQ(vfmig_lin_delta(hw, junk, sizeof(junk), 1, &dh), VFMIG_ECODEC);
+        free(a);
+        free(b);
+        free(x);
+        free(enc);
+        free(hw);
+        free(sw);
+    }
+    /* The digest: the same set of page hashes gives the same digest in any order of updates,
+     * any change of one page changes it, and going back restores it. */
+    enum { NP = 1000 };
+    uint64_t t1[NP] = {0}, t2[NP] = {0}, hs[NP];
+    vfmig_digest d1 = {0, 0}, d2 = {0, 0};
+    for (int i = 0; i < NP; i++)
+        hs[i] = t_rand(&seed);
+    for (int i = 0; i < NP; i++)
+        vfmig_image_set(t1, &d1, (uint64_t)i, hs[i]);
+    for (int i = NP - 1; i >= 0; i--) {
+        vfmig_image_set(t2, &d2, (uint64_t)i, t_rand(&seed)); /* an older copy first */
+        vfmig_image_set(t2, &d2, (uint64_t)i, hs[i]);
+    }
+    ASSERT_TRUE(d1.lo == d2.lo && d1.hi == d2.hi);
+    vfmig_image_set(t2, &d2, 7, hs[7] ^ 1);
+    ASSERT_TRUE(d1.lo != d2.lo && d1.hi != d2.hi);
+    vfmig_image_set(t2, &d2, 7, hs[7]);
+    ASSERT_TRUE(d1.lo == d2.lo && d1.hi == d2.hi);
+    /* two pages' hashes swapped: a misplaced page shows */
+    vfmig_image_set(t2, &d2, 1, hs[2]);
+    vfmig_image_set(t2, &d2, 2, hs[1]);
+    ASSERT_TRUE(d1.lo != d2.lo || d1.hi != d2.hi);
+}
+
 int main(void)
 {
     test_bitmap();
+    test_image();
     test_policy();
     test_hello();
     test_names();
