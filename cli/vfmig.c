@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "vfmig.h"
@@ -61,6 +62,7 @@ typedef struct report {
     uint32_t nrounds;
     int byte_compare; /* local: -1 not done, 0 differs, 1 equal */
     double pre_rate;  /* workload bytes/s measured just before the migration (0: none) */
+    double cpu0, cpu; /* process CPU seconds when the migration started, and spent in it */
     cbctx cb;
     char endpoint[400];
 } report;
@@ -328,7 +330,7 @@ static void help(const char *cmd)
            "      --max-bandwidth RATE cap on the link, all streams (e.g. 10Gbit; default none)\n"
            "      --delta-cache SIZE   cap on the copies kept for delta encoding; the cache grows to the\n"
            "                           set re-sent round after round (default 1G)\n"
-           "      --batch SIZE         largest page run per frame (default 256K)\n"
+           "      --batch SIZE         largest page run per frame (default 1M)\n"
            "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
            "      --verify V           applied | readback | full: what the target checks before it may\n"
            "                           resume (default readback; full re-reads both VRAMs in the blackout)\n"
@@ -596,8 +598,18 @@ static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, cbctx 
     return VFMIG_OK;
 }
 
+/* CPU seconds of this process so far, user and system: both ends with `local`, one end else. */
+static double process_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 static void collect(report *r, vfmig_session *s, int rc)
 {
+    r->cpu = r->cpu0 > 0 ? process_cpu_s() - r->cpu0 : 0;
     r->status = rc;
     if (rc && !r->error[0])
         snprintf(r->error, sizeof(r->error), "%s", vfmig_session_last_error(s));
@@ -691,7 +703,7 @@ static void print_json(const opts *o, const report *r)
     fprintf(f, ",\"bytes_vram\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"bytes_raw\":%" PRIu64
                ",\"pages\":%" PRIu64 ",\"page_size\":%" PRIu64 ",\"pages_sent\":%" PRIu64 ",\"zero_pages\":%" PRIu64,
             st->bytes_vram, st->bytes_wire, st->bytes_raw, st->pages, st->page_size, st->pages_sent, st->zero_pages);
-    fprintf(f, ",\"ratio\":%.4f", st->ratio);
+    fprintf(f, ",\"ratio\":%.4f,\"cpu_s\":%.3f", st->ratio, r->cpu);
     json_codec_bytes(f, st->codec_in, st->codec_out);
     fprintf(f, ",\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
             st->mutable_bytes);
@@ -845,6 +857,7 @@ static int cmd_source(const opts *o)
     if (!rc)
         rc = vfmig_connect(o->endpoint, (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000), &link, r.error,
                            sizeof(r.error));
+    r.cpu0 = process_cpu_s();
     if (!rc)
         rc = vfmig_session_run(s, link);
     if (s)
@@ -881,6 +894,7 @@ static int cmd_target(const opts *o)
         rc = vfmig_accept(l, o->accept_timeout_ms ? o->accept_timeout_ms : -1, &link, r.error, sizeof(r.error));
     }
     vfmig_listener_close(l);
+    r.cpu0 = process_cpu_s();
     if (!rc)
         rc = vfmig_session_run(s, link);
     if (s)
@@ -950,6 +964,7 @@ static int cmd_local(const opts *o)
             thread = true;
         if (!rc && !thread)
             rc = VFMIG_ENOMEM;
+        r.cpu0 = process_cpu_s();
         if (!rc)
             rc = vfmig_connect(conn, t.timeout_ms, &link, r.error, sizeof(r.error));
         if (!rc)

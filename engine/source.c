@@ -36,6 +36,7 @@ typedef struct source {
     bool prepared, tracking, paused, throttled;
     bool in_doubt;   /* GO sent, target silent: neither end may resume on its own */
     uint64_t t_pause;
+    uint64_t ack_lag_ns; /* quickest ROUND_END -> ROUND_ACK so far */
 } source;
 
 static int wait_go_ack(source *src);
@@ -159,6 +160,7 @@ static int handshake(source *src, double *rtt_ms)
         free(imm);
         return rc ? dev_fail(s, rc, "save_immutable") : vfmig_fail(s, VFMIG_EDEVICE, "save_immutable changed size");
     }
+    uint64_t t1 = vfmig_now_ns();
     rc = vfmig_send_blob(src->link, 0, VFMIG_F_IMMUTABLE, imm, imm_size, 1u << 20);
     free(imm);
     pthread_mutex_lock(&s->lock);
@@ -166,7 +168,14 @@ static int handshake(source *src, double *rtt_ms)
     pthread_mutex_unlock(&s->lock);
     if (rc)
         return vfmig_fail(s, rc, "sending immutable state: %s", vfmig_link_stream_error(src->link, 0));
-    return expect_status(src, VFMIG_F_IMM_ACK, "immutable state verdict", NULL);
+    if ((rc = expect_status(src, VFMIG_F_IMM_ACK, "immutable state verdict", NULL)))
+        return rc;
+    /* The round trip the policy counts twice in a blackout: the quicker of the two exchanges
+     * (one slow wake-up on a busy host must not make every blackout look long). */
+    double imm_ms = (double)(vfmig_now_ns() - t1) / 1e6;
+    if (imm_ms < *rtt_ms)
+        *rtt_ms = imm_ms;
+    return VFMIG_OK;
 }
 
 /* Fetches the dirty bitmap of every range into `into`; clear = atomic read-and-reset. */
@@ -235,8 +244,12 @@ static int send_round(source *src, uint32_t round, bool all, bool blackout, uint
     int rc = submit_dirty(src);
     if (!rc)
         rc = vfmig_pipeline_end_round(src->pipe, rs);
+    uint64_t t_end = vfmig_now_ns();
     if (!rc && !blackout)
         rc = wait_round_ack(src, round, &rs->peer_cpu_ns);
+    /* ROUND_END out to ROUND_ACK back: a round trip at most (plus the target's last frames). */
+    if (!rc && !blackout && (!src->ack_lag_ns || vfmig_now_ns() - t_end < src->ack_lag_ns))
+        src->ack_lag_ns = vfmig_now_ns() - t_end;
     if (rc)
         return rc;
     rs->in_blackout = blackout;
@@ -295,6 +308,8 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
             .page_size = s->page_size, .query_ns = query_ns, .since_query_ns = now - t_query,
             .precopy_ns = now - t_start,
         };
+        if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)
+            pol.cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;
         vfmig_policy_decision d = vfmig_policy_after_round(&pol, &in);
         rs.dirty_rate = pol.dirty_rate;
         rs.predicted_blackout_ms = d.predicted_ms;

@@ -84,6 +84,7 @@ typedef struct pcase {
     bool tgt_resumed;    /* EXP_IN_DOUBT: whether the target must have resumed the VF */
     bool no_map;         /* source device without in-place access: every page frame checksummed */
     bool quiet;          /* after round 0 only pages 0..3 are ever dirty (the rest is sent once) */
+    bool random;         /* source VF of random content: every page frame carries a payload */
     int alt;             /* EXP_FAIL: one more status the non-detecting end may report */
 } pcase;
 
@@ -155,7 +156,7 @@ static const pcase pcases[] = {
     /* Read in place from a running VF, raw pages travel with a header-only checksum (the page may
      * change while the kernel copies it): a corrupted one is either sent again (the pages it held
      * are dirty) or caught by the image digest at COMMIT, as here where it never is. */
-    {"round0_flippayload_inplace", P_ROUND0, FLIP_PAY, .quiet = true, BY_T(DIGEST)},
+    {"round0_flippayload_inplace", P_ROUND0, FLIP_PAY, .quiet = true, .random = true, BY_T(DIGEST)},
     {"round0_fliplen", P_ROUND0, FLIP_LEN, BY_T(PROTO)},
     {"round0_dup", P_ROUND0, DUP, BY_T(PROTO)},
     {"round0_reorder", P_ROUND0, REORDER, BENIGN},
@@ -277,6 +278,8 @@ static vfmig_session *new_session(vfmig_role role, const vfmig_device *dev, int 
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_MAX_ROUNDS, MAX_ROUNDS));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_THREADS, 2));
+    /* Fault points count frames and device calls: 256 KiB frames, as the cases were laid out. */
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BATCH_BYTES, 256 << 10));
     ASSERT_OK(vfmig_session_set_pinning(s, "none"));
     return s;
 }
@@ -376,7 +379,8 @@ static int query_quiet(void *d, uint32_t r, uint64_t fp, uint64_t n, uint64_t *b
 static void run_pcase(const pcase *c)
 {
     const uint64_t vram = 16 * MiB;
-    vfmig_simvf *src = new_sim(vram, 64 * KiB, 1, 64 * MiB, VFMIG_CONTENT_MIX, c->imm_bytes);
+    vfmig_simvf *src = new_sim(vram, 64 * KiB, 1, 64 * MiB, c->random ? VFMIG_CONTENT_RANDOM : VFMIG_CONTENT_MIX,
+                               c->imm_bytes);
     vfmig_simvf *dst = new_sim(vram, 64 * KiB, 1, 0, VFMIG_CONTENT_ZERO, c->imm_bytes);
     ASSERT_OK(vfmig_simvf_start(src));
 

@@ -72,6 +72,8 @@ static vfmig_session *make_session(const tcase *c, vfmig_role role, const vfmig_
     if (rc)
         T_FAIL("session_create: %s", err);
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_TIMEOUT_MS, TIMEOUT_MS));
+    /* Fault cases count device calls: 256 KiB frames, as they were laid out. */
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BATCH_BYTES, 256 << 10));
     if (c->codec)
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_CODEC, c->codec));
     if (c->threads)
