@@ -1,8 +1,11 @@
 /*
  * compress/chooser.c - adaptive codec choice per batch.
  *
- * Model: a batch of `in` bytes costs in/(speed*workers) of CPU and in*ratio/link of wire; the
- * pipeline runs both at once, so the time per input byte is the larger of the two. The
+ * Model: a batch of `in` bytes costs in/(speed*workers*share) of CPU and in*ratio/link of wire;
+ * the pipeline runs both at once, so the time per input byte is the larger of the two. `speed`
+ * is per core (thread CPU time); `share` is what each worker really gets of its core, measured by
+ * the pipeline from the scheduler (time run against time waiting to run): on a host where both
+ * ends, the workload and other work compete, compressing costs more wall time than CPU time. The
  * chooser learns speed and ratio per codec (EWMA over the batches that used it), bootstraps
  * each candidate once, and re-probes another candidate every `probe_every` batches so that a
  * change of content is noticed. Everything is a pure function of the feedback: no clocks, no
@@ -35,6 +38,7 @@ void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t worker
     ch->level = level;
     ch->workers = workers ? workers : 1;
     ch->probe_every = 16;
+    ch->cpu_share = 1.0;
     /* Priors, used only until a codec has a sample (measured here: see machine-limits). */
     for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
         ch->ratio[c] = 1.0;
@@ -50,9 +54,15 @@ void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps)
     ch->link_bps = link_bps > 0 ? link_bps : 0;
 }
 
+void vfmig_chooser_set_cpu_share(vfmig_chooser *ch, double share)
+{
+    ch->cpu_share = share > 0.05 ? (share < 1.0 ? share : 1.0) : 0.05;
+}
+
+/* Whole cores the workers get: their count times the share each is given. */
 static double workers_of(const vfmig_chooser *ch)
 {
-    return ch->workers ? (double)ch->workers : 1.0;
+    return (ch->workers ? (double)ch->workers : 1.0) * ch->cpu_share;
 }
 
 static bool zstd_allowed(const vfmig_chooser *ch)

@@ -112,11 +112,15 @@ typedef struct vfmig_chooser {
     uint32_t probe_every;  /* re-probe another codec every this many batches (init: 16) */
     uint32_t probe_next;   /* round-robin position of the next re-probe */
     uint32_t slow_run[VFMIG_CODEC_COUNT]; /* consecutive samples far slower than the estimate */
+    double cpu_share;      /* fraction of a core the workers actually get (1 = all of one each) */
 } vfmig_chooser;
 
 void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
 /** Sets the link estimate (bytes/s for all workers together). */
 void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps);
+/** Sets the share of a core each worker gets (time running / time runnable): on a busy host a
+ *  codec's CPU cost is its speed on a whole core divided by this. */
+void vfmig_chooser_set_cpu_share(vfmig_chooser *ch, double share);
 /** Codec for a non-zero batch. has_ref: a delta reference exists for every page of it.
  *  Deterministic given the feedback. A fixed DELTA without has_ref gives LZ4; a fixed ZERO
  *  (meaningless for a non-zero batch) gives RAW. */

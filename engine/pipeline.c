@@ -37,6 +37,8 @@
  * one by one cost a wake-up each (measured: a 9 MB round of 4 KiB runs took 38 ms), so runs
  * travel in batches of up to batch_pages pages. */
 #define BATCH_RUNS 64u
+/* Batches between two looks at the scheduler's times (a /proc read each). */
+#define SHARE_BATCHES 8u
 
 typedef struct run {
     uint64_t page;    /* global index of the first page */
@@ -77,6 +79,8 @@ typedef struct worker {
     vfmig_codec_ctx *codec;
     vfmig_chooser chooser;
     vfmig_digest digest;   /* changes this worker made to the image digest (whole session) */
+    uint64_t run_mark, wait_mark; /* scheduler times at the last share measurement */
+    uint32_t since_share;  /* batches since */
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
 
@@ -105,6 +109,21 @@ struct vfmig_pipeline {
 
     worker *workers;
 };
+
+/* Time this thread ran and waited to run (runqueue), from the scheduler; false where the
+ * kernel does not say. */
+static bool sched_times(uint64_t *run_ns, uint64_t *wait_ns)
+{
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    if (!f)
+        return false;
+    unsigned long long r, w;
+    bool ok = fscanf(f, "%llu %llu", &r, &w) == 2;
+    fclose(f);
+    *run_ns = r;
+    *wait_ns = w;
+    return ok;
+}
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -389,6 +408,16 @@ static void *worker_main(void *arg)
             base += b->runs[k].npages;
         }
         uint64_t cpu = thread_cpu_ns() - c0;
+        /* Every few batches: the share of its core this worker got, for the codec choice. */
+        uint64_t ran, waited;
+        if (++w->since_share >= SHARE_BATCHES && sched_times(&ran, &waited)) {
+            uint64_t dr = ran - w->run_mark, dw = waited - w->wait_mark;
+            if (w->run_mark && dr + dw > 0)
+                vfmig_chooser_set_cpu_share(&w->chooser, 0.5 * w->chooser.cpu_share + 0.5 * (double)dr / (double)(dr + dw));
+            w->run_mark = ran;
+            w->wait_mark = waited;
+            w->since_share = 0;
+        }
 
         pthread_mutex_lock(&p->qlock);
         w->acc.cpu_ns += cpu; /* under qlock: end_round harvests it there */

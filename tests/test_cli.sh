@@ -46,6 +46,7 @@ has_keys "$out" '"status":"ok"' '"error":null' '"role":"local"' '"verified":true
     '"bytes_vram":33554432' '"codec_bytes":' '"ratio":'
 
 start_target() { # extra args...; sets TPID and PORT
+    rm -f "$TMP/target.err" "$TMP/target.json" # never read the previous target's port
     "$V" target --listen "tcp://127.0.0.1:0?streams=4" --timeout-ms 3000 --accept-timeout-ms 20000 --json "$@" \
         >"$TMP/target.json" 2>"$TMP/target.err" &
     TPID=$!
