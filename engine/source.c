@@ -254,7 +254,10 @@ static int precopy(source *src, double fixed_ms, uint32_t *final_round, double *
         uint64_t pending;
         if ((rc = query(src, src->peek, 0, &pending)))
             return rc;
-        uint64_t now = vfmig_now_ns();
+        uint64_t now = vfmig_now_ns(), track_ns = 0;
+        /* A device that scans for dirty pages pays one scan in the blackout: a fixed cost. */
+        if (s->dev.tracking_cost && s->dev.tracking_cost(s->dev.dev, &track_ns) == VFMIG_OK)
+            pol.fixed_ms = fixed_ms + (double)track_ns / 1e6;
         vfmig_policy_round in = {
             .round = round, .round_bytes = rs.bytes_raw, .round_ns = rs.duration_ns,
             .pending_bytes = pending * s->page_size, .since_query_ns = now - t_query,
