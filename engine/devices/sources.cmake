@@ -1,22 +1,8 @@
-# Dirty sources (issue 10). The CUDA device needs nvcc and the CUDA runtime; without the toolkit
+# Dirty sources (issue 10). The CUDA device needs nvcc and the CUDA runtime (see cuda_lang.cmake);
+# without the toolkit
 # cuda_none.c answers every CUDA call with VFMIG_ENODEV and a message naming CUDA.
 target_sources(vfmig_devices PRIVATE hashtrack.c hostmem.c)
-option(VFMIG_CUDA "Build the CUDA device when the CUDA toolkit is found" ON)
-set(VFMIG_HAVE_CUDA OFF CACHE INTERNAL "")
-if(VFMIG_CUDA)
-  include(CheckLanguage)
-  find_package(CUDAToolkit QUIET)
-  check_language(CUDA)
-  if(CUDAToolkit_FOUND AND CMAKE_CUDA_COMPILER)
-    set(VFMIG_HAVE_CUDA ON CACHE INTERNAL "")
-  endif()
-endif()
-if(VFMIG_HAVE_CUDA)
-  enable_language(CUDA)
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
-    # Hopper and Ampere natively, PTX for anything newer.
-    set(CMAKE_CUDA_ARCHITECTURES 80 90)
-  endif()
+if(VFMIG_HAVE_CUDA) # set by cuda_lang.cmake (top level)
   add_library(vfmig_cuda OBJECT cuda.cu)
   target_include_directories(vfmig_cuda PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR})
   set_target_properties(vfmig_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_VISIBILITY_PRESET hidden
@@ -31,7 +17,6 @@ if(VFMIG_HAVE_CUDA)
   target_link_libraries(vfmig_cuda PUBLIC CUDA::cudart_static)
   target_sources(vfmig PRIVATE $<TARGET_OBJECTS:vfmig_cuda>)
   target_link_libraries(vfmig PUBLIC CUDA::cudart_static)
-  target_link_libraries(vfmig_devices PUBLIC CUDA::cudart_static)
   message(STATUS "vfmig: CUDA device enabled (nvcc ${CMAKE_CUDA_COMPILER_VERSION})")
 else()
   target_sources(vfmig_devices PRIVATE cuda_none.c)
