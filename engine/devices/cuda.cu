@@ -53,7 +53,7 @@ static uint64_t now_ns(clockid_t c)
  * shuffles, the i^1 values fetched from the neighbour lane, then the block's scramble. All lanes
  * return the hash.
  */
-__device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned lane)
+__device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned lane, const vfmig_ph_keys *keys)
 {
     const unsigned full = 0xffffffffu, i = lane % 8;
     uint64_t init[8];
@@ -62,29 +62,21 @@ __device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned l
     uint64_t nblocks = len / VFMIG_PH_BLOCK;
     for (uint64_t b = 0; b < nblocks; b++) {
         int last = b + 1 == nblocks;
-        const uint64_t *w = (const uint64_t *)(page + b * VFMIG_PH_BLOCK);
-        uint64_t m = 0, d = 0;
-#pragma unroll
-        for (unsigned k = 0; k < 4; k++) {
-            unsigned idx = lane + 32 * k, s = idx / 8;
-            uint64_t v = w[idx];
-            uint64_t key = last && s == 15 ? cu_keys.last[i] : cu_keys.acc[s + i];
-            m += vfmig_ph_mul(v, key);
-            d += v;
-        }
+        uint64_t m, d;
+        vfmig_ph_lane_partials(page + b * VFMIG_PH_BLOCK, lane, last, keys, &m, &d);
         m += __shfl_xor_sync(full, m, 8);
         m += __shfl_xor_sync(full, m, 16);
         d += __shfl_xor_sync(full, d, 8);
         d += __shfl_xor_sync(full, d, 16);
         acc += m + __shfl_xor_sync(full, d, 1);
         if (!last)
-            acc = vfmig_ph_scramble(acc, cu_keys.scramble[i]);
+            acc = vfmig_ph_scramble(acc, keys->scramble[i]);
     }
     uint64_t a[8];
 #pragma unroll
     for (int j = 0; j < 8; j++)
         a[j] = __shfl_sync(full, acc, j);
-    return vfmig_ph_merge(a, &cu_keys, len);
+    return vfmig_ph_merge(a, keys, len);
 }
 
 /* Pages [first, first+n) of `vram`: hash each; with `bitmap`, set bit (page - first) when it
@@ -92,12 +84,18 @@ __device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned l
 __global__ void k_scan(const uint8_t *vram, uint64_t first, uint64_t n, uint64_t ps, const uint64_t *ref,
                        const uint8_t *valid, unsigned long long *bitmap, uint64_t *out)
 {
+    /* Keys in shared memory: the lanes of a warp read different ones at once, which constant
+     * memory would serialize. Launched with >= 48 threads a block. */
+    __shared__ vfmig_ph_keys keys;
+    if (threadIdx.x < sizeof(keys) / 8)
+        ((uint64_t *)&keys)[threadIdx.x] = ((const uint64_t *)&cu_keys)[threadIdx.x];
+    __syncthreads();
     uint64_t warp = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     uint64_t warps = (uint64_t)gridDim.x * blockDim.x / 32;
     unsigned lane = threadIdx.x % 32;
     for (uint64_t i = warp; i < n; i += warps) {
         uint64_t p = first + i;
-        uint64_t h = warp_page_hash(vram + p * ps, ps, lane);
+        uint64_t h = warp_page_hash(vram + p * ps, ps, lane, &keys);
         if (lane == 0) {
             if (out)
                 out[i] = h;
@@ -111,11 +109,17 @@ __global__ void k_scan(const uint8_t *vram, uint64_t first, uint64_t n, uint64_t
 __global__ void k_set_ref(const uint8_t *stage, uint64_t first, uint64_t n, uint64_t ps, uint64_t *ref,
                           uint8_t *valid)
 {
+    /* Keys in shared memory: the lanes of a warp read different ones at once, which constant
+     * memory would serialize. Launched with >= 48 threads a block. */
+    __shared__ vfmig_ph_keys keys;
+    if (threadIdx.x < sizeof(keys) / 8)
+        ((uint64_t *)&keys)[threadIdx.x] = ((const uint64_t *)&cu_keys)[threadIdx.x];
+    __syncthreads();
     uint64_t warp = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     uint64_t warps = (uint64_t)gridDim.x * blockDim.x / 32;
     unsigned lane = threadIdx.x % 32;
     for (uint64_t i = warp; i < n; i += warps) {
-        uint64_t h = warp_page_hash(stage + i * ps, ps, lane);
+        uint64_t h = warp_page_hash(stage + i * ps, ps, lane, &keys);
         if (lane == 0) {
             ref[first + i] = h;
             valid[first + i] = 1;

@@ -132,7 +132,11 @@ VFMIG_PH_FN uint64_t vfmig_ph_merge(const uint64_t acc[8], const vfmig_ph_keys *
 /* Word w (0..127) of a 1 KiB block, little-endian. */
 VFMIG_PH_FN uint64_t vfmig_ph_word(const uint8_t *block, unsigned w)
 {
+#ifdef __CUDA_ARCH__
+    return ((const uint64_t *)(const void *)block)[w]; /* GPUs are little-endian; pages aligned */
+#else
     return vfmig_ph_le64(block + 8 * w);
+#endif
 }
 
 /* Key of word w of a block; in the page's last block the 16th stripe uses the last-stripe key. */
@@ -140,6 +144,50 @@ VFMIG_PH_FN uint64_t vfmig_ph_key(const vfmig_ph_keys *k, unsigned w, int last_b
 {
     unsigned s = w / 8, i = w % 8;
     return last_block && s == 15 ? k->last[i] : k->acc[s + i];
+}
+
+/*
+ * The kernel's decomposition (a warp per page): lane l (0..31) takes words l, l+32, l+64, l+96
+ * of each block - all of accumulator lane i = l % 8 - and returns their product sum (for
+ * accumulator i) and value sum (for accumulator i^1). The kernel adds the partials of lanes of
+ * equal i with shuffles; vfmig_ph_page_lanes() below does the same additions on the host, so the
+ * test suite checks the kernel's arithmetic, not just XXH3's.
+ */
+VFMIG_PH_FN void vfmig_ph_lane_partials(const uint8_t *block, unsigned lane, int last_block, const vfmig_ph_keys *k,
+                                        uint64_t *m, uint64_t *d)
+{
+    uint64_t ms = 0, ds = 0;
+    for (unsigned j = 0; j < 4; j++) {
+        unsigned w = lane + 32 * j;
+        uint64_t v = vfmig_ph_word(block, w);
+        ms += vfmig_ph_mul(v, vfmig_ph_key(k, w, last_block));
+        ds += v;
+    }
+    *m = ms;
+    *d = ds;
+}
+
+/* Host emulation of the warp: the same partials, summed lane group by lane group. */
+VFMIG_PH_FN uint64_t vfmig_ph_page_lanes(const uint8_t *page, size_t len, const vfmig_ph_keys *k)
+{
+    uint64_t acc[8];
+    vfmig_ph_acc_init(acc);
+    size_t nblocks = len / VFMIG_PH_BLOCK;
+    for (size_t b = 0; b < nblocks; b++) {
+        int last = b + 1 == nblocks;
+        uint64_t m[32], d[32], msum[8] = {0}, dsum[8] = {0};
+        for (unsigned l = 0; l < 32; l++) {
+            vfmig_ph_lane_partials(page + b * VFMIG_PH_BLOCK, l, last, k, &m[l], &d[l]);
+            msum[l % 8] += m[l];
+            dsum[l % 8] += d[l];
+        }
+        for (int i = 0; i < 8; i++) {
+            acc[i] += msum[i] + dsum[i ^ 1];
+            if (!last)
+                acc[i] = vfmig_ph_scramble(acc[i], k->scramble[i]);
+        }
+    }
+    return vfmig_ph_merge(acc, k, len);
 }
 
 /*
