@@ -567,8 +567,8 @@ static void *target_main(void *arg)
 /* kind: 0 hash tracker (sim with its bits hidden), 1 hostmem */
 static void run_migration(int kind, uint64_t seed)
 {
-    const uint64_t vram = 64u << 20, ps = 4096;
-    vfmig_simvf *src = make_sim(vram, ps, 1, 100u << 20, seed);
+    const uint64_t vram = 16u << 20, ps = 4096; /* small: it also runs under ThreadSanitizer */
+    vfmig_simvf *src = make_sim(vram, ps, 1, 50u << 20, seed);
     vfmig_simvf_config tc;
     vfmig_simvf_config_init(&tc);
     tc.vram_bytes = vram;
