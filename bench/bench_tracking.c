@@ -133,6 +133,7 @@ int main(int argc, char **argv)
             vfmig_hashtrack_config_init(&hc);
             hc.threads = threads;
             hc.samples = samples;
+            hc.sample_threshold_pct = 0; /* measure the pre-filter itself */
             hc.host_view = view ? mem : NULL;
             vfmig_hashtrack *ht;
             if (vfmig_hashtrack_create(&inner, &hc, &ht))

@@ -165,6 +165,7 @@ static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint6
     vfmig_hashtrack_config hc;
     vfmig_hashtrack_config_init(&hc);
     hc.samples = samples;
+    hc.sample_threshold_pct = 0; /* always: the pre-filter is what is under test */
     hc.threads = 2;
     hc.host_view = with_view ? p.mem : NULL;
     vfmig_hashtrack *t;

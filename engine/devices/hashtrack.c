@@ -58,6 +58,7 @@ struct vfmig_hashtrack {
     uint64_t *cache[VFMIG_MAX_RANGES]; /* a peek's answer, reusable by the next clear query */
     int cached[VFMIG_MAX_RANGES];
     uint64_t range_scan_ns[VFMIG_MAX_RANGES];
+    double range_dirty_frac[VFMIG_MAX_RANGES]; /* of the range's latest scan; 1 before any */
     int paused;               /* session thread only */
     unsigned threads;
 
@@ -129,6 +130,7 @@ typedef struct scan_job {
     uint64_t first;       /* first page of the query (within the range) */
     uint64_t i0, i1;      /* bits [i0, i1) of the query's bitmap, i0 a multiple of 64 */
     uint64_t *bitmap;
+    unsigned samples; /* 0: this scan hashes every page directly */
     int rc;
     uint64_t cpu_ns, hashed, sampled, dirty;
     pthread_t tid;
@@ -139,8 +141,8 @@ static int page_dirty(vfmig_hashtrack *t, scan_job *j, uint64_t g, const uint8_t
 {
     if (!atomic_load_explicit(&t->valid[g], memory_order_acquire))
         return 1;
-    if (t->cfg.samples &&
-        vfmig_ht_sample_fold(p, t->ps, g, t->cfg.samples) !=
+    if (j->samples &&
+        vfmig_ht_sample_fold(p, t->ps, g, j->samples) !=
             atomic_load_explicit(&t->samp[g], memory_order_relaxed)) {
         j->sampled++;
         return 1;
@@ -207,10 +209,17 @@ static int scan(vfmig_hashtrack *t, uint32_t r, uint64_t first, uint64_t npages,
         n = 1;
     scan_job jobs[HT_MAX_THREADS];
     uint64_t words = (npages + 63) / 64;
+    /* The pre-filter saves the hash of a page whose samples changed and costs the samples on
+     * every other page (10-30% of a hash, as extra misses): it pays only where many pages are
+     * dirty, so it runs when the range's previous scan found at least sample_threshold_pct % of
+     * it dirty. Either way a page whose samples match is hashed in full. */
+    unsigned samples = t->cfg.samples && t->range_dirty_frac[r] * 100.0 >= (double)t->cfg.sample_threshold_pct
+                           ? t->cfg.samples
+                           : 0;
     for (unsigned k = 0; k < n; k++) {
         uint64_t w0 = words * k / n, w1 = words * (k + 1) / n;
         jobs[k] = (scan_job){.t = t, .range = r, .first = first, .i0 = w0 * 64,
-                             .i1 = w1 * 64 < npages ? w1 * 64 : npages, .bitmap = bitmap};
+                             .i1 = w1 * 64 < npages ? w1 * 64 : npages, .bitmap = bitmap, .samples = samples};
     }
     int up[HT_MAX_THREADS] = {0};
     for (unsigned k = 1; k < n; k++)
@@ -232,6 +241,7 @@ static int scan(vfmig_hashtrack *t, uint32_t r, uint64_t first, uint64_t npages,
     }
     uint64_t wall = now_ns(CLOCK_MONOTONIC) - t0, bytes = npages << t->shift;
     t->range_scan_ns[r] = wall;
+    t->range_dirty_frac[r] = (double)dirty / (double)npages;
     pthread_mutex_lock(&t->lock);
     t->st.scans++;
     t->st.last_ns = wall;
@@ -492,6 +502,7 @@ void vfmig_hashtrack_config_init(vfmig_hashtrack_config *cfg)
         return;
     memset(cfg, 0, sizeof *cfg);
     cfg->samples = 4;
+    cfg->sample_threshold_pct = 12;
 }
 
 int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_config *cfg, vfmig_hashtrack **out)
@@ -530,6 +541,7 @@ int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_conf
         }
         t->range_first[r] = t->npages;
         t->range_pages[r] = t->ranges[r].size >> t->shift;
+        t->range_dirty_frac[r] = 1.0;
         t->npages += t->range_pages[r];
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
