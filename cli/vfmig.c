@@ -601,7 +601,8 @@ static void print_human(const opts *o, const report *r)
                mib(st->bytes_wire), st->pages_sent, st->zero_pages, ms(st->blackout_verify_ns),
                ms(st->blackout_restore_ns));
     }
-    if (r->dirty_source && (st->role == VFMIG_ROLE_SOURCE || !strcmp(r->role, "local")) && !o->quiet)
+    if (r->dirty_source && r->tracking.source != VFMIG_DIRTY_BITMAP &&
+        (st->role == VFMIG_ROLE_SOURCE || !strcmp(r->role, "local")) && !o->quiet)
         printf("dirty source: %s (%" PRIu64 " scans, last %.2f ms wall / %.2f ms CPU, %.0f CPU ms per GiB scanned)\n",
                r->dirty_source, r->tracking.scans, ms(r->tracking.last_ns), ms(r->tracking.last_cpu_ns),
                r->tracking.cpu_ns_per_gib / 1e6);
