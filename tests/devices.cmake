@@ -10,3 +10,6 @@ foreach(part hostmem race migrate)
 endforeach()
 # The CUDA device: runs on a machine with a GPU, skips (77) with the reason elsewhere.
 vfmig_add_test(test_cuda SOURCES test_cuda.c TIMEOUT 120)
+# The CLI's --device option: every dirty source verified and named in JSON; cuda fails naming CUDA.
+add_test(NAME cli_devices COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli_devices.sh $<TARGET_FILE:vfmig_cli>)
+set_tests_properties(cli_devices PROPERTIES TIMEOUT 120 LABELS integration)

@@ -447,6 +447,8 @@ static void test_races(uint64_t seed)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+static void exact_pages(int share);
+
 static void test_hostmem_errors(void)
 {
     char err[300];
@@ -501,9 +503,28 @@ static void test_hostmem_errors(void)
         ASSERT_EQ(vfmig_hostmem_dirty_source(h), VFMIG_DIRTY_SOFT_DIRTY);
         vfmig_hostmem_destroy(h);
     }
-    /* Auto: uffd-wp on this kernel (anonymous memory). */
+    munmap(m, 1 << 20);
+    /* Exact pages on private and on shared anonymous memory. */
+    exact_pages(MAP_PRIVATE);
+    exact_pages(MAP_SHARED);
+}
+
+static void exact_pages(int share)
+{
+    char err[300];
+    vfmig_hostmem *h;
+    vfmig_hostmem_config hc;
+    vfmig_hostmem_config_init(&hc);
+    hc.cb = (vfmig_vf_callbacks){sim_pause, sim_resume, NULL, NULL, NULL, NULL};
+    uint8_t *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, share | MAP_ANONYMOUS, -1, 0);
+    ASSERT_TRUE(m != MAP_FAILED);
+    memset(m, 0x11, 1 << 19); /* half populated, half never touched */
+    hc.base = m;
+    hc.size = 1 << 20;
+    /* Auto: uffd-wp on this kernel. */
     hc.tracker = VFMIG_HOSTMEM_AUTO;
-    ASSERT_OK(vfmig_hostmem_create(&hc, &h, err, sizeof err));
+    if (vfmig_hostmem_create(&hc, &h, err, sizeof err))
+        T_FAIL("hostmem (%s memory): %s", share == MAP_SHARED ? "shared" : "private", err);
     vfmig_device d;
     vfmig_hostmem_device(h, &d);
     uint64_t bm[4];
@@ -516,7 +537,7 @@ static void test_hostmem_errors(void)
      * the clear takes them; the next query is empty. */
     m[3 * 4096 + 5] = 1;
     m[64 * 4096] = 2;
-    m[200 * 4096 + 4095] = 3;
+    m[200 * 4096 + 4095] = 3; /* never touched before: written after the protection */
     m[201 * 4096] = 4;
     m[201 * 4096 + 1] = 5;
     for (int clear = 0; clear <= 1; clear++) {
