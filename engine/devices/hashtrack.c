@@ -43,6 +43,8 @@
 #define HT_CHUNK_BYTES (256u << 10) /* per read when scanning without a host view: fits L2 */
 #define HT_MIN_PAGES_PER_THREAD 1024u
 
+typedef uint64_t (*ht_hash_fn)(const void *page, uint64_t ps);
+
 struct vfmig_hashtrack {
     vfmig_device inner;
     vfmig_range ranges[VFMIG_MAX_RANGES];
@@ -61,6 +63,7 @@ struct vfmig_hashtrack {
     double range_dirty_frac[VFMIG_MAX_RANGES]; /* of the range's latest scan; 1 before any */
     int paused;               /* session thread only */
     unsigned threads;
+    ht_hash_fn hash_fn;
 
     pthread_mutex_t lock;     /* stats */
     vfmig_tracking_stats st;
@@ -105,9 +108,24 @@ uint64_t vfmig_ht_sample_fold(const uint8_t *page, uint64_t ps, uint64_t g, unsi
     return acc;
 }
 
-uint64_t vfmig_ht_page_hash(const void *page, uint64_t ps)
+static uint64_t hash_baseline(const void *page, uint64_t ps)
 {
     return XXH3_64bits(page, (size_t)ps);
+}
+
+/* The same XXH3 in the fastest build this CPU runs (a scan is bound by it). */
+static ht_hash_fn pick_hash(void)
+{
+#if defined(VFMIG_HT_AVX2) && (defined(__x86_64__) || defined(__i386__))
+    if (__builtin_cpu_supports("avx2"))
+        return vfmig_ht_hash_avx2;
+#endif
+    return hash_baseline;
+}
+
+uint64_t vfmig_ht_page_hash(const void *page, uint64_t ps)
+{
+    return pick_hash()(page, ps);
 }
 
 /* Range holding segment [off, off+len), or -1. */
@@ -148,7 +166,7 @@ static int page_dirty(vfmig_hashtrack *t, scan_job *j, uint64_t g, const uint8_t
         return 1;
     }
     j->hashed++;
-    return XXH3_64bits(p, (size_t)t->ps) != atomic_load_explicit(&t->hash[g], memory_order_relaxed);
+    return t->hash_fn(p, t->ps) != atomic_load_explicit(&t->hash[g], memory_order_relaxed);
 }
 
 static void *scan_main(void *arg)
@@ -357,7 +375,7 @@ static int op_read(void *dev, uint64_t offset, void *dst, size_t len)
         }
         const uint8_t *pg = (const uint8_t *)dst + (start - rel);
         atomic_store_explicit(&t->valid[g], 0, memory_order_relaxed);
-        atomic_store_explicit(&t->hash[g], XXH3_64bits(pg, (size_t)t->ps), memory_order_relaxed);
+        atomic_store_explicit(&t->hash[g], t->hash_fn(pg, t->ps), memory_order_relaxed);
         if (t->cfg.samples)
             atomic_store_explicit(&t->samp[g], vfmig_ht_sample_fold(pg, t->ps, g, t->cfg.samples),
                                   memory_order_relaxed);
@@ -549,6 +567,7 @@ int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_conf
     if (t->threads > HT_MAX_THREADS)
         t->threads = HT_MAX_THREADS;
     t->st.source = VFMIG_DIRTY_HASH;
+    t->hash_fn = pick_hash();
     pthread_mutex_init(&t->lock, NULL);
     t->hash = calloc((size_t)t->npages, sizeof *t->hash);
     t->samp = calloc((size_t)t->npages, sizeof *t->samp);

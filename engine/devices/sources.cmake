@@ -2,6 +2,12 @@
 # without the toolkit
 # cuda_none.c answers every CUDA call with VFMIG_ENODEV and a message naming CUDA.
 target_sources(vfmig_devices PRIVATE hashtrack.c hostmem.c)
+# The hash tracker's XXH3 also in an AVX2 build, picked at run time where the CPU has it.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+  target_sources(vfmig_devices PRIVATE hashtrack_avx2.c)
+  set_source_files_properties(hashtrack_avx2.c PROPERTIES COMPILE_OPTIONS -mavx2)
+  target_compile_definitions(vfmig_devices PRIVATE VFMIG_HT_AVX2=1)
+endif()
 if(VFMIG_HAVE_CUDA) # set by cuda_lang.cmake (top level)
   add_library(vfmig_cuda OBJECT cuda.cu)
   target_include_directories(vfmig_cuda PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR})
