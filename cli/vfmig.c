@@ -507,10 +507,13 @@ static void print_json(const opts *o, const report *r)
     json_str(f, r->endpoint);
     if (r->dirty_source) {
         const vfmig_tracking_stats *tk = &r->tracking;
+        /* One scan a round: last_* is the final (blackout) query, avg_* the mean over rounds. */
+        double avg = tk->total_bytes ? (double)tk->total_cpu_ns * 1073741824.0 / (double)tk->total_bytes : 0;
         fprintf(f, ",\"dirty_source\":\"%s\",\"tracking\":{\"scans\":%" PRIu64 ",\"last_ms\":%.3f,\"last_cpu_ms\":%.3f"
-                   ",\"total_cpu_ms\":%.3f,\"cpu_ns_per_gib\":%.0f,\"pages_hashed\":%" PRIu64 ",\"pages_sampled\":%" PRIu64 "}",
-                r->dirty_source, tk->scans, ms(tk->last_ns), ms(tk->last_cpu_ns), ms(tk->total_cpu_ns), tk->cpu_ns_per_gib,
-                tk->pages_hashed, tk->pages_sampled);
+                   ",\"total_ms\":%.3f,\"total_cpu_ms\":%.3f,\"cpu_ns_per_gib\":%.0f,\"avg_cpu_ns_per_gib\":%.0f"
+                   ",\"pages_hashed\":%" PRIu64 ",\"pages_sampled\":%" PRIu64 ",\"pages_read_hashed\":%" PRIu64 "}",
+                r->dirty_source, tk->scans, ms(tk->last_ns), ms(tk->last_cpu_ns), ms(tk->total_ns), ms(tk->total_cpu_ns),
+                tk->cpu_ns_per_gib, avg, tk->pages_hashed, tk->pages_sampled, tk->pages_read_hashed);
     }
     fprintf(f, ",\"vf_state\":\"%s\",\"verified\":%s", vfmig_vf_state_name(st->vf_state),
             st->verified && r->byte_compare != 0 ? "true" : "false");
