@@ -123,6 +123,16 @@ static ht_hash_fn pick_hash(void)
     return hash_baseline;
 }
 
+static void prefetch_samples(const uint8_t *page, uint64_t ps, uint64_t g, unsigned samples)
+{
+    uint64_t lines = ps / 64;
+    if (samples > lines)
+        samples = (unsigned)lines;
+    uint64_t stretch = lines / samples, pick = mix64(g) % stretch;
+    for (unsigned j = 0; j < samples; j++)
+        __builtin_prefetch(page + (j * stretch + pick) * 64);
+}
+
 uint64_t vfmig_ht_page_hash(const void *page, uint64_t ps)
 {
     return pick_hash()(page, ps);
@@ -204,6 +214,10 @@ static void *scan_main(void *arg)
             src = buf;
         }
         for (uint64_t k = 0; k < n; k++) {
+            /* The samples of a page four ahead are scattered misses: start them now, so they
+             * arrive while this page is hashed (in place they cost ~50% more otherwise). */
+            if (j->samples && k + 4 < n)
+                prefetch_samples(src + ((k + 4) << t->shift), t->ps, base_g + p0 + k + 4, j->samples);
             if (page_dirty(t, j, base_g + p0 + k, src + (k << t->shift))) {
                 j->bitmap[(i + k) / 64] |= 1ull << ((i + k) % 64);
                 j->dirty++;
