@@ -550,7 +550,9 @@ VFMIG_API void vfmig_hashtrack_get_stats(const vfmig_hashtrack *t, vfmig_trackin
  * write-protect is missing. Soft-dirty clearing is process-wide and not atomic with the read, so
  * in that mode each clearing query briefly pauses the VF through the callbacks, and only one
  * soft-dirty tracked region may exist per process (another one's bits would be cleared).
- * Writes by the engine (a target receiving pages) go straight to memory. */
+ * Writes by the engine (a target receiving pages) go straight to memory. The region must stay
+ * mapped while the device lives; pages discarded while tracking (MADV_DONTNEED, remapping) are
+ * not seen as writes, so an embedder must not discard memory during a migration. */
 typedef struct vfmig_hostmem vfmig_hostmem;
 
 typedef enum vfmig_hostmem_tracker {
