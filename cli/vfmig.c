@@ -43,6 +43,7 @@ typedef struct opts {
     const char *codec_str;
     const char *pattern_str;
     const char *content_str;
+    const char *device_str; /* --device: sim | hash | hostmem | cuda */
     bool json, verbose, quiet;
 } opts;
 
@@ -65,6 +66,8 @@ typedef struct report {
     double cpu0, cpu; /* process CPU seconds when the migration started, and spent in it */
     cbctx cb;
     char endpoint[400];
+    const char *dirty_source;       /* the source VF's (--device) */
+    vfmig_tracking_stats tracking;  /* its dirty tracking cost */
 } report;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -320,6 +323,10 @@ static void help(const char *cmd)
            "      --seed N             content and workload seed\n"
            "      --mutable-size SIZE  mutable device state (default 64K)\n"
            "      --immutable-size SIZE  immutable device state (default 4K)\n"
+           "      --device D           where the VF's memory lives and how its dirty pages are found:\n"
+           "                           sim (dirty bitmap, default) | hash (sim with the bitmap hidden,\n"
+           "                           pages hashed) | hostmem (host memory, userfaultfd write-protect or\n"
+           "                           soft-dirty) | cuda (VRAM of GPU 0, hashed on the GPU)\n"
            "\nmigration:\n"
            "      --budget-ms N        blackout budget for the switch-over (default 50)\n"
            "      --max-rounds N       pre-copy rounds before a forced switch-over (default 30)\n"
@@ -354,7 +361,7 @@ enum {
     O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
     O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT,
-    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS
+    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE
 };
 
 static void parse_args(opts *o, int argc, char **argv)
@@ -378,6 +385,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT},
         {"write-bytes", required_argument, 0, O_WRITE_BYTES}, {"verify", required_argument, 0, O_VERIFY},
         {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
+        {"device", required_argument, 0, O_DEVICE},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -447,6 +455,11 @@ static void parse_args(opts *o, int argc, char **argv)
         case O_ENCRYPT: o->encrypt = 1; break;
         case O_NUMA: o->numa_node = parse_param("--numa-node", optarg, VFMIG_P_NUMA_NODE); break;
         case O_JSON: o->json = true; break;
+        case O_DEVICE:
+            if (strcmp(optarg, "sim") && strcmp(optarg, "hash") && strcmp(optarg, "hostmem") && strcmp(optarg, "cuda"))
+                usage_error("--device: '%s' is not sim, hash, hostmem or cuda", optarg);
+            o->device_str = optarg;
+            break;
         case 'v': o->verbose = true; break;
         case 'q': o->quiet = true; break;
         case 'h': help(o->cmd); exit(0);
@@ -558,12 +571,10 @@ static void on_event(const vfmig_event *ev, void *user)
                 (double)ev->round->duration_ns / 1e6);
 }
 
-static int make_session(const opts *o, vfmig_role role, vfmig_simvf *sim, cbctx *cb, vfmig_session **out,
-                        char *err, size_t errlen)
+static int make_session(const opts *o, vfmig_role role, const vfmig_device *dev, vfmig_simvf *sim, cbctx *cb,
+                        vfmig_session **out, char *err, size_t errlen)
 {
-    vfmig_device dev;
-    vfmig_simvf_device(sim, &dev);
-    int rc = vfmig_session_create(role, &dev, out, err, errlen);
+    int rc = vfmig_session_create(role, dev, out, err, errlen);
     if (rc)
         return rc;
     vfmig_session *s = *out;
@@ -676,6 +687,16 @@ static void print_json(const opts *o, const report *r)
     }
     fprintf(f, ",\"role\":\"%s\",\"endpoint\":", r->role);
     json_str(f, r->endpoint);
+    if (r->dirty_source) {
+        const vfmig_tracking_stats *tk = &r->tracking;
+        /* One scan a round: last_* is the final (blackout) query, avg_* the mean over rounds. */
+        double avg = tk->total_bytes ? (double)tk->total_cpu_ns * 1073741824.0 / (double)tk->total_bytes : 0;
+        fprintf(f, ",\"dirty_source\":\"%s\",\"tracking\":{\"scans\":%" PRIu64 ",\"last_ms\":%.3f,\"last_cpu_ms\":%.3f"
+                   ",\"total_ms\":%.3f,\"total_cpu_ms\":%.3f,\"cpu_ns_per_gib\":%.0f,\"avg_cpu_ns_per_gib\":%.0f"
+                   ",\"pages_hashed\":%" PRIu64 ",\"pages_sampled\":%" PRIu64 ",\"pages_read_hashed\":%" PRIu64 "}",
+                r->dirty_source, tk->scans, ms(tk->last_ns), ms(tk->last_cpu_ns), ms(tk->total_ns), ms(tk->total_cpu_ns),
+                tk->cpu_ns_per_gib, avg, tk->pages_hashed, tk->pages_sampled, tk->pages_read_hashed);
+    }
     fprintf(f, ",\"vf_state\":\"%s\",\"verified\":%s", vfmig_vf_state_name(st->vf_state),
             st->verified && r->byte_compare != 0 ? "true" : "false");
     if (r->byte_compare >= 0)
@@ -788,9 +809,14 @@ static void print_human(const opts *o, const report *r)
                mib(st->bytes_wire), st->pages_sent, st->zero_pages, ms(st->blackout_verify_ns),
                ms(st->blackout_restore_ns));
     }
-    printf("verified: %s; VF state: %s\n",
+    if (r->dirty_source && r->tracking.source != VFMIG_DIRTY_BITMAP &&
+        (st->role == VFMIG_ROLE_SOURCE || !strcmp(r->role, "local")) && !o->quiet)
+        printf("dirty source: %s (%" PRIu64 " scans, last %.2f ms wall / %.2f ms CPU, %.0f CPU ms per GiB scanned)\n",
+               r->dirty_source, r->tracking.scans, ms(r->tracking.last_ns), ms(r->tracking.last_cpu_ns),
+               r->tracking.cpu_ns_per_gib / 1e6);
+    printf("verified: %s; dirty source: %s; VF state: %s\n",
            st->verified ? (r->byte_compare == 1 ? "yes (digest and byte-for-byte compare)" : "yes (digest)") : "no",
-           vfmig_vf_state_name(st->vf_state));
+           r->dirty_source ? r->dirty_source : "-", vfmig_vf_state_name(st->vf_state));
 }
 
 static int finish(const opts *o, report *r)
@@ -811,8 +837,41 @@ static int finish(const opts *o, report *r)
 /* Commands                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-static int create_sim(const opts *o, bool target, vfmig_simvf **out, char *err, size_t errlen)
+/* ------------------------------------------------------------------------------------------ */
+/* The VF behind --device: the simulated VF as it is (sim), the same with its dirty bits hidden */
+/* and found by hashing (hash), its memory as plain host memory tracked by the kernel (hostmem:  */
+/* the simulated VF's workload writes, the engine sees only the hostmem device), or a CUDA VF.   */
+/* ------------------------------------------------------------------------------------------ */
+typedef struct cli_vf {
+    vfmig_simvf *sim;      /* sim, hash, hostmem: the memory and its workload */
+    vfmig_hashtrack *ht;   /* hash (source only) */
+    vfmig_hostmem *hm;     /* hostmem */
+    vfmig_cuda_sim *cuda;  /* cuda */
+    vfmig_device dev;      /* what the session is given */
+} cli_vf;
+
+/* hostmem's scheduler edges and state are the simulated VF's own (its workload is the VF). */
+static int vf_cb_pause(void *u) { vfmig_device d; vfmig_simvf_device(u, &d); return d.ops->pause(d.dev); }
+static int vf_cb_resume(void *u) { vfmig_device d; vfmig_simvf_device(u, &d); return d.ops->resume(d.dev); }
+static int vf_cb_throttle(void *u, unsigned p) { vfmig_device d; vfmig_simvf_device(u, &d); return d.ops->throttle(d.dev, p); }
+static int vf_cb_save_mut(void *u, void *b, uint64_t *n)
 {
+    vfmig_device d;
+    vfmig_simvf_device(u, &d);
+    return d.ops->save_mutable(d.dev, b, n);
+}
+static int vf_cb_restore_mut(void *u, const void *b, uint64_t n)
+{
+    vfmig_device d;
+    vfmig_simvf_device(u, &d);
+    return d.ops->restore_mutable(d.dev, b, n);
+}
+
+static const char *vf_kind(const opts *o) { return o->device_str ? o->device_str : "sim"; }
+
+static int vf_create(const opts *o, bool target, cli_vf *vf, char *err, size_t errlen)
+{
+    memset(vf, 0, sizeof *vf);
     vfmig_simvf_config c = o->sim;
     if (target) {
         /* The target VF starts empty and idle; its workload starts when it resumes. */
@@ -821,10 +880,112 @@ static int create_sim(const opts *o, bool target, vfmig_simvf **out, char *err, 
         if (o->target_state_version)
             c.state_version = o->target_state_version;
     }
-    int rc = vfmig_simvf_create(&c, out);
-    if (rc)
+    const char *kind = vf_kind(o);
+    if (!strcmp(kind, "cuda")) {
+        vfmig_cuda_config cc;
+        vfmig_cuda_config_init(&cc);
+        cc.size = c.vram_bytes;
+        cc.page_size = c.page_size;
+        cc.state_version = c.state_version;
+        int rc = vfmig_cuda_sim_create(&cc, (int)c.content, c.dirty_rate,
+                                       c.pattern == VFMIG_PATTERN_HOT ? c.hot_bytes : 0, c.seed, &vf->cuda, err,
+                                       errlen);
+        if (!rc)
+            vfmig_cuda_device(vfmig_cuda_sim_device(vf->cuda), &vf->dev);
+        return rc;
+    }
+    if (!strcmp(kind, "hostmem"))
+        c.nranges = 1; /* one region */
+    int rc = vfmig_simvf_create(&c, &vf->sim);
+    if (rc) {
         snprintf(err, errlen, "cannot create the simulated VF: %s", vfmig_strerror(rc));
-    return rc;
+        return rc;
+    }
+    vfmig_simvf_device(vf->sim, &vf->dev);
+    uint64_t size;
+    uint8_t *mem = (uint8_t *)vfmig_simvf_vram(vf->sim, &size);
+    if (!strcmp(kind, "hash") && !target) {
+        vfmig_hashtrack_config hc;
+        vfmig_hashtrack_config_init(&hc);
+        hc.host_view = mem;
+        vfmig_device inner = vf->dev;
+        inner.ops = vf->dev.ops;
+        if ((rc = vfmig_hashtrack_create(&inner, &hc, &vf->ht))) {
+            snprintf(err, errlen, "cannot create the hash tracker: %s", vfmig_strerror(rc));
+            return rc;
+        }
+        vfmig_hashtrack_device(vf->ht, &vf->dev);
+    } else if (!strcmp(kind, "hostmem")) {
+        vfmig_hostmem_config hc;
+        vfmig_hostmem_config_init(&hc);
+        hc.base = mem;
+        hc.size = size;
+        hc.page_size = c.page_size;
+        hc.state_version = c.state_version;
+        hc.cb = (vfmig_vf_callbacks){vf_cb_pause, vf_cb_resume, vf_cb_save_mut, vf_cb_restore_mut, vf_cb_throttle,
+                                     vf->sim};
+        if ((rc = vfmig_hostmem_create(&hc, &vf->hm, err, errlen)))
+            return rc;
+        vfmig_hostmem_device(vf->hm, &vf->dev);
+    }
+    return VFMIG_OK;
+}
+
+static int vf_start(cli_vf *vf)
+{
+    return vf->cuda ? vfmig_cuda_sim_start(vf->cuda) : vfmig_simvf_start(vf->sim);
+}
+
+static void vf_destroy(cli_vf *vf)
+{
+    vfmig_hashtrack_destroy(vf->ht);
+    vfmig_hostmem_destroy(vf->hm); /* before the memory goes */
+    vfmig_simvf_destroy(vf->sim);
+    vfmig_cuda_sim_destroy(vf->cuda);
+    memset(vf, 0, sizeof *vf);
+}
+
+static bool vf_running(const cli_vf *vf)
+{
+    return vf->sim ? vfmig_simvf_get_state(vf->sim) == VFMIG_SIMVF_RUNNING : vf->cuda != NULL;
+}
+
+/* Dirty source and tracking cost of a source VF, for the report. */
+static void vf_report(const cli_vf *vf, report *r)
+{
+    if (vf->ht) {
+        vfmig_hashtrack_get_stats(vf->ht, &r->tracking);
+    } else if (vf->hm) {
+        vfmig_hostmem_get_stats(vf->hm, &r->tracking);
+    } else if (vf->cuda) {
+        vfmig_cuda_get_stats(vfmig_cuda_sim_device(vf->cuda), &r->tracking);
+    } else {
+        memset(&r->tracking, 0, sizeof r->tracking);
+        r->tracking.source = VFMIG_DIRTY_BITMAP;
+    }
+    r->dirty_source = vfmig_dirty_source_name(r->tracking.source);
+}
+
+/* local: 1 if the target's memory (and mutable state) equals the paused source's, byte for byte. */
+static int vf_compare(const cli_vf *a, const cli_vf *b)
+{
+    if (a->cuda || b->cuda)
+        return a->cuda && b->cuda && vfmig_cuda_sim_compare(a->cuda, b->cuda) == 1;
+    uint64_t na, nb;
+    const uint8_t *va = vfmig_simvf_vram(a->sim, &na), *vb = vfmig_simvf_vram(b->sim, &nb);
+    if (na != nb || memcmp(va, vb, na))
+        return 0;
+    return vfmig_simvf_restored_mutable(b->sim, &na) != NULL;
+}
+
+/* Whether the target VF was ever resumed (a bug after a failed migration). */
+static bool vf_resumed(const cli_vf *vf)
+{
+    if (!vf->sim)
+        return false;
+    vfmig_simvf_counters c;
+    vfmig_simvf_get_counters(vf->sim, &c);
+    return c.resumes != 0;
 }
 
 static void announce(const opts *o, const char *role, const char *endpoint)
@@ -843,16 +1004,16 @@ static int cmd_source(const opts *o)
 {
     report r = {.role = "source", .byte_compare = -1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
-    vfmig_simvf *sim = NULL;
+    cli_vf vf;
     vfmig_session *s = NULL;
     vfmig_link *link = NULL;
-    int rc = create_sim(o, false, &sim, r.error, sizeof(r.error));
+    int rc = vf_create(o, false, &vf, r.error, sizeof(r.error));
     if (!rc)
-        rc = vfmig_simvf_start(sim);
+        rc = vf_start(&vf);
     if (!rc)
-        r.pre_rate = measure_workload(o, sim);
+        r.pre_rate = measure_workload(o, vf.sim);
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_SOURCE, sim, &r.cb, &s, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_SOURCE, &vf.dev, vf.sim, &r.cb, &s, r.error, sizeof(r.error));
     announce(o, "source", o->endpoint);
     if (!rc)
         rc = vfmig_connect(o->endpoint, (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000), &link, r.error,
@@ -864,11 +1025,12 @@ static int cmd_source(const opts *o)
         collect(&r, s, rc);
     else
         r.status = rc;
-    if (rc && sim && !o->json && vfmig_simvf_get_state(sim) == VFMIG_SIMVF_RUNNING)
+    if (rc && !o->json && vf_running(&vf))
         fprintf(stderr, "vfmig: the VF keeps running on this host\n");
+    vf_report(&vf, &r);
     vfmig_session_destroy(s);
     vfmig_link_close(link);
-    vfmig_simvf_destroy(sim);
+    vf_destroy(&vf);
     return finish(o, &r);
 }
 
@@ -876,13 +1038,13 @@ static int cmd_target(const opts *o)
 {
     report r = {.role = "target", .byte_compare = -1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
-    vfmig_simvf *sim = NULL;
+    cli_vf vf;
     vfmig_session *s = NULL;
     vfmig_listener *l = NULL;
     vfmig_link *link = NULL;
-    int rc = create_sim(o, true, &sim, r.error, sizeof(r.error));
+    int rc = vf_create(o, true, &vf, r.error, sizeof(r.error));
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_TARGET, sim, &r.cb, &s, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_TARGET, &vf.dev, vf.sim, &r.cb, &s, r.error, sizeof(r.error));
     if (!rc)
         rc = vfmig_listen(o->endpoint, &l, r.error, sizeof(r.error));
     if (!rc) {
@@ -903,7 +1065,7 @@ static int cmd_target(const opts *o)
         r.status = rc;
     vfmig_session_destroy(s);
     vfmig_link_close(link);
-    vfmig_simvf_destroy(sim);
+    vf_destroy(&vf);
     return finish(o, &r);
 }
 
@@ -931,19 +1093,20 @@ static int cmd_local(const opts *o)
 {
     report r = {.role = "local", .byte_compare = -1};
     const char *ep = o->endpoint ? o->endpoint : "tcp://127.0.0.1:0";
-    vfmig_simvf *src_sim = NULL, *dst_sim = NULL;
+    cli_vf src_vf, dst_vf;
     vfmig_session *src = NULL;
     local_target t = {.timeout_ms = (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000)};
     vfmig_link *link = NULL;
     pthread_t th;
     bool thread = false;
-    int rc = create_sim(o, false, &src_sim, r.error, sizeof(r.error));
+    memset(&dst_vf, 0, sizeof dst_vf);
+    int rc = vf_create(o, false, &src_vf, r.error, sizeof(r.error));
     if (!rc)
-        rc = create_sim(o, true, &dst_sim, r.error, sizeof(r.error));
+        rc = vf_create(o, true, &dst_vf, r.error, sizeof(r.error));
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_SOURCE, src_sim, &r.cb, &src, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_SOURCE, &src_vf.dev, src_vf.sim, &r.cb, &src, r.error, sizeof(r.error));
     if (!rc)
-        rc = make_session(o, VFMIG_ROLE_TARGET, dst_sim, &t.cb, &t.s, r.error, sizeof(r.error));
+        rc = make_session(o, VFMIG_ROLE_TARGET, &dst_vf.dev, dst_vf.sim, &t.cb, &t.s, r.error, sizeof(r.error));
     if (!rc)
         rc = vfmig_listen(ep, &t.l, r.error, sizeof(r.error));
     if (!rc) {
@@ -957,9 +1120,9 @@ static int cmd_local(const opts *o)
         snprintf(conn, sizeof(conn), "%.*s:%d%s", hostlen, ep, vfmig_listener_port(t.l), q ? q : "");
         snprintf(r.endpoint, sizeof(r.endpoint), "%s", conn);
         announce(o, "local", conn);
-        rc = vfmig_simvf_start(src_sim);
+        rc = vf_start(&src_vf);
         if (!rc)
-            r.pre_rate = measure_workload(o, src_sim);
+            r.pre_rate = measure_workload(o, src_vf.sim);
         if (!rc && pthread_create(&th, NULL, local_target_main, &t) == 0)
             thread = true;
         if (!rc && !thread)
@@ -988,27 +1151,21 @@ static int cmd_local(const opts *o)
     if (!r.status) {
         /* The source stays paused after a successful migration, and the target VF has no
          * workload, so both images are still those of the moment of pause. */
-        uint64_t a, b;
-        const uint8_t *va = vfmig_simvf_vram(src_sim, &a), *vb = vfmig_simvf_vram(dst_sim, &b);
-        r.byte_compare = a == b && memcmp(va, vb, a) == 0;
-        const uint8_t *m = vfmig_simvf_restored_mutable(dst_sim, &a);
-        if (!m)
-            r.byte_compare = 0;
+        r.byte_compare = vf_compare(&src_vf, &dst_vf);
         if (!r.byte_compare) {
             r.status = VFMIG_EDIGEST;
             snprintf(r.error, sizeof(r.error), "target image differs from the source image byte for byte");
         }
-    } else if (src_sim) {
+    } else if (src_vf.sim || src_vf.cuda) {
         /* vf_state is the source's view: after a failure the VF runs on the source. */
-        vfmig_simvf_counters c;
-        vfmig_simvf_get_counters(dst_sim, &c);
-        if (c.resumes)
+        if (vf_resumed(&dst_vf))
             snprintf(r.error + strlen(r.error), sizeof(r.error) - strlen(r.error), " [BUG: target resumed]");
     }
+    vf_report(&src_vf, &r);
     vfmig_session_destroy(src);
     vfmig_session_destroy(t.s);
-    vfmig_simvf_destroy(src_sim);
-    vfmig_simvf_destroy(dst_sim);
+    vf_destroy(&src_vf);
+    vf_destroy(&dst_vf);
     return finish(o, &r);
 }
 
@@ -1034,6 +1191,14 @@ int main(int argc, char **argv)
     o.sim.vram_bytes = 1ull << 30;
     o.sim.page_size = 4 << 10;
     parse_args(&o, argc - 1, argv + 1);
+    if (o.device_str && !strcmp(o.device_str, "cuda")) {
+        /* Before any work: a machine without a usable GPU says so at once. */
+        char why[300];
+        if (!vfmig_cuda_available(why, sizeof(why))) {
+            fprintf(stderr, "vfmig: --device cuda: %s\n", why);
+            return 1;
+        }
+    }
     if (!strcmp(o.cmd, "source"))
         return cmd_source(&o);
     if (!strcmp(o.cmd, "target"))

@@ -299,13 +299,17 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         uint64_t tq = vfmig_now_ns();
         if ((rc = query(src, src->peek, 0, &pending)))
             return rc;
-        uint64_t now = vfmig_now_ns();
+        uint64_t now = vfmig_now_ns(), track_ns = 0;
         if (!query_ns || now - tq < query_ns)
             query_ns = now - tq; /* the quickest: in the blackout nothing competes with it */
+        /* A device that scans for dirty pages pays a whole scan in the blackout. */
+        uint64_t final_query_ns = query_ns;
+        if (s->dev.tracking_cost && s->dev.tracking_cost(s->dev.dev, &track_ns) == VFMIG_OK && track_ns > final_query_ns)
+            final_query_ns = track_ns;
         vfmig_policy_round in = {
             .round = round, .pages = rs.dirty_pages, .wire_bytes = rs.bytes_wire, .round_ns = rs.duration_ns,
             .src_cpu_ns = rs.cpu_ns, .dst_cpu_ns = rs.peer_cpu_ns, .pending_pages = pending,
-            .page_size = s->page_size, .query_ns = query_ns, .since_query_ns = now - t_query,
+            .page_size = s->page_size, .query_ns = final_query_ns, .since_query_ns = now - t_query,
             .precopy_ns = now - t_start,
         };
         if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)

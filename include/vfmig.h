@@ -151,6 +151,11 @@ typedef struct vfmig_device {
     uint64_t page_size;         /* bytes per dirty bit: power of two, 4 KiB .. 2 MiB */
     uint32_t nranges;           /* 1 .. VFMIG_MAX_RANGES */
     const vfmig_range *ranges;  /* disjoint; pages are numbered across ranges in this order */
+    /* Optional, may be NULL (a bitmap costs nothing to read): for devices that find dirty pages
+     * by scanning (see "Dirty sources" below), sets *ns to the wall time the latest scan of all
+     * ranges took - what the final query will cost inside the blackout - so the switch-over
+     * policy can count it. Called from the session thread with `dev`. */
+    int (*tracking_cost)(void *dev, uint64_t *ns);
 } vfmig_device;
 
 /* ------------------------------------------------------------------------------------------- */
@@ -512,6 +517,189 @@ VFMIG_API uint32_t vfmig_session_round_count(const vfmig_session *s);
 VFMIG_API int vfmig_session_get_round(const vfmig_session *s, uint32_t index, vfmig_round_stats *out);
 /** Detailed message of the last failure ("" if none). Valid until the session is destroyed. */
 VFMIG_API const char *vfmig_session_last_error(const vfmig_session *s);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Dirty sources beyond the simulated bitmap (issue 10): a hash tracker for devices without     */
+/* dirty bits, host memory tracked by the kernel, and a CUDA VF whose dirty pages a GPU kernel   */
+/* finds by hashing.                                                                             */
+/* ------------------------------------------------------------------------------------------- */
+/** Where a device's dirty bits come from (the CLI's JSON key "dirty_source"). */
+typedef enum vfmig_dirty_source {
+    VFMIG_DIRTY_BITMAP = 0,     /* the device's own dirty bits (the simulated VF, WDDM bitplane) */
+    VFMIG_DIRTY_HASH = 1,       /* vfmig_hashtrack: pages hashed against what was read last */
+    VFMIG_DIRTY_UFFD_WP = 2,    /* vfmig_hostmem: userfaultfd async write-protect + PAGEMAP_SCAN */
+    VFMIG_DIRTY_SOFT_DIRTY = 3, /* vfmig_hostmem: /proc/self/clear_refs + pagemap soft-dirty bits */
+    VFMIG_DIRTY_CUDA_HASH = 4   /* vfmig_cuda: a GPU kernel hashes VRAM, only the bitmap crosses */
+} vfmig_dirty_source;
+
+/** "bitmap", "hash", "uffd-wp", "soft-dirty", "cuda-hash". Never NULL; static. */
+VFMIG_API const char *vfmig_dirty_source_name(vfmig_dirty_source s);
+
+/** What finding dirty pages costs. "Scan" = one query_dirty that did the work (a query answered
+ *  from the scan just before it costs nothing and is not counted). */
+typedef struct vfmig_tracking_stats {
+    vfmig_dirty_source source;
+    uint64_t scans;           /* scans done since the device was created */
+    uint64_t last_ns;         /* wall time of the latest scan (uffd: scan and re-arm) */
+    uint64_t last_cpu_ns;     /* CPU time of the latest scan, summed over its threads */
+    uint64_t last_bytes;      /* bytes of memory the latest scan covered */
+    uint64_t last_dirty;      /* pages it reported */
+    uint64_t total_ns, total_cpu_ns, total_bytes;
+    uint64_t pages_hashed;    /* hash: pages hashed in full (their samples matched) */
+    uint64_t pages_sampled;   /* hash: pages found dirty by the sampling pre-filter alone */
+    uint64_t pages_read_hashed; /* hash: pages hashed as the engine read them (what was sent) */
+    double cpu_ns_per_gib;    /* latest scan's CPU ns per GiB covered */
+} vfmig_tracking_stats;
+
+/* Callbacks into the embedder's VF scheduler, for devices whose memory the library tracks but
+ * whose work it cannot stop itself (another program's threads or kernels). `user` is passed
+ * back. pause() must return only once no more writes reach the memory; resume() undoes it.
+ * save_mutable / restore_mutable follow the device contract (two-pass save); NULL means the VF
+ * has no mutable state beyond its memory (the library then sends a small header blob). throttle
+ * may be NULL. All are called from the session thread. */
+typedef struct vfmig_vf_callbacks {
+    int (*pause)(void *user);
+    int (*resume)(void *user);
+    int (*save_mutable)(void *user, void *buf, uint64_t *size);
+    int (*restore_mutable)(void *user, const void *buf, uint64_t size);
+    int (*throttle)(void *user, unsigned percent);
+    void *user;
+} vfmig_vf_callbacks;
+
+/* --- Hash tracker ---------------------------------------------------------------------------
+ * Wraps a device that has no dirty bits (its query_dirty, start_tracking and stop_tracking may
+ * be NULL) and gives it exact ones: every page the engine reads through the wrapper is hashed
+ * (XXH3-64) as read, so the tracker knows the hash of what was sent; a query hashes the pages
+ * again and reports those whose hash differs (or that were never read whole). A sampling
+ * pre-filter compares a few cache lines of each page first: a page whose samples differ is dirty
+ * without hashing the rest; one whose samples match is hashed in full, so a changed page is never
+ * missed (a write that puts back exactly the bytes that were sent is, rightly, not reported). The
+ * pre-filter runs where it pays, on ranges the previous scan found largely dirty.
+ * A query with clear == 0 scans and keeps its answer; the next clear query of the same range, if
+ * the VF has not been paused since, returns that answer without a second scan (writes between
+ * the two stay different from what was sent and are found by the next scan; every query made
+ * while paused scans afresh). Scans run on `threads` threads. */
+typedef struct vfmig_hashtrack vfmig_hashtrack;
+
+typedef struct vfmig_hashtrack_config {
+    uint32_t threads;        /* scan threads; 0 = one per CPU, up to 8 (default) */
+    uint32_t samples;        /* cache lines sampled per page before hashing it; 0 = no pre-filter;
+                                default 4 */
+    uint32_t sample_threshold_pct; /* the pre-filter runs on a range whose previous scan found at
+                                least this % of it dirty (elsewhere the samples cost more than the
+                                hashes they save); 0 = always; default 12 */
+    /* Optional host view of the device memory: the ranges back to back, like vfmig_simvf_vram.
+     * With it, scans hash memory in place; without, they read it through the device's read op in
+     * chunks. Must stay valid while the tracker lives. */
+    const uint8_t *host_view;
+} vfmig_hashtrack_config;
+
+VFMIG_API void vfmig_hashtrack_config_init(vfmig_hashtrack_config *cfg);
+/** Wraps `inner` (copied; its ops and dev must outlive the tracker). The page size must be a
+ *  multiple of 1 KiB (every valid tracking page is). *out is the caller's; free with
+ *  vfmig_hashtrack_destroy. VFMIG_EINVAL for a bad layout, VFMIG_ENOMEM. */
+VFMIG_API int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_config *cfg,
+                                     vfmig_hashtrack **out);
+/** Accepts NULL. Not while a session uses the tracker's device. */
+VFMIG_API void vfmig_hashtrack_destroy(vfmig_hashtrack *t);
+/** The wrapped device with dirty bits (its tracking_cost op reports the latest scan), valid while
+ *  the tracker lives. */
+VFMIG_API void vfmig_hashtrack_device(vfmig_hashtrack *t, vfmig_device *out);
+/** Scan costs so far. Any thread. */
+VFMIG_API void vfmig_hashtrack_get_stats(const vfmig_hashtrack *t, vfmig_tracking_stats *out);
+
+/* --- Host memory device ---------------------------------------------------------------------
+ * A region of the embedding process's memory (private anonymous or shared) as a VF's VRAM, one
+ * range at segment offset 0. Dirty pages are tracked by the kernel: userfaultfd write-protect in
+ * asynchronous mode with the PAGEMAP_SCAN ioctl (Linux 6.7+: scan and re-protect in one call,
+ * exact), or soft-dirty bits (/proc/self/clear_refs + /proc/self/pagemap) where async
+ * write-protect is missing. Soft-dirty clearing is process-wide and not atomic with the read, so
+ * in that mode each clearing query briefly pauses the VF through the callbacks, and only one
+ * soft-dirty tracked region may exist per process (another one's bits would be cleared).
+ * Writes by the engine (a target receiving pages) go straight to memory. The region must stay
+ * mapped while the device lives; pages discarded while tracking (MADV_DONTNEED, remapping) are
+ * not seen as writes, so an embedder must not discard memory during a migration. */
+typedef struct vfmig_hostmem vfmig_hostmem;
+
+typedef enum vfmig_hostmem_tracker {
+    VFMIG_HOSTMEM_AUTO = 0,      /* uffd-wp if the kernel has it, else soft-dirty */
+    VFMIG_HOSTMEM_UFFD_WP = 1,
+    VFMIG_HOSTMEM_SOFT_DIRTY = 2
+} vfmig_hostmem_tracker;
+
+typedef struct vfmig_hostmem_config {
+    void *base;                  /* page-aligned start of the region (the embedder's) */
+    uint64_t size;               /* bytes: a multiple of page_size */
+    uint64_t page_size;          /* tracking page: power of two, >= the system page; default 4 KiB */
+    vfmig_hostmem_tracker tracker;
+    vfmig_vf_callbacks cb;       /* pause/resume are required for a source */
+    uint32_t state_version;      /* stamped in the immutable blob; restore refuses a mismatch */
+} vfmig_hostmem_config;
+
+VFMIG_API void vfmig_hostmem_config_init(vfmig_hostmem_config *cfg);
+/** Checks the region and opens the tracker (for a source it is armed at start_tracking). The
+ *  region stays the embedder's and must outlive the device. VFMIG_EINVAL for a bad region,
+ *  VFMIG_ENOTSUP with a message in `err` naming what the kernel lacks when no tracker works. */
+VFMIG_API int vfmig_hostmem_create(const vfmig_hostmem_config *cfg, vfmig_hostmem **out, char *err,
+                                   size_t errlen);
+/** Unregisters the region (its contents stay) and frees the device. Accepts NULL. */
+VFMIG_API void vfmig_hostmem_destroy(vfmig_hostmem *h);
+VFMIG_API void vfmig_hostmem_device(vfmig_hostmem *h, vfmig_device *out);
+/** VFMIG_DIRTY_UFFD_WP or VFMIG_DIRTY_SOFT_DIRTY: what this device tracks with. */
+VFMIG_API vfmig_dirty_source vfmig_hostmem_dirty_source(const vfmig_hostmem *h);
+/** Scan (and, for uffd-wp, re-arm) costs so far. Any thread. */
+VFMIG_API void vfmig_hostmem_get_stats(const vfmig_hostmem *h, vfmig_tracking_stats *out);
+
+/* --- CUDA device ----------------------------------------------------------------------------
+ * VRAM is a device allocation: the embedder's (pointer and size) or one vfmig_cuda_sim_create
+ * allocates with a workload kernel writing into it. Dirty pages are found by a hashing kernel
+ * (the same XXH3-64 as the host tracker) that compares each page with the hash of what was last
+ * read and writes a bitmap; only the bitmap crosses PCIe. Reads and writes go through pinned,
+ * double-buffered staging with asynchronous copies on per-worker streams; a read first copies the
+ * pages within VRAM and hashes that copy, so the hash is exactly that of the bytes sent. Built
+ * only when CMake finds the CUDA toolkit; otherwise (and without a GPU) every constructor fails
+ * with VFMIG_ENODEV and a message naming CUDA. */
+typedef struct vfmig_cuda vfmig_cuda;
+
+typedef struct vfmig_cuda_config {
+    int gpu;                     /* CUDA device ordinal; default 0 */
+    void *dptr;                  /* device pointer of the VRAM (the embedder's); NULL with
+                                    vfmig_cuda_sim_create */
+    uint64_t size;               /* bytes: a multiple of page_size */
+    uint64_t page_size;          /* tracking page; default 64 KiB */
+    uint64_t staging_bytes;      /* per staging buffer (two per worker slot); default 4 MiB */
+    vfmig_vf_callbacks cb;       /* pause/resume stop and restart the embedder's kernels */
+    uint32_t state_version;
+} vfmig_cuda_config;
+
+VFMIG_API void vfmig_cuda_config_init(vfmig_cuda_config *cfg);
+/** 1 if this build has CUDA and a GPU is usable; else 0 with the reason in `err`. */
+VFMIG_API int vfmig_cuda_available(char *err, size_t errlen);
+/** Device over the embedder's allocation. VFMIG_ENODEV (no CUDA build, no GPU), VFMIG_EINVAL,
+ *  VFMIG_ENOMEM; `err` says which. */
+VFMIG_API int vfmig_cuda_create(const vfmig_cuda_config *cfg, vfmig_cuda **out, char *err, size_t errlen);
+VFMIG_API void vfmig_cuda_destroy(vfmig_cuda *c);
+VFMIG_API void vfmig_cuda_device(vfmig_cuda *c, vfmig_device *out);
+VFMIG_API void vfmig_cuda_get_stats(const vfmig_cuda *c, vfmig_tracking_stats *out);
+/** GB/s of the hash kernel and of a device-to-device copy over the whole VRAM (for bench/gpu). */
+VFMIG_API int vfmig_cuda_measure(vfmig_cuda *c, double *hash_gbps, double *copy_gbps);
+/** Host-side hash of `len` bytes of VRAM at `offset` computed by the GPU kernel (for tests that
+ *  compare it with the host's XXH3). */
+VFMIG_API int vfmig_cuda_hash_pages(vfmig_cuda *c, uint64_t offset, uint64_t npages, uint64_t *hashes);
+
+/** A CUDA VF for the CLI and benchmarks: allocates `cfg->size` bytes of VRAM, fills it with
+ *  `content` (vfmig_content), and runs a workload kernel writing `dirty_rate` bytes/s into a hot
+ *  set of `hot_bytes` (0 = all) that obeys pause/resume (the callbacks in cfg are ignored). */
+typedef struct vfmig_cuda_sim vfmig_cuda_sim;
+VFMIG_API int vfmig_cuda_sim_create(const vfmig_cuda_config *cfg, int content, uint64_t dirty_rate,
+                                    uint64_t hot_bytes, uint64_t seed, vfmig_cuda_sim **out, char *err,
+                                    size_t errlen);
+VFMIG_API void vfmig_cuda_sim_destroy(vfmig_cuda_sim *s);
+VFMIG_API vfmig_cuda *vfmig_cuda_sim_device(vfmig_cuda_sim *s);
+/** Starts the workload (idempotent). */
+VFMIG_API int vfmig_cuda_sim_start(vfmig_cuda_sim *s);
+/** Compares the VRAM of two sims byte for byte on the GPU: 1 equal, 0 different, < 0 error. */
+VFMIG_API int vfmig_cuda_sim_compare(vfmig_cuda_sim *a, vfmig_cuda_sim *b);
 
 #ifdef __cplusplus
 }

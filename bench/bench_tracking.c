@@ -1,0 +1,225 @@
+/* bench_tracking.c - what finding dirty pages costs, per GiB and per round, for each dirty source
+ * without a hardware bitmap:
+ *   hash tracker  CPU per GiB of one scan (all pages clean = the worst case: every page hashed in
+ *                 full after its samples matched; then 10% dirty), against one plain XXH3_64bits
+ *                 pass over the same memory in 4 KiB calls (the libxxhash .so call, and inlined);
+ *   uffd-wp       scan-and-re-protect (PAGEMAP_SCAN) time with 0, 100, 10k and all pages dirty;
+ *   soft-dirty    the same with pagemap + clear_refs.
+ * Single-threaded scans unless --threads says otherwise, so CPU and wall compare directly.
+ *
+ *   bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]
+ */
+#include "vfmig.h"
+
+#include "engine/devices/hashtrack_priv.h"
+
+#include <xxhash.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t median(uint64_t *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    return v[n / 2];
+}
+
+static int nop(void *u)
+{
+    (void)u;
+    return 0;
+}
+
+/* Dirties `n` pages spread over the region (one 8-byte store each, at a varying offset). */
+static void dirty_pages(uint8_t *mem, uint64_t npages, uint64_t ps, uint64_t n, uint64_t salt)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t g = n >= npages ? i : (i * (npages / n) + salt % (npages / n));
+        uint64_t off = ((g * 2654435761u + salt) % (ps / 8)) * 8;
+        uint64_t v;
+        memcpy(&v, mem + g * ps + off, 8);
+        v ^= 0x5a5a5a5a5a5a5a5aull + salt;
+        memcpy(mem + g * ps + off, &v, 8);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t vram = 1024ull << 20, ps = 4096;
+    int reps = 5;
+    unsigned threads = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--vram"))
+            vram = strtoull(argv[i + 1], NULL, 10) << 20;
+        else if (!strcmp(argv[i], "--page"))
+            ps = strtoull(argv[i + 1], NULL, 10) << 10;
+        else if (!strcmp(argv[i], "--reps"))
+            reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = (unsigned)atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "usage: bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]\n");
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > 99)
+        reps = 5;
+    vfmig_simvf_config sc;
+    vfmig_simvf_config_init(&sc);
+    sc.vram_bytes = vram;
+    sc.page_size = ps;
+    vfmig_simvf *sim;
+    if (vfmig_simvf_create(&sc, &sim)) {
+        fprintf(stderr, "bench_tracking: cannot create a %llu MiB simulated VF\n", (unsigned long long)(vram >> 20));
+        return 1;
+    }
+    uint64_t size, npages = vram / ps;
+    uint8_t *mem = (uint8_t *)vfmig_simvf_vram(sim, &size);
+    double gib = (double)vram / (double)(1ull << 30);
+    printf("memory %llu MiB, %llu KiB pages, content mix, %d reps (median), scan threads %u\n",
+           (unsigned long long)(vram >> 20), (unsigned long long)(ps >> 10), reps, threads);
+
+    /* Plain XXH3 passes. */
+    uint64_t t[100], sink = 0;
+    for (int r = 0; r < reps; r++) {
+        uint64_t c0 = cpu_ns();
+        for (uint64_t g = 0; g < npages; g++)
+            sink ^= XXH3_64bits(mem + g * ps, (size_t)ps);
+        t[r] = cpu_ns() - c0;
+    }
+    double plain = (double)median(t, reps) / gib;
+    for (int r = 0; r < reps; r++) {
+        uint64_t c0 = cpu_ns();
+        for (uint64_t g = 0; g < npages; g++)
+            sink ^= vfmig_ht_page_hash(mem + g * ps, ps);
+        t[r] = cpu_ns() - c0;
+    }
+    double inl = (double)median(t, reps) / gib;
+    printf("\nplain XXH3_64bits pass (libxxhash call): %8.1f ms CPU per GiB (%.1f GB/s)\n", plain / 1e6,
+           1.073741824e9 / plain);
+    printf("inlined XXH3 pass (the tracker's):       %8.1f ms CPU per GiB (%.1f GB/s)\n", inl / 1e6,
+           1.073741824e9 / inl);
+
+    /* Hash tracker: references from one full read through the wrapper, then scans. */
+    /* Each scan rep is paired with a plain pass right before it (the machine is shared: a ratio
+     * of neighbours is steadier than one against a baseline measured minutes earlier). */
+    printf("\n%-44s %12s %10s %14s %14s\n", "hash tracker scan", "CPU ms/GiB", "wall ms", "plain ms/GiB", "x plain XXH3");
+    for (int view = 1; view >= 0; view--) {
+        for (unsigned samples = 4; ; samples = 0) {
+            vfmig_device inner;
+            vfmig_simvf_device(sim, &inner);
+            vfmig_hashtrack_config hc;
+            vfmig_hashtrack_config_init(&hc);
+            hc.threads = threads;
+            hc.samples = samples;
+            hc.sample_threshold_pct = 0; /* measure the pre-filter itself */
+            hc.host_view = view ? mem : NULL;
+            vfmig_hashtrack *ht;
+            if (vfmig_hashtrack_create(&inner, &hc, &ht))
+                return 1;
+            vfmig_device d;
+            vfmig_hashtrack_device(ht, &d);
+            d.ops->start_tracking(d.dev);
+            uint64_t chunk = 256u << 10;
+            uint8_t *buf = malloc(chunk);
+            for (uint64_t off = 0; off < vram; off += chunk)
+                d.ops->read(d.dev, d.ranges[0].offset + off, buf, chunk);
+            uint64_t *bm = calloc((npages + 63) / 64, 8);
+            for (int pct = 0; pct <= 10; pct += 10) {
+                uint64_t cpu[100], wall[100], pl[100];
+                for (int r = 0; r < reps; r++) {
+                    uint64_t c0 = cpu_ns();
+                    for (uint64_t g = 0; g < npages; g++)
+                        sink ^= XXH3_64bits(mem + g * ps, (size_t)ps);
+                    pl[r] = cpu_ns() - c0;
+                    if (pct)
+                        dirty_pages(mem, npages, ps, npages * (uint64_t)pct / 100, (uint64_t)r + 1);
+                    d.ops->query_dirty(d.dev, 0, 0, npages, bm, 1);
+                    vfmig_tracking_stats st;
+                    vfmig_hashtrack_get_stats(ht, &st);
+                    cpu[r] = st.last_cpu_ns;
+                    wall[r] = st.last_ns;
+                }
+                char name[80];
+                snprintf(name, sizeof(name), "%s, %u samples, %d%% dirty", view ? "in place" : "via read()", samples, pct);
+                double c = (double)median(cpu, reps) / gib, pm = (double)median(pl, reps) / gib;
+                printf("%-44s %12.1f %10.1f %14.1f %14.2f\n", name, c / 1e6, (double)median(wall, reps) / 1e6, pm / 1e6,
+                       c / pm);
+            }
+            free(bm);
+            free(buf);
+            vfmig_hashtrack_destroy(ht);
+            if (samples == 0)
+                break;
+        }
+    }
+
+    /* Kernel trackers on an anonymous region of the same size. */
+    uint8_t *region = mmap(NULL, (size_t)vram, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED)
+        return 1;
+    memcpy(region, mem, (size_t)vram);
+    vfmig_simvf_destroy(sim);
+    printf("\n%-44s %10s %10s %10s %10s\n", "kernel tracker: query with clear (re-arm)", "0 dirty", "100", "10k", "all");
+    for (int kind = VFMIG_HOSTMEM_UFFD_WP; kind <= VFMIG_HOSTMEM_SOFT_DIRTY; kind++) {
+        vfmig_hostmem_config hc;
+        vfmig_hostmem_config_init(&hc);
+        hc.base = region;
+        hc.size = vram;
+        hc.page_size = ps;
+        hc.tracker = (vfmig_hostmem_tracker)kind;
+        hc.cb.pause = nop;
+        hc.cb.resume = nop;
+        vfmig_hostmem *h;
+        char err[300];
+        if (vfmig_hostmem_create(&hc, &h, err, sizeof(err))) {
+            printf("%-44s %s\n", kind == VFMIG_HOSTMEM_UFFD_WP ? "uffd-wp" : "soft-dirty", err);
+            continue;
+        }
+        vfmig_device d;
+        vfmig_hostmem_device(h, &d);
+        d.ops->start_tracking(d.dev);
+        uint64_t *bm = calloc((npages + 63) / 64, 8);
+        d.ops->query_dirty(d.dev, 0, 0, npages, bm, 1);
+        printf("%-44s", kind == VFMIG_HOSTMEM_UFFD_WP ? "uffd-wp + PAGEMAP_SCAN, ms" : "soft-dirty (pagemap + clear_refs), ms");
+        uint64_t counts[4] = {0, 100, 10000, npages};
+        for (int k = 0; k < 4; k++) {
+            uint64_t w[100];
+            for (int r = 0; r < reps; r++) {
+                dirty_pages(region, npages, ps, counts[k], (uint64_t)r + 7);
+                uint64_t t0 = wall_ns();
+                d.ops->query_dirty(d.dev, 0, 0, npages, bm, 1);
+                w[r] = wall_ns() - t0;
+            }
+            printf(" %10.2f", (double)median(w, reps) / 1e6);
+        }
+        printf("\n");
+        free(bm);
+        vfmig_hostmem_destroy(h);
+    }
+    munmap(region, (size_t)vram);
+    return sink == 42 ? 3 : 0;
+}
