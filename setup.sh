@@ -109,7 +109,7 @@ test)
         run_ctest build-asan "AddressSanitizer + UndefinedBehaviorSanitizer build"
     # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload.
     build build-tsan -DVFMIG_SANITIZE=thread -DVFMIG_BUILD_BENCH=OFF
-    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$|example_daemon)" \
+    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$|example_daemon|test_dirty_sources_(race|migrate)$)" \
         run_ctest build-tsan "ThreadSanitizer build (pipeline, device, link tests)"
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" -eq 0 ]
