@@ -39,14 +39,12 @@ void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t worker
     ch->workers = workers ? workers : 1;
     ch->probe_every = 16;
     ch->cpu_share = 1.0;
-    /* Priors, used only until a codec has a sample (measured here: see machine-limits). */
+    /* Priors from the codec table, used only until a codec has a sample. */
     for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
+        const vfmig_codec_desc *d = vfmig_codec_desc_of(c);
         ch->ratio[c] = 1.0;
-        ch->speed[c] = 1e9;
+        ch->speed[c] = d ? d->speed : 1e9;
     }
-    ch->speed[VFMIG_CODEC_RAW] = 10e9;
-    ch->speed[VFMIG_CODEC_ZSTD] = 0.4e9;
-    ch->speed[VFMIG_CODEC_DELTA] = 4e9;
 }
 
 void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps)

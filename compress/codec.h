@@ -18,6 +18,21 @@
 /* Per-worker codec state (lz4 state, zstd contexts, scratch). One per thread; not shared. */
 typedef struct vfmig_codec_ctx vfmig_codec_ctx;
 
+/* One row of the codec table (compress/codecs.c): everything the engine needs to know of a
+ * codec. A new codec is a row there plus its own file. */
+typedef struct vfmig_codec_desc {
+    int id;              /* vfmig_codec */
+    const char *name;
+    bool needs_ref;      /* decodes against the receiver's current copy (DELTA) */
+    size_t (*bound)(size_t n);
+    int (*encode)(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+                  size_t cap, size_t *out_len);
+    int (*decode)(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
+    double speed;        /* prior: input bytes/s on one core, until measured */
+} vfmig_codec_desc;
+
+/** The row of a codec id, NULL for AUTO or an unknown id (a frame's codec byte from the wire). */
+const vfmig_codec_desc *vfmig_codec_desc_of(int codec);
 /** State for runs of up to max_src_bytes. */
 int vfmig_codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out);
 void vfmig_codec_ctx_destroy(vfmig_codec_ctx *c);

@@ -229,8 +229,7 @@ static int check_pages(receiver *r, const vfmig_frame *f)
             if (rx->page_round[f->page + i] == 0)
                 return vfmig_fail(s, VFMIG_EPROTO, "stream %u: delta frame for page %" PRIu64 " that was never sent",
                                   r->stream, f->page + i);
-    if (f->codec != VFMIG_CODEC_ZERO && f->codec != VFMIG_CODEC_RAW && f->codec != VFMIG_CODEC_DELTA &&
-        f->codec != VFMIG_CODEC_LZ4 && f->codec != VFMIG_CODEC_ZSTD)
+    if (!vfmig_codec_desc_of(f->codec))
         return vfmig_fail(s, VFMIG_EPROTO, "stream %u: unknown codec id %u", r->stream, f->codec);
     r->frames++;
     return VFMIG_OK;

@@ -30,12 +30,6 @@ const char *vfmig_status_name(int status)
     return "VFMIG_E?";
 }
 
-const char *vfmig_codec_name(int codec)
-{
-    static const char *const names[VFMIG_CODEC_COUNT] = {"auto", "raw", "zero", "lz4", "zstd", "delta"};
-    return codec >= 0 && codec < VFMIG_CODEC_COUNT ? names[codec] : "?";
-}
-
 const char *vfmig_vf_state_name(vfmig_vf_state s)
 {
     switch (s) {

@@ -293,6 +293,9 @@ typedef enum vfmig_codec {
     VFMIG_CODEC_DELTA = 5, /* XOR against the copy last sent, then run-length coded */
     VFMIG_CODEC_COUNT = 6
 } vfmig_codec;
+/* Per-codec figures in the statistics have room for this many codec ids, so the structs keep
+ * their size when codecs are added. */
+#define VFMIG_CODEC_SLOTS 16
 
 /** Short name of a codec ("raw", "lz4", ...). Never NULL. */
 VFMIG_API const char *vfmig_codec_name(int codec);
@@ -408,8 +411,8 @@ typedef struct vfmig_round_stats {
     double throughput;         /* raw page bytes/s moved this round */
     double predicted_blackout_ms; /* what the policy expected a switch-over now to cost */
     uint32_t throttle_percent; /* device throttle in force during the round */
-    uint64_t codec_in[VFMIG_CODEC_COUNT];  /* raw page bytes per codec */
-    uint64_t codec_out[VFMIG_CODEC_COUNT]; /* encoded bytes per codec */
+    uint64_t codec_in[VFMIG_CODEC_SLOTS];  /* raw page bytes per codec id */
+    uint64_t codec_out[VFMIG_CODEC_SLOTS]; /* encoded bytes per codec id */
 } vfmig_round_stats;
 
 typedef struct vfmig_stats {
@@ -450,8 +453,8 @@ typedef struct vfmig_stats {
     uint64_t delta_cache_bytes;       /* delta cache actually used (grows to the re-dirtied set,
                                          up to VFMIG_P_DELTA_CACHE_BYTES) */
     uint64_t immutable_bytes, mutable_bytes;
-    uint64_t codec_in[VFMIG_CODEC_COUNT];
-    uint64_t codec_out[VFMIG_CODEC_COUNT];
+    uint64_t codec_in[VFMIG_CODEC_SLOTS];  /* per codec id, as in the round statistics */
+    uint64_t codec_out[VFMIG_CODEC_SLOTS];
     double ratio;              /* codec-in bytes / codec-out bytes over the session */
 } vfmig_stats;
 

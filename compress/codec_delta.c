@@ -1,11 +1,6 @@
 /*
- * compress/codec.c - RAW, ZERO, LZ4, ZSTD and DELTA page codecs.
- *
- * Hot path: the encoders hand the caller's buffers straight to the libraries (no staging
- * copy) and use state preallocated in the ctx, so nothing is allocated per call.
- *
- * DELTA format (the XOR of src against ref, run-length coded; no header, the decoded size is
- * known from the frame):
+ * compress/codec_delta.c - DELTA: the XOR of a page run against the copy last sent, run-length
+ * coded (no header, the decoded size is known from the frame):
  *     stream := token*        token := ZRUN [LLEN LITERAL]
  *     ZRUN   : LEB128 varint, bytes equal to ref (XOR zero) - copied from ref
  *     LLEN   : LEB128 varint >= 1, then LLEN bytes of XOR values
@@ -14,137 +9,14 @@
  * changed byte costs about 6 bytes. The encoder only ends a literal at a whole zero word, so
  * short equal gaps stay inside literals (cheaper than a new token and keeps tokens few).
  */
-#include "compress/codec.h"
+#include "compress/codec_impl.h"
 
-#include <limits.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <lz4.h>
-#include <zstd.h>
-
-struct vfmig_codec_ctx {
-    size_t max_src;
-    void *lz4_state;  /* LZ4_sizeofState() bytes; reset by every extState call */
-    ZSTD_CCtx *zc;
-    ZSTD_DCtx *zd;
-};
-
-int vfmig_codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out)
-{
-    if (!out)
-        return VFMIG_EINVAL;
-    *out = NULL;
-    vfmig_codec_ctx *c = calloc(1, sizeof(*c));
-    if (!c)
-        return VFMIG_ENOMEM;
-    c->max_src = max_src_bytes;
-    c->lz4_state = malloc((size_t)LZ4_sizeofState());
-    c->zc = ZSTD_createCCtx();
-    c->zd = ZSTD_createDCtx();
-    if (!c->lz4_state || !c->zc || !c->zd) {
-        vfmig_codec_ctx_destroy(c);
-        return VFMIG_ENOMEM;
-    }
-    *out = c;
-    return VFMIG_OK;
-}
-
-void vfmig_codec_ctx_destroy(vfmig_codec_ctx *c)
-{
-    if (!c)
-        return;
-    free(c->lz4_state);
-    ZSTD_freeCCtx(c->zc);
-    ZSTD_freeDCtx(c->zd);
-    free(c);
-}
-
-static size_t delta_bound(size_t n)
+size_t vfmig_delta_bound(size_t n)
 {
     /* Literals end only at a zero word, so tokens <= n/9 + 2, each with two varints. */
     return n + n / 4 + 16;
 }
 
-size_t vfmig_codec_bound(size_t n)
-{
-    size_t b = delta_bound(n);
-    size_t lz = n + n / 255 + 16; /* LZ4_COMPRESSBOUND, without its int limit */
-    size_t zs = ZSTD_compressBound(n);
-    if (lz > b)
-        b = lz;
-    if (!ZSTD_isError(zs) && zs > b)
-        b = zs;
-    return b;
-}
-
-/* ---- word helpers ------------------------------------------------------------------------ */
-
-static inline uint64_t ld64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-static inline void st64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, sizeof(v));
-}
-
-/* Index (in memory order) of the first / last non-zero byte of a non-zero word. */
-static inline unsigned first_nz(uint64_t x)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    return (unsigned)__builtin_clzll(x) >> 3;
-#else
-    return (unsigned)__builtin_ctzll(x) >> 3;
-#endif
-}
-
-static inline unsigned last_nz(uint64_t x)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    return 7u - ((unsigned)__builtin_ctzll(x) >> 3);
-#else
-    return 7u - ((unsigned)__builtin_clzll(x) >> 3);
-#endif
-}
-
-bool vfmig_is_zero(const void *p, size_t len)
-{
-    const uint8_t *b = p;
-    /* Align so the wide loop reads whole cache lines; exit early per 64 bytes. */
-    while (len && ((uintptr_t)b & 7u)) {
-        if (*b)
-            return false;
-        b++;
-        len--;
-    }
-    while (len >= 64) {
-        uint64_t acc = ld64(b) | ld64(b + 8) | ld64(b + 16) | ld64(b + 24) | ld64(b + 32) |
-                       ld64(b + 40) | ld64(b + 48) | ld64(b + 56);
-        if (acc)
-            return false;
-        b += 64;
-        len -= 64;
-    }
-    while (len >= 8) {
-        if (ld64(b))
-            return false;
-        b += 8;
-        len -= 8;
-    }
-    while (len) {
-        if (*b)
-            return false;
-        b++;
-        len--;
-    }
-    return true;
-}
-
-/* ---- DELTA ------------------------------------------------------------------------------- */
 
 static inline size_t varint_len(uint64_t v)
 {
@@ -307,9 +179,11 @@ static int delta_encode_core(const uint8_t *const *src, uint8_t *const *ref, siz
     return VFMIG_OK;
 }
 
-static int delta_encode(const uint8_t *s, const uint8_t *r, size_t n, uint8_t *dst, size_t cap,
-                        size_t *out_len)
+int vfmig_delta_encode(vfmig_codec_ctx *c, int level, const uint8_t *s, size_t n, const uint8_t *r, uint8_t *dst,
+                       size_t cap, size_t *out_len)
 {
+    (void)c;
+    (void)level;
     uint8_t *rw = (uint8_t *)(uintptr_t)r; /* not written: update is off */
     return delta_encode_core(&s, &rw, 1, n, false, dst, cap, out_len);
 }
@@ -322,9 +196,10 @@ int vfmig_delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, siz
     return delta_encode_core(src, ref, npages, page_size, true, dst, cap, out_len);
 }
 
-static int delta_decode(const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
-                        size_t n)
+int vfmig_delta_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+                       size_t n)
 {
+    (void)c;
     const uint8_t *ip = src, *iend = src + len;
     const bool in_place = ref == dst;
     size_t pos = 0;
@@ -362,103 +237,3 @@ static int delta_decode(const uint8_t *src, size_t len, const uint8_t *ref, uint
     return ip == iend ? VFMIG_OK : VFMIG_ECODEC;
 }
 
-/* ---- dispatch ---------------------------------------------------------------------------- */
-
-int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
-                 const void *ref, void *dst, size_t cap, size_t *out_len)
-{
-    if (!out_len || (len && (!src || !dst)) || (c && len > c->max_src))
-        return VFMIG_EINVAL;
-    switch (codec) {
-    case VFMIG_CODEC_RAW:
-        if (cap < len)
-            return VFMIG_EINVAL;
-        if (len)
-            memcpy(dst, src, len);
-        *out_len = len;
-        return VFMIG_OK;
-    case VFMIG_CODEC_ZERO:
-        if (len && !vfmig_is_zero(src, len))
-            return VFMIG_EINVAL;
-        *out_len = 0;
-        return VFMIG_OK;
-    case VFMIG_CODEC_LZ4: {
-        if (!c || len > (size_t)LZ4_MAX_INPUT_SIZE)
-            return VFMIG_EINVAL;
-        int capi = cap > (size_t)INT_MAX ? INT_MAX : (int)cap;
-        int n = LZ4_compress_fast_extState(c->lz4_state, src, dst, (int)len, capi,
-                                           level > 0 ? level : 1);
-        if (n <= 0)
-            return VFMIG_EINVAL; /* cap too small */
-        *out_len = (size_t)n;
-        return VFMIG_OK;
-    }
-    case VFMIG_CODEC_ZSTD: {
-        if (!c)
-            return VFMIG_EINVAL;
-        int lv = level == 0 ? 1 : level;
-        if (lv > ZSTD_maxCLevel())
-            lv = ZSTD_maxCLevel();
-        if (lv < ZSTD_minCLevel())
-            lv = ZSTD_minCLevel();
-        size_t n = ZSTD_compressCCtx(c->zc, dst, cap, src, len, lv);
-        if (ZSTD_isError(n))
-            return VFMIG_EINVAL;
-        *out_len = n;
-        return VFMIG_OK;
-    }
-    case VFMIG_CODEC_DELTA:
-        if (!ref && len)
-            return VFMIG_EINVAL;
-        return delta_encode(src, ref, len, dst, cap, out_len);
-    default:
-        return VFMIG_EINVAL;
-    }
-}
-
-int vfmig_decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
-                 void *dst, size_t dst_len)
-{
-    if ((len && !src) || (dst_len && !dst) || (c && dst_len > c->max_src))
-        return VFMIG_EINVAL;
-    switch (codec) {
-    case VFMIG_CODEC_RAW:
-        if (len != dst_len)
-            return VFMIG_ECODEC;
-        if (len)
-            memcpy(dst, src, len);
-        return VFMIG_OK;
-    case VFMIG_CODEC_ZERO:
-        if (len != 0)
-            return VFMIG_ECODEC;
-        if (dst_len)
-            memset(dst, 0, dst_len);
-        return VFMIG_OK;
-    case VFMIG_CODEC_LZ4: {
-        if (len > (size_t)INT_MAX || dst_len > (size_t)INT_MAX || len == 0)
-            return VFMIG_ECODEC;
-        int n = LZ4_decompress_safe(src, dst, (int)len, (int)dst_len);
-        return n >= 0 && (size_t)n == dst_len ? VFMIG_OK : VFMIG_ECODEC;
-    }
-    case VFMIG_CODEC_ZSTD: {
-        if (!c)
-            return VFMIG_EINVAL;
-        /* Exactly one frame that declares exactly dst_len bytes: no trailing data, no
-         * concatenated or skippable frames, no size surprises. */
-        unsigned long long fcs = ZSTD_getFrameContentSize(src, len);
-        if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs != dst_len)
-            return VFMIG_ECODEC;
-        size_t fl = ZSTD_findFrameCompressedSize(src, len);
-        if (ZSTD_isError(fl) || fl != len)
-            return VFMIG_ECODEC;
-        size_t n = ZSTD_decompressDCtx(c->zd, dst, dst_len, src, len);
-        return !ZSTD_isError(n) && n == dst_len ? VFMIG_OK : VFMIG_ECODEC;
-    }
-    case VFMIG_CODEC_DELTA:
-        if (!ref && dst_len)
-            return VFMIG_EINVAL;
-        return delta_decode(src, len, ref, dst, dst_len);
-    default:
-        return VFMIG_ECODEC;
-    }
-}
