@@ -6,6 +6,9 @@
 #   bash setup.sh test                         install, build, run the whole test suite (also under
 #                                              AddressSanitizer + UndefinedBehaviorSanitizer)
 #   bash setup.sh build                        install and build only (build/vfmig)
+#   bash setup.sh bench [QUICK]                install (gnuplot too), build, run the benchmarks of
+#                                              bench/RESULTS.md (blackout sweep with its plot, page
+#                                              path against a socket pump); QUICK: fewer runs
 #   bash setup.sh deps                         install the Debian packages only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,6 +17,8 @@ PACKAGES=(build-essential cmake pkg-config liblz4-dev libzstd-dev libxxhash-dev 
           libibverbs-dev librdmacm-dev libssl-dev)
 # Only for `test`: the JSON Schema check of the CLI's --json output (tests/test_cli_pkg.sh).
 TEST_PACKAGES=(python3-jsonschema)
+# Only for `bench`: the plot of bench_blackout.
+BENCH_PACKAGES=(gnuplot-nox)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() { # [extra packages...]
@@ -114,8 +119,18 @@ test)
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" -eq 0 ]
     ;;
+bench)
+    deps "${BENCH_PACKAGES[@]}"
+    build build
+    runs=9 pairs=3
+    if [ "${1:-}" = QUICK ]; then runs=3 pairs=1; fi
+    mkdir -p out
+    ./build/bench/bench_blackout --runs "$runs" --json-out out/blackout.json --plot out/blackout.png
+    bash bench/bench_pagepath.sh build 2G "$pairs"
+    echo "setup: figures in out/ (blackout.json, blackout.png)"
+    ;;
 *)
-    echo "usage: bash setup.sh demo|test|build|deps" >&2
+    echo "usage: bash setup.sh demo|test|build|bench|deps" >&2
     exit 2
     ;;
 esac
