@@ -45,13 +45,17 @@ typedef struct opts {
     const char *content_str;
     const char *device_str; /* --device: sim | hash | hostmem | cuda */
     bool json, verbose, quiet;
+    int progress; /* PROGRESS_* */
 } opts;
+
+enum { PROGRESS_NONE, PROGRESS_BAR, PROGRESS_JSON };
 
 /* What the event callback needs: the options, and the source's VF to measure its workload. */
 typedef struct cbctx {
     const struct opts *o;
     vfmig_simvf *sim;                  /* source VF, or NULL */
     uint64_t pc_t0, pc_b0, pc_t1, pc_b1; /* workload bytes at pre-copy start and at the pause */
+    bool no_progress;                  /* local: only the source's progress is shown */
 } cbctx;
 
 typedef struct report {
@@ -351,6 +355,8 @@ static void help(const char *cmd)
            "      --encrypt            with --psk-file: seal every frame (AES-256-GCM)\n"
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
+           "      --progress P         auto | bar | json | none: live progress on stderr every 200 ms (auto:\n"
+           "                           a bar when stderr is a terminal; json: one object per line)\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
            "  -q, --quiet              only the summary line\n"
            "  -h, --help               this text\n"
@@ -361,7 +367,7 @@ enum {
     O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
     O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT,
-    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE
+    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE, O_PROGRESS
 };
 
 static void parse_args(opts *o, int argc, char **argv)
@@ -385,7 +391,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT},
         {"write-bytes", required_argument, 0, O_WRITE_BYTES}, {"verify", required_argument, 0, O_VERIFY},
         {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
-        {"device", required_argument, 0, O_DEVICE},
+        {"device", required_argument, 0, O_DEVICE}, {"progress", required_argument, 0, O_PROGRESS},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -440,6 +446,18 @@ static void parse_args(opts *o, int argc, char **argv)
                 o->readback = VFMIG_VERIFY_FULL;
             else
                 usage_error("--verify: '%s' is not applied, readback or full", optarg);
+            break;
+        case O_PROGRESS:
+            if (!strcmp(optarg, "auto"))
+                o->progress = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_NONE;
+            else if (!strcmp(optarg, "bar"))
+                o->progress = PROGRESS_BAR;
+            else if (!strcmp(optarg, "json"))
+                o->progress = PROGRESS_JSON;
+            else if (!strcmp(optarg, "none"))
+                o->progress = PROGRESS_NONE;
+            else
+                usage_error("--progress: '%s' is not auto, bar, json or none", optarg);
             break;
         case O_BUDGET_MISS:
             if (!strcmp(optarg, "abort"))
@@ -558,6 +576,32 @@ static void on_event(const vfmig_event *ev, void *user)
     } else if (ev->type == VFMIG_EV_PHASE && c->sim && ev->phase == VFMIG_PHASE_BLACKOUT) {
         c->pc_t1 = now_ns();
         c->pc_b1 = workload_bytes(c->sim);
+    }
+    if (ev->type == VFMIG_EV_PROGRESS && c->no_progress) {
+        /* the other end of a local migration */
+    } else if (ev->type == VFMIG_EV_PROGRESS && ev->progress && o->progress == PROGRESS_JSON) {
+        const vfmig_progress *p = ev->progress;
+        fprintf(stderr, "{\"progress\":{\"phase\":\"%s\",\"round\":%u,\"bytes_sent\":%" PRIu64
+                        ",\"bytes_done\":%" PRIu64 ",\"bytes_remaining\":%" PRIu64 ",\"wire_rate\":%.0f"
+                        ",\"dirty_rate\":%.0f,\"expected_blackout_ms\":%.3f,\"eta_ms\":%.1f,\"throttle\":%u"
+                        ",\"elapsed_ms\":%.1f}}\n",
+                vfmig_phase_name(p->phase), p->round, p->bytes_sent, p->bytes_done, p->bytes_remaining, p->wire_rate,
+                p->dirty_rate, p->expected_blackout_ms, p->eta_ms, p->throttle_percent, (double)p->elapsed_ns / 1e6);
+    } else if (ev->type == VFMIG_EV_PROGRESS && ev->progress && o->progress == PROGRESS_BAR) {
+        const vfmig_progress *p = ev->progress;
+        double pct = p->round_total ? 100.0 * (double)p->round_done / (double)p->round_total : 0;
+        fprintf(stderr, "\r%-9s round %-3u %5.1f%% of %8.1f MiB  wire %7.1f MiB/s  left %8.1f MiB", vfmig_phase_name(p->phase),
+                p->round, pct, (double)p->round_total / 1048576.0, p->wire_rate / 1048576.0,
+                (double)p->bytes_remaining / 1048576.0);
+        if (p->eta_ms >= 0)
+            fprintf(stderr, "  ETA %6.1f s  blackout ~%.1f ms", p->eta_ms / 1e3, p->expected_blackout_ms);
+        if (p->throttle_percent < 100)
+            fprintf(stderr, "  THROTTLED %u%%", p->throttle_percent);
+        fprintf(stderr, "\033[K");
+        fflush(stderr);
+    } else if (ev->type == VFMIG_EV_PHASE && o->progress == PROGRESS_BAR && !c->no_progress &&
+               (ev->phase == VFMIG_PHASE_DONE || ev->phase == VFMIG_PHASE_FAILED)) {
+        fprintf(stderr, "\r\033[K");
     }
     if (!o->verbose)
         return;
@@ -1107,6 +1151,7 @@ static int cmd_local(const opts *o)
         rc = make_session(o, VFMIG_ROLE_SOURCE, &src_vf.dev, src_vf.sim, &r.cb, &src, r.error, sizeof(r.error));
     if (!rc)
         rc = make_session(o, VFMIG_ROLE_TARGET, &dst_vf.dev, dst_vf.sim, &t.cb, &t.s, r.error, sizeof(r.error));
+    t.cb.no_progress = true;
     if (!rc)
         rc = vfmig_listen(ep, &t.l, r.error, sizeof(r.error));
     if (!rc) {
@@ -1184,7 +1229,8 @@ int main(int argc, char **argv)
               .timeout_ms = NOTSET, .threads = NOTSET, .codec = NOTSET, .level = NOTSET,
               .max_bandwidth = NOTSET, .delta_cache = NOTSET, .batch_bytes = NOTSET, .throttle = NOTSET,
               .readback = NOTSET, .numa_node = NOTSET, .encrypt = NOTSET, .budget_miss = NOTSET, .pattern_str = "uniform",
-              .codec_str = "auto", .content_str = "mix"};
+              .codec_str = "auto", .content_str = "mix",
+              .progress = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_NONE /* --progress auto */};
     if (strcmp(o.cmd, "local") && strcmp(o.cmd, "source") && strcmp(o.cmd, "target"))
         usage_error("unknown command '%s' (local, source or target)", o.cmd);
     vfmig_simvf_config_init(&o.sim);

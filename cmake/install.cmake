@@ -59,5 +59,5 @@ install(FILES ${PROJECT_BINARY_DIR}/vfmig.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/
 install(FILES ${PROJECT_SOURCE_DIR}/cli/vfmig.bash-completion
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME vfmig COMPONENT bin)
 # The contract of `vfmig ... --json` (tests/test_cli_pkg.sh validates the command against it).
-install(FILES ${PROJECT_SOURCE_DIR}/schema/vfmig-result.schema.json
+install(FILES ${PROJECT_SOURCE_DIR}/schema/vfmig-result.schema.json ${PROJECT_SOURCE_DIR}/schema/vfmig-progress.schema.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/vfmig/schema COMPONENT bin)

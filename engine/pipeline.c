@@ -419,6 +419,7 @@ static void *worker_main(void *arg)
             w->since_share = 0;
         }
 
+        vfmig_progress_add(p->s, base * p->page_size);
         pthread_mutex_lock(&p->qlock);
         w->acc.cpu_ns += cpu; /* under qlock: end_round harvests it there */
         if (--p->busy == 0)
@@ -545,6 +546,9 @@ static int push_pending(vfmig_pipeline *p)
             return p->s->status;
         }
         vfmig_cond_wait_slice(&p->qnonfull, &p->qlock);
+        pthread_mutex_unlock(&p->qlock);
+        vfmig_progress_tick(p->s); /* the session thread waits here for most of a round */
+        pthread_mutex_lock(&p->qlock);
     }
     p->pending.seq = p->seq++;
     p->ring[p->tail % QUEUE_CAP] = p->pending;
@@ -582,6 +586,9 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
             return s->status;
         }
         vfmig_cond_wait_slice(&p->qdone, &p->qlock);
+        pthread_mutex_unlock(&p->qlock);
+        vfmig_progress_tick(s);
+        pthread_mutex_lock(&p->qlock);
     }
     memset(out, 0, sizeof(*out));
     out->round = p->round;

@@ -250,8 +250,9 @@ static void *place_payload(void *ctx, const vfmig_frame *f)
     return vram_of(rx, vfmig_page_range(rx->s, f->page), f->page);
 }
 
-static void count_frame(applier *a, const vfmig_frame *f, size_t len)
+static void count_frame(vfmig_session *s, applier *a, const vfmig_frame *f, size_t len)
 {
+    vfmig_progress_add(s, (uint64_t)f->npages * s->page_size);
     a->acc.dirty_pages += f->npages;
     a->acc.bytes_wire += VFMIG_FRAME_HDR_BYTES + f->len;
     if (f->codec == VFMIG_CODEC_ZERO) {
@@ -311,7 +312,7 @@ static int decode_apply(vfmig_receive *rx, applier *a, unsigned stream, const vf
         account_pages(rx, a, tag, f->page, f->npages, vram, dh, false); /* decoded in place */
     else if ((rc = apply_pages(rx, a, tag, range, f->page, f->npages, data, dh)))
         return rc;
-    count_frame(a, f, len);
+    count_frame(s, a, f, len);
     return VFMIG_OK;
 }
 
@@ -406,6 +407,7 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
     if (++rx->arrived == rx->cfg.nstreams) {
         rx->arrived = 0;
         rx->completed = r->round + 1;
+        vfmig_progress_round(s, rx->completed, 0);
         pthread_cond_broadcast(&rx->cond);
         uint64_t pool = 0;
         for (unsigned i = 0; i < rx->ndecoders; i++)
@@ -478,7 +480,7 @@ static void *receiver_main(void *arg)
                 /* Already in VRAM: account for it here, nothing to decode. */
                 account_pages(rx, &r->ap, f.round + 1, f.page, f.npages,
                               vram_of(rx, vfmig_page_range(s, f.page), f.page), NULL, false);
-                count_frame(&r->ap, &f, f.len);
+                count_frame(s, &r->ap, &f, f.len);
             } else if (!rc && !rx->ndecoders) {
                 rc = decode_apply(rx, &r->ap, r->stream, &f, buf);
             } else if (!rc) {

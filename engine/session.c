@@ -34,6 +34,7 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_NUMA_NODE] = {-1, 4095, -1},
     [VFMIG_P_ENCRYPT] = {0, 1, 0},
     [VFMIG_P_ON_BUDGET_MISS] = {VFMIG_BUDGET_MISS_ABORT, VFMIG_BUDGET_MISS_SWITCH, VFMIG_BUDGET_MISS_ABORT},
+    [VFMIG_P_PROGRESS_MS] = {0, 3600000, 200},
 };
 
 void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)
@@ -56,6 +57,7 @@ int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8
             return s->status;
         int rc = vfmig_link_recv(link, 0, f, buf, cap, VFMIG_WAIT_SLICE_MS);
         if (rc == VFMIG_ETIMEDOUT) {
+            vfmig_progress_tick(s);
             if (patient || vfmig_now_ns() < deadline)
                 continue;
             return vfmig_fail(s, rc, "no %s from the %s within %d ms", awaiting, peer, timeout);
@@ -212,16 +214,29 @@ void vfmig_session_destroy(vfmig_session *s)
     free(s);
 }
 
+static bool live_param(vfmig_param p)
+{
+    return p == VFMIG_P_BUDGET_MS || p == VFMIG_P_MAX_BANDWIDTH || p == VFMIG_P_THROTTLE || p == VFMIG_P_PROGRESS_MS;
+}
+
 int vfmig_session_set_param(vfmig_session *s, vfmig_param p, int64_t value)
 {
     int64_t min, max;
     if (!s || vfmig_param_bounds(p, &min, &max, NULL))
         return VFMIG_EINVAL;
-    if (atomic_load(&s->ran))
-        return VFMIG_ESTATE;
     if (value < min || value > max)
-        return VFMIG_EINVAL;
+        return vfmig_fail_soft(s, VFMIG_EINVAL, "parameter %d: %lld is out of range %lld..%lld", (int)p,
+                               (long long)value, (long long)min, (long long)max);
+    bool running = atomic_load(&s->link) != NULL;
+    if (atomic_load(&s->ran) && (!running || !live_param(p)))
+        return vfmig_fail_soft(s, VFMIG_ESTATE, running ? "parameter %d cannot change while the session runs"
+                                                        : "parameter %d: the session has run", (int)p);
+    pthread_mutex_lock(&s->lock);
     s->params[p] = value;
+    pthread_mutex_unlock(&s->lock);
+    vfmig_link *l = atomic_load(&s->link);
+    if (p == VFMIG_P_MAX_BANDWIDTH && l)
+        vfmig_link_set_max_bandwidth(l, (uint64_t)value); /* the link has its own lock */
     return VFMIG_OK;
 }
 
@@ -229,19 +244,118 @@ int vfmig_session_get_param(const vfmig_session *s, vfmig_param p, int64_t *valu
 {
     if (!s || !value || vfmig_param_bounds(p, NULL, NULL, NULL))
         return VFMIG_EINVAL;
+    pthread_mutex_lock((pthread_mutex_t *)&s->lock);
     *value = s->params[p];
+    pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
     return VFMIG_OK;
+}
+
+int64_t vfmig_param_now(vfmig_session *s, vfmig_param p)
+{
+    pthread_mutex_lock(&s->lock);
+    int64_t v = s->params[p];
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+int vfmig_session_switchover_now(vfmig_session *s)
+{
+    if (!s || s->role != VFMIG_ROLE_SOURCE)
+        return VFMIG_ESTATE;
+    pthread_mutex_lock(&s->lock);
+    bool precopy = s->stats.phase == VFMIG_PHASE_PRECOPY || s->stats.phase == VFMIG_PHASE_HANDSHAKE;
+    pthread_mutex_unlock(&s->lock);
+    if (!precopy)
+        return VFMIG_ESTATE;
+    atomic_store(&s->switch_requested, 1);
+    return VFMIG_OK;
+}
+
+void vfmig_progress_round(vfmig_session *s, uint32_t round, uint64_t total)
+{
+    pthread_mutex_lock(&s->lock);
+    s->prog_round = round;
+    s->prog_round_total = total;
+    atomic_store(&s->prog_round_done, 0);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void vfmig_progress_policy(vfmig_session *s, uint64_t pending, double dirty_rate, double expected_ms,
+                           unsigned throttle)
+{
+    pthread_mutex_lock(&s->lock);
+    s->prog_pending = pending;
+    s->prog_dirty_rate = dirty_rate;
+    s->prog_expected_ms = expected_ms;
+    s->prog_throttle = throttle;
+    pthread_mutex_unlock(&s->lock);
+}
+
+int vfmig_session_get_progress(const vfmig_session *s, vfmig_progress *out)
+{
+    if (!s || !out || out->size < sizeof(*out))
+        return VFMIG_EINVAL;
+    vfmig_session *m = (vfmig_session *)s;
+    uint64_t now = vfmig_now_ns();
+    vfmig_link *l = atomic_load(&m->link);
+    pthread_mutex_lock(&m->lock);
+    *out = (vfmig_progress){.size = sizeof(*out), .phase = s->stats.phase, .round = s->prog_round,
+                            .throttle_percent = s->prog_throttle ? s->prog_throttle : 100,
+                            .elapsed_ns = s->t_start_ns ? now - s->t_start_ns : 0,
+                            .bytes_sent = l ? vfmig_link_bytes_sent(l) : s->stats.bytes_wire,
+                            .bytes_done = atomic_load(&m->prog_done), .round_done = atomic_load(&m->prog_round_done),
+                            .round_total = s->prog_round_total, .dirty_rate = s->prog_dirty_rate,
+                            .expected_blackout_ms = s->prog_expected_ms, .eta_ms = -1};
+    if (s->role == VFMIG_ROLE_TARGET && l)
+        out->bytes_sent = 0; /* the target's link counts what it sent: acknowledgements */
+    uint64_t left = out->round_total > out->round_done ? out->round_total - out->round_done : 0;
+    out->bytes_remaining = left + (s->prog_pending > left ? s->prog_pending - left : 0);
+    uint64_t wire_ns = now - (s->prog_wire_ns ? s->prog_wire_ns : s->t_start_ns);
+    if (s->prog_wire_ns && wire_ns)
+        out->wire_rate = (double)(out->bytes_sent - s->prog_wire) * 1e9 / (double)wire_ns;
+    double elapsed_round = (double)out->elapsed_ns; /* rate over the session: steady enough for an ETA */
+    if (out->bytes_done && elapsed_round > 0 && s->role == VFMIG_ROLE_SOURCE) {
+        double rate = (double)out->bytes_done * 1e9 / elapsed_round;
+        out->eta_ms = (double)left / rate * 1e3 + out->expected_blackout_ms;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return VFMIG_OK;
+}
+
+void vfmig_progress_tick(vfmig_session *s)
+{
+    int64_t every = vfmig_param_now(s, VFMIG_P_PROGRESS_MS);
+    if (!s->cb || every <= 0)
+        return;
+    uint64_t now = vfmig_now_ns();
+    if (now < s->prog_next_ns)
+        return;
+    bool first = s->prog_next_ns == 0;
+    s->prog_next_ns = now + (uint64_t)every * 1000000ull;
+    vfmig_progress p = {.size = sizeof(p)};
+    vfmig_session_get_progress(s, &p);
+    pthread_mutex_lock(&s->lock);
+    s->prog_wire = p.bytes_sent;
+    s->prog_wire_ns = now;
+    pthread_mutex_unlock(&s->lock);
+    if (first)
+        return; /* the first tick only starts the interval the wire rate is measured over */
+    vfmig_event ev = {.type = VFMIG_EV_PROGRESS, .phase = p.phase, .done = p.round_done, .total = p.round_total,
+                      .progress = &p};
+    s->cb(&ev, s->cb_user);
 }
 
 int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
 {
-    if (!s || !spec || strlen(spec) >= sizeof(s->pinning))
+    if (!s)
         return VFMIG_EINVAL;
+    if (!spec || strlen(spec) >= sizeof(s->pinning))
+        return vfmig_fail_soft(s, VFMIG_EINVAL, "pinning: no spec, or one over %zu characters", sizeof(s->pinning) - 1);
     vfmig_pinner *p;
     char err[128];
     int rc = vfmig_pinner_create(spec, -1, NULL, &p, err, sizeof(err));
     if (rc)
-        return rc;
+        return vfmig_fail_soft(s, rc, "pinning '%s': %s", spec, err);
     vfmig_pinner_destroy(p);
     snprintf(s->pinning, sizeof(s->pinning), "%s", spec);
     return VFMIG_OK;
@@ -249,10 +363,13 @@ int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
 
 int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
 {
-    if (!s || (len && !key) || len > sizeof(s->psk) || (len && len < 16))
+    if (!s)
         return VFMIG_EINVAL;
+    if ((len && !key) || len > sizeof(s->psk) || (len && len < 16))
+        return vfmig_fail_soft(s, VFMIG_EINVAL, "pre-shared key of %zu bytes refused: 16 to %zu bytes", len,
+                               sizeof(s->psk));
     if (atomic_load(&s->ran))
-        return VFMIG_ESTATE;
+        return vfmig_fail_soft(s, VFMIG_ESTATE, "the key cannot change once the session has run");
     explicit_bzero(s->psk, sizeof(s->psk));
     if (len)
         memcpy(s->psk, key, len);
@@ -284,6 +401,18 @@ static void record_error(vfmig_session *s, bool replace, int status, const char 
         atomic_store(&s->failed, 1);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&s->lock);
+    if (!s->failed)
+        vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    pthread_mutex_unlock(&s->lock);
+    va_end(ap);
+    return status;
 }
 
 int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)

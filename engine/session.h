@@ -11,7 +11,7 @@
 #include "transport/link.h"
 #include "transport/ratelimit.h"
 
-#define VFMIG_PARAM_MAX 15
+#define VFMIG_PARAM_MAX 16
 
 /* Every wait inside the engine is sliced so that a cancel or a failure on another thread is
  * noticed within this time, whatever is blocking. */
@@ -33,6 +33,7 @@ struct vfmig_session {
     void *cb_user;
 
     _Atomic int cancel_requested;
+    _Atomic int switch_requested; /* vfmig_session_switchover_now */
     _Atomic int failed;           /* set once by the first failure */
     atomic_bool ran;
     vfmig_link *_Atomic link;     /* during run, for cancel */
@@ -43,6 +44,14 @@ struct vfmig_session {
     vfmig_stats stats;
     vfmig_round_stats *rounds;
     uint32_t nrounds, rounds_cap;
+
+    /* Progress: engine threads add bytes as they handle pages; the rest is under `lock`. */
+    _Atomic uint64_t prog_done, prog_round_done;
+    uint32_t prog_round;
+    uint64_t prog_round_total, prog_pending;
+    double prog_dirty_rate, prog_expected_ms;
+    uint32_t prog_throttle;
+    uint64_t prog_next_ns, prog_wire, prog_wire_ns; /* the session thread's, for events */
 
     uint64_t *page_hash;          /* hash of each page as last sent (source) / applied (target),
                                      of the kind engine/image.h describes */
@@ -72,6 +81,8 @@ int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const 
 
 /** Records the first failure (later ones are ignored) and returns `status`. Any thread. */
 int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** A refused call's message for vfmig_session_last_error, without failing the session (setters). */
+int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** Replaces the recorded failure with a more precise one (e.g. "peer closed" turns out to be
  *  the peer's ABORT with its reason). */
 void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -82,6 +93,20 @@ bool vfmig_should_stop(vfmig_session *s);
 /** Sends a log event (only from the session's own thread). */
 void vfmig_log(vfmig_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void vfmig_set_phase(vfmig_session *s, vfmig_phase phase);
+/** Progress bookkeeping (engine/session.c): a round of `total` page bytes begins; engine threads
+ *  handled `bytes` more (any thread); what the policy knows after a round; and, on the session
+ *  thread's waits, a VFMIG_EV_PROGRESS when the interval is up. */
+void vfmig_progress_round(vfmig_session *s, uint32_t round, uint64_t total);
+static inline void vfmig_progress_add(vfmig_session *s, uint64_t bytes)
+{
+    atomic_fetch_add_explicit(&s->prog_done, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->prog_round_done, bytes, memory_order_relaxed);
+}
+void vfmig_progress_policy(vfmig_session *s, uint64_t pending, double dirty_rate, double expected_ms,
+                           unsigned throttle);
+void vfmig_progress_tick(vfmig_session *s);
+/** A parameter that may change while running, read on the engine's threads. */
+int64_t vfmig_param_now(vfmig_session *s, vfmig_param p);
 /** Appends a round record and announces it. */
 void vfmig_add_round(vfmig_session *s, const vfmig_round_stats *r);
 

@@ -238,6 +238,7 @@ static int send_round(source *src, uint32_t round, bool all, bool blackout, uint
     uint64_t t0 = vfmig_now_ns();
     vfmig_pipeline_begin_round(src->pipe, round, blackout);
     vfmig_pipeline_expect(src->pipe, pages);
+    vfmig_progress_round(s, round, pages * s->page_size);
     if (all)
         for (uint32_t r = 0; r < s->dev.nranges; r++)
             vfmig_bitmap_set_range(src->bm[r], 0, range_pages(src, r));
@@ -314,7 +315,15 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         };
         if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)
             pol.cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;
+        /* What may change while running: the budget, throttling allowed. */
+        pol.cfg.budget_ms = (double)vfmig_param_now(s, VFMIG_P_BUDGET_MS);
+        pol.cfg.throttle_allowed = vfmig_param_now(s, VFMIG_P_THROTTLE) && src->ops->throttle != NULL;
         vfmig_policy_decision d = vfmig_policy_after_round(&pol, &in);
+        if (atomic_load(&s->switch_requested)) {
+            d.action = VFMIG_POLICY_SWITCH;
+            d.reason = VFMIG_SWITCH_REQUESTED;
+        }
+        vfmig_progress_policy(s, pending * s->page_size, pol.dirty_rate, d.predicted_ms, throttle);
         rs.dirty_rate = pol.dirty_rate;
         rs.predicted_blackout_ms = d.predicted_ms;
         rs.throttle_percent = throttle;
@@ -326,7 +335,7 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         s->stats.predicted_fixed_ms = d.stages.fixed_ms;
         s->stats.throttle_min_percent = pol.throttle_min;
         pthread_mutex_unlock(&s->lock);
-        vfmig_pipeline_set_link_bps(src->pipe, s->params[VFMIG_P_MAX_BANDWIDTH] ? (double)s->params[VFMIG_P_MAX_BANDWIDTH] : 0);
+        vfmig_pipeline_set_link_bps(src->pipe, (double)vfmig_param_now(s, VFMIG_P_MAX_BANDWIDTH));
         if (d.action == VFMIG_POLICY_ABORT)
             return vfmig_fail(s, VFMIG_EBUDGET,
                               "cannot meet the %" PRId64 " ms budget: predicted %.0f ms for %" PRIu64 " pages (final pass "
@@ -380,6 +389,7 @@ static int blackout(source *src, uint32_t round)
     /* The final pages go out on the data streams while this thread saves and sends the mutable
      * state on the control stream. */
     vfmig_pipeline_begin_round(src->pipe, round, true);
+    vfmig_progress_round(s, round, final_pages * s->page_size);
     if ((rc = submit_dirty(src)))
         return rc;
     uint64_t t_mut = vfmig_now_ns(), mut_size = 0;

@@ -63,6 +63,7 @@ const char *vfmig_switch_reason_name(vfmig_switch_reason r)
     case VFMIG_SWITCH_MAX_TIME: return "time-limit";
     case VFMIG_SWITCH_NO_PROGRESS: return "no-progress";
     case VFMIG_SWITCH_BUDGET_MISS: return "budget-miss-switch";
+    case VFMIG_SWITCH_REQUESTED: return "requested";
     }
     return "?";
 }

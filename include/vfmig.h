@@ -326,10 +326,14 @@ typedef enum vfmig_param {
                                       (AES-256-GCM, keys from the pre-shared-key handshake; needs
                                       vfmig_session_set_psk). A source asks for it; a target with
                                       it set refuses a source that does not. Default 0 */
-    VFMIG_P_ON_BUDGET_MISS = 15    /* vfmig_budget_miss: what the source does when neither full
+    VFMIG_P_ON_BUDGET_MISS = 15,   /* vfmig_budget_miss: what the source does when neither full
                                       speed nor the allowed throttle can meet the budget by the
                                       round or pre-copy time limit; default VFMIG_BUDGET_MISS_ABORT */
+    VFMIG_P_PROGRESS_MS = 16       /* interval of VFMIG_EV_PROGRESS events; 0 = none; default 200 */
 } vfmig_param;
+/* Parameters that may also change while the session runs (any thread): the budget (the policy
+ * uses it from its next decision), the bandwidth cap (applied to the link at once), throttling
+ * allowed, the progress interval. The others are VFMIG_ESTATE once run started. */
 /* Old name of VFMIG_P_VERIFY (0 = applied, 1 = readback keep their meaning). */
 #define VFMIG_P_VERIFY_READBACK VFMIG_P_VERIFY
 
@@ -390,7 +394,8 @@ typedef enum vfmig_switch_reason {
     VFMIG_SWITCH_MAX_TIME = 3,
     VFMIG_SWITCH_NO_PROGRESS = 4, /* dirty set stopped shrinking, more rounds cannot help, and the
                                      predicted blackout fits the budget */
-    VFMIG_SWITCH_BUDGET_MISS = 5  /* over budget, switched anyway (VFMIG_BUDGET_MISS_SWITCH) */
+    VFMIG_SWITCH_BUDGET_MISS = 5, /* over budget, switched anyway (VFMIG_BUDGET_MISS_SWITCH) */
+    VFMIG_SWITCH_REQUESTED = 6    /* vfmig_session_switchover_now */
 } vfmig_switch_reason;
 
 VFMIG_API const char *vfmig_switch_reason_name(vfmig_switch_reason r);
@@ -462,8 +467,28 @@ typedef enum vfmig_event_type {
     VFMIG_EV_PHASE = 1,    /* `phase` changed */
     VFMIG_EV_ROUND = 2,    /* a round ended; `round` points at its statistics */
     VFMIG_EV_LOG = 3,      /* a message for people (`level`: 0 error, 1 warning, 2 info, 3 debug) */
-    VFMIG_EV_PROGRESS = 4  /* `done` of `total` bytes of the current round handled */
+    VFMIG_EV_PROGRESS = 4  /* every VFMIG_P_PROGRESS_MS: `progress`, and `done` of `total` bytes
+                              of the current round handled */
 } vfmig_event_type;
+
+/** Where a running migration stands (vfmig_session_get_progress, VFMIG_EV_PROGRESS). */
+typedef struct vfmig_progress {
+    uint32_t size;              /* the caller sets sizeof(vfmig_progress); later versions append */
+    vfmig_phase phase;
+    uint32_t round;             /* current round (0 = full pass) */
+    uint32_t throttle_percent;  /* asked of the VF now (100 = full speed) */
+    uint64_t elapsed_ns;        /* since the session started */
+    uint64_t bytes_sent;        /* on the wire so far, all streams (source; target: received) */
+    uint64_t bytes_done;        /* page bytes handled so far, zero pages included */
+    uint64_t round_done, round_total; /* page bytes of the current round handled / to handle */
+    uint64_t bytes_remaining;   /* the rest of the current round, plus what the last query found
+                                   dirty beyond it (source) */
+    double wire_rate;           /* bytes/s on the wire over the last interval */
+    double dirty_rate;          /* bytes/s of dirtying, as last measured (source) */
+    double expected_blackout_ms; /* the policy's prediction after the last round (source) */
+    double eta_ms;              /* to the end of the current round at the current rate, plus the
+                                   expected blackout; -1 when not known yet */
+} vfmig_progress;
 
 typedef struct vfmig_event {
     vfmig_event_type type;
@@ -472,6 +497,7 @@ typedef struct vfmig_event {
     const char *message;            /* VFMIG_EV_LOG only; valid during the callback */
     int level;
     uint64_t done, total;
+    const vfmig_progress *progress; /* VFMIG_EV_PROGRESS only; valid during the callback */
 } vfmig_event;
 
 /** Called on the thread that runs the session; must not call back into the same session
@@ -513,6 +539,12 @@ VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t le
 VFMIG_API int vfmig_session_run(vfmig_session *s, vfmig_link *link);
 /** Cancels a running session at any phase, with the same rollback as a failure. Any thread. */
 VFMIG_API void vfmig_session_cancel(vfmig_session *s);
+/** Progress of a run so far; out->size must be set to sizeof(*out) (VFMIG_EINVAL otherwise).
+ *  Any thread, also before and after run. */
+VFMIG_API int vfmig_session_get_progress(const vfmig_session *s, vfmig_progress *out);
+/** Source: end pre-copy after the round in flight and switch over now (reason "requested"),
+ *  whatever the budget says. VFMIG_ESTATE on a target or outside pre-copy. Any thread. */
+VFMIG_API int vfmig_session_switchover_now(vfmig_session *s);
 /** Statistics so far (complete after run returns). Any thread. */
 VFMIG_API void vfmig_session_get_stats(const vfmig_session *s, vfmig_stats *out);
 /** Number of round records and one of them (index 0 .. count-1). */

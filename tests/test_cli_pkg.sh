@@ -78,6 +78,22 @@ run source_ok 0 source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 16M --
 wait $TPID || fail "target exited $?: $(cat "$TMP/target.err")"
 
 "$PY" "$VALIDATE" "$SCHEMA" "$TMP"/*.json || fail "a --json result does not match $SCHEMA"
+# Live progress: one object per line on stderr, each valid, bytes_sent never going back, at
+# least 3 of them from a run the cap keeps over 1.3 s long (one every 200 ms).
+"$V" local --vram 256M --content random --max-bandwidth 200M --progress json --json >"$TMP/progress_run.out" \
+    2>"$TMP/progress.err" || fail "local with --progress json: $(cat "$TMP/progress.err")"
+PSCHEMA="$(dirname "$SCHEMA")/vfmig-progress.schema.json"
+n=0 last=0
+while IFS= read -r line; do
+    [[ $line == '{"progress":'* ]] || continue
+    n=$((n + 1))
+    printf '%s\n' "$line" >"$TMP/progress$n.pjson"
+    sent=$(sed -n 's/.*"bytes_sent":\([0-9]*\).*/\1/p' <<<"$line")
+    [ "$sent" -ge "$last" ] || fail "bytes_sent went back: $last then $sent"
+    last=$sent
+done <"$TMP/progress.err"
+[ "$n" -ge 3 ] || fail "only $n progress lines: $(cat "$TMP/progress.err")"
+"$PY" "$VALIDATE" "$PSCHEMA" "$TMP"/progress*.pjson || fail "a progress line does not match $PSCHEMA"
 # The schema is a contract, not a formality: it refuses an unknown key and a success that is not
 # verified.
 sed 's/"status":"ok",/"status":"ok","surprise":1,/; s/"verified":true/"verified":false/' \

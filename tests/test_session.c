@@ -62,8 +62,10 @@ static void test_device_validation(void)
     ASSERT_EQ(vfmig_session_set_pinning(s, "0-9999"), VFMIG_EINVAL);
     ASSERT_EQ(vfmig_session_set_pinning(s, "fast"), VFMIG_EINVAL);
     ASSERT_OK(vfmig_session_set_pinning(s, "none"));
+    ASSERT_TRUE(strstr(vfmig_session_last_error(s), "pinning 'fast'") != NULL);
     ASSERT_EQ(vfmig_session_set_psk(s, "short", 5), VFMIG_EINVAL);
-    ASSERT_TRUE(strcmp(vfmig_session_last_error(s), "") == 0);
+    /* every refused setter says why */
+    ASSERT_TRUE(strstr(vfmig_session_last_error(s), "key of 5 bytes refused") != NULL);
     vfmig_stats st;
     vfmig_session_get_stats(s, &st);
     ASSERT_EQ(st.phase, VFMIG_PHASE_IDLE);
@@ -161,10 +163,102 @@ static void test_phases_and_run_once(void)
     vfmig_simvf_destroy(b);
 }
 
+/* Control while running: progress events with growing byte counts, a live budget change,
+ * a refused change of another parameter (with a message), switch over now. */
+typedef struct live {
+    vfmig_session *s;
+    int progress_events, refused, budget_ok, requested;
+    uint64_t last_sent;
+    bool sent_went_back;
+    char refusal[256];
+} live;
+
+static void on_live(const vfmig_event *ev, void *user)
+{
+    live *l = user;
+    if (ev->type == VFMIG_EV_PROGRESS) {
+        ASSERT_TRUE(ev->progress && ev->progress->size == sizeof(vfmig_progress));
+        if (ev->progress->bytes_sent < l->last_sent)
+            l->sent_went_back = true;
+        l->last_sent = ev->progress->bytes_sent;
+        l->progress_events++;
+    }
+    if (ev->type == VFMIG_EV_ROUND && ev->round->round == 2 && !l->requested) {
+        l->budget_ok = vfmig_session_set_param(l->s, VFMIG_P_BUDGET_MS, 2) == VFMIG_OK;
+        if (vfmig_session_set_param(l->s, VFMIG_P_THREADS, 3) == VFMIG_ESTATE) {
+            l->refused = 1;
+            snprintf(l->refusal, sizeof(l->refusal), "%s", vfmig_session_last_error(l->s));
+        }
+        l->requested = vfmig_session_switchover_now(l->s) == VFMIG_OK;
+    }
+}
+
+static void test_live_control(void)
+{
+    vfmig_simvf *a = sim(16 << 20, false), *b = sim(16 << 20, true);
+    ASSERT_OK(vfmig_simvf_set_dirty_rate(a, 100 << 20));
+    vfmig_device da, db;
+    vfmig_simvf_device(a, &da);
+    vfmig_simvf_device(b, &db);
+    tgt t = {0};
+    live l = {0};
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &da, &l.s, NULL, 0));
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_TARGET, &db, &t.s, NULL, 0));
+    vfmig_progress p = {.size = sizeof(p) - 1};
+    ASSERT_EQ(vfmig_session_get_progress(l.s, &p), VFMIG_EINVAL);
+    p.size = sizeof(p);
+    ASSERT_OK(vfmig_session_get_progress(l.s, &p));
+    ASSERT_EQ(p.bytes_done, 0);
+    ASSERT_EQ(vfmig_session_switchover_now(t.s), VFMIG_ESTATE); /* a target has nothing to switch */
+    /* A 1 ms budget that nothing meets, iterating until the caller says switch; capped so the
+     * run lasts long enough for progress events every 20 ms. */
+    ASSERT_OK(vfmig_session_set_param(l.s, VFMIG_P_BUDGET_MS, 1));
+    ASSERT_OK(vfmig_session_set_param(l.s, VFMIG_P_MAX_ROUNDS, 1000));
+    ASSERT_OK(vfmig_session_set_param(l.s, VFMIG_P_THROTTLE, 0));
+    ASSERT_OK(vfmig_session_set_param(l.s, VFMIG_P_PROGRESS_MS, 20));
+    ASSERT_OK(vfmig_session_set_param(l.s, VFMIG_P_MAX_BANDWIDTH, 64 << 20));
+    vfmig_session_set_callback(l.s, on_live, &l);
+    char err[256];
+    if (vfmig_listen("tcp://127.0.0.1:0", &t.l, err, sizeof(err)))
+        T_FAIL("listen: %s", err);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "127.0.0.1:%d", vfmig_listener_port(t.l));
+    pthread_t th;
+    pthread_create(&th, NULL, tgt_main, &t);
+    ASSERT_OK(vfmig_simvf_start(a));
+    vfmig_link *link;
+    ASSERT_OK(vfmig_connect(ep, 5000, &link, err, sizeof(err)));
+    int rc = vfmig_session_run(l.s, link);
+    pthread_join(th, NULL);
+    if (rc || t.rc)
+        T_FAIL("migration failed: %s / %s", vfmig_session_last_error(l.s), vfmig_session_last_error(t.s));
+    vfmig_stats st;
+    vfmig_session_get_stats(l.s, &st);
+    ASSERT_TRUE(l.requested);
+    ASSERT_EQ(st.switch_reason, VFMIG_SWITCH_REQUESTED);
+    ASSERT_EQ(st.rounds, 4); /* asked during the event of round 2: round 3 was the one in flight */
+    ASSERT_TRUE(l.budget_ok);
+    int64_t v;
+    ASSERT_OK(vfmig_session_get_param(l.s, VFMIG_P_BUDGET_MS, &v));
+    ASSERT_EQ(v, 2);
+    ASSERT_TRUE(l.refused && strstr(l.refusal, "cannot change while the session runs"));
+    /* 16 MiB at 64 MiB/s: a quarter of a second at least, so some events came */
+    ASSERT_TRUE(l.progress_events >= 1 && !l.sent_went_back);
+    ASSERT_OK(vfmig_session_get_progress(l.s, &p));
+    ASSERT_TRUE(p.bytes_done >= 16u << 20);
+    vfmig_link_close(link);
+    vfmig_listener_close(t.l);
+    vfmig_session_destroy(l.s);
+    vfmig_session_destroy(t.s);
+    vfmig_simvf_destroy(a);
+    vfmig_simvf_destroy(b);
+}
+
 int main(void)
 {
     test_device_validation();
     test_phases_and_run_once();
+    test_live_control();
     printf("session API tests passed\n");
     return 0;
 }
