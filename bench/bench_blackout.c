@@ -21,7 +21,7 @@
 
 #include "baseline.h"
 #include "bench_opts.h"
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #define MAXL 8
 

@@ -18,7 +18,7 @@
 
 #include "bench_opts.h"
 #include "compress/codec.h"
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #define PAGE (64u * 1024u)
 #define BATCH_PAGES 4 /* 256 KiB, the default VFMIG_P_BATCH_BYTES */

@@ -4,7 +4,7 @@
  *
  *   bench_gpu [--vram MiB] [--page KiB]
  */
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
  *
  *   bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]
  */
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include "engine/devices/hashtrack_priv.h"
 

@@ -23,7 +23,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 /* An option not given keeps the library's default. */
 #define NOTSET INT64_MIN

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 enum fault_op {
     OP_PREPARE, OP_END, OP_START, OP_STOP, OP_QUERY, OP_READ, OP_WRITE, OP_PAUSE, OP_RESUME,

@@ -3,7 +3,7 @@
  * writing migrates over loopback and is equal byte for byte (compared on the GPU). Without CUDA or
  * a GPU it skips (exit 77) saying why. */
 #include "testutil.h"
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include <xxhash.h>
 

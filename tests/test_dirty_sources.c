@@ -12,7 +12,7 @@
 #include "engine/devices/hashtrack_priv.h"
 #include "engine/devices/pagehash.h"
 #include "testutil.h"
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include <xxhash.h>
 

@@ -1,6 +1,6 @@
 /* test_simvf.c - the built-in simulated VF: layout, content, dirty tracking under a live
  * workload (the engine's own copy loop, checked byte for byte), pause/resume, state blobs. */
-#include "vfmig.h"
+#include "vfmig_sim.h"
 #include "testutil.h"
 
 #include <lz4.h>

@@ -18,7 +18,7 @@
  * under a mutex); the simulated workload (vfmig_cuda_sim) runs its own host thread that launches
  * small write kernels on its own stream and parks, with no kernel in flight, while paused.
  */
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include "engine/devices/pagehash.h"
 

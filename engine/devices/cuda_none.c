@@ -1,6 +1,6 @@
 /* cuda_none.c - the CUDA device's API in a build without the CUDA toolkit: every call says so
  * (VFMIG_ENODEV with a message naming CUDA), so a program asks at run time, not at link time. */
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -11,7 +11,7 @@
  * the writers run the workload. Only the pause handshake and the control calls take locks; the
  * write path is lock-free.
  */
-#include "vfmig.h"
+#include "vfmig_sim.h"
 
 #include "engine/devices/simvf_content.h"
 
