@@ -186,6 +186,17 @@ VFMIG_API void vfmig_listener_close(vfmig_listener *l);
 /** Connects the control connection and all data streams within timeout_ms (<0: forever). */
 VFMIG_API int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *err,
                             size_t errlen);
+/**
+ * A link over connections the embedder already made and trusts to be paired (a daemon's own TCP
+ * sockets, vsock, a UNIX socketpair): `control_fd` and `ndata` data connections, each a
+ * connected stream socket, in the same order on both ends. Once they pass the checks the link
+ * takes the descriptors over (made non-blocking; vfmig_link_close closes them, as does a failure
+ * to allocate the link); refused ones stay the caller's.
+ * No stream setup runs on them; authentication still happens in the session's handshake.
+ * VFMIG_EINVAL with a message for a descriptor that is not a connected stream socket.
+ */
+VFMIG_API int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfmig_link **out,
+                                  char *err, size_t errlen);
 /** Number of data streams of a connected link. */
 VFMIG_API int vfmig_link_streams(const vfmig_link *link);
 /** Closes every connection and frees the link. Accepts NULL. Not while a session uses it. */

@@ -1,6 +1,8 @@
 /* tests/test_session.c - the session API as an embedder meets it: device validation, parameter
  * bounds, the phase sequence a migration reports, run-once, and calls in the wrong state. */
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "migrate_util.h"
@@ -234,8 +236,9 @@ static void test_live_control(void)
         T_FAIL("migration failed: %s / %s", vfmig_session_last_error(l.s), vfmig_session_last_error(t.s));
     vfmig_stats st;
     vfmig_session_get_stats(l.s, &st);
-    ASSERT_TRUE(l.requested);
-    ASSERT_EQ(st.switch_reason, VFMIG_SWITCH_REQUESTED);
+    if (!l.requested || st.switch_reason != VFMIG_SWITCH_REQUESTED)
+        T_FAIL("switch over now: requested %d, reason %s after %u rounds", l.requested,
+               vfmig_switch_reason_name(st.switch_reason), st.rounds);
     ASSERT_EQ(st.rounds, 4); /* asked during the event of round 2: round 3 was the one in flight */
     ASSERT_TRUE(l.budget_ok);
     int64_t v;
@@ -254,9 +257,79 @@ static void test_live_control(void)
     vfmig_simvf_destroy(b);
 }
 
+/* A link from the embedder's own connections: here UNIX socket pairs (no TCP, no stream setup). */
+typedef struct fd_tgt {
+    vfmig_session *s;
+    vfmig_link *link;
+    int rc;
+} fd_tgt;
+
+static void *fd_tgt_main(void *arg)
+{
+    fd_tgt *t = arg;
+    t->rc = vfmig_session_run(t->s, t->link);
+    return NULL;
+}
+
+static void test_link_from_fds(void)
+{
+    int sp[3][2];
+    for (int i = 0; i < 3; i++)
+        ASSERT_TRUE(socketpair(AF_UNIX, SOCK_STREAM, 0, sp[i]) == 0);
+    vfmig_link *la, *lb;
+    char err[256];
+    int da[2] = {sp[1][0], sp[2][0]}, db[2] = {sp[1][1], sp[2][1]};
+    ASSERT_EQ(vfmig_link_from_fds(sp[0][0], da, 0, &la, err, sizeof(err)), VFMIG_EINVAL);
+    int dup_fds[2] = {sp[1][0], sp[1][0]};
+    ASSERT_EQ(vfmig_link_from_fds(sp[0][0], dup_fds, 2, &la, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "given twice") != NULL);
+    int pfd[2];
+    ASSERT_TRUE(pipe(pfd) == 0);
+    int notsock[1] = {pfd[0]};
+    ASSERT_EQ(vfmig_link_from_fds(sp[0][0], notsock, 1, &la, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "not a connected stream socket") != NULL);
+    close(pfd[0]);
+    close(pfd[1]);
+    ASSERT_OK(vfmig_link_from_fds(sp[0][0], da, 2, &la, err, sizeof(err)));
+    ASSERT_OK(vfmig_link_from_fds(sp[0][1], db, 2, &lb, err, sizeof(err)));
+    ASSERT_EQ(vfmig_link_streams(la), 2);
+
+    vfmig_simvf *a = sim(16 << 20, false), *b = sim(16 << 20, true);
+    ASSERT_OK(vfmig_simvf_set_dirty_rate(a, 20 << 20));
+    vfmig_device dva, dvb;
+    vfmig_simvf_device(a, &dva);
+    vfmig_simvf_device(b, &dvb);
+    vfmig_session *s;
+    fd_tgt t = {.link = lb};
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &dva, &s, NULL, 0));
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_TARGET, &dvb, &t.s, NULL, 0));
+    static const char key[] = "a daemon's own channel, still authenticated";
+    ASSERT_OK(vfmig_session_set_psk(s, key, sizeof(key) - 1));
+    ASSERT_OK(vfmig_session_set_psk(t.s, key, sizeof(key) - 1));
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_VERIFY, VFMIG_VERIFY_FULL));
+    ASSERT_OK(vfmig_session_set_param(t.s, VFMIG_P_VERIFY, VFMIG_VERIFY_FULL));
+    pthread_t th;
+    pthread_create(&th, NULL, fd_tgt_main, &t);
+    ASSERT_OK(vfmig_simvf_start(a));
+    int rc = vfmig_session_run(s, la);
+    pthread_join(th, NULL);
+    if (rc || t.rc)
+        T_FAIL("migration over socket pairs failed: %s / %s", vfmig_session_last_error(s), vfmig_session_last_error(t.s));
+    uint64_t na, nb;
+    const uint8_t *va = vfmig_simvf_vram(a, &na), *vb = vfmig_simvf_vram(b, &nb);
+    ASSERT_TRUE(na == nb && memcmp(va, vb, na) == 0);
+    vfmig_link_close(la);
+    vfmig_link_close(lb);
+    vfmig_session_destroy(s);
+    vfmig_session_destroy(t.s);
+    vfmig_simvf_destroy(a);
+    vfmig_simvf_destroy(b);
+}
+
 int main(void)
 {
     test_device_validation();
+    test_link_from_fds();
     test_phases_and_run_once();
     test_live_control();
     printf("session API tests passed\n");

@@ -497,3 +497,26 @@ int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *
     return ep.kind == VFMIG_LINK_TCP ? vfmig_tcp_connect(&ep, timeout_ms, out, err, errlen)
                                      : vfmig_rdma_connect(&ep, timeout_ms, out, err, errlen);
 }
+
+int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfmig_link **out, char *err,
+                        size_t errlen)
+{
+    if (!out)
+        return VFMIG_EINVAL;
+    *out = NULL;
+    if (ndata < 1 || ndata > VFMIG_MAX_STREAMS || !data_fds) {
+        vfmig_seterr(err, errlen, "a link needs 1 to %d data connections, not %u", VFMIG_MAX_STREAMS, ndata);
+        return VFMIG_EINVAL;
+    }
+    int fds[VFMIG_MAX_STREAMS + 1];
+    fds[0] = control_fd;
+    for (unsigned i = 0; i < ndata; i++)
+        fds[i + 1] = data_fds[i];
+    for (unsigned i = 0; i <= ndata; i++)
+        for (unsigned j = 0; j < i; j++)
+            if (fds[i] == fds[j] || fds[i] < 0) {
+                vfmig_seterr(err, errlen, "connection %u: fd %d is invalid or given twice", i, fds[i]);
+                return VFMIG_EINVAL;
+            }
+    return vfmig_tcp_link_from_fds(fds, ndata, out, err, errlen);
+}

@@ -872,3 +872,30 @@ void vfmig_tcp_listener_close(vfmig_tcp_listener *tl)
     close(tl->fd);
     free(tl);
 }
+
+/* ---------------- links from the embedder's connections ---------------- */
+
+int vfmig_tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen)
+{
+    int own[VFMIG_MAX_STREAMS + 1];
+    for (unsigned i = 0; i <= n; i++) {
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        int fl = fcntl(fds[i], F_GETFL);
+        if (fl < 0 || getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM) {
+            vfmig_seterr(err, errlen, "connection %u (fd %d) is not a connected stream socket", i, fds[i]);
+            return VFMIG_EINVAL;
+        }
+        own[i] = fds[i];
+    }
+    for (unsigned i = 0; i <= n; i++) {
+        /* Every wait is a poll(): the sockets must not block. */
+        fcntl(own[i], F_SETFL, fcntl(own[i], F_GETFL) | O_NONBLOCK);
+        fcntl(own[i], F_SETFD, FD_CLOEXEC);
+        tune_socket(own[i]); /* TCP_NODELAY; harmless on other stream sockets (vsock, unix) */
+    }
+    int r = tcp_link_make(own, n, out);
+    if (r)
+        vfmig_seterr(err, errlen, "out of memory for link buffers");
+    return r;
+}
