@@ -248,7 +248,7 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
                               dev.hi, dev.lo, hi, lo);
     }
     uint64_t t2 = vfmig_now_ns();
-    *full_ns = t2 - t1;
+    *full_ns = full ? t2 - t1 : 0;
     *verify_ns = t2 - t0;
     int rc;
     if ((rc = t->ops->restore_mutable(t->dev, t->mut, t->mut_size)))
