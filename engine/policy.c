@@ -95,9 +95,9 @@ vfmig_policy_decision vfmig_policy_after_round(vfmig_policy *p, const vfmig_poli
     d.predicted_ms = d.stages.total_ms;
 
     /* Round 0 sends everything, so "shrinking" is only judged between dirty rounds. */
-    bool stalled = r->round > 0 && (double)r->pending_pages > POLICY_PROGRESS * (double)p->prev_pending;
+    bool stalled = r->round > 0 && !r->warming && (double)r->pending_pages > POLICY_PROGRESS * (double)p->prev_pending;
     p->stalled_rounds = stalled ? p->stalled_rounds + 1 : 0;
-    bool shrinking = r->round == 0 || (double)r->pending_pages < POLICY_HALVING * (double)p->prev_pending;
+    bool shrinking = r->round == 0 || r->warming || (double)r->pending_pages < POLICY_HALVING * (double)p->prev_pending;
     p->prev_pending = r->pending_pages;
     bool at_limit = r->round + 1 >= p->cfg.max_rounds || r->precopy_ns >= p->cfg.max_precopy_ns;
     bool fits = d.predicted_ms <= p->cfg.budget_ms;

@@ -81,6 +81,8 @@ typedef struct vfmig_policy_round {
     uint64_t query_ns;        /* time the last dirty query took */
     uint64_t since_query_ns;  /* time over which pending pages were dirtied */
     uint64_t precopy_ns;      /* pre-copy so far */
+    int warming;              /* the round filled the delta cache more than it used it: the next
+                                 round of the same pages costs less, so it is measured first */
 } vfmig_policy_round;
 
 typedef struct vfmig_policy_decision {

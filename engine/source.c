@@ -312,6 +312,11 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
             .src_cpu_ns = rs.cpu_ns, .dst_cpu_ns = rs.peer_cpu_ns, .pending_pages = pending,
             .page_size = s->page_size, .query_ns = final_query_ns, .since_query_ns = now - t_query,
             .precopy_ns = now - t_start,
+            /* Mostly raw after round 0 with a delta cache: those copies make the next round a
+             * delta round, which is what a final pass of the same pages would be too. */
+            .warming = round > 0 && vfmig_pipeline_delta_cache_bytes(src->pipe) > 0 &&
+                       rs.codec_in[VFMIG_CODEC_DELTA] < rs.codec_in[VFMIG_CODEC_RAW] + rs.codec_in[VFMIG_CODEC_LZ4] +
+                                                            rs.codec_in[VFMIG_CODEC_ZSTD],
         };
         if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)
             pol.cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;
