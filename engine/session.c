@@ -3,6 +3,7 @@
 #include "engine/session.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,12 +126,34 @@ static int validate_device(const vfmig_device *d, char *err, size_t errlen)
         snprintf(err, errlen, "device: no ops table");
         return VFMIG_EINVAL;
     }
-    const vfmig_device_ops *o = d->ops;
-    if (!o->prepare || !o->end || !o->start_tracking || !o->stop_tracking || !o->query_dirty ||
-        !o->read || !o->write || !o->pause || !o->resume || !o->save_immutable ||
-        !o->save_mutable || !o->restore_immutable || !o->restore_mutable) {
-        snprintf(err, errlen, "device: every op but throttle is required");
+    /* The sizes say which version of the structs the embedder was built with: from the first one
+     * with sizes (ops up to throttle, the device up to tracking_cost) to this one. */
+    if (d->size < offsetof(vfmig_device, tracking_cost) || d->size > sizeof(vfmig_device)) {
+        snprintf(err, errlen, "device: size %u is not that of a vfmig_device (%zu here; set .size = "
+                              "sizeof(vfmig_device), see VFMIG_DEVICE_SIZES)", d->size, sizeof(vfmig_device));
         return VFMIG_EINVAL;
+    }
+    if (d->ops_size < offsetof(vfmig_device_ops, map) || d->ops_size > sizeof(vfmig_device_ops)) {
+        snprintf(err, errlen, "device: ops_size %u is not that of a vfmig_device_ops (%zu here; set .ops_size = "
+                              "sizeof(vfmig_device_ops))", d->ops_size, sizeof(vfmig_device_ops));
+        return VFMIG_EINVAL;
+    }
+    const vfmig_device_ops *o = d->ops;
+    static const struct { size_t off; const char *name; } required[] = {
+#define REQ(op) {offsetof(vfmig_device_ops, op), #op}
+        REQ(prepare), REQ(end), REQ(start_tracking), REQ(stop_tracking), REQ(query_dirty), REQ(read),
+        REQ(write), REQ(pause), REQ(resume), REQ(save_immutable), REQ(save_mutable), REQ(restore_immutable),
+        REQ(restore_mutable),
+#undef REQ
+    };
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        void *fn;
+        memcpy(&fn, (const char *)o + required[i].off, sizeof(fn));
+        if (!fn) {
+            snprintf(err, errlen, "device: op '%s' is NULL (every op but throttle and map is required)",
+                     required[i].name);
+            return VFMIG_EINVAL;
+        }
     }
     if (d->page_size < VFMIG_MIN_PAGE_SIZE || d->page_size > VFMIG_MAX_PAGE_SIZE ||
         (d->page_size & (d->page_size - 1))) {
@@ -181,7 +204,13 @@ int vfmig_session_create(vfmig_role role, const vfmig_device *device, vfmig_sess
     if (!s)
         return VFMIG_ENOMEM;
     s->role = role;
-    s->dev = *device;
+    memset(&s->dev, 0, sizeof(s->dev));
+    memcpy(&s->dev, device, device->size); /* fields an older embedder lacks stay zero */
+    memset(&s->ops, 0, sizeof(s->ops));
+    memcpy(&s->ops, device->ops, device->ops_size);
+    s->dev.ops = &s->ops;
+    s->dev.size = sizeof(s->dev);
+    s->dev.ops_size = sizeof(s->ops);
     memcpy(s->ranges, device->ranges, device->nranges * sizeof(vfmig_range));
     s->dev.ranges = s->ranges;
     s->page_size = device->page_size;
@@ -515,6 +544,32 @@ void vfmig_session_get_stats(const vfmig_session *s, vfmig_stats *out)
     pthread_mutex_lock((pthread_mutex_t *)&s->lock);
     *out = s->stats;
     pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
+}
+
+int vfmig_session_get_stats_sized(const vfmig_session *s, vfmig_stats *out, size_t size)
+{
+    if (!s || !out || !size)
+        return VFMIG_EINVAL;
+    vfmig_stats st;
+    vfmig_session_get_stats(s, &st);
+    memcpy(out, &st, size < sizeof(st) ? size : sizeof(st));
+    if (size > sizeof(st))
+        memset((char *)out + sizeof(st), 0, size - sizeof(st)); /* fields of a newer header: unknown */
+    return VFMIG_OK;
+}
+
+int vfmig_session_get_round_sized(const vfmig_session *s, uint32_t index, vfmig_round_stats *out, size_t size)
+{
+    if (!out || !size)
+        return VFMIG_EINVAL;
+    vfmig_round_stats r;
+    int rc = vfmig_session_get_round(s, index, &r);
+    if (rc)
+        return rc;
+    memcpy(out, &r, size < sizeof(r) ? size : sizeof(r));
+    if (size > sizeof(r))
+        memset((char *)out + sizeof(r), 0, size - sizeof(r));
+    return VFMIG_OK;
 }
 
 uint32_t vfmig_session_round_count(const vfmig_session *s)

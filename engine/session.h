@@ -20,6 +20,7 @@
 struct vfmig_session {
     vfmig_role role;
     vfmig_device dev;
+    vfmig_device_ops ops;         /* the embedder's table, copied; ops it is too old to have NULL */
     vfmig_range ranges[VFMIG_MAX_RANGES];
     uint64_t range_base[VFMIG_MAX_RANGES + 1]; /* first global page of each range; [n] = total */
     uint64_t npages;

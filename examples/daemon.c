@@ -337,7 +337,7 @@ static int memdev_init(memdev *d, uint64_t bytes, uint64_t page, unsigned writes
 
 static void memdev_device(memdev *d, vfmig_device *out)
 {
-    *out = (vfmig_device){.ops = &memdev_ops, .dev = d, .page_size = d->page, .nranges = 1, .ranges = &d->range};
+    *out = (vfmig_device){VFMIG_DEVICE_SIZES, .ops = &memdev_ops, .dev = d, .page_size = d->page, .nranges = 1, .ranges = &d->range};
 }
 
 static void memdev_fini(memdev *d)

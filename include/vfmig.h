@@ -143,10 +143,15 @@ typedef struct vfmig_device_ops {
 } vfmig_device_ops;
 
 /**
- * A device as the engine sees it. The engine copies this struct and the ranges at session
- * creation; `ops` and `dev` must stay valid until the session is destroyed.
+ * A device as the engine sees it. The engine copies this struct, the ops table and the ranges at
+ * session creation; `dev` must stay valid until the session is destroyed. Initialise it as
+ * `vfmig_device d = {VFMIG_DEVICE_SIZES, .ops = &my_ops, ...}`.
  */
+#define VFMIG_DEVICE_SIZES .size = sizeof(vfmig_device), .ops_size = sizeof(vfmig_device_ops)
 typedef struct vfmig_device {
+    /* sizeof(vfmig_device) and sizeof(vfmig_device_ops) as the embedder compiled them: the
+     * library checks both, and treats ops a smaller (older) table lacks as NULL. */
+    uint32_t size, ops_size;
     const vfmig_device_ops *ops;
     void *dev;
     uint64_t page_size;         /* bytes per dirty bit: power of two, 4 KiB .. 2 MiB */
@@ -470,9 +475,16 @@ VFMIG_API int vfmig_session_get_progress(const vfmig_session *s, vfmig_progress 
 VFMIG_API int vfmig_session_switchover_now(vfmig_session *s);
 /** Statistics so far (complete after run returns). Any thread. */
 VFMIG_API void vfmig_session_get_stats(const vfmig_session *s, vfmig_stats *out);
+/** The same into a struct of `size` bytes as the caller compiled it (sizeof(vfmig_stats)):
+ *  fields are only ever appended, so a caller built against an older header gets the fields it
+ *  knows. VFMIG_EINVAL for NULL or a size of 0. */
+VFMIG_API int vfmig_session_get_stats_sized(const vfmig_session *s, vfmig_stats *out, size_t size);
 /** Number of round records and one of them (index 0 .. count-1). */
 VFMIG_API uint32_t vfmig_session_round_count(const vfmig_session *s);
 VFMIG_API int vfmig_session_get_round(const vfmig_session *s, uint32_t index, vfmig_round_stats *out);
+/** vfmig_session_get_round into a struct of `size` bytes, as vfmig_session_get_stats_sized. */
+VFMIG_API int vfmig_session_get_round_sized(const vfmig_session *s, uint32_t index, vfmig_round_stats *out,
+                                            size_t size);
 /** Detailed message of the last failure ("" if none). Valid until the session is destroyed. */
 VFMIG_API const char *vfmig_session_last_error(const vfmig_session *s);
 

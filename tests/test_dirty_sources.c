@@ -161,7 +161,7 @@ static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint6
         uint64_t v = t_rand(&rng) & (i % 4096 < 1024 ? 0 : ~0ull); /* a quarter of each 4K zero */
         memcpy(p.mem + i, &v, 8);
     }
-    vfmig_device inner = {.ops = &plain_ops, .dev = &p, .page_size = ps, .nranges = 2, .ranges = p.ranges};
+    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = &p, .page_size = ps, .nranges = 2, .ranges = p.ranges};
     vfmig_hashtrack_config hc;
     vfmig_hashtrack_config_init(&hc);
     hc.samples = samples;
@@ -288,7 +288,7 @@ static void test_hashtrack_never_misses(uint64_t seed)
     run_never_misses(8192, 0, 2, seed + 4);
 
     vfmig_hashtrack *t;
-    vfmig_device bad = {.ops = &plain_ops, .page_size = 3000, .nranges = 1};
+    vfmig_device bad = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .page_size = 3000, .nranges = 1};
     vfmig_range r = {0, 3000 * 4};
     bad.ranges = &r;
     ASSERT_EQ(vfmig_hashtrack_create(&bad, NULL, &t), VFMIG_EINVAL);

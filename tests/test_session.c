@@ -1,6 +1,7 @@
 /* tests/test_session.c - the session API as an embedder meets it: device validation, parameter
  * bounds, the phase sequence a migration reports, run-once, and calls in the wrong state. */
 #include <pthread.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <string.h>
@@ -50,6 +51,21 @@ static void test_device_validation(void)
     ops.pause = NULL;
     x.ops = &ops;
     ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "op 'pause' is NULL") != NULL); /* a refusal names the op */
+    /* Struct sizes: a device without them, or from a newer header, is refused with a message; an
+     * older ops table (no map) is taken, map counting as NULL. */
+    x = d;
+    x.size = 0;
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "VFMIG_DEVICE_SIZES") != NULL);
+    x = d;
+    x.ops_size = sizeof(vfmig_device_ops) + 8;
+    ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(err, "ops_size") != NULL);
+    x = d;
+    x.ops_size = (uint32_t)offsetof(vfmig_device_ops, map);
+    ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &x, &s, err, sizeof(err)));
+    vfmig_session_destroy(s);
     ASSERT_EQ(vfmig_session_create((vfmig_role)7, &d, &s, err, sizeof(err)), VFMIG_EINVAL);
     ASSERT_EQ(vfmig_session_create(VFMIG_ROLE_SOURCE, NULL, &s, NULL, 0), VFMIG_EINVAL);
 

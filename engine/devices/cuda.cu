@@ -716,6 +716,8 @@ void vfmig_cuda_device(vfmig_cuda *c, vfmig_device *out)
     memset(out, 0, sizeof *out);
     if (!c)
         return;
+    out->size = sizeof(*out);
+    out->ops_size = sizeof(vfmig_device_ops);
     out->ops = c->cfg.cb.throttle ? &cu_ops : &cu_ops_nothrottle;
     out->dev = c;
     out->page_size = c->ps;

@@ -617,6 +617,8 @@ void vfmig_hashtrack_device(vfmig_hashtrack *t, vfmig_device *out)
     memset(out, 0, sizeof *out);
     if (!t)
         return;
+    out->size = sizeof(*out);
+    out->ops_size = sizeof(vfmig_device_ops);
     out->ops = t->inner.ops->throttle ? &ht_ops : &ht_ops_nothrottle;
     out->dev = t;
     out->page_size = t->ps;

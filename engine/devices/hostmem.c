@@ -665,6 +665,8 @@ void vfmig_hostmem_device(vfmig_hostmem *h, vfmig_device *out)
     memset(out, 0, sizeof *out);
     if (!h)
         return;
+    out->size = sizeof(*out);
+    out->ops_size = sizeof(vfmig_device_ops);
     out->ops = h->cfg.cb.throttle ? &hm_ops : &hm_ops_nothrottle;
     out->dev = h;
     out->page_size = h->ps;

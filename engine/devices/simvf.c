@@ -934,6 +934,8 @@ void vfmig_simvf_device(vfmig_simvf *sim, vfmig_device *out)
     memset(out, 0, sizeof *out);
     if (!sim)
         return;
+    out->size = sizeof(*out);
+    out->ops_size = sizeof(vfmig_device_ops);
     out->ops = &simvf_ops;
     out->dev = sim;
     out->page_size = sim->cfg.page_size;
