@@ -57,10 +57,13 @@ static void roundtrip(const char *addr, unsigned n)
 
 int main(void)
 {
-    char err[256] = "";
+    char err[256] = "", ep[128];
     vfmig_listener *L;
     vfmig_link *l;
-    int r = vfmig_listen("rdma://127.0.0.1:0", &L, err, sizeof(err));
+    const char *addr = getenv("VFMIG_TEST_RDMA_ADDR");
+    addr = addr ? addr : "127.0.0.1";
+    snprintf(ep, sizeof(ep), "rdma://%s:0", addr);
+    int r = vfmig_listen(ep, &L, err, sizeof(err));
     if (r == VFMIG_ENODEV) {
         ASSERT_EQ(strcmp(err, "no RDMA device found (ibv_get_device_list returned none)"), 0);
         err[0] = 0;
@@ -75,9 +78,8 @@ int main(void)
     if (r)
         T_FAIL("rdma listen: %s (%s)", vfmig_strerror(r), err);
     vfmig_listener_close(L);
-    const char *addr = getenv("VFMIG_TEST_RDMA_ADDR");
-    roundtrip(addr ? addr : "127.0.0.1", 1);
-    roundtrip(addr ? addr : "127.0.0.1", 4);
+    roundtrip(addr, 1);
+    roundtrip(addr, 4);
     printf("test_link_rdma: ok\n");
     return 0;
 }
