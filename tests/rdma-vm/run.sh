@@ -44,7 +44,7 @@ KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \
 [ -n "$KPKG" ] || skip "apt-cache knows no linux-image-amd64 (no Debian package lists here)"
 KVER=${KPKG#linux-image-}
 GUEST_PKGS=("$KPKG" busybox-static rdma-core ibverbs-providers libibverbs1 librdmacm1 perftest
-            iproute2 libnl-3-200 libnl-route-3-200)
+            libpci3 iproute2 libnl-3-200 libnl-route-3-200)
 # The modules soft-RoCE, the RDMA CM and the dummy interface need; their dependencies are
 # added by modinfo, and the guest loads them in that order (dependencies first).
 MODULES=(crc32_generic rdma_rxe rdma_ucm dummy) # rxe computes its ICRC with the crypto API's crc32
@@ -141,6 +141,8 @@ for f in $(libs "$RUN"/o/opt/vfmig/* "$R"/usr/bin/{rdma,ib_write_bw,ip} "$R"/usr
     *) [ -e "$R/usr/lib/x86_64-linux-gnu/$(basename "$f")" ] || cp -L "$f" "$RUN/o/usr/lib/x86_64-linux-gnu/" ;;
     esac
 done
+LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu:$RUN/o/usr/lib/x86_64-linux-gnu" ldd "$RUN"/o/opt/vfmig/* \
+    "$R"/usr/bin/{rdma,ib_write_bw,ip} | grep 'not found' && { echo "rdma-vm: libraries missing from the guest" >&2; exit 1; }
 (cd "$R" && find . | cpio -o -H newc --quiet) >"$RUN/initrd"
 (cd "$RUN/o" && find . | cpio -o -H newc --quiet) >>"$RUN/initrd"
 
