@@ -70,8 +70,6 @@ int main(void)
         ASSERT_EQ(vfmig_connect("rdma://127.0.0.1:4791?qps=2", 1000, &l, err, sizeof(err)), VFMIG_ENODEV);
         ASSERT_EQ(strcmp(err, "no RDMA device found (ibv_get_device_list returned none)"), 0);
         ASSERT_TRUE(l == NULL);
-        /* Not an RDMA link: external registration is refused. */
-        ASSERT_EQ(vfmig_rdma_register_external(NULL, err, 1, -1, 0), VFMIG_ENOTSUP);
         printf("SKIP: %s - RDMA link tests need a device (soft-RoCE: rdma link add rxe0 type rxe netdev lo)\n", err);
         return T_SKIP;
     }

@@ -119,7 +119,9 @@ if wanted fault; then
     wait $sp
     echo "exit $? after $(($(date +%s) - t0)) s" >>$W/fs.log
     wait $tp 2>/dev/null
-    check fault_target_killed $W/fs.log '^exit 1 ' 'migration FAILED: ' 'VF state: running-on-source'
+    # The failure must name the peer leaving, not a timeout that merely ran out.
+    check fault_target_killed $W/fs.log '^exit 1 ' 'migration FAILED: .*(disconnected|closed)' \
+        'VF state: running-on-source'
 
     # The source dies in round 0: the target must not resume.
     P=7473
@@ -135,7 +137,8 @@ if wanted fault; then
     fi
     wait $tp
     echo "exit $? after $(($(date +%s) - t0)) s" >>$W/gt.log
-    check fault_source_killed $W/gt.log '^exit 1 ' 'migration FAILED: ' 'VF state: not-resumed'
+    check fault_source_killed $W/gt.log '^exit 1 ' 'migration FAILED: .*(disconnected|closed)' \
+        'VF state: not-resumed'
 fi
 
 # ---- throughput: ib_write_bw against vfmig's RDMA link, same VM, same device ----

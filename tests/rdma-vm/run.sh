@@ -153,7 +153,7 @@ set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max \
     -smp "$SMP" -m "$MEM" -nographic -no-reboot -nic none -serial mon:stdio -display none \
     -kernel "$BASE/vmlinuz" -initrd "$RUN/initrd" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init" </dev/null 2>&1 | tr -d '\r' | tee "$LOG"
+    -append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init" </dev/null 2>&1 | sed -u 's/\r$//' | tee "$LOG"
 qrc=${PIPESTATUS[0]}
 set -e
 T1=$(date +%s)
