@@ -852,6 +852,10 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
                      n, L->max_streams);
         return VFMIG_EINVAL;
     }
+    if (index > n) {
+        reject(id, cookie, VFMIG_EPROTO);
+        return VFMIG_OK;
+    }
     rgroup *g = NULL;
     for (unsigned i = 0; i < L->ng; i++)
         if (L->g[i].cookie == cookie)
