@@ -14,9 +14,13 @@
 #   VFMIG_RDMA_VM_CACHE  where packages, the kernel and the base initramfs are kept
 #                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/vfmig-rdma-vm)
 #   VFMIG_BUILD_DIR      an existing build of this tree to use (default: build one in the cache)
+#   VFMIG_RDMA_VM_ASAN_BUILD  a sanitizer build (setup.sh's build-asan): its RDMA link tests run
+#                        in the guest too
 #   VFMIG_RDMA_VM_TIMEOUT  seconds the VM may run (default 1500)
 #   VFMIG_RDMA_VM_SMP, VFMIG_RDMA_VM_MEM   guest CPUs (default 2) and memory (default 2G)
 #   VFMIG_RDMA_VM_ONLY   a guest.sh test-name pattern (grep -E) to run only some checks
+#   VFMIG_RDMA_VM_EXTRA  a folder copied to /opt/vfmig/extra in the guest; its run.sh, if any,
+#                        runs after the checks (experiments: e.g. variant builds of a tool)
 #
 # Exit status: 0 all passed, 1 something failed, 77 skipped (no qemu / packages to be had here).
 # Last lines: "N passed, N failed" and "throughput ratio vfmig/ib_write_bw: R".
@@ -44,7 +48,7 @@ KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \
 [ -n "$KPKG" ] || skip "apt-cache knows no linux-image-amd64 (no Debian package lists here)"
 KVER=${KPKG#linux-image-}
 GUEST_PKGS=("$KPKG" busybox-static rdma-core ibverbs-providers libibverbs1 librdmacm1 perftest
-            libpci3 iproute2 libnl-3-200 libnl-route-3-200)
+            libpci3 libibumad3 iproute2 libnl-3-200 libnl-route-3-200)
 # The modules soft-RoCE, the RDMA CM and the dummy interface need; their dependencies are
 # added by modinfo, and the guest loads them in that order (dependencies first).
 MODULES=(crc32_generic rdma_rxe rdma_ucm dummy) # rxe computes its ICRC with the crypto API's crc32
@@ -127,27 +131,35 @@ RUN="$CACHE/run"
 rm -rf "$RUN"
 mkdir -p "$RUN/o/opt/vfmig" "$RUN/o/usr/lib/x86_64-linux-gnu" "$RUN/o/lib64"
 for b in "${BINS[@]}"; do cp "$BUILD/$b" "$RUN/o/opt/vfmig/"; done
+if [ -n "${VFMIG_RDMA_VM_ASAN_BUILD:-}" ]; then
+    for t in test_link_rdma test_link_rdma_core; do
+        [ -x "$VFMIG_RDMA_VM_ASAN_BUILD/tests/$t" ] && cp "$VFMIG_RDMA_VM_ASAN_BUILD/tests/$t" "$RUN/o/opt/vfmig/${t}_asan"
+    done
+fi
+EXES=("$RUN"/o/opt/vfmig/*)
 cp "$HERE/guest.sh" "$RUN/o/init"
 chmod +x "$RUN/o/init"
 printf '%s\n' "${VFMIG_RDMA_VM_ONLY:-}" >"$RUN/o/opt/vfmig/only"
+[ -z "${VFMIG_RDMA_VM_EXTRA:-}" ] || cp -a "$VFMIG_RDMA_VM_EXTRA" "$RUN/o/opt/vfmig/extra"
 R="$BASE/root"
 libs() {
     LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu" ldd "$@" 2>/dev/null | awk '/=> \//{print $3} /^\t\/lib64/{print $1}'
 }
-for f in $(libs "$RUN"/o/opt/vfmig/* "$R"/usr/bin/{rdma,ib_write_bw,ip} "$R"/usr/lib/x86_64-linux-gnu/libibverbs/*.so | sort -u); do
+for f in $(libs "${EXES[@]}" "$R"/usr/bin/{rdma,ib_write_bw,ib_send_bw,ip} "$R"/usr/lib/x86_64-linux-gnu/libibverbs/*.so | sort -u); do
     case "$f" in
     /lib64/*) cp -L "$f" "$RUN/o/lib64/" ;;
     "$R"/*) ;;
     *) [ -e "$R/usr/lib/x86_64-linux-gnu/$(basename "$f")" ] || cp -L "$f" "$RUN/o/usr/lib/x86_64-linux-gnu/" ;;
     esac
 done
-LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu:$RUN/o/usr/lib/x86_64-linux-gnu" ldd "$RUN"/o/opt/vfmig/* \
-    "$R"/usr/bin/{rdma,ib_write_bw,ip} | grep 'not found' && { echo "rdma-vm: libraries missing from the guest" >&2; exit 1; }
+LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu:$RUN/o/usr/lib/x86_64-linux-gnu" ldd "${EXES[@]}" \
+    "$R"/usr/bin/{rdma,ib_write_bw,ib_send_bw,ip} | grep 'not found' && { echo "rdma-vm: libraries missing from the guest" >&2; exit 1; }
 (cd "$R" && find . | cpio -o -H newc --quiet) >"$RUN/initrd"
 (cd "$RUN/o" && find . | cpio -o -H newc --quiet) >>"$RUN/initrd"
 
 say "booting $KVER under QEMU (TCG, $SMP CPUs, $MEM), up to ${TIMEOUT}s"
 LOG="$CACHE/console.log"
+TB=$(date +%s)
 set +e
 # -nic none: the guest has no network device; soft-RoCE runs on a dummy interface inside it.
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max \
@@ -162,7 +174,7 @@ T1=$(date +%s)
 pass=$(grep -c '^RESULT PASS ' "$LOG" || true)
 fail=$(grep -c '^RESULT FAIL ' "$LOG" || true)
 grep -q '^GUEST DONE' "$LOG" || { say "the guest did not finish"; fail=$((fail + 1)); }
-echo "rdma-vm: $((T1 - T0)) s in all (VM $((T1 - T0)) s incl. build); console log: $LOG"
+echo "rdma-vm: $((T1 - T0)) s in all, $((T1 - TB)) s of them in the VM; console log: $LOG"
 grep '^RESULT FAIL ' "$LOG" || true
 echo "$pass passed, $fail failed"
 ratio=$(sed -n 's/^RATIO //p' "$LOG" | tail -n1)
