@@ -105,7 +105,8 @@ test)
     # skips, saying why, where qemu or the Debian packages cannot be had.
     echo "== tests: RDMA under soft-RoCE in a VM (tests/rdma-vm/run.sh)"
     set +e
-    VFMIG_BUILD_DIR="$PWD/build" VFMIG_RDMA_VM_ASAN_BUILD="$PWD/build-asan" bash tests/rdma-vm/run.sh 2>&1 |
+    VFMIG_BUILD_DIR="$PWD/build" VFMIG_RDMA_VM_ASAN_BUILD="$PWD/build-asan" \
+        VFMIG_RDMA_VM_TSAN_BUILD="$PWD/build-tsan" bash tests/rdma-vm/run.sh 2>&1 |
         tee build/rdma-vm.log | grep -a -E '^(RESULT|SKIP|rdma-vm:|[0-9]+ passed|throughput)'
     vmrc=${PIPESTATUS[0]}
     set -e

@@ -52,9 +52,11 @@ waitfor() {
 
 # ---- link tests ----
 if wanted link; then
-    # *_asan: the AddressSanitizer + UBSan build's, when run.sh was given one.
-    for t in test_link_rdma_core test_link_rdma $(cd /opt/vfmig && ls test_link_rdma*_asan 2>/dev/null); do
+    # *_asan, *_tsan: the sanitizer builds' (AddressSanitizer + UBSan, ThreadSanitizer), when
+    # run.sh was given them.
+    for t in test_link_rdma_core test_link_rdma $(cd /opt/vfmig && ls test_link_rdma*_?san 2>/dev/null); do
         if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            TSAN_OPTIONS=halt_on_error=1 \
             VFMIG_TEST_RDMA_ADDR=$ADDR timeout 600 $t >$W/$t.log 2>&1; then
             result PASS $t "$(tail -n1 $W/$t.log)"
         else

@@ -14,8 +14,8 @@
 #   VFMIG_RDMA_VM_CACHE  where packages, the kernel and the base initramfs are kept
 #                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/vfmig-rdma-vm)
 #   VFMIG_BUILD_DIR      an existing build of this tree to use (default: build one in the cache)
-#   VFMIG_RDMA_VM_ASAN_BUILD  a sanitizer build (setup.sh's build-asan): its RDMA link tests run
-#                        in the guest too
+#   VFMIG_RDMA_VM_ASAN_BUILD, VFMIG_RDMA_VM_TSAN_BUILD  sanitizer builds (setup.sh's build-asan,
+#                        build-tsan): their RDMA link tests run in the guest too
 #   VFMIG_RDMA_VM_TIMEOUT  seconds the VM may run (default 1500)
 #   VFMIG_RDMA_VM_SMP, VFMIG_RDMA_VM_MEM   guest CPUs (default 2) and memory (default 2G)
 #   VFMIG_RDMA_VM_ONLY   a guest.sh test-name pattern (grep -E) to run only some checks
@@ -131,16 +131,19 @@ RUN="$CACHE/run"
 rm -rf "$RUN"
 mkdir -p "$RUN/o/opt/vfmig" "$RUN/o/usr/lib/x86_64-linux-gnu" "$RUN/o/lib64"
 for b in "${BINS[@]}"; do cp "$BUILD/$b" "$RUN/o/opt/vfmig/"; done
-if [ -n "${VFMIG_RDMA_VM_ASAN_BUILD:-}" ]; then
-    for t in test_link_rdma test_link_rdma_core; do
-        [ -x "$VFMIG_RDMA_VM_ASAN_BUILD/tests/$t" ] && cp "$VFMIG_RDMA_VM_ASAN_BUILD/tests/$t" "$RUN/o/opt/vfmig/${t}_asan"
-    done
+for t in test_link_rdma test_link_rdma_core; do
+    if [ -n "${VFMIG_RDMA_VM_ASAN_BUILD:-}" ] && [ -x "$VFMIG_RDMA_VM_ASAN_BUILD/tests/$t" ]; then
+        cp "$VFMIG_RDMA_VM_ASAN_BUILD/tests/$t" "$RUN/o/opt/vfmig/${t}_asan"
+    fi
+done
+if [ -n "${VFMIG_RDMA_VM_TSAN_BUILD:-}" ] && [ -x "$VFMIG_RDMA_VM_TSAN_BUILD/tests/test_link_rdma" ]; then
+    cp "$VFMIG_RDMA_VM_TSAN_BUILD/tests/test_link_rdma" "$RUN/o/opt/vfmig/test_link_rdma_tsan"
 fi
-EXES=("$RUN"/o/opt/vfmig/*)
 cp "$HERE/guest.sh" "$RUN/o/init"
 chmod +x "$RUN/o/init"
 printf '%s\n' "${VFMIG_RDMA_VM_ONLY:-}" >"$RUN/o/opt/vfmig/only"
 [ -z "${VFMIG_RDMA_VM_EXTRA:-}" ] || cp -a "$VFMIG_RDMA_VM_EXTRA" "$RUN/o/opt/vfmig/extra"
+mapfile -t EXES < <(find "$RUN/o/opt/vfmig" -type f -perm -u+x ! -name '*.sh')
 R="$BASE/root"
 libs() {
     LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu" ldd "$@" 2>/dev/null | awk '/=> \//{print $3} /^\t\/lib64/{print $1}'
