@@ -40,7 +40,7 @@ skip() {
 }
 
 for tool in qemu-system-x86_64 apt-get apt-cache dpkg-deb cpio modinfo timeout ldd; do
-    command -v "$tool" >/dev/null 2>&1 || skip "'$tool' is not installed (setup.sh deps installs qemu-system-x86 and cpio)"
+    command -v "$tool" >/dev/null 2>&1 || skip "'$tool' is not installed (setup.sh deps installs qemu-system-x86, cpio and kmod)"
 done
 
 # Packages the guest is made of; the kernel is whatever linux-image-amd64 points at today.
