@@ -623,6 +623,8 @@ static int next_event(struct rdma_event_channel *ec, uint64_t deadline, struct r
     for (;;) {
         if (rdma_get_cm_event(ec, ev) == 0)
             return VFMIG_OK;
+        if (errno == EINTR)
+            continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return VFMIG_EIO;
         int w = vfmig_link_wait(NULL, ec->fd, POLLIN, -1, vfmig_ms_left(deadline));
@@ -948,6 +950,10 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
         }
         enum rdma_cm_event_type t = ev->event;
         rdma_ack_cm_event(ev);
+        if (id == L->lid && t == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+            vfmig_seterr(err, errlen, "RDMA accept: the RDMA device was removed");
+            return VFMIG_EIO;
+        }
         for (unsigned i = 0; i < L->ng; i++) {
             if (id->context != L->g[i].l)
                 continue;
