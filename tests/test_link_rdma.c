@@ -226,7 +226,8 @@ int main(void)
         ASSERT_EQ(vfmig_connect("rdma://127.0.0.1:4791?qps=2", 1000, &l, err, sizeof(err)), VFMIG_ENODEV);
         ASSERT_EQ(strcmp(err, "no RDMA device found (ibv_get_device_list returned none)"), 0);
         ASSERT_TRUE(l == NULL);
-        printf("SKIP: %s - RDMA link tests need a device (soft-RoCE: rdma link add rxe0 type rxe netdev lo)\n", err);
+        printf("SKIP: %s - RDMA link tests need a device (soft-RoCE: rdma link add rxe0 type rxe "
+               "netdev IFACE; tests/rdma-vm/run.sh runs them in a VM)\n", err);
         return T_SKIP;
     }
     if (r)
