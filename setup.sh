@@ -15,8 +15,9 @@ cd "$(dirname "$0")"
 
 PACKAGES=(build-essential cmake pkg-config liblz4-dev libzstd-dev libxxhash-dev libhwloc-dev
           libibverbs-dev librdmacm-dev libssl-dev)
-# Only for `test`: the JSON Schema check of the CLI's --json output (tests/test_cli_pkg.sh).
-TEST_PACKAGES=(python3-jsonschema)
+# Only for `test`: the JSON Schema check of the CLI's --json output (tests/test_cli_pkg.sh), and
+# the soft-RoCE VM of tests/rdma-vm/run.sh (qemu, cpio, kmod).
+TEST_PACKAGES=(python3-jsonschema qemu-system-x86 cpio kmod)
 # Only for `bench`: the plot of bench_blackout.
 BENCH_PACKAGES=(gnuplot-nox)
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -116,6 +117,24 @@ test)
     build build-tsan -DVFMIG_SANITIZE=thread -DVFMIG_BUILD_BENCH=OFF
     TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$|example_daemon|test_dirty_sources_(race|migrate)$)" \
         run_ctest build-tsan "ThreadSanitizer build (pipeline, device, link tests)"
+    # RDMA for real: soft-RoCE in a QEMU VM (Debian's kernel and rdma-core; ~3-5 min here). It
+    # skips, saying why, where qemu or the Debian packages cannot be had.
+    echo "== tests: RDMA under soft-RoCE in a VM (tests/rdma-vm/run.sh)"
+    set +e
+    VFMIG_BUILD_DIR="$PWD/build" VFMIG_RDMA_VM_ASAN_BUILD="$PWD/build-asan" \
+        VFMIG_RDMA_VM_TSAN_BUILD="$PWD/build-tsan" bash tests/rdma-vm/run.sh 2>&1 |
+        tee build/rdma-vm.log | grep -a -E '^(RESULT|SKIP|rdma-vm:|[0-9]+ passed|throughput)'
+    vmrc=${PIPESTATUS[0]}
+    set -e
+    if [ "$vmrc" -eq 77 ]; then
+        SKIPPED=$((SKIPPED + 1))
+    else
+        vmpass=$(sed -n 's/^\([0-9]*\) passed, [0-9]* failed$/\1/p' build/rdma-vm.log | tail -n1)
+        vmfail=$(sed -n 's/^[0-9]* passed, \([0-9]*\) failed$/\1/p' build/rdma-vm.log | tail -n1)
+        PASSED=$((PASSED + ${vmpass:-0}))
+        FAILED=$((FAILED + ${vmfail:-1}))
+        [ "$vmrc" -eq 0 ] || [ "${vmfail:-1}" -gt 0 ] || FAILED=$((FAILED + 1))
+    fi
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" -eq 0 ]
     ;;

@@ -70,9 +70,8 @@ static void deliver(end *to, msg m, int *overrun)
     }
 }
 
-static void test_credits_exchange(uint64_t *seed)
+static void test_credits_exchange(uint64_t *seed, uint32_t W, uint32_t C)
 {
-    const uint32_t W = 8, C = 2;
     end a, b;
     vfmig_credits_init(&a.c, W, C);
     vfmig_credits_init(&b.c, W, C);
@@ -82,7 +81,7 @@ static void test_credits_exchange(uint64_t *seed)
     int nab = 0, nba = 0, overrun = 0, sent = 0, consumed = 0;
     const int total = 5000;
     for (int step = 0; step < 200000 && consumed < total; step++) {
-        int r = (int)(t_rand(seed) % 4);
+        int r = (int)(t_rand(seed) % 4), b_offer = 0;
         if (r == 0 && sent < total) {
             int blocked = !a.c.data_avail;
             if (vfmig_credits_take_data(&a.c)) {
@@ -97,16 +96,18 @@ static void test_credits_exchange(uint64_t *seed)
         } else if (r == 2 && nba) {
             deliver(&a, q_ba[0], &overrun);
             memmove(q_ba, q_ba + 1, sizeof(msg) * (size_t)--nba);
-        } else if (r == 3) {
-            if (b.held && t_rand(seed) % 3 == 0) { /* slow consumer */
-                b.held--;
-                b.posted++;
-                consumed++;
-                vfmig_credits_reposted(&b.c, 0);
-            }
-            if (vfmig_credits_want_update(&b.c, 0) && vfmig_credits_take_ctrl(&b.c))
-                q_ba[nba++] = (msg){vfmig_credits_imm(&b.c, 1), 0};
+        } else if (r == 3 && b.held && t_rand(seed) % 3 == 0) {
+            /* The slow reader consumes a chunk. Like rdma_read, it offers credits back only
+             * right after consuming, never idly (the old simulation offered every step and so
+             * could not see a stall that needs an idle offer). */
+            b.held--;
+            b.posted++;
+            consumed++;
+            vfmig_credits_reposted(&b.c, 0);
+            b_offer = 1;
         }
+        if (b_offer && vfmig_credits_want_update(&b.c, 0) && vfmig_credits_take_ctrl(&b.c))
+            q_ba[nba++] = (msg){vfmig_credits_imm(&b.c, 1), 0};
         ASSERT_TRUE(nab < 4000 && nba < 4000);
     }
     ASSERT_EQ(overrun, 0);
@@ -196,7 +197,11 @@ int main(void)
 {
     uint64_t seed = t_seed();
     test_credits_basic();
-    test_credits_exchange(&seed);
+    /* Windows of the real link (16 data, 4 ctrl), a small one and the smallest. */
+    static const uint32_t wc[][2] = {{16, 4}, {8, 2}, {2, 1}, {1, 1}};
+    for (unsigned i = 0; i < sizeof(wc) / sizeof(wc[0]); i++)
+        for (int k = 0; k < 8; k++)
+            test_credits_exchange(&seed, wc[i][0], wc[i][1]);
     test_bufpool();
     test_rxq(&seed);
     printf("test_link_rdma_core: ok\n");

@@ -19,3 +19,7 @@ if(VFMIG_FUZZ)
   target_link_libraries(fuzz_frame PRIVATE ${VFMIG_TRANSPORT_LIBS})
 endif()
 vfmig_add_test(test_aead SOURCES test_aead.c LIBS ${VFMIG_TRANSPORT_LIBS} LABELS transport TIMEOUT 30)
+# RDMA link throughput tool for the soft-RoCE VM run (tests/rdma-vm/run.sh); not a ctest test.
+add_executable(rdma_link_bw rdma-vm/rdma_link_bw.c)
+target_include_directories(rdma_link_bw PRIVATE ${PROJECT_SOURCE_DIR})
+target_link_libraries(rdma_link_bw PRIVATE ${VFMIG_TRANSPORT_LIBS})

@@ -112,12 +112,5 @@ int vfmig_rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out,
 void vfmig_rdma_listener_close(vfmig_rdma_listener *rl);
 int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
                        size_t errlen);
-/**
- * Registers caller memory (e.g. device VRAM exposed for GPUDirect, via a dma-buf fd when
- * dmabuf_fd >= 0) so that sends whose payload lies inside it go to the NIC without a copy.
- * VFMIG_ENOTSUP on a non-RDMA link. The memory must stay valid until the link is closed.
- */
-int vfmig_rdma_register_external(vfmig_link *l, void *addr, size_t len, int dmabuf_fd,
-                                 uint64_t dmabuf_offset);
 
 #endif

@@ -13,13 +13,20 @@
  *
  * Frames are cut into chunks of RCHUNK bytes: small frames are gathered into one chunk (like the
  * TCP stream buffer), large ones span several. Registration happens once per stream at setup;
- * the hot path only copies into registered buffers or, for memory registered with
- * vfmig_rdma_register_external (GPUDirect: device memory), posts it without a copy.
+ * the hot path only copies into registered buffers. (A zero-copy path for registered device
+ * memory existed and was removed: nothing in the engine could hand it device memory, and the
+ * copy costs little next to the wire - see bench/RESULTS.md, "RDMA under soft-RoCE".)
  *
  * Threads: a stream's sender and receiver share its CQ under the stream's lock. Whoever polls
  * the CQ handles every completion and wakes the other through an eventfd, since only one of them
- * can consume a completion-channel event. Waits poll the channel fd, that eventfd and the link's
- * interrupt fd.
+ * can consume a completion-channel event. Waits poll the channel fd, that eventfd, the link's
+ * RDMA CM event channel and the link's interrupt fd.
+ *
+ * Connection events: the link reads its CM event channel for its whole life (whichever waiting
+ * thread sees it readable, under ec_lock), so a peer that disconnects or dies (the kernel sends
+ * the disconnect request for a dead process) and a removed device end waits at once rather than
+ * after a QP retry timeout or the link timeout. A disconnect is reported on a stream only once
+ * its completion queue is drained: what the peer sent before leaving is still read.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -44,17 +51,15 @@
 #define RWINDOW 16u          /* data receive buffers per QP */
 #define RCTRL 4u             /* receive buffers for credit-only messages */
 #define RSEND 16u            /* send staging buffers per QP */
-#define REXT_MAX 32u         /* zero-copy chunks in flight per QP */
 #define RNRECV (RWINDOW + RCTRL)
-#define RSEND_WR (RSEND + REXT_MAX + RCTRL + 4)
+#define RSEND_WR (RSEND + RCTRL + 4)
 #define RCQ_DEPTH (RSEND_WR + RNRECV)
 #define RMAGIC 0x52474d56u   /* "VMGR" */
-#define REXT_REGIONS 8
+#define RCLOSE_DRAIN_MS 2000 /* close waits this long at most for posted sends to complete */
 
-/* wr_id tags: send staging buffer index, receive buffer, credit-only message, zero-copy chunk. */
+/* wr_id tags: send staging buffer index, receive buffer, credit-only message. */
 #define WR_RECV (1ull << 32)
 #define WR_CREDIT (2ull << 32)
-#define WR_EXT (3ull << 32)
 #define WR_TAG(w) ((w) & ~0xffffffffull)
 
 enum { ROLE_SEND = 0, ROLE_RECV = 1 };
@@ -73,25 +78,19 @@ typedef struct rstream {
     int wake[2];              /* eventfds: wake a waiting sender / receiver */
     int64_t open_buf;         /* staging buffer being filled, or -1 */
     size_t open_fill;
-    uint32_t ext_pending;     /* zero-copy chunks posted, not completed */
+    uint32_t sends_out;       /* SENDs posted, not completed (close waits for them) */
     int err;                  /* sticky: after a failed completion the QP is in error state */
     int ready;                /* all resources made (teardown checks it) */
+    _Atomic int cm_event;     /* 0, or the CM event that ended this QP's connection, + 1 */
 } rstream;
 
-typedef struct ext_region {
-    uint8_t *addr;
-    size_t len;
-    struct ibv_mr *mr;
-} ext_region;
-
 typedef struct rdma_link {
-    struct rdma_event_channel *ec;
+    struct rdma_event_channel *ec; /* the link's own (set for its whole life), non-blocking */
+    pthread_mutex_t ec_lock;  /* one reader of ec at a time; taken inside a stream lock, never
+                                 while taking one */
     struct ibv_pd *pd;
     struct ibv_context *verbs;
     rstream *st;              /* nstreams + 1 */
-    pthread_mutex_t ext_lock;
-    ext_region ext[REXT_REGIONS];
-    unsigned next;
 } rdma_link;
 
 /* Connection request / reply private data, little-endian: fits the 56 bytes RC allows. */
@@ -157,6 +156,7 @@ static int post_send(vfmig_link *l, unsigned s, rstream *st, struct ibv_sge *sge
     int e = ibv_post_send(st->id->qp, &wr, &bad);
     if (e)
         return st->err = vfmig_link_fail(l, s, VFMIG_EIO, "ibv_post_send: %s", strerror(e));
+    st->sends_out++;
     return VFMIG_OK;
 }
 
@@ -165,8 +165,43 @@ static void release_recv(void *arg, uint32_t k)
     rstream *st = arg;
     if (post_recv(st, k) == 0)
         vfmig_credits_reposted(&st->cr, 0);
-    else
-        st->err = VFMIG_EIO; /* reported by the next call on the stream */
+    else if (!st->err)
+        st->err = VFMIG_EIO; /* the QP is in error (the peer left): the next call reports it */
+}
+
+static const char *cm_event_what(int ev)
+{
+    return ev == RDMA_CM_EVENT_DEVICE_REMOVAL ? "the RDMA device was removed"
+                                              : "the peer disconnected";
+}
+
+/* Reads every pending event of the link's CM channel and marks the QPs they end: a
+ * disconnect (peer closed or died) ends its QP, a device removal all of them. Wakes the
+ * waiters of the marked QPs. Any thread; takes ec_lock only. */
+static void cm_poll(rdma_link *rl, unsigned nstreams)
+{
+    if (!rl->ec || pthread_mutex_trylock(&rl->ec_lock))
+        return; /* someone else is reading it */
+    struct rdma_cm_event *ev;
+    while (rdma_get_cm_event(rl->ec, &ev) == 0) {
+        int t = ev->event;
+        struct rdma_cm_id *id = ev->id;
+        rdma_ack_cm_event(ev);
+        if (t != RDMA_CM_EVENT_DISCONNECTED && t != RDMA_CM_EVENT_DEVICE_REMOVAL)
+            continue; /* TIMEWAIT_EXIT and the like: nothing ends */
+        for (unsigned k = 0; k <= nstreams; k++) {
+            rstream *st = &rl->st[k];
+            if (t == RDMA_CM_EVENT_DISCONNECTED && st->id != id)
+                continue;
+            int none = 0;
+            atomic_compare_exchange_strong(&st->cm_event, &none, t + 1);
+            uint64_t one = 1;
+            ssize_t w = write(st->wake[ROLE_SEND], &one, 8);
+            w = write(st->wake[ROLE_RECV], &one, 8);
+            (void)w;
+        }
+    }
+    pthread_mutex_unlock(&rl->ec_lock);
 }
 
 /* Handles every completion there is. Returns how many, or a negative status. Lock held. */
@@ -178,6 +213,8 @@ static int progress(vfmig_link *l, unsigned s, rstream *st)
         for (int i = 0; i < n; i++) {
             uint64_t tag = WR_TAG(wc[i].wr_id);
             if (wc[i].status != IBV_WC_SUCCESS) {
+                if (tag != WR_RECV)
+                    st->sends_out--;
                 if (!st->err)
                     st->err = vfmig_link_fail(l, s, wc_status(wc[i].status), "%s completion failed: %s",
                                               tag == WR_RECV ? "receive" : "send",
@@ -196,16 +233,20 @@ static int progress(vfmig_link *l, unsigned s, rstream *st)
                 } else if (vfmig_rxq_push(&st->rxq, k, wc[i].byte_len)) {
                     st->err = vfmig_link_fail(l, s, VFMIG_EPROTO, "receive queue overrun");
                 }
-            } else if (tag == WR_EXT) {
-                st->ext_pending--;
-            } else if (tag == 0) {
-                vfmig_bufpool_put(&st->sendpool, (uint32_t)wc[i].wr_id);
+            } else {
+                st->sends_out--;
+                if (tag == 0)
+                    vfmig_bufpool_put(&st->sendpool, (uint32_t)wc[i].wr_id);
             }
         }
         total += n;
     }
     if (n < 0 && !st->err)
         st->err = vfmig_link_fail(l, s, VFMIG_EIO, "ibv_poll_cq failed");
+    int cm = atomic_load(&st->cm_event);
+    if (cm && !total && !st->err) /* only once what arrived before it is drained */
+        st->err = vfmig_link_fail(l, s, cm - 1 == RDMA_CM_EVENT_DEVICE_REMOVAL ? VFMIG_EIO : VFMIG_ECLOSED,
+                                  "%s (%s)", cm_event_what(cm - 1), rdma_event_str(cm - 1));
     if (total) {
         uint64_t one = 1;
         ssize_t w = write(st->wake[ROLE_SEND], &one, 8);
@@ -232,20 +273,37 @@ static int rwait(vfmig_link *l, unsigned s, rstream *st, int role, int timeout_m
     int p = progress(l, s, st); /* completions that raced with arming the notification */
     if (p != 0)
         return p < 0 ? p : VFMIG_OK;
+    rdma_link *rl = l->impl;
+    struct pollfd pf[4] = {{.fd = st->ch->fd, .events = POLLIN},
+                           {.fd = st->wake[role], .events = POLLIN},
+                           {.fd = rl->ec ? rl->ec->fd : -1, .events = POLLIN},
+                           {.fd = l->intr_fd, .events = POLLIN}};
     pthread_mutex_unlock(&st->lock);
-    int w = vfmig_link_wait(l, st->ch->fd, POLLIN, st->wake[role], timeout_ms);
+    int w;
+    do
+        w = poll(pf, 4, timeout_ms);
+    while (w < 0 && errno == EINTR); /* callers re-arm with the time left */
     pthread_mutex_lock(&st->lock);
-    if (w == 1) {
+    if (w < 0)
+        return VFMIG_EIO;
+    if (w == 0)
+        return VFMIG_ETIMEDOUT;
+    if (pf[3].revents)
+        return VFMIG_ECANCELED;
+    if (pf[0].revents) {
         struct ibv_cq *cq;
         void *ctx;
         if (ibv_get_cq_event(st->ch, &cq, &ctx) == 0) /* non-blocking fd: the other may have it */
             ibv_ack_cq_events(cq, 1);
-    } else if (w == 2) {
+    }
+    if (pf[1].revents) {
         uint64_t v;
         ssize_t r = read(st->wake[role], &v, 8);
         (void)r;
     }
-    return w < 0 ? w : VFMIG_OK;
+    if (pf[2].revents)
+        cm_poll(rl, l->nstreams);
+    return VFMIG_OK;
 }
 
 static int wait_fail(vfmig_link *l, unsigned s, int r, const char *what)
@@ -303,18 +361,6 @@ static int append(vfmig_link *l, unsigned s, rstream *st, const uint8_t *p, size
     return VFMIG_OK;
 }
 
-static const ext_region *find_ext(rdma_link *rl, const void *p, size_t len)
-{
-    const ext_region *found = NULL;
-    pthread_mutex_lock(&rl->ext_lock);
-    for (unsigned i = 0; i < rl->next; i++)
-        if ((const uint8_t *)p >= rl->ext[i].addr && len <= rl->ext[i].len &&
-            (size_t)((const uint8_t *)p - rl->ext[i].addr) <= rl->ext[i].len - len)
-            found = &rl->ext[i];
-    pthread_mutex_unlock(&rl->ext_lock);
-    return found;
-}
-
 static int rdma_send_frame(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
                            const void *payload, size_t len)
 {
@@ -324,37 +370,10 @@ static int rdma_send_frame(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FR
     int r = st->err ? st->err : progress(l, s, st);
     if (r > 0)
         r = VFMIG_OK;
-    const ext_region *x = r || len < RCHUNK ? NULL : find_ext(rl, payload, len);
     if (!r)
         r = append(l, s, st, hdr, VFMIG_FRAME_HDR_BYTES);
-    if (!r && !x) {
+    if (!r)
         r = append(l, s, st, payload, len);
-    } else if (!r) {
-        /* Zero-copy: the header goes in its own chunk, then the payload straight from the
-         * registered region, in chunks the receiver's buffers can hold. */
-        if (st->open_buf >= 0)
-            r = post_open(l, s, st);
-        const uint8_t *p = payload;
-        for (size_t off = 0; !r && off < len;) {
-            if (st->ext_pending >= REXT_MAX || !vfmig_credits_take_data(&st->cr)) {
-                r = maybe_credit_update(l, s, st, 1);
-                if (!r)
-                    r = rwait(l, s, st, ROLE_SEND, atomic_load(&l->timeout_ms));
-                r = r ? wait_fail(l, s, r, "zero-copy send stalled") : VFMIG_OK;
-                continue;
-            }
-            uint32_t c = len - off > RCHUNK ? RCHUNK : (uint32_t)(len - off);
-            struct ibv_sge sge = {.addr = (uintptr_t)(p + off), .length = c, .lkey = x->mr->lkey};
-            r = post_send(l, s, st, &sge, 1, WR_EXT, 0);
-            st->ext_pending++;
-            off += c;
-        }
-        /* The caller may reuse its memory once send returns: wait until the NIC has read it. */
-        while (!r && st->ext_pending) {
-            r = rwait(l, s, st, ROLE_SEND, atomic_load(&l->timeout_ms));
-            r = r ? wait_fail(l, s, r, "zero-copy completion") : VFMIG_OK;
-        }
-    }
     pthread_mutex_unlock(&st->lock);
     return r;
 }
@@ -512,24 +531,38 @@ err:
     return st_code;
 }
 
+/* Waits (bounded) until the NIC has sent everything posted on a healthy stream: a disconnect
+ * flushes unsent work, so without this the last frames before close could be lost - unlike
+ * TCP, whose close delivers what was written. */
+static void drain_sends(vfmig_link *l, unsigned s, rstream *st, uint64_t deadline)
+{
+    pthread_mutex_lock(&st->lock);
+    while (!st->err && st->sends_out) {
+        int ms = vfmig_ms_left(deadline);
+        if (ms == 0 || rwait(l, s, st, ROLE_SEND, ms))
+            break;
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
 static void rdma_close(vfmig_link *l)
 {
     rdma_link *rl = l->impl;
     if (rl) {
+        uint64_t deadline = vfmig_deadline(RCLOSE_DRAIN_MS);
+        for (unsigned i = 0; i <= l->nstreams; i++)
+            if (rl->st[i].ready)
+                drain_sends(l, i, &rl->st[i], deadline);
         for (unsigned i = 0; i <= l->nstreams; i++)
             if (rl->st[i].id)
                 rdma_disconnect(rl->st[i].id);
-        pthread_mutex_lock(&rl->ext_lock);
-        for (unsigned i = rl->next; i-- > 0;)
-            ibv_dereg_mr(rl->ext[i].mr);
-        pthread_mutex_unlock(&rl->ext_lock);
-        pthread_mutex_destroy(&rl->ext_lock);
         for (unsigned i = l->nstreams + 1; i-- > 0;)
             stream_teardown(&rl->st[i]);
         if (rl->pd)
             ibv_dealloc_pd(rl->pd);
         if (rl->ec)
             rdma_destroy_event_channel(rl->ec);
+        pthread_mutex_destroy(&rl->ec_lock);
         free(rl->st);
         free(rl);
     }
@@ -558,7 +591,9 @@ static int rdma_link_new(unsigned n, vfmig_link **out)
         vfmig_link_free(l);
         return VFMIG_ENOMEM;
     }
-    pthread_mutex_init(&rl->ext_lock, NULL);
+    pthread_mutex_init(&rl->ec_lock, NULL);
+    for (unsigned i = 0; i <= n; i++)
+        atomic_init(&rl->st[i].cm_event, 0);
     l->ops = &rdma_ops;
     l->impl = rl;
     *out = l;
@@ -582,39 +617,14 @@ static int link_pd(rdma_link *rl, struct rdma_cm_id *id, char *err, size_t errle
     return VFMIG_OK;
 }
 
-int vfmig_rdma_register_external(vfmig_link *l, void *addr, size_t len, int dmabuf_fd,
-                                 uint64_t dmabuf_offset)
-{
-    if (!l || l->ops != &rdma_ops)
-        return VFMIG_ENOTSUP;
-    if (!addr || !len)
-        return VFMIG_EINVAL;
-    rdma_link *rl = l->impl;
-    pthread_mutex_lock(&rl->ext_lock);
-    int r = VFMIG_OK;
-    if (rl->next == REXT_REGIONS) {
-        r = vfmig_link_fail(l, 0, VFMIG_ENOMEM, "more than %d external regions", REXT_REGIONS);
-    } else {
-        /* Only the NIC reads these regions (they are sent, never received into). */
-        struct ibv_mr *mr = dmabuf_fd >= 0
-            ? ibv_reg_dmabuf_mr(rl->pd, dmabuf_offset, len, (uint64_t)(uintptr_t)addr, dmabuf_fd, 0)
-            : ibv_reg_mr(rl->pd, addr, len, 0);
-        if (!mr)
-            r = vfmig_link_fail(l, 0, errno == EOPNOTSUPP ? VFMIG_ENOTSUP : VFMIG_EIO,
-                                "registering %zu external bytes: %s", len, strerror(errno));
-        else
-            rl->ext[rl->next++] = (ext_region){addr, len, mr};
-    }
-    pthread_mutex_unlock(&rl->ext_lock);
-    return r;
-}
-
 /* Waits for the next CM event on ec within deadline. */
 static int next_event(struct rdma_event_channel *ec, uint64_t deadline, struct rdma_cm_event **ev)
 {
     for (;;) {
         if (rdma_get_cm_event(ec, ev) == 0)
             return VFMIG_OK;
+        if (errno == EINTR)
+            continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return VFMIG_EIO;
         int w = vfmig_link_wait(NULL, ec->fd, POLLIN, -1, vfmig_ms_left(deadline));
@@ -724,14 +734,19 @@ fail:
 
 /* ---------------- listener ---------------- */
 
+/* Limits against hostile or broken peers, as the TCP listener has them: a connection request
+ * costs a QP and ~4.5 MiB of registered memory at once, so links still being assembled are few
+ * and their QPs capped (a whole 64-QP link fits); a group not complete within the link timeout
+ * goes. Whatever one connection does, accept refuses or drops it and goes on listening. */
+#define RGROUPS 8
+#define RPENDING_QPS (2 * (VFMIG_MAX_STREAMS + 1))
+
 typedef struct rgroup {
     uint64_t cookie;
-    unsigned n, established;
+    unsigned n, established, setup;
     uint64_t since_ns;
     vfmig_link *l;
 } rgroup;
-
-#define RGROUPS 64
 
 struct vfmig_rdma_listener {
     struct rdma_event_channel *ec;
@@ -810,6 +825,14 @@ static void drop_rgroup(vfmig_rdma_listener *L, unsigned i)
     L->g[i] = L->g[--L->ng];
 }
 
+static unsigned pending_qps(const vfmig_rdma_listener *L)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < L->ng; i++)
+        n += L->g[i].setup;
+    return n;
+}
+
 /* A connection request: validate, find or start its group, set the stream up, accept.
  * *destroy: the request was rejected and its id is to be destroyed once the event is acked. */
 static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *destroy, char *err,
@@ -831,10 +854,18 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
                      n, L->max_streams);
         return VFMIG_EINVAL;
     }
+    if (index > n) {
+        reject(id, cookie, VFMIG_EPROTO);
+        return VFMIG_OK;
+    }
     rgroup *g = NULL;
     for (unsigned i = 0; i < L->ng; i++)
         if (L->g[i].cookie == cookie)
             g = &L->g[i];
+    if (pending_qps(L) >= RPENDING_QPS) {
+        reject(id, cookie, VFMIG_ENOMEM); /* busy: too many half-made links */
+        return VFMIG_OK;
+    }
     if (!g) {
         if (L->ng == RGROUPS || rdma_link_new(n, &L->g[L->ng].l)) {
             reject(id, cookie, VFMIG_ENOMEM);
@@ -844,6 +875,7 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
         g->cookie = cookie;
         g->n = n;
         g->established = 0;
+        g->setup = 0;
         g->since_ns = vfmig_now_ns();
     }
     rdma_link *rl = g->l->impl;
@@ -855,6 +887,7 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
     }
     id->context = g->l;
     *destroy = 0; /* the stream owns the id now */
+    g->setup++;
     uint8_t priv[PRIV_BYTES];
     priv_pack(priv, cookie, index, n, 0);
     struct rdma_conn_param cp = {.private_data = priv, .private_data_len = PRIV_BYTES,
@@ -876,10 +909,18 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
             if (L->g[i].established == L->g[i].n + 1) {
                 vfmig_link *l = L->g[i].l;
                 rdma_link *rl = l->impl;
-                /* The link gets its own event channel, so the listener can go away first. */
-                rl->ec = rdma_create_event_channel();
-                for (unsigned k = 0; rl->ec && k <= l->nstreams; k++)
-                    rdma_migrate_id(rl->st[k].id, rl->ec);
+                /* The link gets its own event channel, read for the link's life (disconnects),
+                 * so the listener can go away first. Failing that, this link is dropped and
+                 * listening goes on: the peer sees a disconnect. */
+                int ok = (rl->ec = rdma_create_event_channel()) != NULL &&
+                         fcntl(rl->ec->fd, F_SETFL, fcntl(rl->ec->fd, F_GETFL) | O_NONBLOCK) == 0;
+                for (unsigned k = 0; ok && k <= l->nstreams; k++)
+                    ok = rdma_migrate_id(rl->st[k].id, rl->ec) == 0;
+                if (!ok) {
+                    drop_rgroup(L, i);
+                    i--;
+                    continue;
+                }
                 L->g[i] = L->g[--L->ng];
                 *out = l;
                 return VFMIG_OK;
@@ -909,6 +950,10 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
         }
         enum rdma_cm_event_type t = ev->event;
         rdma_ack_cm_event(ev);
+        if (id == L->lid && t == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+            vfmig_seterr(err, errlen, "RDMA accept: the RDMA device was removed");
+            return VFMIG_EIO;
+        }
         for (unsigned i = 0; i < L->ng; i++) {
             if (id->context != L->g[i].l)
                 continue;

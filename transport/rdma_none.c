@@ -53,14 +53,3 @@ int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **ou
     vfmig_seterr(err, errlen, NOT_BUILT);
     return VFMIG_ENOTSUP;
 }
-
-int vfmig_rdma_register_external(vfmig_link *l, void *addr, size_t len, int dmabuf_fd,
-                                 uint64_t dmabuf_offset)
-{
-    (void)l;
-    (void)addr;
-    (void)len;
-    (void)dmabuf_fd;
-    (void)dmabuf_offset;
-    return VFMIG_ENOTSUP; /* as rdma.c answers for a link that is not RDMA */
-}
