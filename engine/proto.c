@@ -26,6 +26,8 @@ size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf)
     if (h->flags & VFMIG_HELLO_FLAG_AUTH) {
         memcpy(buf + off, h->nonce, sizeof(h->nonce));
         off += sizeof(h->nonce);
+        memcpy(buf + off, h->key_id, sizeof(h->key_id));
+        off += sizeof(h->key_id);
     }
     return off;
 }
@@ -60,7 +62,7 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
         snprintf(err, errlen, "handshake: bad option flags 0x%" PRIx32, h->flags);
         return VFMIG_EPROTO;
     }
-    size_t nonce_len = h->flags & VFMIG_HELLO_FLAG_AUTH ? sizeof(h->nonce) : 0;
+    size_t nonce_len = h->flags & VFMIG_HELLO_FLAG_AUTH ? sizeof(h->nonce) + sizeof(h->key_id) : 0;
     if (h->nranges == 0 || h->nranges > VFMIG_MAX_RANGES ||
         len != VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges + nonce_len) {
         snprintf(err, errlen, "handshake: bad range count %" PRIu32 " for a %zu-byte HELLO", h->nranges, len);
@@ -81,8 +83,10 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
         }
         pages += h->range_size[i] / h->page_size;
     }
-    if (nonce_len)
-        memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges, nonce_len);
+    if (nonce_len) {
+        memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges, sizeof(h->nonce));
+        memcpy(h->key_id, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges + sizeof(h->nonce), sizeof(h->key_id));
+    }
     if (pages != h->npages) {
         snprintf(err, errlen, "handshake: page count %" PRIu64 " does not match ranges (%" PRIu64 ")",
                  h->npages, pages);
@@ -153,6 +157,9 @@ int vfmig_send_status(vfmig_link *l, unsigned stream, int type, int status, cons
 {
     size_t n = msg ? strnlen(msg, 1024) : 0;
     vfmig_frame f = {.type = (uint8_t)type, .len = (uint32_t)n, .aux = (uint64_t)(int64_t)status};
+    /* An ABORT also goes out after a cancel interrupted the link, so the peer hears why. */
+    if (type == VFMIG_F_ABORT)
+        return vfmig_link_send_last(l, stream, &f, msg);
     int rc = vfmig_link_send(l, stream, &f, msg);
     return rc ? rc : vfmig_link_flush(l, stream);
 }

@@ -35,10 +35,11 @@ typedef struct vfmig_hello {
     uint64_t immutable_bytes;
     uint64_t range_size[VFMIG_MAX_RANGES];
     uint8_t nonce[32];        /* with VFMIG_HELLO_FLAG_AUTH (engine/auth.h) */
+    uint8_t key_id[8];        /* with VFMIG_HELLO_FLAG_AUTH: which key the source holds */
 } vfmig_hello;
 
 #define VFMIG_HELLO_FIXED_BYTES 48u
-#define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES + 32u)
+#define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES + 40u)
 /* Largest state blob accepted from a peer (a forged size must not make us allocate anything). */
 #define VFMIG_MAX_STATE_BYTES (256ull << 20)
 

@@ -203,6 +203,7 @@ void vfmig_session_destroy(vfmig_session *s)
     if (!s)
         return;
     explicit_bzero(s->psk, sizeof(s->psk));
+    explicit_bzero(s->psk2, sizeof(s->psk2));
     pthread_mutex_destroy(&s->lock);
     free(s->rounds);
     free(s->page_hash);
@@ -246,7 +247,7 @@ int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
 
 int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
 {
-    if (!s || (len && !key) || len > sizeof(s->psk) || (len && len < 16))
+    if (!s || (len && !key) || len > sizeof(s->psk) || (len && len < 32))
         return VFMIG_EINVAL;
     if (atomic_load(&s->ran))
         return VFMIG_ESTATE;
@@ -254,6 +255,19 @@ int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
     if (len)
         memcpy(s->psk, key, len);
     s->psk_len = len;
+    return VFMIG_OK;
+}
+
+int vfmig_session_set_psk2(vfmig_session *s, const void *key, size_t len)
+{
+    if (!s || (len && !key) || len > sizeof(s->psk2) || (len && len < 32))
+        return VFMIG_EINVAL;
+    if (atomic_load(&s->ran))
+        return VFMIG_ESTATE;
+    explicit_bzero(s->psk2, sizeof(s->psk2));
+    if (len)
+        memcpy(s->psk2, key, len);
+    s->psk2_len = len;
     return VFMIG_OK;
 }
 
@@ -267,8 +281,16 @@ void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user)
 
 void vfmig_session_cancel(vfmig_session *s)
 {
-    if (s)
-        atomic_store(&s->cancel_requested, 1);
+    if (!s)
+        return;
+    atomic_store(&s->cancel_requested, 1);
+    /* Wake every blocked send and receive at once rather than at the link timeout; the lock keeps
+     * run() from handing the link back (to be closed) while it is being interrupted. */
+    pthread_mutex_lock(&s->lock);
+    vfmig_link *l = atomic_load(&s->link);
+    if (l)
+        vfmig_link_interrupt(l);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Records a failure; `replace` overrides one already recorded. */
@@ -444,11 +466,15 @@ int vfmig_session_run(vfmig_session *s, vfmig_link *link)
         return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %llu page hashes",
                           (unsigned long long)s->npages);
     s->t_start_ns = vfmig_now_ns();
-    atomic_store(&s->link, link);
-    vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
-    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig_source_run(s, link) : vfmig_target_run(s, link);
-    atomic_store(&s->link, NULL);
     pthread_mutex_lock(&s->lock);
+    atomic_store(&s->link, link);
+    pthread_mutex_unlock(&s->lock);
+    vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
+    if (atomic_load(&s->cancel_requested))
+        vfmig_link_interrupt(link); /* canceled before run: nothing blocks */
+    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig_source_run(s, link) : vfmig_target_run(s, link);
+    pthread_mutex_lock(&s->lock);
+    atomic_store(&s->link, NULL);
     s->stats.total_ns = vfmig_now_ns() - s->t_start_ns;
     s->stats.status = rc;
     if (rc && !s->failed) {

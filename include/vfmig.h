@@ -421,13 +421,19 @@ VFMIG_API int vfmig_session_set_pinning(vfmig_session *s, const char *spec);
 /** Event callback; `user` is passed back untouched. */
 VFMIG_API void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user);
 /**
- * Pre-shared key (16..256 bytes) for mutual authentication in the handshake (HMAC-SHA256
- * challenge-response with fresh nonces on both sides). A source with a key refuses a target
- * that cannot prove it holds the same key before anything of the VF is sent; a target with a key
- * refuses a source without it before anything is written. len 0 removes the key. The key is
- * copied (and wiped when the session is destroyed). VFMIG_EINVAL for a key under 16 bytes.
+ * Pre-shared key (32..256 bytes: random, e.g. from `vfmig keygen`) for mutual authentication in
+ * the handshake (HMAC-SHA256 challenge-response with fresh nonces on both sides, session keys by
+ * HKDF over both nonces and the transcript). A source with a key refuses a target that cannot
+ * prove it holds the same key before anything of the VF is sent; a target with a key refuses a
+ * source without it before anything is written or told. With a key every frame after the
+ * handshake is keyed: AES-256-GCM with VFMIG_P_ENCRYPT, else a GMAC tag (the COMMIT digest
+ * included). len 0 removes the key. The key is copied (and wiped when the session is destroyed).
+ * VFMIG_EINVAL for a key under 32 bytes.
  */
 VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len);
+/** Target: a second key it also accepts, during a key rotation (the source's HELLO names which
+ *  one it holds). Same rules as vfmig_session_set_psk. */
+VFMIG_API int vfmig_session_set_psk2(vfmig_session *s, const void *key, size_t len);
 
 /**
  * Runs the whole migration on a connected link (the session does not take ownership of the
@@ -437,7 +443,9 @@ VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t le
  * Can run once per session.
  */
 VFMIG_API int vfmig_session_run(vfmig_session *s, vfmig_link *link);
-/** Cancels a running session at any phase, with the same rollback as a failure. Any thread. */
+/** Cancels a running session at any phase, with the same rollback as a failure: blocked sends
+ *  and receives are interrupted at once (not at the timeout), so run returns promptly. Any
+ *  thread, also before run (which then fails at once). */
 VFMIG_API void vfmig_session_cancel(vfmig_session *s);
 /** Statistics so far (complete after run returns). Any thread. */
 VFMIG_API void vfmig_session_get_stats(const vfmig_session *s, vfmig_stats *out);

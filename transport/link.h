@@ -36,6 +36,9 @@ int vfmig_endpoint_parse(const char *s, vfmig_endpoint *ep, char *err, size_t er
  * Returns VFMIG_OK, VFMIG_ECLOSED, VFMIG_EIO, VFMIG_ETIMEDOUT or VFMIG_ECANCELED.
  */
 int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload);
+/** Sends and flushes a frame even after vfmig_link_interrupt, never blocking (what the socket
+ *  does not take at once is lost): a canceled session's last word, its ABORT. Same returns. */
+int vfmig_link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload);
 /** Pushes out whatever the stream buffers. */
 int vfmig_link_flush(vfmig_link *l, unsigned stream);
 /**
@@ -72,7 +75,13 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len);
  * Returns VFMIG_OK, VFMIG_EINVAL (already on, bad arguments), VFMIG_ENOMEM or VFMIG_EIO.
  */
 int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
-/** Whether vfmig_link_enable_aead succeeded on this link. */
+/**
+ * As vfmig_link_enable_aead, for integrity without encryption: every frame then carries a
+ * 16-byte GMAC tag under the keys (len + 16 on the wire), header included, with the same
+ * ordering and replay rules; payloads travel in clear. Same conditions and returns.
+ */
+int vfmig_link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
+/** Whether vfmig_link_enable_aead or vfmig_link_enable_mac succeeded on this link. */
 bool vfmig_link_aead_enabled(const vfmig_link *l);
 /** Human-readable description of the last error on a stream ("" if none). */
 const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream);

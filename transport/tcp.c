@@ -258,6 +258,20 @@ static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR
     return write_all(l, s, iov, n, MSG_MORE);
 }
 
+/* A keyed frame's tag after its payload: into the stream buffer (tcp_send left room or flushed). */
+static int tcp_send_tail(vfmig_link *l, unsigned s, const void *tail, size_t n)
+{
+    tcp_stream *st = stream_of(l, s);
+    if (st->sfill + n > st->scap) {
+        int r = tcp_flush(l, s);
+        if (r)
+            return r;
+    }
+    memcpy(st->sbuf + st->sfill, tail, n);
+    st->sfill += n;
+    return VFMIG_OK;
+}
+
 static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline)
 {
     tcp_stream *st = stream_of(l, s);
@@ -344,6 +358,7 @@ static const vfmig_link_ops tcp_ops = {
     .name = "tcp",
     .send = tcp_send,
     .flush = tcp_flush,
+    .send_tail = tcp_send_tail,
     .read = tcp_read,
     .close = tcp_close,
 };

@@ -65,6 +65,10 @@ void vfmig_frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFM
  */
 int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
                        uint64_t *csum);
+/** The checksum of a frame whose payload is a followed by b (a keyed frame's payload and tag,
+ *  kept apart), equal to the one of the joined payload. */
+uint64_t vfmig_frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
+                           size_t blen);
 /** VFMIG_OK if the checksum in hdr matches hdr and payload, else VFMIG_ECHECKSUM. */
 int vfmig_frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len);
 
