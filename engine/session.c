@@ -284,6 +284,9 @@ void vfmig_session_cancel(vfmig_session *s)
     if (!s)
         return;
     atomic_store(&s->cancel_requested, 1);
+    /* Recorded now, so that the I/O it interrupts is not taken for the cause; not after a run. */
+    if (!atomic_load(&s->ran) || atomic_load(&s->link))
+        vfmig_fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
     /* Wake every blocked send and receive at once rather than at the link timeout; the lock keeps
      * run() from handing the link back (to be closed) while it is being interrupted. */
     pthread_mutex_lock(&s->lock);

@@ -142,7 +142,7 @@ static void header_prefix(const vfmig_frame *f, uint8_t out[VFMIG_FRAME_HDR_BYTE
 }
 
 /* vfmig_link_send on a MAC-keyed link: payload in clear, then its tag. */
-static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload, bool last)
 {
     if (f->len > vfmig_aead_cap(l->aead))
         return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %zu-byte limit of keyed links",
@@ -169,7 +169,7 @@ static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, con
     }
     vfmig_put_u64(hdr + 32, vfmig_frame_csum2(hdr, payload, f->len, tag, sizeof(tag)));
     size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
-    r = vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    r = last ? VFMIG_OK : vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd); /* a last word is tiny */
     if (r)
         return r;
     if (joined)
@@ -193,7 +193,7 @@ static int link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame g = *f;
     if (l->aead && vfmig_aead_mac_only(l->aead))
-        return send_tagged(l, stream, f, payload);
+        return send_tagged(l, stream, f, payload, last);
     if (l->aead) {
         if (f->len > vfmig_aead_cap(l->aead))
             return vfmig_link_fail(l, stream, VFMIG_EINVAL,
@@ -213,7 +213,7 @@ static int link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     }
     vfmig_frame_pack(&g, payload, hdr);
     size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
-    int r = vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    int r = last ? VFMIG_OK : vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
     if (r)
         return r;
     r = l->ops->send(l, stream, hdr, payload, g.len);

@@ -426,6 +426,21 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len)
     return rc;
 }
 
+int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len)
+{
+    int fd = vfmig_tcp_stream_fd(l, 0);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) ||
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV)) {
+        snprintf(name, len, "?");
+        return VFMIG_ENOTSUP;
+    }
+    snprintf(name, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+    return VFMIG_OK;
+}
+
 void vfmig_tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy)
 {
     if (!l || l->ops != &tcp_ops)
