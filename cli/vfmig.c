@@ -271,7 +271,7 @@ static void help(const char *cmd)
            "      --numa-node N        NUMA node of the device: with --pin auto, workers run there\n"
            "      --psk-file PATH      pre-shared key (32..256 bytes, see 'vfmig keygen') both ends must\n"
            "                           hold: mutual authentication before anything of the VF moves, and\n"
-           "                           every frame keyed (GMAC). A target or server takes a second\n"
+           "                           every frame keyed (Poly1305). A target or server takes a second\n"
            "                           --psk-file during a key rotation\n"
            "      --encrypt            with --psk-file: seal every frame (AES-256-GCM)\n"
            "      --insecure           target: listen beyond loopback without a key (warned)\n"

@@ -11,7 +11,7 @@
  *   mac_s         = HMAC-SHA256(k_s, "vfmig source" | T1 | mac_t)
  *   k_s2t | k_t2s = HKDF-SHA256(key, salt = nonce_s | nonce_t, info = "vfmig frames" | T2)
  * After AUTH every frame either way is keyed with the direction keys: AES-256-GCM with
- * encryption, otherwise a GMAC tag per frame (transport/aead.h) - so the COMMIT frame and its
+ * encryption, otherwise a Poly1305 tag per frame (transport/aead.h) - so the COMMIT frame and its
  * image digest cannot be forged or altered either.
  *
  * The source sends nothing of the VF but its HELLO before it has checked mac_t, and the target
@@ -68,7 +68,7 @@ int vfmig_auth_equal(const uint8_t *a, const uint8_t *b);
 /**
  * The target's half of the exchange, on a link whose HELLO (hello_len bytes; nonce_s and key id
  * decoded from it) has just been received: HELLO_ACK with the proof, AUTH checked, then keyed
- * frames switched on (AEAD when `encrypt`, else GMAC) with max_payload as the largest payload
+ * frames switched on (AEAD when `encrypt`, else a Poly1305 tag) with max_payload as the largest payload
  * accepted from then on - only once the source proved the key: a stranger's numbers size
  * nothing. Waits at most timeout_ms for AUTH. On
  * failure it has told the source why (sealed, if the source already switched) and returns

@@ -427,7 +427,7 @@ VFMIG_API void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, v
  * HKDF over both nonces and the transcript). A source with a key refuses a target that cannot
  * prove it holds the same key before anything of the VF is sent; a target with a key refuses a
  * source without it before anything is written or told. With a key every frame after the
- * handshake is keyed: AES-256-GCM with VFMIG_P_ENCRYPT, else a GMAC tag (the COMMIT digest
+ * handshake is keyed: AES-256-GCM with VFMIG_P_ENCRYPT, else a Poly1305 tag (the COMMIT digest
  * included). len 0 removes the key. The key is copied (and wiped when the session is destroyed).
  * VFMIG_EINVAL for a key under 32 bytes.
  */
@@ -481,7 +481,7 @@ typedef struct vfmig_incoming {
     uint64_t immutable_bytes;
     uint32_t streams;
     int authenticated;                     /* the source proved a key */
-    int encrypted;                         /* frames are AES-256-GCM (else GMAC-tagged when keyed) */
+    int encrypted;                         /* frames are AES-256-GCM (else Poly1305-tagged when keyed) */
 } vfmig_incoming;
 
 /* Callbacks, all called on the connection's own thread (several at once for different

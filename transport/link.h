@@ -77,7 +77,7 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len);
 int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
 /**
  * As vfmig_link_enable_aead, for integrity without encryption: every frame then carries a
- * 16-byte GMAC tag under the keys (len + 16 on the wire), header included, with the same
+ * 16-byte Poly1305 tag under the keys (len + 16 on the wire), header included, with the same
  * ordering and replay rules; payloads travel in clear. Same conditions and returns.
  */
 int vfmig_link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
