@@ -1051,6 +1051,21 @@ static void f_go_early(forge *F)
     forge_finish(F, VFMIG_EPROTO, F_PAGES / 4);
 }
 
+/* Waits (bounded by the socket timeout) for the target's acknowledgement of round r: every
+ * stream has finished it. */
+static void wait_round_ack(forge *F, uint32_t r)
+{
+    vfmig_frame f;
+    for (;;) {
+        if (recv_frame(F->fd[0], &f, F->buf, sizeof(F->buf)))
+            T_FAIL("no acknowledgement of round %u from the target", r);
+        if (f.type == VFMIG_F_ROUND_ACK && f.round == r)
+            return;
+        if (f.type != VFMIG_F_ROUND_ACK)
+            T_FAIL("waiting for the acknowledgement of round %u: frame type %u", r, f.type);
+    }
+}
+
 /* A full image; then COMMIT variants. */
 static void commit_case(forge *F, uint64_t pages, uint32_t rounds, bool mutable, uint32_t commit_round,
                         bool good, int st)
@@ -1061,7 +1076,7 @@ static void commit_case(forge *F, uint64_t pages, uint32_t rounds, bool mutable,
     for (uint32_t r = 1; r < rounds; r++)
         send_round_end(F, r, 0);
     if (rounds > 1)
-        sleep_ms(200); /* the data stream's ROUND_ENDs are in before the COMMIT on control */
+        wait_round_ack(F, rounds - 1); /* the data stream's ROUND_ENDs are in before the COMMIT */
     if (mutable)
         send_mutable(F);
     send_commit(F, commit_round, good);
@@ -1092,11 +1107,12 @@ static void f_pages_after_commit(forge *F)
     fill_pattern(0x77);
     send_pages(F, 1, 3, 1, VFMIG_CODEC_RAW, pattern, F_PAGE);
     send_round_end(F, 1, 1);
-    sleep_ms(200); /* the receiver has the frame before GO arrives */
-    vfmig_frame go = {.type = VFMIG_F_GO};
-    send_frame(F->fd[0], go, NULL);
+    /* The refusal is the event: the target aborts on the frame itself, GO or no GO; a GO sent
+     * after it must change nothing. */
     F->verdict_ok = true; /* restore_mutable ran before the bad frame: that alone is fine */
     expect_reply(F, VFMIG_F_ABORT, VFMIG_EPROTO);
+    vfmig_frame go = {.type = VFMIG_F_GO};
+    send_frame(F->fd[0], go, NULL);
     forge_finish(F, VFMIG_EPROTO, F_PAGES / 4);
     if (!vram_all(F, 0, 3 * F_PAGE, 4 * F_PAGE))
         T_FAIL("a page frame sent after the verified COMMIT was written");
