@@ -89,6 +89,10 @@ int vfmig_tcp_listener_port(const vfmig_tcp_listener *tl);
 int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
 void vfmig_tcp_listener_close(vfmig_tcp_listener *tl);
 int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+/** A link over connected stream sockets fds[0..n] (control, then n data streams), taken over
+ *  even on failure and made non-blocking; no stream setup is exchanged. For the embedder's own
+ *  connections and for the link fuzz target (socketpairs). */
+int vfmig_tcp_link_from_fds(int *fds, unsigned n, vfmig_link **out);
 /** Test hook: the socket of a stream (to break it on purpose). -1 if not TCP. */
 int vfmig_tcp_stream_fd(vfmig_link *l, unsigned s);
 /** Tuning knobs (measured in bench_link): payloads of at least copy_threshold bytes go out by

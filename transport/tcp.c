@@ -394,6 +394,15 @@ static int tcp_link_make(int *fds, unsigned n, vfmig_link **out)
     return VFMIG_OK;
 }
 
+int vfmig_tcp_link_from_fds(int *fds, unsigned n, vfmig_link **out)
+{
+    if (!fds || !out || n > VFMIG_MAX_STREAMS)
+        return VFMIG_EINVAL;
+    for (unsigned i = 0; i <= n; i++)
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    return tcp_link_make(fds, n, out);
+}
+
 int vfmig_tcp_stream_fd(vfmig_link *l, unsigned s)
 {
     if (!l || l->ops != &tcp_ops || s > l->nstreams)
