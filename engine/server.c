@@ -285,6 +285,11 @@ static void *conn_main(void *arg)
     vfmig_link_peer_name(c->link, c->in.peer, sizeof(c->in.peer));
     int rc = server_handshake(c, why, sizeof(why));
     if (rc) {
+        /* Tell the source why, as a one-shot target would (a second word after a refusal already
+         * sent is harmless: the source stops at the first; after a deadline the link is
+         * interrupted and this still goes out). */
+        if (rc != VFMIG_EABORTED)
+            vfmig_send_status(c->link, 0, VFMIG_F_ABORT, rc, why);
         refused(c, rc, why);
         goto out;
     }
