@@ -74,7 +74,7 @@ typedef struct tcp_stream {
     uint8_t *sbuf;
     size_t sfill, scap;
     uint8_t *rbuf;
-    size_t rpos, rend, rcap; /* buffers allocated on first use (bufs_ready) */
+    size_t rpos, rend, rcap; /* buffers allocated on first use (sbuf_ready, rbuf_ready) */
     uint32_t zc_sent, zc_done; /* MSG_ZEROCOPY sends issued / completions seen */
     int corked;                /* bytes sent with MSG_MORE may wait in the kernel */
 } tcp_stream;
@@ -91,22 +91,27 @@ static tcp_stream *stream_of(vfmig_link *l, unsigned s)
     return &((tcp_link *)l->impl)->st[s];
 }
 
-/* Allocates a stream's buffers the first time it is used. */
-static int bufs_ready(vfmig_link *l, unsigned s, tcp_stream *st)
+/* A stream's buffers, allocated the first time each is used: the send buffer by the stream's
+ * sending thread, the receive buffer by its receiving thread (the two may run at once). */
+static int sbuf_ready(vfmig_link *l, unsigned s, tcp_stream *st)
 {
     if (st->sbuf)
         return VFMIG_OK;
     size_t cap = s == 0 ? CTL_BUF_BYTES : SBUF_BYTES;
-    st->sbuf = malloc(cap);
-    st->rbuf = malloc(s == 0 ? CTL_BUF_BYTES : RBUF_BYTES);
-    if (!st->sbuf || !st->rbuf) {
-        free(st->sbuf);
-        free(st->rbuf);
-        st->sbuf = st->rbuf = NULL;
+    if (!(st->sbuf = malloc(cap)))
         return vfmig_link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
-    }
     st->scap = cap;
-    st->rcap = s == 0 ? CTL_BUF_BYTES : RBUF_BYTES;
+    return VFMIG_OK;
+}
+
+static int rbuf_ready(vfmig_link *l, unsigned s, tcp_stream *st)
+{
+    if (st->rbuf)
+        return VFMIG_OK;
+    size_t cap = s == 0 ? CTL_BUF_BYTES : RBUF_BYTES;
+    if (!(st->rbuf = malloc(cap)))
+        return vfmig_link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
+    st->rcap = cap;
     return VFMIG_OK;
 }
 
@@ -214,7 +219,7 @@ static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR
 {
     tcp_link *t = l->impl;
     tcp_stream *st = &t->st[s];
-    int br = bufs_ready(l, s, st);
+    int br = sbuf_ready(l, s, st);
     if (br)
         return br;
     if (len < t->copy_threshold && VFMIG_FRAME_HDR_BYTES + len <= st->scap) {
@@ -262,6 +267,9 @@ static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR
 static int tcp_send_tail(vfmig_link *l, unsigned s, const void *tail, size_t n)
 {
     tcp_stream *st = stream_of(l, s);
+    int br = sbuf_ready(l, s, st);
+    if (br)
+        return br;
     if (st->sfill + n > st->scap) {
         int r = tcp_flush(l, s);
         if (r)
@@ -277,7 +285,7 @@ static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms
     tcp_stream *st = stream_of(l, s);
     uint8_t *d = dst;
     size_t got = 0;
-    int br = bufs_ready(l, s, st);
+    int br = rbuf_ready(l, s, st);
     if (br)
         return br;
     while (got < n) {
