@@ -96,9 +96,10 @@ test)
     build build-asan -DVFMIG_SANITIZE=address,undefined -DVFMIG_BUILD_BENCH=OFF
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_ctest build-asan "AddressSanitizer + UndefinedBehaviorSanitizer build"
-    # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload.
+    # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload,
+    # the server's connection threads.
     build build-tsan -DVFMIG_SANITIZE=thread -DVFMIG_BUILD_BENCH=OFF
-    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$)" \
+    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|server_|test_simvf$|test_link_tcp$|test_aead$)" \
         run_ctest build-tsan "ThreadSanitizer build (pipeline, device, link tests)"
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" -eq 0 ]
