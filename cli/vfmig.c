@@ -993,6 +993,7 @@ static int cmd_target(const opts *o, sigwatch *w)
         /* In slices, so that a signal ends the wait. */
         uint64_t t0 = now_ms_cli();
         do {
+            r.error[0] = 0; /* a slice's timeout is not the outcome */
             rc = vfmig_accept(l, 100, &link, r.error, sizeof(r.error));
         } while (rc == VFMIG_ETIMEDOUT && !atomic_load(&w->sig) &&
                  (!o->accept_timeout_ms || now_ms_cli() - t0 < (uint64_t)o->accept_timeout_ms));
@@ -1001,6 +1002,8 @@ static int cmd_target(const opts *o, sigwatch *w)
             snprintf(r.error, sizeof(r.error), "canceled by %s before a source connected", signame(atomic_load(&w->sig)));
         } else if (rc == VFMIG_ETIMEDOUT) {
             snprintf(r.error, sizeof(r.error), "accept: no source within %d ms", o->accept_timeout_ms);
+        } else if (!rc) {
+            r.error[0] = 0;
         }
     }
     vfmig_listener_close(l);

@@ -2,9 +2,9 @@
  * engine/auth.h - mutual authentication with a pre-shared key, in the handshake, and the keys
  * that protect every frame after it.
  *
- *   source -> HELLO (flag AUTH, nonce_s, key id)
+ *   source -> HELLO (flag AUTH, nonce_s, key id; the VF's layout withheld)
  *   target -> HELLO_ACK ok: nonce_t, mac_t
- *   source -> AUTH: mac_s
+ *   source -> AUTH: mac_s, then (keyed) LAYOUT: the whole HELLO with the layout
  * with, over T1 = SHA-256(HELLO | nonce_t) and T2 = SHA-256(HELLO | nonce_t | mac_t):
  *   k_t | k_s     = HKDF-SHA256(key, salt = nonce_s | nonce_t, info = "vfmig auth" | T1)
  *   mac_t         = HMAC-SHA256(k_t, "vfmig target" | T1)
@@ -14,7 +14,7 @@
  * encryption, otherwise a Poly1305 tag per frame (transport/aead.h) - so the COMMIT frame and its
  * image digest cannot be forged or altered either.
  *
- * The source sends nothing of the VF but its HELLO before it has checked mac_t, and the target
+ * The source sends nothing of the VF before it has checked mac_t, and the target
  * takes nothing of the VF (and tells nothing of its own) before it has checked mac_s. Both nonces
  * are fresh per session, so a recorded exchange replayed to either side fails. The key id
  * (HKDF of the key, 8 bytes) lets a target hold two keys during a rotation and pick the one the

@@ -107,6 +107,69 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
     return VFMIG_OK;
 }
 
+int vfmig_hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen)
+{
+    if (len < VFMIG_HELLO_FIXED_BYTES || !(vfmig_get_u32(buf + 8) & VFMIG_HELLO_FLAG_AUTH))
+        return vfmig_hello_decode(buf, len, h, err, errlen);
+    if (vfmig_get_u32(buf + 32) != 0) {
+        int rc = vfmig_hello_decode(buf, len, h, err, errlen); /* version and magic errors first */
+        if (rc)
+            return rc;
+        snprintf(err, errlen, "handshake: an authenticating source announced its layout before the key was proved");
+        return VFMIG_EPROTO;
+    }
+    /* The announcement form: the full decode's checks, but no layout. */
+    memset(h, 0, sizeof(*h));
+    if (vfmig_get_u32(buf) != VFMIG_WIRE_MAGIC) {
+        snprintf(err, errlen, "handshake: not a vfmig peer (bad magic)");
+        return VFMIG_EPROTO;
+    }
+    h->magic = VFMIG_WIRE_MAGIC;
+    h->version = vfmig_get_u32(buf + 4);
+    if (h->version != VFMIG_WIRE_VERSION) {
+        snprintf(err, errlen, "handshake: peer speaks protocol version %" PRIu32 ", this build speaks %u",
+                 h->version, VFMIG_WIRE_VERSION);
+        return VFMIG_EVERSION;
+    }
+    h->flags = vfmig_get_u32(buf + 8);
+    h->nstreams = vfmig_get_u32(buf + 12);
+    h->batch_bytes = vfmig_get_u32(buf + 36);
+    if (h->flags & ~(VFMIG_HELLO_FLAG_AUTH | VFMIG_HELLO_FLAG_ENCRYPT)) {
+        snprintf(err, errlen, "handshake: bad option flags 0x%" PRIx32, h->flags);
+        return VFMIG_EPROTO;
+    }
+    if (len != VFMIG_HELLO_FIXED_BYTES + sizeof(h->nonce) + sizeof(h->key_id) || vfmig_get_u64(buf + 16) ||
+        vfmig_get_u64(buf + 24) || vfmig_get_u64(buf + 40)) {
+        snprintf(err, errlen, "handshake: malformed %zu-byte HELLO", len);
+        return VFMIG_EPROTO;
+    }
+    if (h->batch_bytes < VFMIG_MIN_PAGE_SIZE || h->batch_bytes > (64u << 20)) {
+        snprintf(err, errlen, "handshake: bad batch size %" PRIu32, h->batch_bytes);
+        return VFMIG_EPROTO;
+    }
+    if (h->nstreams == 0 || h->nstreams > VFMIG_MAX_STREAMS) {
+        snprintf(err, errlen, "handshake: bad stream count %" PRIu32, h->nstreams);
+        return VFMIG_EPROTO;
+    }
+    memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES, sizeof(h->nonce));
+    memcpy(h->key_id, buf + VFMIG_HELLO_FIXED_BYTES + sizeof(h->nonce), sizeof(h->key_id));
+    return VFMIG_OK;
+}
+
+int vfmig_hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
+                              char *err, size_t errlen)
+{
+    int rc = vfmig_hello_decode(buf, len, h, err, errlen);
+    if (rc)
+        return rc;
+    if (h->flags != first->flags || h->nstreams != first->nstreams || h->batch_bytes != first->batch_bytes ||
+        memcmp(h->nonce, first->nonce, sizeof(h->nonce)) || memcmp(h->key_id, first->key_id, sizeof(h->key_id))) {
+        snprintf(err, errlen, "handshake: LAYOUT does not repeat the HELLO's options");
+        return VFMIG_EPROTO;
+    }
+    return VFMIG_OK;
+}
+
 void vfmig_format_size(uint64_t bytes, char *buf, size_t len)
 {
     static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};

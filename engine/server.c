@@ -30,6 +30,8 @@
 #define HS_BUF 4096 /* handshake payloads: a HELLO is at most VFMIG_HELLO_MAX_BYTES */
 #define CONN_STACK (512u << 10)
 
+enum { INTR_DEADLINE = 1, INTR_EVICTED = 2, INTR_STOP = 3 };
+
 typedef enum conn_state { C_HANDSHAKE, C_AUTHED, C_SESSION, C_DONE } conn_state;
 
 typedef struct conn {
@@ -38,7 +40,7 @@ typedef struct conn {
     pthread_t thread;
     vfmig_link *link;          /* closed and cleared under srv->lock */
     _Atomic int state;
-    _Atomic int interrupted;   /* handshake deadline or eviction */
+    _Atomic int interrupted;   /* why its link was interrupted: INTR_* */
     uint64_t start_ns;
     vfmig_session *session;    /* under srv->lock, while C_SESSION */
     vfmig_incoming in;
@@ -234,7 +236,7 @@ static int server_handshake(conn *c, char *why, size_t whylen)
         return VFMIG_EPROTO;
     }
     size_t hello_len = f.len;
-    if ((rc = vfmig_hello_decode(c->buf, hello_len, &c->hello, why, whylen))) {
+    if ((rc = vfmig_hello_decode_first(c->buf, hello_len, &c->hello, why, whylen))) {
         vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, rc, why);
         return rc;
     }
@@ -260,6 +262,20 @@ static int server_handshake(conn *c, char *why, size_t whylen)
                                (h->flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0, hs_ms, bound, why, whylen);
         if (rc)
             return rc;
+        /* Authenticated: the VF's layout comes keyed, into the same small buffer. */
+        vfmig_hello first = *h;
+        if ((rc = vfmig_link_recv(link, 0, &f, c->buf, sizeof(c->buf), hs_ms))) {
+            snprintf(why, whylen, "no layout after authentication: %s (%s)", vfmig_strerror(rc),
+                     vfmig_link_stream_error(link, 0));
+            return rc;
+        }
+        if (f.type != VFMIG_F_LAYOUT) {
+            snprintf(why, whylen, "handshake: expected the VF's layout after authentication, got frame type %u",
+                     f.type);
+            return VFMIG_EPROTO;
+        }
+        if ((rc = vfmig_hello_decode_layout(c->buf, f.len, &first, h, why, whylen)))
+            return rc;
     } else {
         vfmig_link_set_max_payload(link, bound);
         if ((rc = vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
@@ -284,6 +300,15 @@ static void *conn_main(void *arg)
     char why[400] = "";
     vfmig_link_peer_name(c->link, c->in.peer, sizeof(c->in.peer));
     int rc = server_handshake(c, why, sizeof(why));
+    int intr = atomic_load(&c->interrupted);
+    if (rc && intr) {
+        /* The accept thread ended the wait: say which limit, not "canceled". */
+        rc = intr == INTR_DEADLINE ? VFMIG_ETIMEDOUT : VFMIG_ECANCELED;
+        snprintf(why, sizeof(why), "%s",
+                 intr == INTR_DEADLINE ? "not authenticated within the handshake deadline"
+                 : intr == INTR_EVICTED ? "dropped to make room: too many connections authenticating"
+                                        : "server stopping");
+    }
     if (rc) {
         /* Tell the source why, as a one-shot target would (a second word after a refusal already
          * sent is harmless: the source stops at the first; after a deadline the link is
@@ -392,7 +417,7 @@ static void police(vfmig_server *srv, bool make_room)
         if (atomic_load(&c->state) != C_HANDSHAKE || atomic_load(&c->interrupted) || !c->link)
             continue;
         if (now - c->start_ns > dl) {
-            atomic_store(&c->interrupted, 1);
+            atomic_store(&c->interrupted, INTR_DEADLINE);
             vfmig_link_interrupt(c->link);
             continue;
         }
@@ -401,7 +426,7 @@ static void police(vfmig_server *srv, bool make_room)
             oldest = c;
     }
     if (make_room && pending >= srv->cfg.max_handshakes && oldest) {
-        atomic_store(&oldest->interrupted, 1);
+        atomic_store(&oldest->interrupted, INTR_EVICTED);
         vfmig_link_interrupt(oldest->link);
     }
     pthread_mutex_unlock(&srv->lock);
@@ -456,7 +481,7 @@ int vfmig_server_run(vfmig_server *srv)
         if (c->session) {
             vfmig_session_cancel(c->session);
         } else if (c->link && atomic_load(&c->state) != C_SESSION) {
-            atomic_store(&c->interrupted, 1);
+            atomic_store(&c->interrupted, INTR_STOP);
             vfmig_link_interrupt(c->link);
         }
     }

@@ -133,8 +133,15 @@ static int handshake(source *src, double *rtt_ms)
         if ((rc = vfmig_auth_key_id(s->psk, s->psk_len, h.key_id)))
             return vfmig_fail(s, rc, "authentication: the crypto library failed");
     }
+    /* With a key, the HELLO withholds the VF's layout: it follows in a keyed LAYOUT frame once
+     * the target has proved the key (engine/proto.h). */
+    vfmig_hello first = h;
+    if (s->psk_len) {
+        first.nranges = 0;
+        first.page_size = first.npages = first.immutable_bytes = 0;
+    }
     uint8_t buf[VFMIG_HELLO_MAX_BYTES];
-    size_t n = vfmig_hello_encode(&h, buf);
+    size_t n = vfmig_hello_encode(&first, buf);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
     uint64_t t0 = vfmig_now_ns();
     if ((rc = vfmig_send_flush(s, src->link, 0, &f, buf, "HELLO")))
@@ -145,8 +152,14 @@ static int handshake(source *src, double *rtt_ms)
     *rtt_ms = (double)(vfmig_now_ns() - t0) / 1e6;
     size_t bound = vfmig_codec_bound(h.batch_bytes);
     vfmig_link_set_max_payload(src->link, bound > (2u << 20) ? bound : (2u << 20));
-    if (s->psk_len && (rc = authenticate(src, buf, n, h.nonce, &ack, (h.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0)))
-        return rc;
+    if (s->psk_len) {
+        if ((rc = authenticate(src, buf, n, h.nonce, &ack, (h.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0)))
+            return rc;
+        uint8_t lay[VFMIG_HELLO_MAX_BYTES];
+        vfmig_frame lf = {.type = VFMIG_F_LAYOUT, .len = (uint32_t)vfmig_hello_encode(&h, lay)};
+        if ((rc = vfmig_send_flush(s, src->link, 0, &lf, lay, "the VF's layout")))
+            return rc;
+    }
 
     void *imm = malloc(imm_size ? imm_size : 1);
     if (!imm)

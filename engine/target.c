@@ -464,7 +464,7 @@ static int hello_and_auth(target *t, bool *authed)
         return rc;
     if (f.type != VFMIG_F_HELLO)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, "handshake: expected HELLO");
-    if ((rc = vfmig_hello_decode(t->ctl, f.len, &t->hello, err, sizeof(err))))
+    if ((rc = vfmig_hello_decode_first(t->ctl, f.len, &t->hello, err, sizeof(err))))
         return refuse(t, VFMIG_F_HELLO_ACK, rc, err);
     bool auth = t->hello.flags & VFMIG_HELLO_FLAG_AUTH;
     if (s->psk_len && !auth)
@@ -490,7 +490,17 @@ static int hello_and_auth(target *t, bool *authed)
                            (t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0, (int)s->params[VFMIG_P_TIMEOUT_MS],
                            bound, err, sizeof(err));
     explicit_bzero(&ring, sizeof(ring));
-    return rc ? vfmig_fail(s, rc, "%s", err) : VFMIG_OK;
+    if (rc)
+        return vfmig_fail(s, rc, "%s", err);
+    /* The VF's layout, keyed, now that the source proved the key. */
+    vfmig_hello first = t->hello;
+    if ((rc = recv_control(t, &f, "the VF's layout", false)))
+        return rc;
+    if (f.type != VFMIG_F_LAYOUT)
+        return refuse(t, VFMIG_F_ABORT, VFMIG_EPROTO, "handshake: expected the VF's layout after authentication");
+    if ((rc = vfmig_hello_decode_layout(t->ctl, f.len, &first, &t->hello, err, sizeof(err))))
+        return refuse(t, VFMIG_F_ABORT, rc, err);
+    return VFMIG_OK;
 }
 
 static int handshake(target *t)

@@ -43,7 +43,8 @@ typedef enum vfmig_frame_type {
     VFMIG_F_AUTH = 13,      /* handshake authentication messages */
     VFMIG_F_ROUND_ACK = 14, /* target -> source: every stream finished round `round` (control) */
     VFMIG_F_GO_ACK = 15,    /* target -> source: the VF runs on the target now (control) */
-    VFMIG_F_TYPE_MAX = 15
+    VFMIG_F_LAYOUT = 16,    /* source -> target, keyed, after AUTH: the HELLO with the VF's layout */
+    VFMIG_F_TYPE_MAX = 16
 } vfmig_frame_type;
 
 typedef struct vfmig_frame {
