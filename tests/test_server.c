@@ -15,6 +15,7 @@
  *                         run returns.
  *   test_server limits    max_sessions: a source beyond the limit is told VFMIG_EBUSY after it
  *                         authenticated; a keyless server refuses a non-loopback endpoint.
+ *   test_server hello     the keyed HELLO withholds the layout; LAYOUT must repeat its options.
  *   test_server cancel    vfmig_session_cancel on a source blocked in the handshake, in pre-copy
  *                         (peer not reading) and in the blackout ends run promptly (reported; the
  *                         bound checked is far under the 10 s link timeout it used to wait out).
@@ -845,10 +846,57 @@ static void test_cancel(void)
     cancel_case("blackout", (fp_match){FP_TO_SOURCE, 0, VFMIG_F_VERDICT, FP_ANY, FP_ANY, 1});
 }
 
+/* The first HELLO of a keyed source withholds the layout; LAYOUT must repeat its options. */
+static void test_hello(void)
+{
+    vfmig_hello h = {.magic = VFMIG_WIRE_MAGIC, .version = VFMIG_WIRE_VERSION, .flags = VFMIG_HELLO_FLAG_AUTH,
+                     .nstreams = 2, .page_size = 65536, .npages = 32, .nranges = 2, .batch_bytes = 262144,
+                     .immutable_bytes = 4096};
+    h.range_size[0] = h.range_size[1] = 16 * 65536;
+    memset(h.nonce, 7, sizeof(h.nonce));
+    memset(h.key_id, 9, sizeof(h.key_id));
+    vfmig_hello first = h, got, lay;
+    first.nranges = 0;
+    first.page_size = first.npages = first.immutable_bytes = 0;
+    uint8_t b[VFMIG_HELLO_MAX_BYTES], full[VFMIG_HELLO_MAX_BYTES];
+    char err[256];
+    size_t n = vfmig_hello_encode(&first, b), nf = vfmig_hello_encode(&h, full);
+    ASSERT_EQ(n, VFMIG_HELLO_FIXED_BYTES + 40);
+    ASSERT_OK(vfmig_hello_decode_first(b, n, &got, err, sizeof(err)));
+    ASSERT_EQ(got.nranges, 0);
+    ASSERT_EQ(got.nstreams, 2);
+    ASSERT_TRUE(!memcmp(got.key_id, h.key_id, 8));
+    /* A keyed HELLO that announces the layout anyway is refused. */
+    ASSERT_EQ(vfmig_hello_decode_first(full, nf, &got, err, sizeof(err)), VFMIG_EPROTO);
+    ASSERT_TRUE(strstr(err, "before the key was proved") != NULL);
+    /* Unkeyed: the full form, as ever. */
+    vfmig_hello u = h;
+    u.flags = 0;
+    size_t nu = vfmig_hello_encode(&u, b);
+    ASSERT_OK(vfmig_hello_decode_first(b, nu, &got, err, sizeof(err)));
+    ASSERT_EQ(got.nranges, 2);
+    /* LAYOUT: the full HELLO, same options, nonce and key id. */
+    vfmig_hello_decode_first(b, vfmig_hello_encode(&first, b), &got, err, sizeof(err));
+    ASSERT_OK(vfmig_hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)));
+    ASSERT_EQ(lay.npages, 32);
+    vfmig_hello other = h;
+    other.nonce[0] ^= 1;
+    nf = vfmig_hello_encode(&other, full);
+    ASSERT_EQ(vfmig_hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)), VFMIG_EPROTO);
+    other = h;
+    other.batch_bytes = 65536;
+    nf = vfmig_hello_encode(&other, full);
+    ASSERT_EQ(vfmig_hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)), VFMIG_EPROTO);
+    /* Announcement with junk where the layout would be. */
+    n = vfmig_hello_encode(&first, b);
+    vfmig_put_u64(b + 16, 65536);
+    ASSERT_EQ(vfmig_hello_decode_first(b, n, &got, err, sizeof(err)), VFMIG_EPROTO);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2)
-        T_FAIL("usage: test_server hostile|stop|limits|cancel");
+        T_FAIL("usage: test_server hostile|stop|limits|cancel|hello");
     if (!strcmp(argv[1], "hostile"))
         test_hostile();
     else if (!strcmp(argv[1], "stop"))
@@ -857,6 +905,8 @@ int main(int argc, char **argv)
         test_limits();
     else if (!strcmp(argv[1], "cancel"))
         test_cancel();
+    else if (!strcmp(argv[1], "hello"))
+        test_hello();
     else
         T_FAIL("unknown case %s", argv[1]);
     fprintf(stderr, "ok\n");
