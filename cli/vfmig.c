@@ -232,7 +232,9 @@ static void help(const char *cmd)
         printf("  -c, --connect ENDPOINT   target to migrate to: tcp://HOST:PORT?streams=N, rdma://HOST:PORT?qps=N or HOST:PORT\n");
     else if (!strcmp(cmd, "target"))
         printf("  -l, --listen ENDPOINT    where to wait for the source (same forms; streams=N is the most accepted)\n"
-               "      --accept-timeout-ms N  give up if no source connects in time (default: wait forever)\n"
+               "      --accept-timeout-ms N  give up if no source has migrated in time (default: wait forever);\n"
+               "                           connections refused before a migration (a wrong key, garbage,\n"
+               "                           silence) do not end the wait\n"
                "      --target-state-version N  driver/firmware version of this host (default: the source's)\n");
     else if (!strcmp(cmd, "serve"))
         printf("  -l, --listen ENDPOINT    where to wait for sources (same forms as target)\n"
@@ -971,54 +973,135 @@ static int cmd_source(const opts *o, sigwatch *w)
     return finish(o, &r);
 }
 
+/* vfmig target: a server for one migration. Connections that end before a session (garbage,
+ * a wrong key, silence) are refused and it keeps waiting; the first session, whatever its
+ * outcome, is the one it reports on and exits with. */
+typedef struct target_ctx {
+    const opts *o;
+    vfmig_simvf *sim;
+    report *r;
+    vfmig_server *srv;
+    atomic_bool used, done;
+} target_ctx;
+
+static int target_open(void *user, const vfmig_incoming *in, vfmig_device *dev, void **dev_user)
+{
+    (void)in;
+    target_ctx *c = user;
+    if (atomic_exchange(&c->used, true))
+        return VFMIG_EBUSY; /* one migration only */
+    vfmig_simvf_device(c->sim, dev);
+    *dev_user = c;
+    return VFMIG_OK;
+}
+
+static void target_configure(void *user, const vfmig_incoming *in, vfmig_session *s, void *dev_user)
+{
+    (void)in;
+    (void)dev_user;
+    target_ctx *c = user;
+    char err[128];
+    apply_opts(c->o, s, err, sizeof(err));
+}
+
+static void target_finished(void *user, const vfmig_incoming *in, vfmig_session *s, int status, void *dev_user)
+{
+    (void)in;
+    (void)dev_user;
+    target_ctx *c = user;
+    if (s) {
+        collect(c->r, s, status);
+    } else {
+        c->r->status = status;
+        snprintf(c->r->error, sizeof(c->r->error), "the target device refused the migration: %s",
+                 vfmig_strerror(status));
+    }
+    atomic_store(&c->done, true);
+    vfmig_server_stop(c->srv);
+}
+
+static void target_refused(void *user, const char *peer, int status, const char *why)
+{
+    target_ctx *c = user;
+    if (!c->o->json && !c->o->quiet)
+        fprintf(stderr, "vfmig: dropped a connection from %s: %s (%s); still waiting\n", peer, why,
+                vfmig_status_name(status));
+}
+
+static void *target_server_main(void *arg)
+{
+    vfmig_server_run(arg);
+    return NULL;
+}
+
 static int cmd_target(const opts *o, sigwatch *w)
 {
     report r = {.role = "target", .byte_compare = -1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
-    vfmig_simvf *sim = NULL;
-    vfmig_session *s = NULL;
-    vfmig_listener *l = NULL;
-    vfmig_link *link = NULL;
-    int rc = create_sim(o, true, &sim, r.error, sizeof(r.error));
-    if (!rc)
-        rc = make_session(o, VFMIG_ROLE_TARGET, sim, &s, r.error, sizeof(r.error));
-    if (!rc)
-        rc = vfmig_listen(o->endpoint, &l, r.error, sizeof(r.error));
+    target_ctx c = {.o = o, .r = &r};
+    int rc = create_sim(o, true, &c.sim, r.error, sizeof(r.error));
     if (!rc) {
+        vfmig_server_config cfg;
+        vfmig_server_config_init(&cfg);
+        cfg.endpoint = o->endpoint;
+        cfg.psk = o->psk_len ? o->psk : NULL;
+        cfg.psk_len = o->psk_len;
+        cfg.psk2 = o->psk2_len ? o->psk2 : NULL;
+        cfg.psk2_len = o->psk2_len;
+        cfg.require_encrypt = o->encrypt == 1;
+        cfg.allow_insecure = o->insecure;
+        cfg.max_sessions = 1;
+        if (o->timeout_ms != NOTSET)
+            cfg.timeout_ms = (int)o->timeout_ms;
+        vfmig_server_callbacks cb = {.open_device = target_open, .configure = target_configure,
+                                     .finished = target_finished, .refused = target_refused, .user = &c};
+        rc = vfmig_server_create(&cfg, &cb, &c.srv, r.error, sizeof(r.error));
+    }
+    if (!rc) {
+        int port = vfmig_server_port(c.srv);
         char where[320];
-        snprintf(where, sizeof(where), "%s (port %d)", o->endpoint, vfmig_listener_port(l));
+        snprintf(where, sizeof(where), "%s (port %d)", o->endpoint, port);
         announce(o, "target", where);
         /* Always said (on stderr): scripts that listen on port 0 read the port from here. */
-        fprintf(stderr, "vfmig: waiting for a source on port %d\n", vfmig_listener_port(l));
-        /* In slices, so that a signal ends the wait. */
-        uint64_t t0 = now_ms_cli();
-        do {
-            r.error[0] = 0; /* a slice's timeout is not the outcome */
-            rc = vfmig_accept(l, 100, &link, r.error, sizeof(r.error));
-        } while (rc == VFMIG_ETIMEDOUT && !atomic_load(&w->sig) &&
-                 (!o->accept_timeout_ms || now_ms_cli() - t0 < (uint64_t)o->accept_timeout_ms));
-        if (rc == VFMIG_ETIMEDOUT && atomic_load(&w->sig)) {
-            rc = VFMIG_ECANCELED;
-            snprintf(r.error, sizeof(r.error), "canceled by %s before a source connected", signame(atomic_load(&w->sig)));
-        } else if (rc == VFMIG_ETIMEDOUT) {
-            snprintf(r.error, sizeof(r.error), "accept: no source within %d ms", o->accept_timeout_ms);
-        } else if (!rc) {
-            r.error[0] = 0;
+        fprintf(stderr, "vfmig: waiting for a source on port %d\n", port);
+        pthread_t th;
+        if (pthread_create(&th, NULL, target_server_main, c.srv)) {
+            rc = VFMIG_ENOMEM;
+        } else {
+            sigwatch_set(w, NULL, c.srv); /* a signal stops it; a session in flight is canceled */
+            uint64_t t0 = now_ms_cli();
+            while (!atomic_load(&c.done) && !atomic_load(&w->sig) && !atomic_load(&c.used) &&
+                   (!o->accept_timeout_ms || now_ms_cli() - t0 < (uint64_t)o->accept_timeout_ms)) {
+                struct timespec ts = {0, 20 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            /* Once a migration started, it decides the outcome: wait for it. */
+            while (atomic_load(&c.used) && !atomic_load(&c.done)) {
+                struct timespec ts = {0, 20 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            vfmig_server_stop(c.srv);
+            pthread_join(th, NULL);
+            sigwatch_set(w, NULL, NULL);
+            if (atomic_load(&c.done)) {
+                rc = r.status;
+            } else if (atomic_load(&w->sig)) {
+                rc = VFMIG_ECANCELED;
+                snprintf(r.error, sizeof(r.error), "canceled by %s before a source connected",
+                         signame(atomic_load(&w->sig)));
+            } else {
+                rc = VFMIG_ETIMEDOUT;
+                snprintf(r.error, sizeof(r.error), "no source migrated within %d ms", o->accept_timeout_ms);
+            }
         }
     }
-    vfmig_listener_close(l);
-    if (s)
-        sigwatch_set(w, s, NULL);
-    if (!rc)
-        rc = vfmig_session_run(s, link);
-    sigwatch_set(w, NULL, NULL);
-    if (s)
-        collect(&r, s, rc);
-    else
+    if (!atomic_load(&c.done)) {
         r.status = rc;
-    vfmig_session_destroy(s);
-    vfmig_link_close(link);
-    vfmig_simvf_destroy(sim);
+        r.st.vf_state = VFMIG_VF_NOT_RESUMED;
+        r.st.role = VFMIG_ROLE_TARGET;
+    }
+    vfmig_server_destroy(c.srv);
+    vfmig_simvf_destroy(c.sim);
     return finish(o, &r);
 }
 

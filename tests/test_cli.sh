@@ -88,13 +88,21 @@ out=$("$V" source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 32M --dirty
       --timeout-ms 3000 --psk-file "$TMP/key" --encrypt --json) || fail "encrypted source: $out"
 wait $TPID || fail "encrypted target exited $?: $(cat "$TMP/target.json" "$TMP/target.err")"
 has_keys "$out" '"status":"ok"' '"verified":true' '"vf_state":"resumed-on-target"'
+# A wrong key, garbage and no key are refused without ending the target, which then migrates.
 start_target --vram 32M --psk-file "$TMP/key"
 out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-file "$TMP/badkey" --json 2>/dev/null)
 rc=$?
-wait $TPID; trc=$?
-[ $rc -eq 1 ] && [ $trc -eq 1 ] || fail "wrong key: source exited $rc, target $trc"
+[ $rc -eq 1 ] || fail "wrong key: source exited $rc"
 has_keys "$out" '"status":"error"' '"error_code":"VFMIG_EAUTH"' '"vf_state":"running-on-source"' '"bytes_wire":0'
-has_keys "$(cat "$TMP/target.json")" '"status":"error"' '"vf_state":"not-resumed"'
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --json 2>/dev/null)
+[ $? -eq 1 ] || fail "keyless source to a keyed target: $out"
+has_keys "$out" '"error_code":"VFMIG_EAUTH"'
+printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >/dev/tcp/127.0.0.1/$PORT || fail "garbage connection"
+kill -0 $TPID || fail "the target ended on a refused connection"
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-file "$TMP/key" --json) ||
+    fail "good source after refused ones: $out"
+wait $TPID || fail "target after refused connections exited $?: $(cat "$TMP/target.json")"
+has_keys "$(cat "$TMP/target.json")" '"status":"ok"' '"vf_state":"resumed-on-target"'
 usage_fails "needs --psk-file" local --encrypt
 
 # Layout mismatch: refused before any page moves; both ends say why; the VF stays on the source.
