@@ -232,7 +232,7 @@ static void help(const char *cmd)
         printf("  -c, --connect ENDPOINT   target to migrate to: tcp://HOST:PORT?streams=N, rdma://HOST:PORT?qps=N or HOST:PORT\n");
     else if (!strcmp(cmd, "target"))
         printf("  -l, --listen ENDPOINT    where to wait for the source (same forms; streams=N is the most accepted)\n"
-               "      --accept-timeout-ms N  give up if no source has migrated in time (default: wait forever);\n"
+               "      --accept-timeout-ms N  give up if no migration has started in time (default: wait forever);\n"
                "                           connections refused before a migration (a wrong key, garbage,\n"
                "                           silence) do not end the wait\n"
                "      --target-state-version N  driver/firmware version of this host (default: the source's)\n");
