@@ -41,6 +41,7 @@ typedef struct conn {
     vfmig_link *link;          /* closed and cleared under srv->lock */
     _Atomic int state;
     _Atomic int interrupted;   /* why its link was interrupted: INTR_* */
+    atomic_bool heard;         /* its HELLO arrived: not an idle connection */
     uint64_t start_ns;
     vfmig_session *session;    /* under srv->lock, while C_SESSION */
     vfmig_incoming in;
@@ -196,8 +197,8 @@ void vfmig_server_get_counters(vfmig_server *srv, vfmig_server_counters *out)
     *out = srv->ctr;
     out->active_sessions = srv->active;
     unsigned pending = 0;
-    for (conn *c = srv->conns; c; c = c->next)
-        pending += atomic_load(&c->state) == C_HANDSHAKE;
+    for (conn *c = srv->conns; c; c = c->next) /* those interrupted are only winding down */
+        pending += atomic_load(&c->state) == C_HANDSHAKE && !atomic_load(&c->interrupted);
     out->pending_handshakes = pending;
     pthread_mutex_unlock(&srv->lock);
 }
@@ -236,6 +237,7 @@ static int server_handshake(conn *c, char *why, size_t whylen)
         return VFMIG_EPROTO;
     }
     size_t hello_len = f.len;
+    atomic_store(&c->heard, true);
     if ((rc = vfmig_hello_decode_first(c->buf, hello_len, &c->hello, why, whylen))) {
         vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, rc, why);
         return rc;
@@ -405,14 +407,16 @@ static void reap(vfmig_server *srv, bool all)
     }
 }
 
-/* Handshake limits: deadline per link, and room for a new one by dropping the oldest. Links
- * are interrupted under the lock, while their thread (which closes them) cannot be done. */
+/* Handshake limits: deadline per link, and room for a new one by dropping the oldest idle one
+ * (no HELLO received nor waiting to be read), else the oldest: a real source sends its HELLO at
+ * once, so a burst of strangers cannot push it out. Links are interrupted under the lock, while
+ * their thread (which closes them) cannot be done. */
 static void police(vfmig_server *srv, bool make_room)
 {
     uint64_t now = vfmig_now_ns(), dl = (uint64_t)srv->cfg.handshake_timeout_ms * 1000000ull;
     pthread_mutex_lock(&srv->lock);
     unsigned pending = 0;
-    conn *oldest = NULL;
+    conn *oldest = NULL, *oldest_idle = NULL;
     for (conn *c = srv->conns; c; c = c->next) {
         if (atomic_load(&c->state) != C_HANDSHAKE || atomic_load(&c->interrupted) || !c->link)
             continue;
@@ -424,10 +428,14 @@ static void police(vfmig_server *srv, bool make_room)
         pending++;
         if (!oldest || c->start_ns < oldest->start_ns)
             oldest = c;
+        if (make_room && !atomic_load(&c->heard) && !vfmig_link_control_readable(c->link) &&
+            (!oldest_idle || c->start_ns < oldest_idle->start_ns))
+            oldest_idle = c;
     }
-    if (make_room && pending >= srv->cfg.max_handshakes && oldest) {
-        atomic_store(&oldest->interrupted, INTR_EVICTED);
-        vfmig_link_interrupt(oldest->link);
+    conn *victim = oldest_idle ? oldest_idle : oldest;
+    if (make_room && pending >= srv->cfg.max_handshakes && victim) {
+        atomic_store(&victim->interrupted, INTR_EVICTED);
+        vfmig_link_interrupt(victim->link);
     }
     pthread_mutex_unlock(&srv->lock);
 }

@@ -83,6 +83,9 @@ int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_
 int vfmig_link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
 /** Whether vfmig_link_enable_aead or vfmig_link_enable_mac succeeded on this link. */
 bool vfmig_link_aead_enabled(const vfmig_link *l);
+/** Any thread: 1 if the peer has sent bytes on the control stream that nobody has read yet,
+ *  else 0 (also where it cannot be told). For a server telling idle connections from busy ones. */
+int vfmig_link_control_readable(vfmig_link *l);
 /** The peer's address ("127.0.0.1:40312") for logs; "?" and VFMIG_ENOTSUP where unknown. */
 int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len);
 /** Human-readable description of the last error on a stream ("" if none). */

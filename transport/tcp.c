@@ -443,6 +443,13 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len)
     return rc;
 }
 
+int vfmig_link_control_readable(vfmig_link *l)
+{
+    int fd = vfmig_tcp_stream_fd(l, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len)
 {
     int fd = vfmig_tcp_stream_fd(l, 0);
