@@ -6,7 +6,7 @@
  * 4 KiB buffer and a bounded wait, and only then asks the embedder for a device, creates a
  * target session that starts after the HELLO (session.preauth_hello) and runs it. The accept
  * thread also keeps the handshake limits: a link that is not authenticated within
- * handshake_timeout_ms is interrupted, and when max_handshakes are pending the oldest is
+ * handshake_timeout_ms is interrupted, and when max_handshakes are pending the oldest idle one is
  * interrupted to make room (real sources authenticate within a round trip or two, so the oldest
  * pending link is the likeliest stranger). Nothing one connection does reaches another: each has
  * its own link, session, device and thread, and every error ends only that thread.
@@ -70,7 +70,7 @@ void vfmig_server_config_init(vfmig_server_config *cfg)
         return;
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_sessions = 4;
-    cfg->max_handshakes = 32;
+    cfg->max_handshakes = 128;
     cfg->handshake_timeout_ms = 5000;
 }
 
@@ -164,7 +164,7 @@ int vfmig_server_create(const vfmig_server_config *cfg, const vfmig_server_callb
     if (!srv->cfg.max_sessions)
         srv->cfg.max_sessions = 4;
     if (!srv->cfg.max_handshakes)
-        srv->cfg.max_handshakes = 32;
+        srv->cfg.max_handshakes = 128;
     if (srv->cfg.handshake_timeout_ms <= 0)
         srv->cfg.handshake_timeout_ms = 5000;
     srv->next_id = 1;

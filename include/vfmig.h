@@ -466,8 +466,8 @@ VFMIG_API const char *vfmig_session_last_error(const vfmig_session *s);
 /* announced, and the session runs on its own thread. A failing connection or session never     */
 /* touches another one, nor the listener. Unauthenticated connections hold a small fixed amount */
 /* of memory each (a 4 KiB handshake buffer and a link with 128 KiB of control buffers) and at  */
-/* most handshake_timeout_ms; when max_handshakes are pending the oldest is dropped, so idle    */
-/* or slow strangers cannot lock real sources out.                                              */
+/* most handshake_timeout_ms; when max_handshakes are pending the oldest idle one is dropped, so */
+/* idle or slow strangers cannot lock real sources out.                                         */
 /* ------------------------------------------------------------------------------------------- */
 typedef struct vfmig_server vfmig_server;
 
@@ -510,7 +510,9 @@ typedef struct vfmig_server_config {
     int require_encrypt;        /* refuse sources that do not ask for encryption */
     int allow_insecure;         /* without a key, listen on a non-loopback address anyway */
     unsigned max_sessions;      /* migrations at once; default 4 (more: refused with VFMIG_EBUSY) */
-    unsigned max_handshakes;    /* connections being authenticated at once; default 32 */
+    unsigned max_handshakes;    /* connections being authenticated at once; default 128 (a source
+                                   is pushed out only if it stays silent while that many newer
+                                   ones arrive) */
     int handshake_timeout_ms;   /* from stream setup to authenticated; default 5000 */
     int timeout_ms;             /* VFMIG_P_TIMEOUT_MS of the sessions; 0 = the default */
 } vfmig_server_config;
