@@ -484,6 +484,13 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
         rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for dirty bitmaps");
         goto out_free;
     }
+    char nic[64] = "";
+    vfmig_link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
+                                  sizeof(perr)))) {
+        rc = vfmig_fail(s, rc, "pinning: %s", perr);
+        goto out_free;
+    }
     if (s->params[VFMIG_P_MAX_BANDWIDTH])
         vfmig_link_set_max_bandwidth(link, (uint64_t)s->params[VFMIG_P_MAX_BANDWIDTH]);
 
@@ -496,15 +503,6 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
     double rtt_ms = 0;
     if ((rc = handshake(&src, &rtt_ms)))
         goto out_fail;
-    /* After the handshake: reading the topology takes tens of ms, and a server facing a flood
-     * gives a link that has not said HELLO the least time (engine/server.c). */
-    char nic[64] = "";
-    vfmig_link_local_ifname(link, nic, sizeof(nic));
-    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
-                                  sizeof(perr)))) {
-        rc = vfmig_fail(s, rc, "pinning: %s", perr);
-        goto out_fail;
-    }
 
     unsigned threads = vfmig_session_threads(s);
     vfmig_pipeline_cfg pc = {
