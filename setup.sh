@@ -113,9 +113,10 @@ test)
     build build-asan -DVFMIG_SANITIZE=address,undefined -DVFMIG_BUILD_BENCH=OFF
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_ctest build-asan "AddressSanitizer + UndefinedBehaviorSanitizer build"
-    # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload.
+    # ThreadSanitizer on the multi-threaded parts: the page pipeline, receivers, the sim's workload,
+    # the server's connection threads.
     build build-tsan -DVFMIG_SANITIZE=thread -DVFMIG_BUILD_BENCH=OFF
-    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|test_simvf$|test_link_tcp$|test_aead$|example_daemon|test_dirty_sources_(race|migrate)$)" \
+    TSAN_OPTIONS=halt_on_error=1 CTEST_ARGS="-R ^(migrate_|server_|test_simvf$|test_link_tcp$|test_aead$|example_daemon|test_dirty_sources_(race|migrate)$)" \
         run_ctest build-tsan "ThreadSanitizer build (pipeline, device, link tests)"
     # RDMA for real: soft-RoCE in a QEMU VM (Debian's kernel and rdma-core; ~3-5 min here). It
     # skips, saying why, where qemu or the Debian packages cannot be had.

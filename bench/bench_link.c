@@ -6,10 +6,11 @@
  * then the baseline: N plain TCP connections, 1 MiB write()s / read()s of the same bytes.
  * Prints GB/s, CPU seconds per GB (whole process: both ends) and link/baseline ratios.
  * --aead adds, in the same interleaved runs, the link with AES-256-GCM on every frame (random
- * keys, crosswise), and a second table comparing it with the plain link.
+ * keys, crosswise), and a second table comparing it with the plain link; --mac likewise for the
+ * keyed integrity of a keyed session without encryption (a Poly1305 tag per frame).
  *
  * usage: bench_link [--bytes SIZE] [--frame SIZE] [--streams 1,2,4] [--reps N]
- *                   [--copy-threshold SIZE] [--direct-read SIZE] [--zerocopy] [--aead] (--help lists them)
+ *                   [--copy-threshold SIZE] [--direct-read SIZE] [--zerocopy] [--aead] [--mac] (--help lists them)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -36,6 +37,7 @@ typedef struct opts {
     long direct_read;    /* <0: library default */
     int zerocopy;
     int aead;
+    int mac;
 } opts;
 
 typedef struct worker {
@@ -142,7 +144,7 @@ static void bench_link(const opts *o, int n, int aead, result *out)
         vfmig_tcp_set_tuning(ca.l, ct, dr, o->zerocopy);
         vfmig_tcp_set_tuning(b, ct, dr, 0);
     }
-    if (aead) {
+    if (aead) { /* 1: AES-256-GCM, 2: Poly1305 tag only */
         uint8_t k1[32], k2[32];
         if (getrandom(k1, sizeof(k1), 0) != sizeof(k1) || getrandom(k2, sizeof(k2), 0) != sizeof(k2)) {
             fprintf(stderr, "getrandom failed\n");
@@ -151,7 +153,9 @@ static void bench_link(const opts *o, int n, int aead, result *out)
         /* The frame size bounds the scratch buffers (the default 4 MiB would refuse larger). */
         vfmig_link_set_max_payload(ca.l, o->frame);
         vfmig_link_set_max_payload(b, o->frame);
-        if (vfmig_link_enable_aead(ca.l, k1, k2) || vfmig_link_enable_aead(b, k2, k1)) {
+        int (*enable)(vfmig_link *, const uint8_t *, const uint8_t *) =
+            aead == 2 ? vfmig_link_enable_mac : vfmig_link_enable_aead;
+        if (enable(ca.l, k1, k2) || enable(b, k2, k1)) {
             fprintf(stderr, "enabling AEAD failed\n");
             exit(1);
         }
@@ -191,7 +195,7 @@ int main(int argc, char **argv)
 {
     opts o = {.bytes = 4ull << 30, .frame = 64 << 10, .streams = {1, 2, 4}, .nstreams = 3, .reps = 3,
               .copy_threshold = -1, .direct_read = -1};
-    enum { O_BYTES = 256, O_FRAME, O_STREAMS, O_REPS, O_COPY, O_DIRECT, O_ZEROCOPY, O_AEAD };
+    enum { O_BYTES = 256, O_FRAME, O_STREAMS, O_REPS, O_COPY, O_DIRECT, O_ZEROCOPY, O_AEAD, O_MAC };
     static const bench_option table[] = {
         {"bytes", O_BYTES, "SIZE", "bytes per run, all streams together (default 4G; K/M/G)"},
         {"frame", O_FRAME, "SIZE", "payload bytes per frame (default 64K)"},
@@ -201,6 +205,7 @@ int main(int argc, char **argv)
         {"direct-read", O_DIRECT, "SIZE", "payload rests this big are read straight into place (default: library's)"},
         {"zerocopy", O_ZEROCOPY, NULL, "MSG_ZEROCOPY on data streams"},
         {"aead", O_AEAD, NULL, "also measure the link with AES-256-GCM on every frame"},
+        {"mac", O_MAC, NULL, "also measure the link with a Poly1305 tag on every frame (keyed, clear)"},
     };
     bench_cli cli;
     bench_cli_init(&cli, "bench_link", "TCP link throughput over loopback against plain sockets, same run.",
@@ -214,6 +219,7 @@ int main(int argc, char **argv)
         case O_DIRECT: o.direct_read = (long)bench_parse_size(&cli, optarg, 0, 1u << 30); break;
         case O_ZEROCOPY: o.zerocopy = 1; break;
         case O_AEAD: o.aead = 1; break;
+        case O_MAC: o.mac = 1; break;
         case O_STREAMS: {
             int64_t v[8];
             o.nstreams = bench_parse_int_list(&cli, optarg, v, 8, 1, VFMIG_MAX_STREAMS);
@@ -227,17 +233,21 @@ int main(int argc, char **argv)
            (double)o.bytes / (1 << 30), o.frame, o.reps, o.aead ? ", aead link" : "");
     printf("%-8s %10s %10s %14s %14s %12s %8s\n", "streams", "link GB/s", "plain GB/s", "link cpu s/GB",
            "plain cpu s/GB", "paired ratio", "cpu x");
-    result aead_med[8], link_med[8], aead_ratio[8];
+    result aead_med[8], link_med[8], aead_ratio[8], mac_med[8], mac_ratio[8];
     for (int k = 0; k < o.nstreams; k++) {
         int n = o.streams[k];
         if (n < 1 || n > VFMIG_MAX_STREAMS)
             return 2;
-        result rl[32], rp[32], ratio[32], ra[32], aratio[32];
+        result rl[32], rp[32], ratio[32], ra[32], aratio[32], rm[32], mratio[32];
         for (int rep = 0; rep < o.reps; rep++) {
             bench_link(&o, n, 0, &rl[rep]);
             if (o.aead) {
                 bench_link(&o, n, 1, &ra[rep]);
                 aratio[rep].gbps = ra[rep].gbps / rl[rep].gbps;
+            }
+            if (o.mac) {
+                bench_link(&o, n, 2, &rm[rep]);
+                mratio[rep].gbps = rm[rep].gbps / rl[rep].gbps;
             }
             bench_plain(&o, n, &rp[rep]);
             /* Each link run against the baseline run right after it: robust to drifting load. */
@@ -248,6 +258,12 @@ int main(int argc, char **argv)
             qsort(aratio, (size_t)o.reps, sizeof(result), cmp_res);
             aead_med[k] = ra[o.reps / 2];
             aead_ratio[k] = aratio[o.reps / 2];
+        }
+        if (o.mac) {
+            qsort(rm, (size_t)o.reps, sizeof(result), cmp_res);
+            qsort(mratio, (size_t)o.reps, sizeof(result), cmp_res);
+            mac_med[k] = rm[o.reps / 2];
+            mac_ratio[k] = mratio[o.reps / 2];
         }
         qsort(ratio, (size_t)o.reps, sizeof(result), cmp_res);
         qsort(rl, (size_t)o.reps, sizeof(result), cmp_res);
@@ -266,6 +282,15 @@ int main(int argc, char **argv)
             printf("%-8d %10.2f %10.2f %14.3f %14.3f %12.2f %8.2f\n", o.streams[k], aead_med[k].gbps,
                    link_med[k].gbps, aead_med[k].cpu_per_gb, link_med[k].cpu_per_gb,
                    aead_ratio[k].gbps, aead_med[k].cpu_per_gb / link_med[k].cpu_per_gb);
+    }
+    if (o.mac) {
+        printf("\nPoly1305 tag per frame, no encryption (link runs interleaved with the ones above)\n");
+        printf("%-8s %10s %10s %14s %14s %12s %8s\n", "streams", "mac GB/s", "link GB/s",
+               "mac cpu s/GB", "link cpu s/GB", "paired ratio", "cpu x");
+        for (int k = 0; k < o.nstreams; k++)
+            printf("%-8d %10.2f %10.2f %14.3f %14.3f %12.2f %8.2f\n", o.streams[k], mac_med[k].gbps,
+                   link_med[k].gbps, mac_med[k].cpu_per_gb, link_med[k].cpu_per_gb, mac_ratio[k].gbps,
+                   mac_med[k].cpu_per_gb / link_med[k].cpu_per_gb);
     }
     return 0;
 }

@@ -8,19 +8,21 @@
  *   VF is left paused on the source; resume it wherever the target side says it is not running).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "vfmig_sim.h"
@@ -40,6 +42,12 @@ typedef struct opts {
     const char *psk_file;
     uint8_t psk[257];
     size_t psk_len;
+    /* serve / keys (issue 13) */
+    const char *psk_file2;     /* a second --psk-file: the key being rotated out (target, serve) */
+    uint8_t psk2[257];
+    size_t psk2_len;
+    bool insecure;             /* listen beyond loopback without a key */
+    unsigned max_sessions;     /* serve: 0 = the library's default */
     const char *codec_str;
     const char *pattern_str;
     const char *content_str;
@@ -295,20 +303,31 @@ static void help(const char *cmd)
                "commands:\n"
                "  local    both ends in one process over loopback; checks the target image byte for byte\n"
                "  source   run a simulated VF with a live workload and migrate it to a target\n"
-               "  target   wait for a source and take the VF over\n\n"
+               "  target   wait for a source and take the VF over (one migration)\n"
+               "  serve    keep taking migrations: each gets its own simulated VF shaped like its source's\n"
+               "  keygen   write a fresh random 32-byte key to FILE (mode 0600) for --psk-file\n\n"
                "'vfmig COMMAND --help' lists the options of a command.\n"
                "Exit status: 0 migrated, 1 failed (the VF runs on the source), 2 bad usage,\n"
                "3 in doubt (the target was told to resume but never confirmed; the VF stays paused here).\n");
         return;
     }
     printf("usage: vfmig %s %s[OPTIONS]\n\n", cmd,
-           !strcmp(cmd, "source") ? "--connect ENDPOINT " : !strcmp(cmd, "target") ? "--listen ENDPOINT " : "");
+           !strcmp(cmd, "source") ? "--connect ENDPOINT " : !strcmp(cmd, "target") || !strcmp(cmd, "serve") ? "--listen ENDPOINT " : "");
     if (!strcmp(cmd, "source"))
         printf("  -c, --connect ENDPOINT   target to migrate to: tcp://HOST:PORT?streams=N, rdma://HOST:PORT?qps=N or HOST:PORT\n");
     else if (!strcmp(cmd, "target"))
         printf("  -l, --listen ENDPOINT    where to wait for the source (same forms; streams=N is the most accepted)\n"
-               "      --accept-timeout-ms N  give up if no source connects in time (default: wait forever)\n"
+               "      --accept-timeout-ms N  give up if no migration has started in time (default: wait forever);\n"
+               "                           connections refused before a migration (a wrong key, garbage,\n"
+               "                           silence) do not end the wait\n"
                "      --target-state-version N  driver/firmware version of this host (default: the source's)\n");
+    else if (!strcmp(cmd, "serve"))
+        printf("  -l, --listen ENDPOINT    where to wait for sources (same forms as target)\n"
+               "      --max-sessions N     migrations at once (default 4; more are told the target is busy)\n"
+               "      --insecure           allow listening beyond loopback without a key (anyone who reaches\n"
+               "                           the port could write a VF): a warning is printed\n"
+               "  SIGINT/SIGTERM stop accepting, cancel the migrations in flight (their sources keep\n"
+               "  their VFs) and exit 0. With --json: one JSON object per line per migration.\n");
     else
         printf("      --link ENDPOINT      loopback link to use (default tcp://127.0.0.1:0; ?streams=N for more streams)\n"
                "      --target-state-version N  version the target accepts (differs from 1: the target refuses)\n");
@@ -350,9 +369,12 @@ static void help(const char *cmd)
            "                           the VF on the source and fail (default), or switch over anyway\n"
            "      --pin P              auto | none | CPU list like 0-3 (worker placement)\n"
            "      --numa-node N        NUMA node of the device: with --pin auto, workers run there\n"
-           "      --psk-file PATH      pre-shared key (16..256 bytes) both ends must hold: mutual\n"
-           "                           authentication before anything of the VF moves\n"
+           "      --psk-file PATH      pre-shared key (32..256 bytes, see 'vfmig keygen') both ends must\n"
+           "                           hold: mutual authentication before anything of the VF moves, and\n"
+           "                           every frame keyed (Poly1305). A target or server takes a second\n"
+           "                           --psk-file during a key rotation\n"
            "      --encrypt            with --psk-file: seal every frame (AES-256-GCM)\n"
+           "      --insecure           target: listen beyond loopback without a key (warned)\n"
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
            "      --progress P         auto | bar | json | none: live progress on stderr every 200 ms (auto:\n"
@@ -367,8 +389,68 @@ enum {
     O_VRAM = 256, O_PAGE, O_RANGES, O_RATE, O_PATTERN, O_CONTENT, O_WRITERS, O_SEED, O_MUT, O_IMM,
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
     O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT,
-    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE, O_PROGRESS
+    O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE, O_PROGRESS,
+    O_INSECURE, O_MAXSESS /* serve (issue 13) */
 };
+
+/* A key file: 32..256 bytes (one trailing newline of a key written with echo is not part of
+ * it). Shorter keys are refused: a captured handshake lets anyone test guesses offline, so a
+ * key must be too random to guess - 'vfmig keygen' writes 32 random bytes. */
+static size_t read_key(const char *path, uint8_t key[257])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        usage_error("--psk-file %s: %s", path, strerror(errno));
+    size_t n = fread(key, 1, 257, f);
+    fclose(f);
+    while (n && n <= 256 && (key[n - 1] == '\n' || key[n - 1] == '\r'))
+        n--;
+    if (n < 32 || n > 256)
+        usage_error("--psk-file %s: the key must be 32 to 256 bytes long (it is %s%zu); make one with "
+                    "'vfmig keygen %s'", path, n > 256 ? "over " : "", n > 256 ? (size_t)256 : n, path);
+    return n;
+}
+
+/* vfmig keygen FILE: 32 bytes from the kernel's generator, written to a new file only its owner
+ * can read (an existing file is not replaced). */
+static int cmd_keygen(int argc, char **argv)
+{
+    if (argc != 3 || argv[2][0] == '-') {
+        if (argc == 3 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help"))) {
+            printf("usage: vfmig keygen FILE\n\nWrites a fresh random 32-byte key to FILE (mode 0600; an "
+                   "existing FILE is left alone).\nGive it to both ends with --psk-file FILE.\n");
+            return 0;
+        }
+        usage_error("usage: vfmig keygen FILE");
+    }
+    uint8_t key[32];
+    size_t got = 0;
+    while (got < sizeof(key)) {
+        ssize_t n = getrandom(key + got, sizeof(key) - got, 0);
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "vfmig: keygen: no randomness: %s\n", strerror(errno));
+            return 1;
+        }
+        if (n > 0)
+            got += (size_t)n;
+    }
+    int fd = open(argv[2], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "vfmig: keygen: %s: %s\n", argv[2], strerror(errno));
+        explicit_bzero(key, sizeof(key));
+        return 1;
+    }
+    ssize_t w = write(fd, key, sizeof(key));
+    explicit_bzero(key, sizeof(key));
+    if (w != (ssize_t)sizeof(key) || fsync(fd) || close(fd)) {
+        fprintf(stderr, "vfmig: keygen: writing %s failed\n", argv[2]);
+        unlink(argv[2]);
+        return 1;
+    }
+    fprintf(stderr, "vfmig: wrote a 32-byte key to %s (mode 0600): give it to both ends with --psk-file\n",
+            argv[2]);
+    return 0;
+}
 
 static void parse_args(opts *o, int argc, char **argv)
 {
@@ -392,6 +474,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"write-bytes", required_argument, 0, O_WRITE_BYTES}, {"verify", required_argument, 0, O_VERIFY},
         {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
         {"device", required_argument, 0, O_DEVICE}, {"progress", required_argument, 0, O_PROGRESS},
+        {"insecure", no_argument, 0, O_INSECURE}, {"max-sessions", required_argument, 0, O_MAXSESS},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -405,8 +488,8 @@ static void parse_args(opts *o, int argc, char **argv)
             o->endpoint = optarg;
             break;
         case 'l':
-            if (strcmp(o->cmd, "target"))
-                usage_error("--listen belongs to 'vfmig target'");
+            if (strcmp(o->cmd, "target") && strcmp(o->cmd, "serve"))
+                usage_error("--listen belongs to 'vfmig target' and 'vfmig serve'");
             o->endpoint = optarg;
             break;
         case O_LINK:
@@ -469,7 +552,24 @@ static void parse_args(opts *o, int argc, char **argv)
             break;
         case O_WRITE_BYTES: o->sim.write_bytes = (uint32_t)parse_size("--write-bytes", optarg); break;
         case O_PIN: o->pin = optarg; break;
-        case O_PSK: o->psk_file = optarg; break;
+        case O_PSK:
+            if (o->psk_file && (o->psk_file2 || !strcmp(o->cmd, "source") || !strcmp(o->cmd, "local")))
+                usage_error("--psk-file: one key for a source; a target or server takes two during a rotation");
+            if (o->psk_file)
+                o->psk_file2 = optarg;
+            else
+                o->psk_file = optarg;
+            break;
+        case O_INSECURE:
+            if (strcmp(o->cmd, "target") && strcmp(o->cmd, "serve"))
+                usage_error("--insecure belongs to 'vfmig target' and 'vfmig serve'");
+            o->insecure = true;
+            break;
+        case O_MAXSESS:
+            if (strcmp(o->cmd, "serve"))
+                usage_error("--max-sessions belongs to 'vfmig serve'");
+            o->max_sessions = (unsigned)parse_int(name, optarg, 1, 1024);
+            break;
         case O_ENCRYPT: o->encrypt = 1; break;
         case O_NUMA: o->numa_node = parse_param("--numa-node", optarg, VFMIG_P_NUMA_NODE); break;
         case O_JSON: o->json = true; break;
@@ -488,19 +588,10 @@ static void parse_args(opts *o, int argc, char **argv)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
-    if (o->psk_file) {
-        FILE *f = fopen(o->psk_file, "rb");
-        if (!f)
-            usage_error("--psk-file %s: %s", o->psk_file, strerror(errno));
-        size_t n = fread(o->psk, 1, sizeof(o->psk), f);
-        fclose(f);
-        while (n && (o->psk[n - 1] == '\n' || o->psk[n - 1] == '\r')) /* a key written with echo */
-            n--;
-        if (n < 16 || n > 256)
-            usage_error("--psk-file %s: the key must be 16 to 256 bytes long (it is %s%zu)", o->psk_file,
-                        n > 256 ? "over " : "", n > 256 ? (size_t)256 : n);
-        o->psk_len = n;
-    }
+    if (o->psk_file)
+        o->psk_len = read_key(o->psk_file, o->psk);
+    if (o->psk_file2)
+        o->psk2_len = read_key(o->psk_file2, o->psk2);
     if (o->encrypt == 1 && !o->psk_file)
         usage_error("--encrypt needs --psk-file (the keys come from the authenticated handshake)");
     if (!strcmp(o->cmd, "source") && !o->endpoint)
@@ -508,8 +599,17 @@ static void parse_args(opts *o, int argc, char **argv)
     char eperr[300];
     if (o->endpoint && vfmig_endpoint_validate(o->endpoint, eperr, sizeof(eperr)))
         usage_error("%s", eperr);
-    if (!strcmp(o->cmd, "target") && !o->endpoint)
-        usage_error("vfmig target needs --listen ENDPOINT");
+    if ((!strcmp(o->cmd, "target") || !strcmp(o->cmd, "serve")) && !o->endpoint)
+        usage_error("vfmig %s needs --listen ENDPOINT", o->cmd);
+    if ((!strcmp(o->cmd, "target") || !strcmp(o->cmd, "serve")) && !o->psk_len &&
+        vfmig_endpoint_is_loopback(o->endpoint) != 1) {
+        if (!o->insecure)
+            usage_error("refusing to listen on %s without a key: anyone who reaches it could write the VF's "
+                        "memory and have it run. Make a key with 'vfmig keygen FILE', give --psk-file FILE "
+                        "on both ends, or listen on loopback; --insecure allows it anyway", o->endpoint);
+        fprintf(stderr, "vfmig: WARNING: listening on %s without a key (--insecure): anyone who reaches "
+                        "this port can write a VF's memory and have it run\n", o->endpoint);
+    }
     uint64_t ps = o->sim.page_size;
     if (ps < VFMIG_MIN_PAGE_SIZE || ps > VFMIG_MAX_PAGE_SIZE || (ps & (ps - 1)))
         usage_error("--page: %" PRIu64 " is not a power of two between 4K and 2M", ps);
@@ -615,13 +715,23 @@ static void on_event(const vfmig_event *ev, void *user)
                 (double)ev->round->duration_ns / 1e6);
 }
 
+static int apply_opts(const opts *o, vfmig_session *s, cbctx *cb, char *err, size_t errlen);
+
+/* `sim`: the source's simulated VF (its workload is measured), or NULL. */
 static int make_session(const opts *o, vfmig_role role, const vfmig_device *dev, vfmig_simvf *sim, cbctx *cb,
                         vfmig_session **out, char *err, size_t errlen)
 {
     int rc = vfmig_session_create(role, dev, out, err, errlen);
     if (rc)
         return rc;
-    vfmig_session *s = *out;
+    cb->sim = role == VFMIG_ROLE_SOURCE ? sim : NULL;
+    return apply_opts(o, *out, cb, err, errlen);
+}
+
+/* The command line's parameters, pinning, keys and event callback on a session. */
+static int apply_opts(const opts *o, vfmig_session *s, cbctx *cb, char *err, size_t errlen)
+{
+    int rc;
     struct { vfmig_param p; int64_t v; } set[] = {
         {VFMIG_P_BUDGET_MS, o->budget_ms}, {VFMIG_P_MAX_ROUNDS, o->max_rounds},
         {VFMIG_P_MAX_PRECOPY_MS, o->max_precopy_ms}, {VFMIG_P_TIMEOUT_MS, o->timeout_ms},
@@ -646,9 +756,11 @@ static int make_session(const opts *o, vfmig_role role, const vfmig_device *dev,
         snprintf(err, errlen, "the pre-shared key was refused");
         return rc;
     }
+    if (o->psk2_len && (rc = vfmig_session_set_psk2(s, o->psk2, o->psk2_len))) {
+        snprintf(err, errlen, "the second pre-shared key was refused");
+        return rc;
+    }
     cb->o = o;
-    if (role == VFMIG_ROLE_SOURCE)
-        cb->sim = sim;
     vfmig_session_set_callback(s, on_event, cb);
     return VFMIG_OK;
 }
@@ -1044,7 +1156,199 @@ static void announce(const opts *o, const char *role, const char *endpoint)
     fflush(stdout);
 }
 
-static int cmd_source(const opts *o)
+/* ------------------------------------------------------------------------------------------ */
+/* Signals and serve (issue 13)                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+static uint64_t now_ms_cli(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* SIGINT and SIGTERM are blocked in every thread and taken by one thread of their own (sigwait),
+ * which cancels the session or stops the server: the library never runs in a signal handler. */
+typedef struct sigwatch {
+    sigset_t set;
+    pthread_mutex_t lock;
+    vfmig_session *session;
+    vfmig_server *server;
+    atomic_int sig;
+} sigwatch;
+
+static void *sigwatch_main(void *arg)
+{
+    sigwatch *w = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(&w->set, &sig))
+            continue;
+        pthread_mutex_lock(&w->lock);
+        atomic_store(&w->sig, sig);
+        if (w->session)
+            vfmig_session_cancel(w->session);
+        if (w->server)
+            vfmig_server_stop(w->server);
+        pthread_mutex_unlock(&w->lock);
+    }
+    return NULL;
+}
+
+/* Before any other thread starts, so that they all inherit the blocked mask. */
+static void sigwatch_start(sigwatch *w)
+{
+    sigemptyset(&w->set);
+    sigaddset(&w->set, SIGINT);
+    sigaddset(&w->set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &w->set, NULL);
+    pthread_mutex_init(&w->lock, NULL);
+    atomic_init(&w->sig, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, sigwatch_main, w) == 0)
+        pthread_detach(th);
+}
+
+/* What a signal acts on from now (NULL: nothing); a signal already taken acts at once. */
+static void sigwatch_set(sigwatch *w, vfmig_session *s, vfmig_server *srv)
+{
+    pthread_mutex_lock(&w->lock);
+    w->session = s;
+    w->server = srv;
+    if (atomic_load(&w->sig)) {
+        if (s)
+            vfmig_session_cancel(s);
+        if (srv)
+            vfmig_server_stop(srv);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+static const char *signame(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+typedef struct serve_ctx {
+    const opts *o;
+    cbctx cb;                 /* events of every session (targets: nothing per session in it) */
+    pthread_mutex_t out_lock; /* one session's output at a time */
+} serve_ctx;
+
+/* A fresh simulated VF shaped like the announced one (the sim makes equal ranges). */
+static int serve_open(void *user, const vfmig_incoming *in, vfmig_device *dev, void **dev_user)
+{
+    serve_ctx *c = user;
+    vfmig_simvf_config cfg = c->o->sim;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < in->nranges; i++) {
+        if (in->range_size[i] != in->range_size[0])
+            return VFMIG_ELAYOUT;
+        total += in->range_size[i];
+    }
+    cfg.vram_bytes = total;
+    cfg.nranges = in->nranges;
+    cfg.page_size = in->page_size;
+    cfg.content = VFMIG_CONTENT_ZERO;
+    cfg.dirty_rate = 0; /* the image is the source's; this sim only holds it */
+    cfg.immutable_bytes = in->immutable_bytes;
+    if (c->o->target_state_version)
+        cfg.state_version = c->o->target_state_version;
+    vfmig_simvf *sim;
+    int rc = vfmig_simvf_create(&cfg, &sim);
+    if (rc)
+        return rc;
+    vfmig_simvf_device(sim, dev);
+    *dev_user = sim;
+    return VFMIG_OK;
+}
+
+static void serve_configure(void *user, const vfmig_incoming *in, vfmig_session *s, void *dev_user)
+{
+    (void)in;
+    (void)dev_user;
+    serve_ctx *c = user;
+    char err[128];
+    apply_opts(c->o, s, &c->cb, err, sizeof(err)); /* every option was checked by parse_args */
+}
+
+static void serve_finished(void *user, const vfmig_incoming *in, vfmig_session *s, int status, void *dev_user)
+{
+    serve_ctx *c = user;
+    report r = {.role = "target", .byte_compare = -1};
+    snprintf(r.endpoint, sizeof(r.endpoint), "%s (migration %" PRIu64 ")", in->peer, in->id);
+    if (s) {
+        collect(&r, s, status);
+    } else {
+        r.status = status;
+        snprintf(r.error, sizeof(r.error), "no device for this VF: %s", vfmig_strerror(status));
+        r.st.vf_state = VFMIG_VF_NOT_RESUMED;
+    }
+    pthread_mutex_lock(&c->out_lock);
+    if (!c->o->json)
+        printf("--- migration %" PRIu64 " from %s: %s\n", in->id, in->peer, status ? "FAILED" : "ok");
+    if (c->o->json)
+        print_json(c->o, &r);
+    else
+        print_human(c->o, &r);
+    fflush(stdout);
+    pthread_mutex_unlock(&c->out_lock);
+    free(r.rounds);
+    vfmig_simvf_destroy(dev_user);
+}
+
+static void serve_refused(void *user, const char *peer, int status, const char *why)
+{
+    serve_ctx *c = user;
+    if (c->o->verbose)
+        fprintf(stderr, "vfmig: dropped a connection from %s: %s (%s)\n", peer, why, vfmig_status_name(status));
+}
+
+static int cmd_serve(const opts *o, sigwatch *w)
+{
+    serve_ctx c = {.o = o};
+    pthread_mutex_init(&c.out_lock, NULL);
+    vfmig_server_config cfg;
+    vfmig_server_config_init(&cfg);
+    cfg.endpoint = o->endpoint;
+    cfg.psk = o->psk_len ? o->psk : NULL;
+    cfg.psk_len = o->psk_len;
+    cfg.psk2 = o->psk2_len ? o->psk2 : NULL;
+    cfg.psk2_len = o->psk2_len;
+    cfg.require_encrypt = o->encrypt == 1;
+    cfg.allow_insecure = o->insecure;
+    if (o->max_sessions)
+        cfg.max_sessions = o->max_sessions;
+    if (o->timeout_ms != NOTSET)
+        cfg.timeout_ms = (int)o->timeout_ms;
+    vfmig_server_callbacks cb = {.open_device = serve_open, .configure = serve_configure,
+                                 .finished = serve_finished, .refused = serve_refused, .user = &c};
+    vfmig_server *srv;
+    char err[600];
+    int rc = vfmig_server_create(&cfg, &cb, &srv, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "vfmig: serve: %s\n", err);
+        return 1;
+    }
+    /* Always said (on stderr): scripts that listen on port 0 read the port from here. */
+    fprintf(stderr, "vfmig: serving on port %d (%s, at most %u migrations at once)\n", vfmig_server_port(srv),
+            o->psk_len ? (o->encrypt == 1 ? "key required, encrypted" : "key required") : "no key",
+            cfg.max_sessions);
+    sigwatch_set(w, NULL, srv);
+    vfmig_server_run(srv);
+    sigwatch_set(w, NULL, NULL);
+    vfmig_server_counters k;
+    vfmig_server_get_counters(srv, &k);
+    vfmig_server_destroy(srv);
+    int sig = atomic_load(&w->sig);
+    fprintf(stderr, "vfmig: %s: stopped serving: %" PRIu64 " migrated, %" PRIu64 " failed or canceled, %" PRIu64
+                    " connections dropped before a session\n",
+            signame(sig), k.sessions_ok, k.sessions_failed, k.refused);
+    pthread_mutex_destroy(&c.out_lock);
+    return 0;
+}
+
+static int cmd_source(const opts *o, sigwatch *w)
 {
     report r = {.role = "source", .byte_compare = -1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
@@ -1058,6 +1362,8 @@ static int cmd_source(const opts *o)
         r.pre_rate = measure_workload(o, vf.sim);
     if (!rc)
         rc = make_session(o, VFMIG_ROLE_SOURCE, &vf.dev, vf.sim, &r.cb, &s, r.error, sizeof(r.error));
+    if (s)
+        sigwatch_set(w, s, NULL); /* Ctrl-C: cancel, the VF keeps running here, summary printed */
     announce(o, "source", o->endpoint);
     if (!rc)
         rc = vfmig_connect(o->endpoint, (int)(o->timeout_ms != NOTSET ? o->timeout_ms : 10000), &link, r.error,
@@ -1065,10 +1371,13 @@ static int cmd_source(const opts *o)
     r.cpu0 = process_cpu_s();
     if (!rc)
         rc = vfmig_session_run(s, link);
+    sigwatch_set(w, NULL, NULL);
     if (s)
         collect(&r, s, rc);
     else
         r.status = rc;
+    if (atomic_load(&w->sig))
+        fprintf(stderr, "vfmig: %s: migration canceled\n", signame(atomic_load(&w->sig)));
     if (rc && !o->json && vf_running(&vf))
         fprintf(stderr, "vfmig: the VF keeps running on this host\n");
     vf_report(&vf, &r);
@@ -1078,38 +1387,141 @@ static int cmd_source(const opts *o)
     return finish(o, &r);
 }
 
-static int cmd_target(const opts *o)
+/* vfmig target: a server for one migration. Connections that end before a session (garbage,
+ * a wrong key, silence) are refused and it keeps waiting; the first session, whatever its
+ * outcome, is the one it reports on and exits with. */
+typedef struct target_ctx {
+    const opts *o;
+    cli_vf vf;
+    report *r;
+    vfmig_server *srv;
+    atomic_bool used, done;
+} target_ctx;
+
+static int target_open(void *user, const vfmig_incoming *in, vfmig_device *dev, void **dev_user)
+{
+    (void)in;
+    target_ctx *c = user;
+    if (atomic_exchange(&c->used, true))
+        return VFMIG_EBUSY; /* one migration only */
+    *dev = c->vf.dev;
+    *dev_user = c;
+    c->r->cpu0 = process_cpu_s();
+    return VFMIG_OK;
+}
+
+static void target_configure(void *user, const vfmig_incoming *in, vfmig_session *s, void *dev_user)
+{
+    (void)in;
+    (void)dev_user;
+    target_ctx *c = user;
+    char err[128];
+    apply_opts(c->o, s, &c->r->cb, err, sizeof(err));
+}
+
+static void target_finished(void *user, const vfmig_incoming *in, vfmig_session *s, int status, void *dev_user)
+{
+    (void)in;
+    (void)dev_user;
+    target_ctx *c = user;
+    if (s) {
+        collect(c->r, s, status);
+    } else {
+        c->r->status = status;
+        snprintf(c->r->error, sizeof(c->r->error), "the target device refused the migration: %s",
+                 vfmig_strerror(status));
+    }
+    atomic_store(&c->done, true);
+    vfmig_server_stop(c->srv);
+}
+
+static void target_refused(void *user, const char *peer, int status, const char *why)
+{
+    target_ctx *c = user;
+    if (!c->o->json && !c->o->quiet)
+        fprintf(stderr, "vfmig: dropped a connection from %s: %s (%s); still waiting\n", peer, why,
+                vfmig_status_name(status));
+}
+
+static void *target_server_main(void *arg)
+{
+    vfmig_server_run(arg);
+    return NULL;
+}
+
+static int cmd_target(const opts *o, sigwatch *w)
 {
     report r = {.role = "target", .byte_compare = -1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
-    cli_vf vf;
-    vfmig_session *s = NULL;
-    vfmig_listener *l = NULL;
-    vfmig_link *link = NULL;
-    int rc = vf_create(o, true, &vf, r.error, sizeof(r.error));
-    if (!rc)
-        rc = make_session(o, VFMIG_ROLE_TARGET, &vf.dev, vf.sim, &r.cb, &s, r.error, sizeof(r.error));
-    if (!rc)
-        rc = vfmig_listen(o->endpoint, &l, r.error, sizeof(r.error));
+    target_ctx c = {.o = o, .r = &r};
+    int rc = vf_create(o, true, &c.vf, r.error, sizeof(r.error));
     if (!rc) {
+        vfmig_server_config cfg;
+        vfmig_server_config_init(&cfg);
+        cfg.endpoint = o->endpoint;
+        cfg.psk = o->psk_len ? o->psk : NULL;
+        cfg.psk_len = o->psk_len;
+        cfg.psk2 = o->psk2_len ? o->psk2 : NULL;
+        cfg.psk2_len = o->psk2_len;
+        cfg.require_encrypt = o->encrypt == 1;
+        cfg.allow_insecure = o->insecure;
+        cfg.max_sessions = 1;
+        if (o->timeout_ms != NOTSET)
+            cfg.timeout_ms = (int)o->timeout_ms;
+        vfmig_server_callbacks cb = {.open_device = target_open, .configure = target_configure,
+                                     .finished = target_finished, .refused = target_refused, .user = &c};
+        rc = vfmig_server_create(&cfg, &cb, &c.srv, r.error, sizeof(r.error));
+    }
+    if (!rc) {
+        int port = vfmig_server_port(c.srv);
         char where[320];
-        snprintf(where, sizeof(where), "%s (port %d)", o->endpoint, vfmig_listener_port(l));
+        snprintf(where, sizeof(where), "%s (port %d)", o->endpoint, port);
         announce(o, "target", where);
         /* Always said (on stderr): scripts that listen on port 0 read the port from here. */
-        fprintf(stderr, "vfmig: waiting for a source on port %d\n", vfmig_listener_port(l));
-        rc = vfmig_accept(l, o->accept_timeout_ms ? o->accept_timeout_ms : -1, &link, r.error, sizeof(r.error));
+        fprintf(stderr, "vfmig: waiting for a source on port %d\n", port);
+        pthread_t th;
+        if (pthread_create(&th, NULL, target_server_main, c.srv)) {
+            rc = VFMIG_ENOMEM;
+        } else {
+            sigwatch_set(w, NULL, c.srv); /* a signal stops it; a session in flight is canceled */
+            uint64_t t0 = now_ms_cli();
+            while (!atomic_load(&c.done) && !atomic_load(&w->sig) && !atomic_load(&c.used) &&
+                   (!o->accept_timeout_ms || now_ms_cli() - t0 < (uint64_t)o->accept_timeout_ms)) {
+                struct timespec ts = {0, 20 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            /* Once a migration started, it decides the outcome: wait for it. */
+            while (atomic_load(&c.used) && !atomic_load(&c.done)) {
+                struct timespec ts = {0, 20 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            vfmig_server_stop(c.srv);
+            pthread_join(th, NULL);
+            sigwatch_set(w, NULL, NULL);
+            if (atomic_load(&c.done)) {
+                rc = r.status;
+            } else if (atomic_load(&w->sig)) {
+                rc = VFMIG_ECANCELED;
+                snprintf(r.error, sizeof(r.error), "canceled by %s before a source connected",
+                         signame(atomic_load(&w->sig)));
+            } else {
+                rc = VFMIG_ETIMEDOUT;
+                snprintf(r.error, sizeof(r.error), "no source migrated within %d ms", o->accept_timeout_ms);
+            }
+        }
     }
-    vfmig_listener_close(l);
-    r.cpu0 = process_cpu_s();
-    if (!rc)
-        rc = vfmig_session_run(s, link);
-    if (s)
-        collect(&r, s, rc);
-    else
+    if (!atomic_load(&c.done)) {
+        /* No session ran: the report is of the VF that waited. */
         r.status = rc;
-    vfmig_session_destroy(s);
-    vfmig_link_close(link);
-    vf_destroy(&vf);
+        r.st.vf_state = VFMIG_VF_NOT_RESUMED;
+        r.st.role = VFMIG_ROLE_TARGET;
+        r.st.page_size = o->sim.page_size;
+        r.st.bytes_vram = o->sim.vram_bytes;
+        r.st.pages = o->sim.page_size ? o->sim.vram_bytes / o->sim.page_size : 0;
+        r.st.throttle_min_percent = 100;
+    }
+    vfmig_server_destroy(c.srv);
+    vf_destroy(&c.vf);
     return finish(o, &r);
 }
 
@@ -1231,8 +1643,10 @@ int main(int argc, char **argv)
               .readback = NOTSET, .numa_node = NOTSET, .encrypt = NOTSET, .budget_miss = NOTSET, .pattern_str = "uniform",
               .codec_str = "auto", .content_str = "mix",
               .progress = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_NONE /* --progress auto */};
-    if (strcmp(o.cmd, "local") && strcmp(o.cmd, "source") && strcmp(o.cmd, "target"))
-        usage_error("unknown command '%s' (local, source or target)", o.cmd);
+    if (!strcmp(o.cmd, "keygen"))
+        return cmd_keygen(argc, argv);
+    if (strcmp(o.cmd, "local") && strcmp(o.cmd, "source") && strcmp(o.cmd, "target") && strcmp(o.cmd, "serve"))
+        usage_error("unknown command '%s' (local, source, target, serve or keygen)", o.cmd);
     vfmig_simvf_config_init(&o.sim);
     o.sim.vram_bytes = 1ull << 30;
     o.sim.page_size = 4 << 10;
@@ -1245,9 +1659,14 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    static sigwatch w; /* lives until exit: its thread never ends */
+    if (strcmp(o.cmd, "local"))
+        sigwatch_start(&w);
     if (!strcmp(o.cmd, "source"))
-        return cmd_source(&o);
+        return cmd_source(&o, &w);
     if (!strcmp(o.cmd, "target"))
-        return cmd_target(&o);
+        return cmd_target(&o, &w);
+    if (!strcmp(o.cmd, "serve"))
+        return cmd_serve(&o, &w);
     return cmd_local(&o);
 }

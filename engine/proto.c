@@ -26,6 +26,8 @@ size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf)
     if (h->flags & VFMIG_HELLO_FLAG_AUTH) {
         memcpy(buf + off, h->nonce, sizeof(h->nonce));
         off += sizeof(h->nonce);
+        memcpy(buf + off, h->key_id, sizeof(h->key_id));
+        off += sizeof(h->key_id);
     }
     return off;
 }
@@ -60,7 +62,7 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
         snprintf(err, errlen, "handshake: bad option flags 0x%" PRIx32, h->flags);
         return VFMIG_EPROTO;
     }
-    size_t nonce_len = h->flags & VFMIG_HELLO_FLAG_AUTH ? sizeof(h->nonce) : 0;
+    size_t nonce_len = h->flags & VFMIG_HELLO_FLAG_AUTH ? sizeof(h->nonce) + sizeof(h->key_id) : 0;
     if (h->nranges == 0 || h->nranges > VFMIG_MAX_RANGES ||
         len != VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges + nonce_len) {
         snprintf(err, errlen, "handshake: bad range count %" PRIu32 " for a %zu-byte HELLO", h->nranges, len);
@@ -81,8 +83,10 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
         }
         pages += h->range_size[i] / h->page_size;
     }
-    if (nonce_len)
-        memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges, nonce_len);
+    if (nonce_len) {
+        memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges, sizeof(h->nonce));
+        memcpy(h->key_id, buf + VFMIG_HELLO_FIXED_BYTES + 8u * h->nranges + sizeof(h->nonce), sizeof(h->key_id));
+    }
     if (pages != h->npages) {
         snprintf(err, errlen, "handshake: page count %" PRIu64 " does not match ranges (%" PRIu64 ")",
                  h->npages, pages);
@@ -98,6 +102,69 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
     }
     if (h->immutable_bytes > VFMIG_MAX_STATE_BYTES) {
         snprintf(err, errlen, "handshake: immutable state of %" PRIu64 " bytes is over the limit", h->immutable_bytes);
+        return VFMIG_EPROTO;
+    }
+    return VFMIG_OK;
+}
+
+int vfmig_hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen)
+{
+    if (len < VFMIG_HELLO_FIXED_BYTES || !(vfmig_get_u32(buf + 8) & VFMIG_HELLO_FLAG_AUTH))
+        return vfmig_hello_decode(buf, len, h, err, errlen);
+    if (vfmig_get_u32(buf + 32) != 0) {
+        int rc = vfmig_hello_decode(buf, len, h, err, errlen); /* version and magic errors first */
+        if (rc)
+            return rc;
+        snprintf(err, errlen, "handshake: an authenticating source announced its layout before the key was proved");
+        return VFMIG_EPROTO;
+    }
+    /* The announcement form: the full decode's checks, but no layout. */
+    memset(h, 0, sizeof(*h));
+    if (vfmig_get_u32(buf) != VFMIG_WIRE_MAGIC) {
+        snprintf(err, errlen, "handshake: not a vfmig peer (bad magic)");
+        return VFMIG_EPROTO;
+    }
+    h->magic = VFMIG_WIRE_MAGIC;
+    h->version = vfmig_get_u32(buf + 4);
+    if (h->version != VFMIG_WIRE_VERSION) {
+        snprintf(err, errlen, "handshake: peer speaks protocol version %" PRIu32 ", this build speaks %u",
+                 h->version, VFMIG_WIRE_VERSION);
+        return VFMIG_EVERSION;
+    }
+    h->flags = vfmig_get_u32(buf + 8);
+    h->nstreams = vfmig_get_u32(buf + 12);
+    h->batch_bytes = vfmig_get_u32(buf + 36);
+    if (h->flags & ~(VFMIG_HELLO_FLAG_AUTH | VFMIG_HELLO_FLAG_ENCRYPT)) {
+        snprintf(err, errlen, "handshake: bad option flags 0x%" PRIx32, h->flags);
+        return VFMIG_EPROTO;
+    }
+    if (len != VFMIG_HELLO_FIXED_BYTES + sizeof(h->nonce) + sizeof(h->key_id) || vfmig_get_u64(buf + 16) ||
+        vfmig_get_u64(buf + 24) || vfmig_get_u64(buf + 40)) {
+        snprintf(err, errlen, "handshake: malformed %zu-byte HELLO", len);
+        return VFMIG_EPROTO;
+    }
+    if (h->batch_bytes < VFMIG_MIN_PAGE_SIZE || h->batch_bytes > (64u << 20)) {
+        snprintf(err, errlen, "handshake: bad batch size %" PRIu32, h->batch_bytes);
+        return VFMIG_EPROTO;
+    }
+    if (h->nstreams == 0 || h->nstreams > VFMIG_MAX_STREAMS) {
+        snprintf(err, errlen, "handshake: bad stream count %" PRIu32, h->nstreams);
+        return VFMIG_EPROTO;
+    }
+    memcpy(h->nonce, buf + VFMIG_HELLO_FIXED_BYTES, sizeof(h->nonce));
+    memcpy(h->key_id, buf + VFMIG_HELLO_FIXED_BYTES + sizeof(h->nonce), sizeof(h->key_id));
+    return VFMIG_OK;
+}
+
+int vfmig_hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
+                              char *err, size_t errlen)
+{
+    int rc = vfmig_hello_decode(buf, len, h, err, errlen);
+    if (rc)
+        return rc;
+    if (h->flags != first->flags || h->nstreams != first->nstreams || h->batch_bytes != first->batch_bytes ||
+        memcmp(h->nonce, first->nonce, sizeof(h->nonce)) || memcmp(h->key_id, first->key_id, sizeof(h->key_id))) {
+        snprintf(err, errlen, "handshake: LAYOUT does not repeat the HELLO's options");
         return VFMIG_EPROTO;
     }
     return VFMIG_OK;
@@ -153,6 +220,9 @@ int vfmig_send_status(vfmig_link *l, unsigned stream, int type, int status, cons
 {
     size_t n = msg ? strnlen(msg, 1024) : 0;
     vfmig_frame f = {.type = (uint8_t)type, .len = (uint32_t)n, .aux = (uint64_t)(int64_t)status};
+    /* An ABORT also goes out after a cancel interrupted the link, so the peer hears why. */
+    if (type == VFMIG_F_ABORT)
+        return vfmig_link_send_last(l, stream, &f, msg);
     int rc = vfmig_link_send(l, stream, &f, msg);
     return rc ? rc : vfmig_link_flush(l, stream);
 }

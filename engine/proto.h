@@ -4,6 +4,7 @@
  *
  * Order on the control stream (stream 0):
  *   source: HELLO ->            <- HELLO_ACK(status)      target
+ *           (with a key: AUTH -> LAYOUT ->, engine/auth.h; the HELLO withholds the layout)
  *           IMMUTABLE chunks -> <- IMM_ACK(status)
  *           (pages on data streams, ROUND_END per stream per round)
  *                               <- ROUND_ACK(r) once every stream has applied round r
@@ -36,10 +37,11 @@ typedef struct vfmig_hello {
     uint64_t immutable_bytes;
     uint64_t range_size[VFMIG_MAX_RANGES];
     uint8_t nonce[32];        /* with VFMIG_HELLO_FLAG_AUTH (engine/auth.h) */
+    uint8_t key_id[8];        /* with VFMIG_HELLO_FLAG_AUTH: which key the source holds */
 } vfmig_hello;
 
 #define VFMIG_HELLO_FIXED_BYTES 48u
-#define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES + 32u)
+#define VFMIG_HELLO_MAX_BYTES (VFMIG_HELLO_FIXED_BYTES + 8u * VFMIG_MAX_RANGES + 40u)
 /* VERDICT payload: u64 verify_ns, u64 restore_ns, u64 full_verify_ns, then the message. */
 #define VFMIG_VERDICT_HDR 24u
 /* Largest state blob accepted from a peer (a forged size must not make us allocate anything). */
@@ -50,6 +52,17 @@ size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf);
 /** Decodes and sanity-checks a HELLO payload: VFMIG_EVERSION for another protocol version,
  *  VFMIG_EPROTO for anything malformed; err says what. */
 int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen);
+/**
+ * The first HELLO of an authenticated source withholds the VF (nothing of it before the target
+ * proved the key): flag AUTH, nranges = page_size = npages = immutable_bytes = 0, range sizes
+ * absent; the whole HELLO follows in a keyed LAYOUT frame after AUTH. This decodes a first HELLO:
+ * that form with AUTH, the full one without. Same statuses as vfmig_hello_decode.
+ */
+int vfmig_hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen);
+/** Decodes a LAYOUT payload (a full HELLO) and checks it repeats the first HELLO's options,
+ *  nonce and key id; VFMIG_EPROTO with a message otherwise. */
+int vfmig_hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
+                              char *err, size_t errlen);
 /** VFMIG_OK if the source's layout (hello) equals the local one, else VFMIG_ELAYOUT + message. */
 int vfmig_hello_match_layout(const vfmig_hello *h, uint64_t page_size, uint32_t nranges,
                              const vfmig_range *ranges, char *err, size_t errlen);

@@ -236,6 +236,7 @@ void vfmig_session_destroy(vfmig_session *s)
     if (!s)
         return;
     explicit_bzero(s->psk, sizeof(s->psk));
+    explicit_bzero(s->psk2, sizeof(s->psk2));
     pthread_mutex_destroy(&s->lock);
     free(s->rounds);
     free(s->page_hash);
@@ -394,8 +395,8 @@ int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
 {
     if (!s)
         return VFMIG_EINVAL;
-    if ((len && !key) || len > sizeof(s->psk) || (len && len < 16))
-        return vfmig_fail_soft(s, VFMIG_EINVAL, "pre-shared key of %zu bytes refused: 16 to %zu bytes", len,
+    if ((len && !key) || len > sizeof(s->psk) || (len && len < 32))
+        return vfmig_fail_soft(s, VFMIG_EINVAL, "pre-shared key of %zu bytes refused: 32 to %zu bytes", len,
                                sizeof(s->psk));
     if (atomic_load(&s->ran))
         return vfmig_fail_soft(s, VFMIG_ESTATE, "the key cannot change once the session has run");
@@ -403,6 +404,19 @@ int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
     if (len)
         memcpy(s->psk, key, len);
     s->psk_len = len;
+    return VFMIG_OK;
+}
+
+int vfmig_session_set_psk2(vfmig_session *s, const void *key, size_t len)
+{
+    if (!s || (len && !key) || len > sizeof(s->psk2) || (len && len < 32))
+        return VFMIG_EINVAL;
+    if (atomic_load(&s->ran))
+        return VFMIG_ESTATE;
+    explicit_bzero(s->psk2, sizeof(s->psk2));
+    if (len)
+        memcpy(s->psk2, key, len);
+    s->psk2_len = len;
     return VFMIG_OK;
 }
 
@@ -416,8 +430,19 @@ void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user)
 
 void vfmig_session_cancel(vfmig_session *s)
 {
-    if (s)
-        atomic_store(&s->cancel_requested, 1);
+    if (!s)
+        return;
+    atomic_store(&s->cancel_requested, 1);
+    /* Recorded now, so that the I/O it interrupts is not taken for the cause; not after a run. */
+    if (!atomic_load(&s->ran) || atomic_load(&s->link))
+        vfmig_fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
+    /* Wake every blocked send and receive at once rather than at the link timeout; the lock keeps
+     * run() from handing the link back (to be closed) while it is being interrupted. */
+    pthread_mutex_lock(&s->lock);
+    vfmig_link *l = atomic_load(&s->link);
+    if (l)
+        vfmig_link_interrupt(l);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Records a failure; `replace` overrides one already recorded. */
@@ -626,11 +651,15 @@ int vfmig_session_run(vfmig_session *s, vfmig_link *link)
                           (unsigned long long)s->npages);
     vfmig_lin_init(s->lin, (size_t)s->page_size);
     s->t_start_ns = vfmig_now_ns();
-    atomic_store(&s->link, link);
-    vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
-    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig_source_run(s, link) : vfmig_target_run(s, link);
-    atomic_store(&s->link, NULL);
     pthread_mutex_lock(&s->lock);
+    atomic_store(&s->link, link);
+    pthread_mutex_unlock(&s->lock);
+    vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
+    if (atomic_load(&s->cancel_requested))
+        vfmig_link_interrupt(link); /* canceled before run: nothing blocks */
+    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig_source_run(s, link) : vfmig_target_run(s, link);
+    pthread_mutex_lock(&s->lock);
+    atomic_store(&s->link, NULL);
     s->stats.total_ns = vfmig_now_ns() - s->t_start_ns;
     s->stats.status = rc;
     if (rc && !s->failed) {

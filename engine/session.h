@@ -30,6 +30,9 @@ struct vfmig_session {
     char pinning[128];
     uint8_t psk[256];
     size_t psk_len;
+    uint8_t psk2[256];            /* a second key a target accepts during a rotation */
+    size_t psk2_len;
+    const void *preauth_hello;    /* vfmig_hello: a server already ran HELLO and authentication */
     vfmig_event_cb cb;
     void *cb_user;
 

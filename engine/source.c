@@ -76,39 +76,35 @@ static int expect_status(source *src, int type, const char *what, vfmig_frame *o
     return VFMIG_OK;
 }
 
-/* Checks the target's proof of the key and answers with ours (engine/auth.h). */
-static int authenticate(source *src, const uint8_t *hello, size_t hello_len, const vfmig_frame *ack, bool encrypt)
+/* Checks the target's proof of the key, answers with ours and keys every later frame
+ * (engine/auth.h). */
+static int authenticate(source *src, const uint8_t *hello, size_t hello_len, const uint8_t *nonce_s,
+                        const vfmig_frame *ack, bool encrypt)
 {
     vfmig_session *s = src->s;
     if (ack->len != VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC)
         return vfmig_fail(s, VFMIG_EAUTH, "target did not authenticate (it may have no key)");
-    uint8_t nonce_t[VFMIG_AUTH_NONCE], mac_t[VFMIG_AUTH_MAC], mac[VFMIG_AUTH_MAC];
+    uint8_t nonce_t[VFMIG_AUTH_NONCE], mac_t[VFMIG_AUTH_MAC], want[VFMIG_AUTH_MAC], mac_s[VFMIG_AUTH_MAC];
     memcpy(nonce_t, src->frame_buf, VFMIG_AUTH_NONCE);
     memcpy(mac_t, src->frame_buf + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC);
-    int rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig target", hello, hello_len, nonce_t, sizeof(nonce_t),
-                            NULL, 0, mac);
+    int rc = vfmig_auth_proofs(s->psk, s->psk_len, hello, hello_len, nonce_s, nonce_t, want, mac_t, mac_s);
     if (rc)
-        return vfmig_fail(s, rc, "authentication: HMAC failed");
-    if (!vfmig_auth_equal(mac, mac_t))
+        return vfmig_fail(s, rc, "authentication: the crypto library failed");
+    if (!vfmig_auth_equal(want, mac_t))
         return vfmig_fail(s, VFMIG_EAUTH, "target failed authentication: it does not hold this key");
-    rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig source", hello, hello_len, nonce_t, sizeof(nonce_t), mac_t,
-                        sizeof(mac_t), mac);
-    if (rc)
-        return vfmig_fail(s, rc, "authentication: HMAC failed");
     vfmig_frame f = {.type = VFMIG_F_AUTH, .len = VFMIG_AUTH_MAC};
-    if ((rc = vfmig_send_flush(s, src->link, 0, &f, mac, "authentication")))
+    if ((rc = vfmig_send_flush(s, src->link, 0, &f, mac_s, "authentication")))
         return rc;
-    if (!encrypt)
-        return VFMIG_OK;
-    /* From here on every frame either way is sealed; the target switches as it checks our MAC. */
+    /* From here on every frame either way is keyed (sealed, or tagged); the target switches as it
+     * checks our proof. */
     uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
-    rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, nonce_t, mac_t, k_s2t, k_t2s);
+    rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, nonce_s, nonce_t, mac_t, k_s2t, k_t2s);
     if (!rc)
-        rc = vfmig_link_enable_aead(src->link, k_s2t, k_t2s);
+        rc = encrypt ? vfmig_link_enable_aead(src->link, k_s2t, k_t2s) : vfmig_link_enable_mac(src->link, k_s2t, k_t2s);
     explicit_bzero(k_s2t, sizeof(k_s2t));
     explicit_bzero(k_t2s, sizeof(k_t2s));
     if (rc)
-        return vfmig_fail(s, rc, "cannot start frame encryption: %s", vfmig_strerror(rc));
+        return vfmig_fail(s, rc, "cannot start keyed frames: %s", vfmig_strerror(rc));
     return VFMIG_OK;
 }
 
@@ -135,9 +131,18 @@ static int handshake(source *src, double *rtt_ms)
             h.flags |= VFMIG_HELLO_FLAG_ENCRYPT;
         if ((rc = vfmig_random(h.nonce, sizeof(h.nonce))))
             return vfmig_fail(s, rc, "no randomness for the handshake nonce");
+        if ((rc = vfmig_auth_key_id(s->psk, s->psk_len, h.key_id)))
+            return vfmig_fail(s, rc, "authentication: the crypto library failed");
+    }
+    /* With a key, the HELLO withholds the VF's layout: it follows in a keyed LAYOUT frame once
+     * the target has proved the key (engine/proto.h). */
+    vfmig_hello first = h;
+    if (s->psk_len) {
+        first.nranges = 0;
+        first.page_size = first.npages = first.immutable_bytes = 0;
     }
     uint8_t buf[VFMIG_HELLO_MAX_BYTES];
-    size_t n = vfmig_hello_encode(&h, buf);
+    size_t n = vfmig_hello_encode(&first, buf);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
     uint64_t t0 = vfmig_now_ns();
     if ((rc = vfmig_send_flush(s, src->link, 0, &f, buf, "HELLO")))
@@ -148,8 +153,14 @@ static int handshake(source *src, double *rtt_ms)
     *rtt_ms = (double)(vfmig_now_ns() - t0) / 1e6;
     size_t bound = vfmig_codec_bound(h.batch_bytes);
     vfmig_link_set_max_payload(src->link, bound > (2u << 20) ? bound : (2u << 20));
-    if (s->psk_len && (rc = authenticate(src, buf, n, &ack, (h.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0)))
-        return rc;
+    if (s->psk_len) {
+        if ((rc = authenticate(src, buf, n, h.nonce, &ack, (h.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0)))
+            return rc;
+        uint8_t lay[VFMIG_HELLO_MAX_BYTES];
+        vfmig_frame lf = {.type = VFMIG_F_LAYOUT, .len = (uint32_t)vfmig_hello_encode(&h, lay)};
+        if ((rc = vfmig_send_flush(s, src->link, 0, &lf, lay, "the VF's layout")))
+            return rc;
+    }
 
     void *imm = malloc(imm_size ? imm_size : 1);
     if (!imm)

@@ -84,46 +84,23 @@ static int refuse(target *t, int type, int status, const char *msg)
     return vfmig_fail(t->s, status, "%s", msg);
 }
 
-/* Proves the key to the source and checks its proof (engine/auth.h); the HELLO is in t->ctl. */
-static int authenticate(target *t, size_t hello_len)
+/* The session's keys as a ring: the key, and a second one accepted during a rotation. */
+static void session_keyring(const vfmig_session *s, vfmig_keyring *k)
 {
-    vfmig_session *s = t->s;
-    uint8_t hello[VFMIG_HELLO_MAX_BYTES], reply[VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC], mac[VFMIG_AUTH_MAC];
-    memcpy(hello, t->ctl, hello_len);
-    int rc = vfmig_random(reply, VFMIG_AUTH_NONCE);
-    if (!rc)
-        rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig target", hello, hello_len, reply, VFMIG_AUTH_NONCE,
-                            NULL, 0, reply + VFMIG_AUTH_NONCE);
-    if (rc)
-        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, "authentication: no randomness or HMAC failed");
-    vfmig_frame f = {.type = VFMIG_F_HELLO_ACK, .len = sizeof(reply), .aux = VFMIG_OK};
-    if ((rc = vfmig_send_flush(s, t->link, 0, &f, reply, "handshake reply")))
-        return rc;
-    int got = recv_control(t, &f, "authentication", false);
-    /* A source that asked for encryption seals everything after its AUTH frame: whatever became
-     * of that frame, answer sealed, or the source could not read why it is refused. */
-    if ((t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT) && got != VFMIG_EABORTED) {
-        uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
-        rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, reply, reply + VFMIG_AUTH_NONCE, k_s2t, k_t2s);
-        if (!rc)
-            rc = vfmig_link_enable_aead(t->link, k_t2s, k_s2t);
-        explicit_bzero(k_s2t, sizeof(k_s2t));
-        explicit_bzero(k_t2s, sizeof(k_t2s));
-        if (rc)
-            return refuse(t, VFMIG_F_ABORT, rc, "cannot start frame encryption");
+    memset(k, 0, sizeof(*k));
+    if (s->psk_len) {
+        memcpy(k->key[k->n], s->psk, s->psk_len);
+        k->len[k->n++] = s->psk_len;
     }
-    if (got)
-        return got;
-    if (f.type != VFMIG_F_AUTH || f.len != VFMIG_AUTH_MAC)
-        return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source did not authenticate");
-    rc = vfmig_auth_mac(s->psk, s->psk_len, "vfmig source", hello, hello_len, reply, VFMIG_AUTH_NONCE,
-                        reply + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC, mac);
-    if (rc || !vfmig_auth_equal(mac, t->ctl))
-        return refuse(t, VFMIG_F_ABORT, VFMIG_EAUTH, "source failed authentication: it does not hold this key");
-    return VFMIG_OK;
+    if (s->psk2_len) {
+        memcpy(k->key[k->n], s->psk2, s->psk2_len);
+        k->len[k->n++] = s->psk2_len;
+    }
 }
 
-static int handshake(target *t)
+/* HELLO, options and authentication (engine/auth.h); nothing of this VF is told or taken before
+ * the source proved the key. A server (engine/server.c) has done this part already. */
+static int hello_and_auth(target *t, bool *authed)
 {
     vfmig_session *s = t->s;
     vfmig_frame f;
@@ -133,17 +110,8 @@ static int handshake(target *t)
         return rc;
     if (f.type != VFMIG_F_HELLO)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, "handshake: expected HELLO");
-    if ((rc = vfmig_hello_decode(t->ctl, f.len, &t->hello, err, sizeof(err))))
+    if ((rc = vfmig_hello_decode_first(t->ctl, f.len, &t->hello, err, sizeof(err))))
         return refuse(t, VFMIG_F_HELLO_ACK, rc, err);
-    if ((rc = vfmig_hello_match_layout(&t->hello, s->page_size, s->dev.nranges, s->ranges, err, sizeof(err))))
-        return refuse(t, VFMIG_F_HELLO_ACK, rc, err);
-    if (t->hello.nstreams != t->nstreams) {
-        snprintf(err, sizeof(err), "handshake: source uses %u data streams, link has %u", t->hello.nstreams, t->nstreams);
-        return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, err);
-    }
-    /* Before authentication: an encrypted link sizes its buffers from this. */
-    size_t bound = vfmig_codec_bound(t->hello.batch_bytes);
-    vfmig_link_set_max_payload(t->link, bound > t->ctl_cap ? bound : t->ctl_cap);
     bool auth = t->hello.flags & VFMIG_HELLO_FLAG_AUTH;
     if (s->psk_len && !auth)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
@@ -154,12 +122,56 @@ static int handshake(target *t)
     if (s->params[VFMIG_P_ENCRYPT] && !(t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT))
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
                       "this target requires an encrypted link and the source did not ask for one");
-    if (auth) {
-        if ((rc = authenticate(t, f.len)))
-            return rc;
-    } else if ((rc = vfmig_send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
-        return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
+    size_t bound = vfmig_codec_bound(t->hello.batch_bytes);
+    if (bound < t->ctl_cap)
+        bound = t->ctl_cap;
+    *authed = auth;
+    if (!auth) {
+        vfmig_link_set_max_payload(t->link, bound);
+        return VFMIG_OK;
     }
+    vfmig_keyring ring;
+    session_keyring(s, &ring);
+    rc = vfmig_auth_target(t->link, &ring, t->ctl, f.len, t->hello.nonce, t->hello.key_id,
+                           (t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0, (int)s->params[VFMIG_P_TIMEOUT_MS],
+                           bound, err, sizeof(err));
+    explicit_bzero(&ring, sizeof(ring));
+    if (rc)
+        return vfmig_fail(s, rc, "%s", err);
+    /* The VF's layout, keyed, now that the source proved the key. */
+    vfmig_hello first = t->hello;
+    if ((rc = recv_control(t, &f, "the VF's layout", false)))
+        return rc;
+    if (f.type != VFMIG_F_LAYOUT)
+        return refuse(t, VFMIG_F_ABORT, VFMIG_EPROTO, "handshake: expected the VF's layout after authentication");
+    if ((rc = vfmig_hello_decode_layout(t->ctl, f.len, &first, &t->hello, err, sizeof(err))))
+        return refuse(t, VFMIG_F_ABORT, rc, err);
+    return VFMIG_OK;
+}
+
+static int handshake(target *t)
+{
+    vfmig_session *s = t->s;
+    vfmig_frame f;
+    char err[300];
+    int rc;
+    bool authed = false;
+    if (s->preauth_hello) {
+        t->hello = *(const vfmig_hello *)s->preauth_hello;
+        authed = true; /* the server answered the HELLO; refusals from here are ABORTs */
+    } else if ((rc = hello_and_auth(t, &authed))) {
+        return rc;
+    }
+    /* Only now the layout: an unauthenticated peer learns nothing of this VF from a refusal. */
+    int ack_type = authed ? VFMIG_F_ABORT : VFMIG_F_HELLO_ACK;
+    if ((rc = vfmig_hello_match_layout(&t->hello, s->page_size, s->dev.nranges, s->ranges, err, sizeof(err))))
+        return refuse(t, ack_type, rc, err);
+    if (t->hello.nstreams != t->nstreams) {
+        snprintf(err, sizeof(err), "handshake: source uses %u data streams, link has %u", t->hello.nstreams, t->nstreams);
+        return refuse(t, ack_type, VFMIG_EPROTO, err);
+    }
+    if (!authed && (rc = vfmig_send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, "")))
+        return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
 
     uint8_t *imm = NULL;
     uint64_t size = 0, got = 0;

@@ -62,7 +62,8 @@ VFMIG_API unsigned vfmig_version_number(void);
     XX(EAUTH, -21, "peer authentication failed")                                                 \
     XX(ENODEV, -22, "no such device (hardware absent)")                                          \
     XX(EINDOUBT, -23, "outcome unknown: the target was told to resume the VF but did not confirm") \
-    XX(EBUDGET, -24, "the blackout budget cannot be met: the VF keeps running on the source")
+    XX(EBUDGET, -24, "the blackout budget cannot be met: the VF keeps running on the source") \
+    XX(EBUSY, -25, "target busy: it runs as many migrations as it allows")
 
 typedef enum vfmig_status {
 #define VFMIG_STATUS_ENUM_(name, value, msg) VFMIG_##name = (value),
@@ -449,13 +450,19 @@ VFMIG_API int vfmig_session_set_pinning(vfmig_session *s, const char *spec);
 /** Event callback; `user` is passed back untouched. */
 VFMIG_API void vfmig_session_set_callback(vfmig_session *s, vfmig_event_cb cb, void *user);
 /**
- * Pre-shared key (16..256 bytes) for mutual authentication in the handshake (HMAC-SHA256
- * challenge-response with fresh nonces on both sides). A source with a key refuses a target
- * that cannot prove it holds the same key before anything of the VF is sent; a target with a key
- * refuses a source without it before anything is written. len 0 removes the key. The key is
- * copied (and wiped when the session is destroyed). VFMIG_EINVAL for a key under 16 bytes.
+ * Pre-shared key (32..256 bytes: random, e.g. from `vfmig keygen`) for mutual authentication in
+ * the handshake (HMAC-SHA256 challenge-response with fresh nonces on both sides, session keys by
+ * HKDF over both nonces and the transcript). A source with a key refuses a target that cannot
+ * prove it holds the same key before anything of the VF is sent; a target with a key refuses a
+ * source without it before anything is written or told. With a key every frame after the
+ * handshake is keyed: AES-256-GCM with VFMIG_P_ENCRYPT, else a Poly1305 tag (the COMMIT digest
+ * included). len 0 removes the key. The key is copied (and wiped when the session is destroyed).
+ * VFMIG_EINVAL for a key under 32 bytes.
  */
 VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len);
+/** Target: a second key it also accepts, during a key rotation (the source's HELLO names which
+ *  one it holds). Same rules as vfmig_session_set_psk. */
+VFMIG_API int vfmig_session_set_psk2(vfmig_session *s, const void *key, size_t len);
 
 /**
  * Runs the whole migration on a connected link (the session does not take ownership of the
@@ -465,7 +472,9 @@ VFMIG_API int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t le
  * Can run once per session.
  */
 VFMIG_API int vfmig_session_run(vfmig_session *s, vfmig_link *link);
-/** Cancels a running session at any phase, with the same rollback as a failure. Any thread. */
+/** Cancels a running session at any phase, with the same rollback as a failure: blocked sends
+ *  and receives are interrupted at once (not at the timeout), so run returns promptly. Any
+ *  thread, also before run (which then fails at once). */
 VFMIG_API void vfmig_session_cancel(vfmig_session *s);
 /** Progress of a run so far; out->size must be set to sizeof(*out) (VFMIG_EINVAL otherwise).
  *  Any thread, also before and after run. */
@@ -657,6 +666,95 @@ VFMIG_API int vfmig_cuda_measure(vfmig_cuda *c, double *hash_gbps, double *copy_
  *  compare it with the host's XXH3). */
 VFMIG_API int vfmig_cuda_hash_pages(vfmig_cuda *c, uint64_t offset, uint64_t npages, uint64_t *hashes);
 
+
+/* ------------------------------------------------------------------------------------------- */
+/* Server: a target that keeps serving (engine/server.c).                                       */
+/*                                                                                              */
+/* One listener, many migrations. Each incoming link is authenticated first (with a key, the   */
+/* pre-shared-key handshake; nothing of any VF is told or written before), then the embedder's  */
+/* open_device callback is asked for the device that takes this VF, given the layout the source */
+/* announced, and the session runs on its own thread. A failing connection or session never     */
+/* touches another one, nor the listener. Unauthenticated connections hold a small fixed amount */
+/* of memory each (a 4 KiB handshake buffer and a link with 128 KiB of control buffers) and at  */
+/* most handshake_timeout_ms; when max_handshakes are pending the oldest idle one is dropped, so */
+/* idle or slow strangers cannot lock real sources out.                                         */
+/* ------------------------------------------------------------------------------------------- */
+typedef struct vfmig_server vfmig_server;
+
+/** An authenticated incoming migration, as the source announced it. */
+typedef struct vfmig_incoming {
+    uint64_t id;                           /* 1, 2, ... per server */
+    char peer[64];                         /* source address ("127.0.0.1:40312") */
+    uint64_t page_size;
+    uint32_t nranges;
+    uint64_t range_size[VFMIG_MAX_RANGES]; /* sizes; offsets are the target device's own */
+    uint64_t immutable_bytes;
+    uint32_t streams;
+    int authenticated;                     /* the source proved a key */
+    int encrypted;                         /* frames are AES-256-GCM (else Poly1305-tagged when keyed) */
+} vfmig_incoming;
+
+/* Callbacks, all called on the connection's own thread (several at once for different
+ * connections: they must be thread-safe against each other). */
+typedef struct vfmig_server_callbacks {
+    /** Required: the device for this migration, with the announced layout (*dev and what it
+     *  points to stay valid until `finished`). *dev_user is passed back. A status refuses the
+     *  migration; the source is told. */
+    int (*open_device)(void *user, const vfmig_incoming *in, vfmig_device *dev, void **dev_user);
+    /** Optional: set parameters or a callback on the session before it runs. */
+    void (*configure)(void *user, const vfmig_incoming *in, vfmig_session *s, void *dev_user);
+    /** Required: the session ended with `status` (stats readable from s; the server destroys it
+     *  afterwards). Release the device here. */
+    void (*finished)(void *user, const vfmig_incoming *in, vfmig_session *s, int status, void *dev_user);
+    /** Optional: a connection that ended before a session (wrong key, garbage, timeout, busy). */
+    void (*refused)(void *user, const char *peer, int status, const char *why);
+    void *user;
+} vfmig_server_callbacks;
+
+typedef struct vfmig_server_config {
+    const char *endpoint;       /* as vfmig_listen; copied */
+    const void *psk;            /* 32..256 bytes, copied; NULL: no authentication (see allow_insecure) */
+    size_t psk_len;
+    const void *psk2;           /* optional second key accepted during a rotation */
+    size_t psk2_len;
+    int require_encrypt;        /* refuse sources that do not ask for encryption */
+    int allow_insecure;         /* without a key, listen on a non-loopback address anyway */
+    unsigned max_sessions;      /* migrations at once; default 4 (more: refused with VFMIG_EBUSY) */
+    unsigned max_handshakes;    /* connections being authenticated at once; default 128 (a source
+                                   is pushed out only if it stays silent while that many newer
+                                   ones arrive) */
+    int handshake_timeout_ms;   /* from stream setup to authenticated; default 5000 */
+    int timeout_ms;             /* VFMIG_P_TIMEOUT_MS of the sessions; 0 = the default */
+} vfmig_server_config;
+
+typedef struct vfmig_server_counters {
+    uint64_t links;             /* links accepted (stream setup done) */
+    uint64_t refused;           /* connections that ended before a session */
+    uint64_t sessions_ok, sessions_failed;
+    uint32_t active_sessions, pending_handshakes;
+} vfmig_server_counters;
+
+/** Defaults as documented in vfmig_server_config. */
+VFMIG_API void vfmig_server_config_init(vfmig_server_config *cfg);
+/** 1 if every address the endpoint's host resolves to is loopback, 0 if not, <0 on a bad endpoint. */
+VFMIG_API int vfmig_endpoint_is_loopback(const char *endpoint);
+/** Listens. VFMIG_EAUTH (with a message) for a non-loopback endpoint without a key unless
+ *  allow_insecure; VFMIG_EINVAL for a short key or missing callbacks; listen errors as
+ *  vfmig_listen. *out is the caller's; free with vfmig_server_destroy. */
+VFMIG_API int vfmig_server_create(const vfmig_server_config *cfg, const vfmig_server_callbacks *cb,
+                                  vfmig_server **out, char *err, size_t errlen);
+/** The bound port. */
+VFMIG_API int vfmig_server_port(const vfmig_server *srv);
+/** Serves on the calling thread until vfmig_server_stop; then cancels the sessions in flight
+ *  (usual rollback: their sources resume their VFs), waits for every connection thread and
+ *  returns VFMIG_OK. Once per server. */
+VFMIG_API int vfmig_server_run(vfmig_server *srv);
+/** Makes run return. Any thread, and async-signal-safe (one atomic store). */
+VFMIG_API void vfmig_server_stop(vfmig_server *srv);
+/** Counters so far. Any thread. */
+VFMIG_API void vfmig_server_get_counters(vfmig_server *srv, vfmig_server_counters *out);
+/** Frees a server that is not running (accepts NULL). */
+VFMIG_API void vfmig_server_destroy(vfmig_server *srv);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #define VFMIG_TESTS_LINK_UTIL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "testutil.h"
@@ -22,12 +23,14 @@ typedef struct connect_args {
     vfmig_link *link;
     int status;
     char err[256];
+    atomic_int done; /* set once connect returned */
 } connect_args;
 
 static inline void *connect_thread(void *p)
 {
     connect_args *a = p;
     a->status = vfmig_connect(a->ep, a->timeout_ms, &a->link, a->err, sizeof(a->err));
+    atomic_store(&a->done, 1);
     return NULL;
 }
 

@@ -25,14 +25,21 @@ static void fill(uint8_t *p, size_t n, uint64_t seed)
 }
 
 static uint8_t key1[32], key2[32], key3[32];
+/* 1: the same cases with integrity only (vfmig_link_enable_mac: Poly1305 tags, payload in clear). */
+static int mac_mode;
+
+static int enable(vfmig_link *l, const uint8_t *tx, const uint8_t *rx)
+{
+    return mac_mode ? vfmig_link_enable_mac(l, tx, rx) : vfmig_link_enable_aead(l, tx, rx);
+}
 
 /* Pair with encryption on both ends, keys crosswise. */
 static void make_sealed_pair(unsigned n, vfmig_link **a, vfmig_link **b)
 {
     make_pair(n, a, b);
     ASSERT_TRUE(!vfmig_link_aead_enabled(*a));
-    ASSERT_OK(vfmig_link_enable_aead(*a, key1, key2));
-    ASSERT_OK(vfmig_link_enable_aead(*b, key2, key1));
+    ASSERT_OK(enable(*a, key1, key2));
+    ASSERT_OK(enable(*b, key2, key1));
     ASSERT_TRUE(vfmig_link_aead_enabled(*a) && vfmig_link_aead_enabled(*b));
 }
 
@@ -106,7 +113,7 @@ static void roundtrip(unsigned n, uint64_t seed)
     ASSERT_TRUE(vfmig_link_bytes_sent(a) == per_stream * ROUNDS * (n + 1));
     ASSERT_TRUE(vfmig_link_bytes_sent(b) == per_stream * ROUNDS * 2);
     /* Enabling twice is refused (the counters would restart under the same keys). */
-    ASSERT_EQ(vfmig_link_enable_aead(a, key1, key2), VFMIG_EINVAL);
+    ASSERT_EQ(enable(a, key1, key2), VFMIG_EINVAL);
     close_pair(a, b);
 }
 
@@ -205,7 +212,10 @@ static void test_tamper(unsigned n)
 
     /* Genuine frame 0, injected as captured: accepted. */
     capture(a, b, s, &f, pay, &w0);
-    ASSERT_TRUE(memcmp(w0.bytes + HDR, pay, 16) != 0); /* the payload is not in clear */
+    if (mac_mode)
+        ASSERT_TRUE(memcmp(w0.bytes + HDR, pay, 100) == 0); /* integrity only: payload in clear */
+    else
+        ASSERT_TRUE(memcmp(w0.bytes + HDR, pay, 16) != 0); /* the payload is not in clear */
     inject(a, s, w0.bytes, w0.n);
     ASSERT_OK(recv_into(b, s, &g, buf, sizeof(buf)));
     ASSERT_EQ(g.len, 100);
@@ -249,7 +259,7 @@ static void test_tamper(unsigned n)
         case 2: h.aux = 1; break;
         case 3: h.type = VFMIG_F_MUTABLE; break;
         case 4: h.codec = 2; break;
-        default: h.flags = 1; break;
+        default: h.flags = 2; break; /* not 1: VFMIG_FRAME_FLAG_UNCHECKED changes what the checksum covers */
         }
         vfmig_frame_pack(&h, x.bytes + HDR, x.bytes);
         inject(a, s, x.bytes, x.n);
@@ -313,8 +323,8 @@ static void test_wrong_key(void)
 {
     vfmig_link *a, *b;
     make_pair(1, &a, &b);
-    ASSERT_OK(vfmig_link_enable_aead(a, key1, key2));
-    ASSERT_OK(vfmig_link_enable_aead(b, key2, key3)); /* b opens with key3, a seals with key1 */
+    ASSERT_OK(enable(a, key1, key2));
+    ASSERT_OK(enable(b, key2, key3)); /* b opens with key3, a seals with key1 */
     uint8_t pay[64] = "secret", buf[64];
     vfmig_frame f = {.type = VFMIG_F_PAGES, .len = 64}, g;
     for (unsigned s = 0; s <= 1; s++) {
@@ -330,8 +340,8 @@ static void test_wrong_key(void)
     /* Crosswise mistake: both ends seal with the same key they open with. */
     close_pair(a, b);
     make_pair(1, &a, &b);
-    ASSERT_OK(vfmig_link_enable_aead(a, key1, key2));
-    ASSERT_OK(vfmig_link_enable_aead(b, key1, key2));
+    ASSERT_OK(enable(a, key1, key2));
+    ASSERT_OK(enable(b, key1, key2));
     ASSERT_OK(vfmig_link_send(a, 1, &f, pay));
     ASSERT_OK(vfmig_link_flush(a, 1));
     expect_auth_fail(b, 1, buf, sizeof(buf), "keys not crosswise");
@@ -364,11 +374,11 @@ static void test_limits(void)
 
     /* Default: 4 MiB payloads are the limit of an encrypted link; a larger send is refused with
      * a clear message before anything is written. */
-    ASSERT_OK(vfmig_link_enable_aead(a, key1, key2));
-    ASSERT_OK(vfmig_link_enable_aead(b, key2, key1));
+    ASSERT_OK(enable(a, key1, key2));
+    ASSERT_OK(enable(b, key2, key1));
     f.len = VFMIG_AEAD_DEFAULT_CAP + 1;
     ASSERT_EQ(vfmig_link_send(a, 1, &f, big), VFMIG_EINVAL);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), "over the 4194304-byte limit of encrypted links"));
+    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), mac_mode ? "over the 4194304-byte limit of keyed links" : "over the 4194304-byte limit of encrypted links"));
     fprintf(stderr, "  oversized send -> %s\n", vfmig_link_stream_error(a, 1));
     /* Exactly the limit passes (received concurrently: it does not fit the socket buffers). */
     f.len = VFMIG_AEAD_DEFAULT_CAP;
@@ -392,7 +402,7 @@ static void test_limits(void)
     vfmig_frame_pack(&o, big, hdr);
     inject(a, 1, hdr, HDR);
     ASSERT_EQ(vfmig_link_recv(b, 1, &g, buf, (5u << 20) + TAG, 2000), VFMIG_EPROTO);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(b, 1), "limit of encrypted links"));
+    ASSERT_TRUE(strstr(vfmig_link_stream_error(b, 1), mac_mode ? "limit of keyed links" : "limit of encrypted links"));
     fprintf(stderr, "  oversized frame received -> %s\n", vfmig_link_stream_error(b, 1));
     close_pair(a, b);
 
@@ -400,11 +410,11 @@ static void test_limits(void)
     make_pair(1, &a, &b);
     vfmig_link_set_max_payload(a, 1000);
     vfmig_link_set_max_payload(b, 1000);
-    ASSERT_OK(vfmig_link_enable_aead(a, key1, key2));
-    ASSERT_OK(vfmig_link_enable_aead(b, key2, key1));
+    ASSERT_OK(enable(a, key1, key2));
+    ASSERT_OK(enable(b, key2, key1));
     f.len = 1001;
     ASSERT_EQ(vfmig_link_send(a, 1, &f, big), VFMIG_EINVAL);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), "over the 1000-byte limit of encrypted links"));
+    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), mac_mode ? "over the 1000-byte limit of keyed links" : "over the 1000-byte limit of encrypted links"));
     f.len = 1000;
     ASSERT_OK(vfmig_link_send(a, 1, &f, big));
     ASSERT_OK(vfmig_link_flush(a, 1));
@@ -430,7 +440,7 @@ static void test_one_side(void)
 {
     vfmig_link *a, *b;
     make_pair(1, &a, &b);
-    ASSERT_OK(vfmig_link_enable_aead(a, key1, key2)); /* b stays plain */
+    ASSERT_OK(enable(a, key1, key2)); /* b stays plain */
     uint8_t pay[200], buf[200];
     fill(pay, sizeof(pay), 9);
     vfmig_frame f = {.type = VFMIG_F_PAGES, .len = 200}, e = {.type = VFMIG_F_GO}, g;
@@ -492,14 +502,17 @@ int main(void)
         key2[i] = (uint8_t)t_rand(&k);
         key3[i] = (uint8_t)t_rand(&k);
     }
-    roundtrip(1, seed);
-    roundtrip(3, seed);
-    test_tamper(1);
-    test_tamper(3);
-    test_wrong_key();
-    test_limits();
-    test_one_side();
-    test_counter_end();
+    for (mac_mode = 0; mac_mode < 2; mac_mode++) {
+        fprintf(stderr, "== %s\n", mac_mode ? "integrity only (Poly1305 tags)" : "AES-256-GCM");
+        roundtrip(1, seed);
+        roundtrip(3, seed);
+        test_tamper(1);
+        test_tamper(3);
+        test_wrong_key();
+        test_limits();
+        test_one_side();
+        test_counter_end();
+    }
     printf("test_aead: ok (%.2f s)\n", now_s() - t0);
     return 0;
 }

@@ -30,7 +30,7 @@ usage_fails "out of range" local --budget-ms 0
 usage_fails "belongs to" local --connect 127.0.0.1:1
 usage_fails "out of range 0-65535" source --connect tcp://host:99999
 usage_fails "endpoint" target --listen "tcp://127.0.0.1:7300?streams=0"
-for c in local source target; do
+for c in local source target serve keygen; do
     "$V" $c --help | grep -q "usage: vfmig $c" || fail "vfmig $c --help"
 done
 
@@ -78,21 +78,42 @@ wait $TPID || fail "target exited $?: $(cat "$TMP/target.json" "$TMP/target.err"
 has_keys "$out" '"status":"ok"' '"role":"source"' '"verified":true' '"vf_state":"resumed-on-target"'
 has_keys "$(cat "$TMP/target.json")" '"status":"ok"' '"role":"target"' '"vf_state":"resumed-on-target"'
 
+# Keys: keygen writes 32 random bytes only its owner can read, never over an existing file;
+# short keys (a passphrase) are refused.
+"$V" keygen "$TMP/key" 2>/dev/null || fail "keygen"
+"$V" keygen "$TMP/badkey" 2>/dev/null || fail "keygen 2"
+[ "$(stat -c %s:%a "$TMP/key")" = "32:600" ] || fail "keygen: $(stat -c %s:%a "$TMP/key")"
+cmp -s "$TMP/key" "$TMP/badkey" && fail "keygen wrote the same key twice"
+"$V" keygen "$TMP/key" 2>/dev/null && fail "keygen replaced an existing key"
+printf 'correct horse battery staple\n' >"$TMP/shortkey"
+usage_fails "32 to 256 bytes" source --connect 127.0.0.1:1 --psk-file "$TMP/shortkey"
+# No key beyond loopback: refused before anything is bound.
+usage_fails "without a key" target --listen 0.0.0.0:0
+usage_fails "without a key" serve --listen "tcp://0.0.0.0:0"
+usage_fails "needs --listen" serve
+usage_fails "belongs to" source --connect 127.0.0.1:1 --max-sessions 2
+
 # Two processes, authenticated and encrypted; then a source with the wrong key is refused.
-printf 'correct horse battery staple\n' >"$TMP/key"
-printf 'incorrect horse battery staple\n' >"$TMP/badkey"
 start_target --vram 32M --psk-file "$TMP/key" --encrypt
 out=$("$V" source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 32M --dirty-rate 50M --pattern hot:4M \
       --timeout-ms 3000 --psk-file "$TMP/key" --encrypt --json) || fail "encrypted source: $out"
 wait $TPID || fail "encrypted target exited $?: $(cat "$TMP/target.json" "$TMP/target.err")"
 has_keys "$out" '"status":"ok"' '"verified":true' '"vf_state":"resumed-on-target"'
+# A wrong key, garbage and no key are refused without ending the target, which then migrates.
 start_target --vram 32M --psk-file "$TMP/key"
 out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-file "$TMP/badkey" --json 2>/dev/null)
 rc=$?
-wait $TPID; trc=$?
-[ $rc -eq 1 ] && [ $trc -eq 1 ] || fail "wrong key: source exited $rc, target $trc"
+[ $rc -eq 1 ] || fail "wrong key: source exited $rc"
 has_keys "$out" '"status":"error"' '"error_code":"VFMIG_EAUTH"' '"vf_state":"running-on-source"' '"bytes_wire":0'
-has_keys "$(cat "$TMP/target.json")" '"status":"error"' '"vf_state":"not-resumed"'
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --json 2>/dev/null)
+[ $? -eq 1 ] || fail "keyless source to a keyed target: $out"
+has_keys "$out" '"error_code":"VFMIG_EAUTH"'
+printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >/dev/tcp/127.0.0.1/$PORT || fail "garbage connection"
+kill -0 $TPID || fail "the target ended on a refused connection"
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-file "$TMP/key" --json) ||
+    fail "good source after refused ones: $out"
+wait $TPID || fail "target after refused connections exited $?: $(cat "$TMP/target.json")"
+has_keys "$(cat "$TMP/target.json")" '"status":"ok"' '"vf_state":"resumed-on-target"'
 usage_fails "needs --psk-file" local --encrypt
 
 # Layout mismatch: refused before any page moves; both ends say why; the VF stays on the source.
@@ -121,4 +142,55 @@ sleep 1
 wait $SPID; rc=$?
 [ $rc -eq 1 ] || fail "source after target kill exited $rc: $(cat "$TMP/source.json")"
 has_keys "$(cat "$TMP/source.json")" '"status":"error"' '"vf_state":"running-on-source"' '"verified":false'
+
+wait_for() { # file pattern: waits (bounded) for a line to appear
+    for _ in $(seq 400); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.025
+    done
+    fail "no '$2' in $1: $(cat "$1")"
+}
+
+# serve: keyed migrations one after another, a wrong key refused, one JSON line per migration;
+# SIGTERM while a migration runs cancels it (its source keeps the VF) and serve exits 0.
+"$V" serve --listen "tcp://127.0.0.1:0?streams=4" --psk-file "$TMP/key" --timeout-ms 3000 --json \
+    >"$TMP/serve.json" 2>"$TMP/serve.err" &
+SVPID=$!
+wait_for "$TMP/serve.err" "serving on port"
+SPORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$TMP/serve.err")
+for vram in 16M 24M; do
+    out=$("$V" source --connect "tcp://127.0.0.1:$SPORT?streams=2" --vram $vram --dirty-rate 20M \
+          --timeout-ms 3000 --psk-file "$TMP/key" --json) || fail "source to serve ($vram): $out"
+    has_keys "$out" '"status":"ok"' '"verified":true'
+done
+out=$("$V" source --connect "127.0.0.1:$SPORT" --vram 16M --timeout-ms 3000 --psk-file "$TMP/badkey" --json 2>/dev/null)
+[ $? -eq 1 ] || fail "wrong key to serve: $out"
+has_keys "$out" '"error_code":"VFMIG_EAUTH"' '"vf_state":"running-on-source"'
+"$V" source --connect "127.0.0.1:$SPORT" --vram 256M --dirty-rate 20M --max-bandwidth 32M --timeout-ms 3000 \
+    --psk-file "$TMP/key" --json -v >"$TMP/s3.json" 2>"$TMP/s3.err" &
+S3=$!
+wait_for "$TMP/s3.err" "phase pre-copy"
+kill -TERM $SVPID
+wait $SVPID || fail "serve exited $? on SIGTERM: $(cat "$TMP/serve.err")"
+wait $S3; rc=$?
+[ $rc -eq 1 ] || fail "source whose server stopped exited $rc"
+has_keys "$(cat "$TMP/s3.json")" '"status":"error"' '"vf_state":"running-on-source"'
+[ "$(grep -c '"status":"ok"' "$TMP/serve.json")" -eq 2 ] || fail "serve JSON: $(cat "$TMP/serve.json")"
+[ "$(grep -c '"status":"error"' "$TMP/serve.json")" -eq 1 ] || fail "serve JSON: $(cat "$TMP/serve.json")"
+grep -q "stopped serving: 2 migrated" "$TMP/serve.err" || fail "serve summary: $(cat "$TMP/serve.err")"
+
+# SIGINT on a source mid pre-copy: canceled, the VF runs on, the summary is printed, exit 1.
+start_target --vram 256M --psk-file "$TMP/key"
+"$V" source --connect "127.0.0.1:$PORT" --vram 256M --dirty-rate 20M --max-bandwidth 32M --timeout-ms 3000 \
+    --psk-file "$TMP/key" --json -v >"$TMP/s4.json" 2>"$TMP/s4.err" &
+S4=$!
+wait_for "$TMP/s4.err" "phase pre-copy"
+kill -INT $S4
+wait $S4; rc=$?
+[ $rc -eq 1 ] || fail "source after SIGINT exited $rc"
+has_keys "$(cat "$TMP/s4.json")" '"status":"error"' '"error_code":"VFMIG_ECANCELED"' '"vf_state":"running-on-source"'
+grep -q "SIGINT: migration canceled" "$TMP/s4.err" || fail "source on SIGINT: $(cat "$TMP/s4.err")"
+wait $TPID; trc=$?
+[ $trc -eq 1 ] || fail "target of a canceled source exited $trc"
+has_keys "$(cat "$TMP/target.json")" '"status":"error"' '"vf_state":"not-resumed"'
 echo "test_cli: passed"

@@ -86,6 +86,7 @@ typedef struct pcase {
     bool quiet;          /* after round 0 only pages 0..3 are ever dirty (the rest is sent once) */
     bool random;         /* source VF of random content: every page frame carries a payload */
     int alt;             /* EXP_FAIL: one more status the non-detecting end may report */
+    bool server;         /* the target end is a vfmig_server (engine/server.c), not one session */
 } pcase;
 
 /* The detecting end reports the root cause; the other end reports the same status (it came back
@@ -244,6 +245,24 @@ static const pcase pcases[] = {
     {"goack_fliphdr", P_GO_ACK, FLIP_HDR, IN_DOUBT(true)},
     {"goack_truncate", P_GO_ACK, TRUNC(20), IN_DOUBT(true)},
     {"goack_dup", P_GO_ACK, DUP, BENIGN},
+    /* The same faults with a vfmig_server as the target (srv_*): it authenticates and answers the
+     * HELLO itself, then hands the link to a session; an end before the session is a refusal. */
+#define SRV .server = true
+    {"srv_hello_fliphdr", P_HELLO, FLIP_HDR, SRV, BY_T(CHECKSUM)},
+    {"srv_hello_truncate", P_HELLO, TRUNC(20), SRV, BY_A(CLOSED)},
+    {"srv_hello_drop", P_HELLO, DROP, SRV, BY_A(TIMEDOUT)},
+    {"srv_helloack_fliphdr", P_HELLO_ACK, FLIP_HDR, SRV, BY_S(CHECKSUM)},
+    {"srv_enc_auth_fliphdr", P_AUTH, FLIP_HDR, .encrypt = true, SRV, BY_T(CHECKSUM)},
+    {"srv_enc_round0_dup", P_ROUND0, DUP, .encrypt = true, SRV, BY_T(AUTH)},
+    {"srv_imm_flippayload", P_IMM, FLIP_PAY, SRV, BY_T(CHECKSUM)},
+    {"srv_round0_flippayload", P_ROUND0, FLIP_PAY, SRV, .no_map = true, BY_T(CHECKSUM)},
+    {"srv_final_truncate", P_FINAL, TRUNC(100), SRV, BY_A(CLOSED)},
+    {"srv_commit_fliphdr", P_COMMIT, FLIP_HDR, SRV, BY_T(CHECKSUM)},
+    {"srv_verdict_drop", P_VERDICT, DROP, SRV, BY_A(TIMEDOUT)},
+    {"srv_go_silent", P_GO, SILENT, SRV, IN_DOUBT(false)},
+    {"srv_goack_drop", P_GO_ACK, DROP, SRV, IN_DOUBT(true)},
+    {"srv_round0_delayshort", P_ROUND0, DELAY_SHORT, SRV, BENIGN},
+    {"srv_enc_mutable_delayshort", P_MUTABLE, DELAY_SHORT, .encrypt = true, SRV, BENIGN},
 };
 
 static vfmig_simvf *new_sim(uint64_t vram, uint64_t page, uint32_t nranges, uint64_t rate, vfmig_content content,
@@ -292,7 +311,73 @@ typedef struct tend {
     int rc;
     double t_end;
     char err[600];
+    /* server mode: the device handed out, and the outcome as the server's callbacks tell it */
+    vfmig_device dev;
+    vfmig_stats st;
+    atomic_bool done;
+    int key_len;
+    const char *key;
 } tend;
+
+static int srv_open(void *user, const vfmig_incoming *in, vfmig_device *dev, void **dev_user)
+{
+    (void)in;
+    tend *t = user;
+    *dev = t->dev;
+    *dev_user = t;
+    return VFMIG_OK;
+}
+
+static void srv_configure(void *user, const vfmig_incoming *in, vfmig_session *s, void *dev_user)
+{
+    (void)user;
+    (void)in;
+    (void)dev_user;
+    vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, 1);
+    vfmig_session_set_param(s, VFMIG_P_MAX_ROUNDS, MAX_ROUNDS);
+    vfmig_session_set_param(s, VFMIG_P_THREADS, 2);
+    vfmig_session_set_pinning(s, "none");
+}
+
+static void srv_finished(void *user, const vfmig_incoming *in, vfmig_session *s, int status, void *dev_user)
+{
+    (void)in;
+    (void)dev_user;
+    tend *t = user;
+    if (atomic_load(&t->done))
+        return;
+    t->rc = status;
+    if (s)
+        vfmig_session_get_stats(s, &t->st);
+    snprintf(t->err, sizeof(t->err), "%s", s ? vfmig_session_last_error(s) : "no session");
+    t->t_end = now_ms();
+    atomic_store(&t->done, true);
+}
+
+static void srv_refused(void *user, const char *peer, int status, const char *why)
+{
+    (void)peer;
+    tend *t = user;
+    if (atomic_load(&t->done))
+        return;
+    t->rc = status;
+    t->st.status = status;
+    t->st.vf_state = VFMIG_VF_NOT_RESUMED;
+    snprintf(t->err, sizeof(t->err), "refused before a session: %s", why);
+    t->t_end = now_ms();
+    atomic_store(&t->done, true);
+}
+
+typedef struct srv_end {
+    vfmig_server *srv;
+    pthread_t th;
+} srv_end;
+
+static void *srv_main(void *arg)
+{
+    vfmig_server_run(((srv_end *)arg)->srv);
+    return NULL;
+}
 
 static void *tend_main(void *arg)
 {
@@ -385,13 +470,36 @@ static void run_pcase(const pcase *c)
     ASSERT_OK(vfmig_simvf_start(src));
 
     tend t = {.accept_ms = 2 * TIMEOUT_MS};
-    listen_local(2, &t.l);
     vfmig_device ddev;
     vfmig_simvf_device(dst, &ddev);
-    t.s = new_session(VFMIG_ROLE_TARGET, &ddev, TIMEOUT_MS);
     static const char key[] = "nothing lost, no one in: test key";
+    srv_end se = {0};
+    int tport;
+    if (c->server) {
+        t.dev = ddev;
+        vfmig_server_config sc;
+        vfmig_server_config_init(&sc);
+        sc.endpoint = "tcp://127.0.0.1:0?streams=2";
+        sc.timeout_ms = TIMEOUT_MS;
+        sc.handshake_timeout_ms = TIMEOUT_MS;
+        if (c->encrypt) {
+            sc.psk = key;
+            sc.psk_len = sizeof(key) - 1;
+            sc.require_encrypt = 1;
+        }
+        vfmig_server_callbacks cb = {.open_device = srv_open, .configure = srv_configure,
+                                     .finished = srv_finished, .refused = srv_refused, .user = &t};
+        char serr[400];
+        if (vfmig_server_create(&sc, &cb, &se.srv, serr, sizeof(serr)))
+            T_FAIL("server: %s", serr);
+        tport = vfmig_server_port(se.srv);
+    } else {
+        listen_local(2, &t.l);
+        t.s = new_session(VFMIG_ROLE_TARGET, &ddev, TIMEOUT_MS);
+        tport = vfmig_listener_port(t.l);
+    }
 
-    fp_config pc = {.target_port = vfmig_listener_port(t.l), .match = c->m, .action = c->act,
+    fp_config pc = {.target_port = tport, .match = c->m, .action = c->act,
                     .truncate_at = c->trunc, .flip_byte = c->flip_byte, .flip_mask = c->flip_mask,
                     .delay_ms = c->delay_ms, .max_life_ms = 30000};
     fault_proxy *px;
@@ -405,14 +513,16 @@ static void run_pcase(const pcase *c)
     vfmig_session *s = new_session(VFMIG_ROLE_SOURCE, &sfd.outer, TIMEOUT_MS);
     if (c->encrypt) {
         ASSERT_OK(vfmig_session_set_psk(s, key, sizeof(key) - 1));
-        ASSERT_OK(vfmig_session_set_psk(t.s, key, sizeof(key) - 1));
         ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ENCRYPT, 1));
-        ASSERT_OK(vfmig_session_set_param(t.s, VFMIG_P_ENCRYPT, 1));
+        if (!c->server) {
+            ASSERT_OK(vfmig_session_set_psk(t.s, key, sizeof(key) - 1));
+            ASSERT_OK(vfmig_session_set_param(t.s, VFMIG_P_ENCRYPT, 1));
+        }
     }
 
     double t0 = now_ms();
     pthread_t th;
-    ASSERT_TRUE(pthread_create(&th, NULL, tend_main, &t) == 0);
+    ASSERT_TRUE(pthread_create(&th, NULL, c->server ? srv_main : tend_main, c->server ? (void *)&se : (void *)&t) == 0);
     char ep[64], err[256];
     snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d?streams=2", fault_proxy_port(px));
     vfmig_link *link;
@@ -422,18 +532,30 @@ static void run_pcase(const pcase *c)
     double t_src = now_ms() - t0;
     if (c->close_early)
         vfmig_link_close(link);
+    if (c->server) {
+        /* The target end is done when the server says so (bounded: the proxy lives 30 s). */
+        for (int i = 0; i < 20000 && !atomic_load(&t.done); i++)
+            sleep_ms(1);
+        if (!atomic_load(&t.done))
+            T_FAIL("the server never reported the migration's end");
+        vfmig_server_stop(se.srv);
+    }
     pthread_join(th, NULL);
     if (!c->close_early)
         vfmig_link_close(link);
     double t_tgt = t.t_end - t0;
     vfmig_listener_close(t.l);
+    vfmig_server_destroy(se.srv);
     fp_report rep;
     fault_proxy_report(px, &rep);
     fault_proxy_stop(px);
 
     vfmig_stats ss, ts;
     vfmig_session_get_stats(s, &ss);
-    vfmig_session_get_stats(t.s, &ts);
+    if (c->server)
+        ts = t.st;
+    else
+        vfmig_session_get_stats(t.s, &ts);
     fprintf(stderr, "fault: %s\n", rep.hit);
     fprintf(stderr, "source: %s after %.0f ms, vf %s: %s\n", vfmig_status_name(rc), t_src,
             vfmig_vf_state_name(ss.vf_state), vfmig_session_last_error(s));
@@ -1083,6 +1205,21 @@ static void f_go_early(forge *F)
     forge_finish(F, VFMIG_EPROTO, F_PAGES / 4);
 }
 
+/* Waits (bounded by the socket timeout) for the target's acknowledgement of round r: every
+ * stream has finished it. */
+static void wait_round_ack(forge *F, uint32_t r)
+{
+    vfmig_frame f;
+    for (;;) {
+        if (recv_frame(F->fd[0], &f, F->buf, sizeof(F->buf)))
+            T_FAIL("no acknowledgement of round %u from the target", r);
+        if (f.type == VFMIG_F_ROUND_ACK && f.round == r)
+            return;
+        if (f.type != VFMIG_F_ROUND_ACK)
+            T_FAIL("waiting for the acknowledgement of round %u: frame type %u", r, f.type);
+    }
+}
+
 /* A full image; then COMMIT variants. */
 static void commit_case(forge *F, uint64_t pages, uint32_t rounds, bool mutable, uint32_t commit_round,
                         bool good, int st)
@@ -1093,7 +1230,7 @@ static void commit_case(forge *F, uint64_t pages, uint32_t rounds, bool mutable,
     for (uint32_t r = 1; r < rounds; r++)
         send_round_end(F, r, 0);
     if (rounds > 1)
-        sleep_ms(200); /* the data stream's ROUND_ENDs are in before the COMMIT on control */
+        wait_round_ack(F, rounds - 1); /* the data stream's ROUND_ENDs are in before the COMMIT */
     if (mutable)
         send_mutable(F);
     send_commit(F, commit_round, good);
@@ -1124,11 +1261,12 @@ static void f_pages_after_commit(forge *F)
     fill_pattern(0x77);
     send_pages(F, 1, 3, 1, VFMIG_CODEC_RAW, pattern, F_PAGE);
     send_round_end(F, 1, 1);
-    sleep_ms(200); /* the receiver has the frame before GO arrives */
-    vfmig_frame go = {.type = VFMIG_F_GO};
-    send_frame(F->fd[0], go, NULL);
+    /* The refusal is the event: the target aborts on the frame itself, GO or no GO; a GO sent
+     * after it must change nothing. */
     F->verdict_ok = true; /* restore_mutable ran before the bad frame: that alone is fine */
     expect_reply(F, VFMIG_F_ABORT, VFMIG_EPROTO);
+    vfmig_frame go = {.type = VFMIG_F_GO};
+    send_frame(F->fd[0], go, NULL);
     forge_finish(F, VFMIG_EPROTO, F_PAGES / 4);
     if (!vram_all(F, 0, 3 * F_PAGE, 4 * F_PAGE))
         T_FAIL("a page frame sent after the verified COMMIT was written");

@@ -150,17 +150,59 @@ static void header_prefix(const vfmig_frame *f, uint8_t out[VFMIG_FRAME_HDR_BYTE
     vfmig_put_u32(out + 4, f->len);
 }
 
-int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+/* vfmig_link_send on a MAC-keyed link: payload in clear, then its tag. */
+static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload, bool last)
+{
+    if (f->len > vfmig_aead_cap(l->aead))
+        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %zu-byte limit of keyed links",
+                               f->len, vfmig_aead_cap(l->aead));
+    uint8_t hdr[VFMIG_FRAME_HDR_BYTES], tag[VFMIG_AEAD_TAG_BYTES];
+    vfmig_frame g = *f;
+    g.len += VFMIG_AEAD_TAG_BYTES;
+    header_prefix(&g, hdr);
+    int r = vfmig_aead_tag(l->aead, stream, hdr, payload, f->len, tag);
+    if (r == VFMIG_EPROTO)
+        return vfmig_link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
+    if (r)
+        return vfmig_link_fail(l, stream, r, "frame MAC failed in the crypto library");
+    /* The checksum stays the plain one over what travels (payload + tag): corruption is told
+     * apart from forgery, as on encrypted links. */
+    const void *wire_payload = payload;
+    uint8_t *joined = NULL;
+    if (!l->ops->send_tail) {
+        joined = vfmig_aead_tx_buf(l->aead, stream);
+        if (f->len)
+            memcpy(joined, payload, f->len);
+        memcpy(joined + f->len, tag, sizeof(tag));
+        wire_payload = joined;
+    }
+    vfmig_put_u64(hdr + 32, vfmig_frame_csum2(hdr, payload, f->len, tag, sizeof(tag)));
+    size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
+    r = last ? VFMIG_OK : vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd); /* a last word is tiny */
+    if (r)
+        return r;
+    if (joined)
+        r = l->ops->send(l, stream, hdr, wire_payload, g.len);
+    else if (!(r = l->ops->send(l, stream, hdr, payload, f->len)))
+        r = l->ops->send_tail(l, stream, tag, sizeof(tag));
+    if (r == VFMIG_OK)
+        atomic_fetch_add_explicit(&l->bytes_sent, wire, memory_order_relaxed);
+    return r;
+}
+
+static int link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload, bool last)
 {
     if (!l || !f || stream > l->nstreams || (f->len && !payload))
         return VFMIG_EINVAL;
     if (f->len > VFMIG_FRAME_MAX_PAYLOAD)
         return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
                                f->len, VFMIG_FRAME_MAX_PAYLOAD);
-    if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
+    if (!last && atomic_load_explicit(&l->interrupted, memory_order_relaxed))
         return VFMIG_ECANCELED;
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame g = *f;
+    if (l->aead && vfmig_aead_mac_only(l->aead))
+        return send_tagged(l, stream, f, payload, last);
     if (l->aead) {
         if (f->len > vfmig_aead_cap(l->aead))
             return vfmig_link_fail(l, stream, VFMIG_EINVAL,
@@ -180,7 +222,7 @@ int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const 
     }
     vfmig_frame_pack(&g, payload, hdr);
     size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
-    int r = vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    int r = last ? VFMIG_OK : vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
     if (r)
         return r;
     r = l->ops->send(l, stream, hdr, payload, g.len);
@@ -248,6 +290,19 @@ int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     return r;
 }
 
+int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+{
+    return link_send(l, stream, f, payload, false);
+}
+
+int vfmig_link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+{
+    /* After an interrupt every wait returns at once (the interrupt fd stays readable), so this
+     * goes out only as far as the socket takes it without blocking. */
+    int rc = link_send(l, stream, f, payload, true);
+    return rc ? rc : (l->ops->flush(l, stream));
+}
+
 int vfmig_link_flush(vfmig_link *l, unsigned stream)
 {
     if (!l || stream > l->nstreams)
@@ -295,6 +350,46 @@ static int recv_sealed(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_F
     return VFMIG_OK;
 }
 
+/* The rest of vfmig_link_recv on a MAC-keyed link: payload straight into the caller's buffer,
+ * then the tag; checksum, then the tag's check. */
+static int recv_tagged(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
+                       vfmig_frame *f, void *payload, size_t cap, uint64_t deadline)
+{
+    if (f->len < VFMIG_AEAD_TAG_BYTES)
+        return vfmig_link_fail(l, stream, VFMIG_EAUTH,
+                               "type %u frame of %u bytes has no authentication tag (peer not keyed?)",
+                               f->type, f->len);
+    size_t plain = f->len - VFMIG_AEAD_TAG_BYTES;
+    if (plain > cap)
+        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+                               "frame payload of %zu bytes larger than the %zu-byte buffer", plain, cap);
+    if (plain > vfmig_aead_cap(l->aead))
+        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+                               "frame payload of %zu bytes over the %zu-byte limit of keyed links", plain,
+                               vfmig_aead_cap(l->aead));
+    uint8_t tag[VFMIG_AEAD_TAG_BYTES];
+    int r = plain ? l->ops->read(l, stream, payload, plain, vfmig_ms_left(deadline), &deadline) : VFMIG_OK;
+    if (!r)
+        r = l->ops->read(l, stream, tag, sizeof(tag), vfmig_ms_left(deadline), &deadline);
+    if (r)
+        return r;
+    if (vfmig_frame_csum2(hdr, payload, plain, tag, sizeof(tag)) != vfmig_get_u64(hdr + 32))
+        return vfmig_link_fail(l, stream, VFMIG_ECHECKSUM,
+                               "checksum mismatch on a type %u frame of %u bytes", f->type, f->len);
+    r = vfmig_aead_verify(l->aead, stream, hdr, payload, plain, tag);
+    if (r == VFMIG_EAUTH) {
+        if (plain)
+            memset(payload, 0, plain); /* never leave unauthenticated bytes to the caller */
+        return vfmig_link_fail(l, stream, r, "frame failed authentication (tampered, replayed or wrong key)");
+    }
+    if (r == VFMIG_EPROTO)
+        return vfmig_link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
+    if (r)
+        return vfmig_link_fail(l, stream, r, "frame MAC failed in the crypto library");
+    f->len = (uint32_t)plain;
+    return VFMIG_OK;
+}
+
 int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
                     int timeout_ms)
 {
@@ -327,6 +422,8 @@ int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void 
                                vfmig_get_u32(hdr + 4), maxp);
     }
     /* After a refused frame the stream is out of step: the caller must treat it as fatal. */
+    if (l->aead && vfmig_aead_mac_only(l->aead))
+        return recv_tagged(l, stream, hdr, f, payload, cap, deadline);
     if (l->aead)
         return recv_sealed(l, stream, hdr, f, payload, cap, deadline);
     void *dst = place && f->len ? place(ctx, f) : NULL;
@@ -351,7 +448,7 @@ int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void 
     return VFMIG_OK;
 }
 
-int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
+static int enable_keyed(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32], int mac_only)
 {
     if (!l || !key_tx || !key_rx || l->aead)
         return VFMIG_EINVAL;
@@ -364,7 +461,18 @@ int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_
         cap = VFMIG_FRAME_MAX_PAYLOAD - VFMIG_AEAD_TAG_BYTES;
     if (!cap)
         cap = 1; /* a link refusing every payload still needs room for the tag */
-    return vfmig_aead_new(l->nstreams, key_tx, key_rx, cap, &l->aead);
+    return mac_only ? vfmig_aead_new_mac(l->nstreams, key_tx, key_rx, cap, &l->aead)
+                    : vfmig_aead_new(l->nstreams, key_tx, key_rx, cap, &l->aead);
+}
+
+int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
+{
+    return enable_keyed(l, key_tx, key_rx, 0);
+}
+
+int vfmig_link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
+{
+    return enable_keyed(l, key_tx, key_rx, 1);
 }
 
 bool vfmig_link_aead_enabled(const vfmig_link *l)

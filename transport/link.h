@@ -48,6 +48,9 @@ int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
 /** True when payloads are sealed or authenticated per frame: they must then be stable while
  *  sent and cannot be received in place (the engine takes its copying path). */
 bool vfmig_link_payload_transformed(const vfmig_link *l);
+/** Sends and flushes a frame even after vfmig_link_interrupt, never blocking (what the socket
+ *  does not take at once is lost): a canceled session's last word, its ABORT. Same returns. */
+int vfmig_link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload);
 /** Pushes out whatever the stream buffers. */
 int vfmig_link_flush(vfmig_link *l, unsigned stream);
 /**
@@ -94,8 +97,19 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len);
  * Returns VFMIG_OK, VFMIG_EINVAL (already on, bad arguments), VFMIG_ENOMEM or VFMIG_EIO.
  */
 int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
-/** Whether vfmig_link_enable_aead succeeded on this link. */
+/**
+ * As vfmig_link_enable_aead, for integrity without encryption: every frame then carries a
+ * 16-byte Poly1305 tag under the keys (len + 16 on the wire), header included, with the same
+ * ordering and replay rules; payloads travel in clear. Same conditions and returns.
+ */
+int vfmig_link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32]);
+/** Whether vfmig_link_enable_aead or vfmig_link_enable_mac succeeded on this link. */
 bool vfmig_link_aead_enabled(const vfmig_link *l);
+/** Any thread: 1 if the peer has sent bytes on the control stream that nobody has read yet,
+ *  else 0 (also where it cannot be told). For a server telling idle connections from busy ones. */
+int vfmig_link_control_readable(vfmig_link *l);
+/** The peer's address ("127.0.0.1:40312") for logs; "?" and VFMIG_ENOTSUP where unknown. */
+int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len);
 /** Human-readable description of the last error on a stream ("" if none). */
 const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream);
 

@@ -34,6 +34,9 @@ typedef struct vfmig_link_ops {
     int (*sendv)(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
                  const struct iovec *iov, int niov, size_t len);
     int (*flush)(vfmig_link *l, unsigned s);
+    /* Optional: appends n raw bytes to the frame just sent (keyed frames' tag), so the payload
+     * needs no copy; without it link.c copies payload and tag into one piece. */
+    int (*send_tail)(vfmig_link *l, unsigned s, const void *tail, size_t n);
     int (*read)(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline_ns);
     void (*close)(vfmig_link *l);
 } vfmig_link_ops;

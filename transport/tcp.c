@@ -11,6 +11,15 @@
  * return the link. The cookie is not authentication (the session handshake does that); it only
  * keeps concurrent connectors from mixing their streams.
  *
+ * The listener faces whatever can reach its port, so nothing a stranger sends ends accept: a bad
+ * first frame closes that connection, a refused control connection gets its reason and is closed,
+ * and accept goes on. Each connection costs a fixed 40-byte slot until its first frame is in, and
+ * must send it within the setup deadline (slow or silent connections are dropped); when the
+ * tables are full the oldest entry makes room, so idle connections cannot lock real peers out
+ * (a real connector sends its first frame at once). Link buffers are allocated when a stream is
+ * first used, and small on the control stream, so an accepted but unauthenticated link holds
+ * ~130 KiB, not 2 MiB per stream.
+ *
  * Sockets are non-blocking; every wait is a poll() on the socket and the link's interrupt fd.
  */
 #define _GNU_SOURCE /* accept4 */
@@ -51,6 +60,11 @@
  * paravirtualized host a syscall costs more than copying 64 KiB - so only big payloads skip it. */
 #define DEFAULT_COPY_THRESHOLD (128u << 10)
 #define MAX_PENDING 256
+/* A connection must send its STREAM frame, and a group must complete, within this. */
+#define SETUP_DEADLINE_MS 3000
+/* Control-stream buffers: control frames are small (blob chunks of 1 MiB take the direct paths),
+ * and the control stream is the one an unauthenticated peer can make us use. */
+#define CTL_BUF_BYTES (64u << 10)
 /* Payload rests at least this large are read straight into the caller's buffer (plus what
  * follows into ours); smaller ones come through 1 MiB reads and a copy, for the same reason. */
 #define DIRECT_READ_MIN (64u << 10)
@@ -60,9 +74,9 @@
 typedef struct tcp_stream {
     int fd;
     uint8_t *sbuf;
-    size_t sfill;
+    size_t sfill, scap;
     uint8_t *rbuf;
-    size_t rpos, rend;
+    size_t rpos, rend, rcap; /* buffers allocated on first use (sbuf_ready, rbuf_ready) */
     uint32_t zc_sent, zc_done; /* MSG_ZEROCOPY sends issued / completions seen */
     int corked;                /* bytes sent with MSG_MORE may wait in the kernel */
     int big;                   /* the last payload was read in place */
@@ -78,6 +92,30 @@ typedef struct tcp_link {
 static tcp_stream *stream_of(vfmig_link *l, unsigned s)
 {
     return &((tcp_link *)l->impl)->st[s];
+}
+
+/* A stream's buffers, allocated the first time each is used: the send buffer by the stream's
+ * sending thread, the receive buffer by its receiving thread (the two may run at once). */
+static int sbuf_ready(vfmig_link *l, unsigned s, tcp_stream *st)
+{
+    if (st->sbuf)
+        return VFMIG_OK;
+    size_t cap = s == 0 ? CTL_BUF_BYTES : SBUF_BYTES;
+    if (!(st->sbuf = malloc(cap)))
+        return vfmig_link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
+    st->scap = cap;
+    return VFMIG_OK;
+}
+
+static int rbuf_ready(vfmig_link *l, unsigned s, tcp_stream *st)
+{
+    if (st->rbuf)
+        return VFMIG_OK;
+    size_t cap = s == 0 ? CTL_BUF_BYTES : RBUF_BYTES;
+    if (!(st->rbuf = malloc(cap)))
+        return vfmig_link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
+    st->rcap = cap;
+    return VFMIG_OK;
 }
 
 static int link_timeout(vfmig_link *l)
@@ -184,8 +222,11 @@ static int tcp_sendv(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HD
 {
     tcp_link *t = l->impl;
     tcp_stream *st = &t->st[s];
-    if (len < t->copy_threshold) {
-        if (st->sfill + VFMIG_FRAME_HDR_BYTES + len > SBUF_BYTES) {
+    int br = sbuf_ready(l, s, st);
+    if (br)
+        return br;
+    if (len < t->copy_threshold && VFMIG_FRAME_HDR_BYTES + len <= st->scap) {
+        if (st->sfill + VFMIG_FRAME_HDR_BYTES + len > st->scap) {
             int r = tcp_flush(l, s);
             if (r)
                 return r;
@@ -199,10 +240,15 @@ static int tcp_sendv(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HD
         return VFMIG_OK;
     }
     /* Large payload: buffered bytes, header and payload in one sendmsg, no copy. */
+    if (st->sfill + VFMIG_FRAME_HDR_BYTES > st->scap) {
+        int r = tcp_flush(l, s);
+        if (r)
+            return r;
+    }
     struct iovec iov[VFMIG_LINK_MAX_IOV + 1];
     int n = 0;
     size_t hoff = st->sfill;
-    memcpy(st->sbuf + hoff, hdr, VFMIG_FRAME_HDR_BYTES); /* fits: sfill + 40 <= SBUF_BYTES */
+    memcpy(st->sbuf + hoff, hdr, VFMIG_FRAME_HDR_BYTES); /* fits: flushed above otherwise */
     iov[n++] = (struct iovec){st->sbuf, st->sfill + VFMIG_FRAME_HDR_BYTES};
     for (int i = 0; i < niov; i++)
         iov[n++] = payload[i];
@@ -225,11 +271,31 @@ static int tcp_send(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HDR
     return tcp_sendv(l, s, hdr, &iov, len ? 1 : 0, len);
 }
 
+/* A keyed frame's tag after its payload: into the stream buffer (tcp_send left room or flushed). */
+static int tcp_send_tail(vfmig_link *l, unsigned s, const void *tail, size_t n)
+{
+    tcp_stream *st = stream_of(l, s);
+    int br = sbuf_ready(l, s, st);
+    if (br)
+        return br;
+    if (st->sfill + n > st->scap) {
+        int r = tcp_flush(l, s);
+        if (r)
+            return r;
+    }
+    memcpy(st->sbuf + st->sfill, tail, n);
+    st->sfill += n;
+    return VFMIG_OK;
+}
+
 static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline)
 {
     tcp_stream *st = stream_of(l, s);
     uint8_t *d = dst;
     size_t got = 0;
+    int br = rbuf_ready(l, s, st);
+    if (br)
+        return br;
     while (got < n) {
         if (st->rpos < st->rend) {
             size_t c = st->rend - st->rpos;
@@ -264,8 +330,8 @@ static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms
         } else {
             /* After a large payload the next one is likely large too: read a little, so that
              * its payload is read in place rather than through our buffer. Small frames are
-             * gathered in 1 MiB reads. */
-            size_t want = st->big ? SMALL_READ_BYTES : RBUF_BYTES;
+             * gathered in reads of the whole buffer. */
+            size_t want = st->big && st->rcap > SMALL_READ_BYTES ? SMALL_READ_BYTES : st->rcap;
             r = recv(st->fd, st->rbuf, want, 0);
             if (r > 0) {
                 st->rpos = 0;
@@ -317,6 +383,7 @@ static const vfmig_link_ops tcp_ops = {
     .send = tcp_send,
     .sendv = tcp_sendv,
     .flush = tcp_flush,
+    .send_tail = tcp_send_tail,
     .read = tcp_read,
     .close = tcp_close,
 };
@@ -348,14 +415,6 @@ static int tcp_link_make(int *fds, unsigned n, vfmig_link **out)
     t->direct_read_min = DIRECT_READ_MIN;
     for (unsigned i = 0; i <= n; i++)
         t->st[i].fd = fds[i];
-    for (unsigned i = 0; i <= n; i++) {
-        t->st[i].sbuf = malloc(SBUF_BYTES);
-        t->st[i].rbuf = malloc(RBUF_BYTES);
-        if (!t->st[i].sbuf || !t->st[i].rbuf) {
-            tcp_close(l);
-            return VFMIG_ENOMEM;
-        }
-    }
     *out = l;
     return VFMIG_OK;
 }
@@ -392,14 +451,35 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len)
     return rc;
 }
 
+int vfmig_link_control_readable(vfmig_link *l)
+{
+    int fd = vfmig_tcp_stream_fd(l, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len)
+{
+    int fd = vfmig_tcp_stream_fd(l, 0);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) ||
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV)) {
+        snprintf(name, len, "?");
+        return VFMIG_ENOTSUP;
+    }
+    snprintf(name, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+    return VFMIG_OK;
+}
+
 void vfmig_tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy)
 {
     if (!l || l->ops != &tcp_ops)
         return;
     tcp_link *t = l->impl;
-    /* A buffered frame must always fit beside a full buffer's worth of header. */
-    t->copy_threshold = copy_threshold > SBUF_BYTES - VFMIG_FRAME_HDR_BYTES
-                            ? SBUF_BYTES - VFMIG_FRAME_HDR_BYTES : copy_threshold;
+    /* Frames that do not fit a stream's buffer take the direct path whatever the threshold. */
+    t->copy_threshold = copy_threshold;
     t->direct_read_min = direct_read_min;
     t->zerocopy = 0;
     if (zerocopy) {
@@ -636,7 +716,7 @@ int vfmig_tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_l
          * socket listens on (no SO_REUSEPORT), which gives VFMIG_EADDRINUSE. */
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         tune_socket(fd);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
             break;
         e = errno;
         close(fd);
@@ -707,40 +787,62 @@ static int place(vfmig_tcp_listener *tl, pending *p)
     return 1;
 }
 
-/* Handles a connection whose first frame has arrived. Returns a status to end accept with
- * (refused control), or OK. */
-static int classify(vfmig_tcp_listener *tl, unsigned i, char *err, size_t errlen)
+/* Makes room for one more pending connection: drops the oldest (a real connector sends its first
+ * frame at once, so the oldest is the likeliest stranger). */
+static void evict_oldest_pending(vfmig_tcp_listener *tl)
+{
+    unsigned old = 0;
+    for (unsigned i = 1; i < tl->np; i++)
+        if (tl->p[i].since_ns < tl->p[old].since_ns)
+            old = i;
+    if (tl->np)
+        drop_pending(tl, old, 1);
+}
+
+static void evict_oldest_group(vfmig_tcp_listener *tl)
+{
+    unsigned old = 0;
+    for (unsigned i = 1; i < tl->ng; i++)
+        if (tl->g[i]->since_ns < tl->g[old]->since_ns)
+            old = i;
+    if (tl->ng)
+        drop_group(tl, old);
+}
+
+/* Handles a connection whose first frame has arrived. Whatever it says, accept goes on: a bad
+ * frame closes the connection, a refused control connection is told why and closed. */
+static void classify(vfmig_tcp_listener *tl, unsigned i)
 {
     pending *p = &tl->p[i];
     vfmig_frame f;
     if (vfmig_frame_unpack(p->hdr, 0, &f, NULL) || f.type != VFMIG_F_STREAM ||
         vfmig_frame_check(p->hdr, NULL, 0) || f.aux != VFMIG_WIRE_VERSION) {
         drop_pending(tl, i, 1); /* a stranger, or a peer speaking another version */
-        return VFMIG_OK;
+        return;
     }
     p->f = f;
     if (f.round == 0) {
-        if (f.npages < 1 || f.npages > tl->max_streams || find_group(tl, f.page) ||
-            tl->ng == MAX_PENDING) {
+        if (f.npages < 1 || f.npages > tl->max_streams || find_group(tl, f.page)) {
             vfmig_frame a;
             char msg[160];
-            snprintf(msg, sizeof(msg), "peer asked for %u streams; this listener allows 1-%u",
-                     f.npages, tl->max_streams);
+            if (f.npages < 1 || f.npages > tl->max_streams)
+                snprintf(msg, sizeof(msg), "peer asked for %u streams; this listener allows 1-%u", f.npages,
+                         tl->max_streams);
+            else
+                snprintf(msg, sizeof(msg), "stream setup cookie already in use");
             int st = f.npages > tl->max_streams || f.npages < 1 ? VFMIG_EINVAL : VFMIG_EPROTO;
             stream_frame(&a, f.page, 0, 0, (uint64_t)(int64_t)st);
             a.len = (uint32_t)strlen(msg);
             send_small(p->fd, &a, msg);
             drop_pending(tl, i, 1);
-            if (st == VFMIG_EINVAL) {
-                vfmig_seterr(err, errlen, "refused a connection: %s", msg);
-                return st;
-            }
-            return VFMIG_OK;
+            return;
         }
+        if (tl->ng == MAX_PENDING)
+            evict_oldest_group(tl);
         group *g = calloc(1, sizeof(*g));
         if (!g) {
             drop_pending(tl, i, 1);
-            return VFMIG_OK;
+            return;
         }
         g->cookie = f.page;
         g->n = f.npages;
@@ -761,14 +863,13 @@ static int classify(vfmig_tcp_listener *tl, unsigned i, char *err, size_t errlen
             }
             k++;
         }
-        return VFMIG_OK;
+        return;
     }
     int pl = place(tl, p);
     if (pl)
         drop_pending(tl, i, pl < 0);
     else
         p->identified = 1;
-    return VFMIG_OK;
 }
 
 int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
@@ -800,31 +901,40 @@ int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, c
                 vfmig_seterr(err, errlen, "out of memory for link buffers");
             return r;
         }
-        /* Expire half-open state older than the default link timeout. */
+        /* Expire connections and groups that did not finish stream setup in time: slow or
+         * silent peers hold a slot for at most the setup deadline. */
         uint64_t now = vfmig_now_ns();
-        uint64_t stale = (uint64_t)VFMIG_LINK_DEFAULT_TIMEOUT_MS * 1000000ull;
+        uint64_t stale = (uint64_t)SETUP_DEADLINE_MS * 1000000ull;
+        uint64_t next = 0; /* earliest expiry, to wake for it */
         for (unsigned i = 0; i < tl->np;)
-            if (now - tl->p[i].since_ns > stale)
+            if (now - tl->p[i].since_ns > stale) {
                 drop_pending(tl, i, 1);
-            else
+            } else {
+                if (!next || tl->p[i].since_ns + stale < next)
+                    next = tl->p[i].since_ns + stale;
                 i++;
+            }
         for (unsigned i = 0; i < tl->ng;)
-            if (now - tl->g[i]->since_ns > stale)
+            if (now - tl->g[i]->since_ns > stale) {
                 drop_group(tl, i);
-            else
+            } else {
+                if (!next || tl->g[i]->since_ns + stale < next)
+                    next = tl->g[i]->since_ns + stale;
                 i++;
+            }
 
         unsigned n = 0;
         pf[n++] = (struct pollfd){.fd = tl->fd, .events = POLLIN};
         for (unsigned i = 0; i < tl->np; i++)
             pf[n++] = (struct pollfd){.fd = tl->p[i].identified ? -1 : tl->p[i].fd, .events = POLLIN};
         int left = vfmig_ms_left(deadline);
-        int pr = poll(pf, n, left);
+        int wake = next ? vfmig_ms_left(next + 1000000ull) : -1;
+        int pr = poll(pf, n, left < 0 || (wake >= 0 && wake < left) ? wake : left);
         if (pr < 0 && errno != EINTR) {
             vfmig_seterr(err, errlen, "accept: poll: %s", strerror(errno));
             return VFMIG_EIO;
         }
-        if (pr == 0 && left == 0) {
+        if (pr == 0 && vfmig_ms_left(deadline) == 0) {
             vfmig_seterr(err, errlen, "accept: no complete connection within %d ms", timeout_ms);
             return VFMIG_ETIMEDOUT;
         }
@@ -843,17 +953,17 @@ int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, c
                 continue;
             }
             p->got += (size_t)got;
-            if (p->got == sizeof(p->hdr)) {
-                int r = classify(tl, i - 1, err, errlen);
-                if (r)
-                    return r;
-            }
+            if (p->got == sizeof(p->hdr))
+                classify(tl, i - 1);
         }
         if (pf[0].revents) {
-            while (tl->np < MAX_PENDING) {
+            /* Drain the backlog; a full table makes room by dropping its oldest entry. */
+            for (int k = 0; k < 64; k++) {
                 int fd = accept4(tl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd < 0)
                     break;
+                if (tl->np == MAX_PENDING)
+                    evict_oldest_pending(tl);
                 tune_socket(fd);
                 tl->p[tl->np++] = (pending){.fd = fd, .since_ns = vfmig_now_ns()};
             }

@@ -10,8 +10,10 @@
  * for the plain call or an inlined copy built for baseline x86-64 (the build has no -march). */
 #include <xxh_x86dispatch.h>
 #define payload_hash XXH3_64bits_withSeed_dispatch
+#define stream_update XXH3_64bits_update_dispatch
 #else
 #define payload_hash XXH3_64bits_withSeed
+#define stream_update XXH3_64bits_update
 #endif
 
 #include "vfmig.h"
@@ -85,4 +87,16 @@ int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_paylo
 int vfmig_frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len)
 {
     return frame_csum(hdr, payload, len) == vfmig_get_u64(hdr + 32) ? VFMIG_OK : VFMIG_ECHECKSUM;
+}
+
+uint64_t vfmig_frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
+                           size_t blen)
+{
+    XXH3_state_t st;
+    XXH3_64bits_reset_withSeed(&st, XXH3_64bits(hdr, 32));
+    if (alen)
+        stream_update(&st, a, alen);
+    if (blen)
+        stream_update(&st, b, blen);
+    return XXH3_64bits_digest(&st);
 }

@@ -43,7 +43,8 @@ typedef enum vfmig_frame_type {
     VFMIG_F_AUTH = 13,      /* handshake authentication messages */
     VFMIG_F_ROUND_ACK = 14, /* target -> source: every stream finished round `round` (control) */
     VFMIG_F_GO_ACK = 15,    /* target -> source: the VF runs on the target now (control) */
-    VFMIG_F_TYPE_MAX = 15
+    VFMIG_F_LAYOUT = 16,    /* source -> target, keyed, after AUTH: the HELLO with the VF's layout */
+    VFMIG_F_TYPE_MAX = 16
 } vfmig_frame_type;
 
 /* Frame flags (header bytes 2-3). UNCHECKED: the checksum covers the header only. Set for page
@@ -74,6 +75,10 @@ void vfmig_frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int nio
  */
 int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
                        uint64_t *csum);
+/** The checksum of a frame whose payload is a followed by b (a keyed frame's payload and tag,
+ *  kept apart), equal to the one of the joined payload. */
+uint64_t vfmig_frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
+                           size_t blen);
 /** VFMIG_OK if the checksum in hdr matches hdr and payload, else VFMIG_ECHECKSUM. */
 int vfmig_frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len);
 

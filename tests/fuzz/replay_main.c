@@ -96,5 +96,10 @@ int main(int argc, char **argv)
         free(names);
     }
     printf("replayed %ld inputs\n", count);
+    if (!count) {
+        /* A corpus that went missing or empty would otherwise pass having tested nothing. */
+        fprintf(stderr, "replay: no inputs found\n");
+        return 1;
+    }
     return failed;
 }
