@@ -80,6 +80,7 @@ typedef struct worker {
     vfmig_chooser chooser;
     vfmig_digest digest;   /* changes this worker made to the image digest (whole session) */
     uint64_t run_mark, wait_mark; /* scheduler times at the last share measurement */
+    uint64_t lin_full;     /* this round: delta pages whose linear hash was computed whole */
     uint32_t since_share;  /* batches since */
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
@@ -104,6 +105,7 @@ struct vfmig_pipeline {
     uint32_t round;
     bool paused;          /* the VF is paused: its memory holds still */
     uint64_t wire_at_begin;
+    uint64_t last_lin_full; /* the last round's delta pages whose linear hash was computed whole */
     bool quit;
     _Atomic uint64_t link_bps_bits;
 
@@ -272,6 +274,8 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     /* A delta page's hash follows from the literals alone once it is linear (engine/image.h). */
     for (uint64_t k = i; k < j; k++) {
         uint64_t pg = r->page + k;
+        if (codec == VFMIG_CODEC_DELTA && !(s->page_hash[pg] & VFMIG_HASH_LIN))
+            w->lin_full++;
         uint64_t h = codec == VFMIG_CODEC_DELTA ? vfmig_lin_after_delta(s->lin, s->page_hash[pg], w->dh[k - i], w->copy[k])
                                                 : vfmig_page_hash(w->copy[k], (size_t)ps);
         vfmig_image_set(s->page_hash, &w->digest, pg, h);
@@ -514,6 +518,11 @@ void vfmig_pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out)
         vfmig_digest_add(out, &p->workers[i].digest);
 }
 
+uint64_t vfmig_pipeline_lin_full_pages(const vfmig_pipeline *p)
+{
+    return p->last_lin_full;
+}
+
 uint64_t vfmig_pipeline_delta_cache_bytes(const vfmig_pipeline *p)
 {
     vfmig_delta_cache_stats st;
@@ -527,8 +536,10 @@ void vfmig_pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused)
     p->round = round;
     p->paused = paused;
     p->wire_at_begin = vfmig_link_bytes_sent(p->cfg.link);
-    for (unsigned i = 0; i < p->cfg.nworkers; i++)
+    for (unsigned i = 0; i < p->cfg.nworkers; i++) {
         memset(&p->workers[i].acc, 0, sizeof(p->workers[i].acc));
+        p->workers[i].lin_full = 0;
+    }
     for (unsigned i = 1; i <= p->cfg.nstreams; i++)
         p->streams[i].frames = 0;
     pthread_mutex_unlock(&p->qlock);
@@ -592,6 +603,7 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
     }
     memset(out, 0, sizeof(*out));
     out->round = p->round;
+    p->last_lin_full = 0;
     for (unsigned i = 0; i < p->cfg.nworkers; i++) {
         const vfmig_round_stats *a = &p->workers[i].acc;
         out->dirty_pages += a->dirty_pages;
@@ -599,6 +611,7 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
         out->bytes_raw += a->bytes_raw;
         out->encode_ns += a->encode_ns;
         out->cpu_ns += a->cpu_ns;
+        p->last_lin_full += p->workers[i].lin_full;
         for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
             out->codec_in[c] += a->codec_in[c];
             out->codec_out[c] += a->codec_out[c];

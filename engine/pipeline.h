@@ -43,6 +43,9 @@ void vfmig_pipeline_stop(vfmig_pipeline *p);
 void vfmig_pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out);
 /** True when pages are read in place (the device maps its VRAM). */
 bool vfmig_pipeline_in_place(const vfmig_pipeline *p);
+/** Of the last round's delta pages, those whose linear hash was computed whole (their first
+ *  delta: later ones update it from the changed bytes alone, on both ends). */
+uint64_t vfmig_pipeline_lin_full_pages(const vfmig_pipeline *p);
 /** Memory the delta cache uses now. */
 uint64_t vfmig_pipeline_delta_cache_bytes(const vfmig_pipeline *p);
 /** Sets the link estimate the codec choice uses. */
