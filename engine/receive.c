@@ -96,12 +96,6 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int dev_fail(vfmig_session *s, int rc, const char *what)
-{
-    return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device %s failed: %s", what,
-                      vfmig_strerror(rc < 0 ? rc : VFMIG_EDEVICE));
-}
-
 static void wake_all(vfmig_receive *rx)
 {
     pthread_mutex_lock(&rx->lock);
@@ -179,11 +173,11 @@ static int apply_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint32_t ran
             uint64_t off = s->ranges[range].offset + ((first + k - s->range_base[range]) << s->page_shift);
             int rc = rx->ops->write(rx->dev, off, src, len);
             if (rc)
-                return dev_fail(s, rc, "write");
+                return vfmig_dev_fail(s, rc, "write");
             /* With read-back, the digest covers what VRAM holds, not what was handed to the device. */
             if (rx->cfg.verify != VFMIG_VERIFY_APPLIED) {
                 if ((rc = rx->ops->read(rx->dev, off, a->chk, len)))
-                    return dev_fail(s, rc, "read (verify)");
+                    return vfmig_dev_fail(s, rc, "read (verify)");
                 held = a->chk;
             }
         }
@@ -289,7 +283,7 @@ static int decode_apply(vfmig_receive *rx, applier *a, unsigned stream, const vf
             else if ((rc = rx->ops->read(rx->dev, s->ranges[range].offset +
                                                       ((f->page - s->range_base[range]) << s->page_shift),
                                          a->dec, len)))
-                return dev_fail(s, rc, "read (delta base)");
+                return vfmig_dev_fail(s, rc, "read (delta base)");
             rc = vfmig_decode(a->codec, VFMIG_CODEC_DELTA, payload, f->len, a->dec, a->dec, len);
             data = a->dec;
         }

@@ -255,12 +255,12 @@ int vfmig_session_set_param(vfmig_session *s, vfmig_param p, int64_t value)
     if (!s || vfmig_param_bounds(p, &min, &max, NULL))
         return VFMIG_EINVAL;
     if (value < min || value > max)
-        return vfmig_fail_soft(s, VFMIG_EINVAL, "parameter %d: %lld is out of range %lld..%lld", (int)p,
+        return vfmig_fail_soft(s, VFMIG_EINVAL, "parameter %s: %lld is out of range %lld..%lld", vfmig_param_name(p),
                                (long long)value, (long long)min, (long long)max);
     bool running = atomic_load(&s->link) != NULL;
     if (atomic_load(&s->ran) && (!running || !live_param(p)))
-        return vfmig_fail_soft(s, VFMIG_ESTATE, running ? "parameter %d cannot change while the session runs"
-                                                        : "parameter %d: the session has run", (int)p);
+        return vfmig_fail_soft(s, VFMIG_ESTATE, running ? "parameter %s cannot change while the session runs"
+                                                        : "parameter %s: the session has run", vfmig_param_name(p));
     pthread_mutex_lock(&s->lock);
     s->params[p] = value;
     pthread_mutex_unlock(&s->lock);
@@ -455,6 +455,30 @@ static void record_error(vfmig_session *s, bool replace, int status, const char 
         atomic_store(&s->failed, 1);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+int vfmig_dev_fail(vfmig_session *s, int rc, const char *what)
+{
+    int st = rc < 0 ? rc : VFMIG_EDEVICE;
+    char why[256] = "";
+    if (s->dev.ops->describe)
+        s->dev.ops->describe(s->dev.dev, why, sizeof(why));
+    why[sizeof(why) - 1] = 0;
+    return vfmig_fail(s, st, "device %s failed: %s%s%s", what, vfmig_strerror(st), why[0] ? ": " : "", why);
+}
+
+const char *vfmig_param_name(vfmig_param p)
+{
+    static const char *const names[VFMIG_PARAM_MAX + 1] = {
+        [VFMIG_P_BUDGET_MS] = "budget-ms", [VFMIG_P_MAX_ROUNDS] = "max-rounds",
+        [VFMIG_P_MAX_PRECOPY_MS] = "max-precopy-ms", [VFMIG_P_TIMEOUT_MS] = "timeout-ms",
+        [VFMIG_P_THREADS] = "threads", [VFMIG_P_CODEC] = "codec", [VFMIG_P_CODEC_LEVEL] = "codec-level",
+        [VFMIG_P_MAX_BANDWIDTH] = "max-bandwidth", [VFMIG_P_DELTA_CACHE_BYTES] = "delta-cache",
+        [VFMIG_P_BATCH_BYTES] = "batch", [VFMIG_P_THROTTLE] = "throttle", [VFMIG_P_VERIFY] = "verify",
+        [VFMIG_P_NUMA_NODE] = "numa-node", [VFMIG_P_ENCRYPT] = "encrypt",
+        [VFMIG_P_ON_BUDGET_MISS] = "on-budget-miss", [VFMIG_P_PROGRESS_MS] = "progress-ms",
+    };
+    return (int)p >= 1 && (int)p <= VFMIG_PARAM_MAX && names[p] ? names[p] : "?";
 }
 
 int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...)

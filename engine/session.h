@@ -85,6 +85,9 @@ int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const 
 
 /** Records the first failure (later ones are ignored) and returns `status`. Any thread. */
 int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** A failed device op: records "device WHAT failed: STATUS: the device's reason" (its describe
+ *  op, where it has one) and returns the status (VFMIG_EDEVICE for a positive rc). */
+int vfmig_dev_fail(vfmig_session *s, int rc, const char *what);
 /** A refused call's message for vfmig_session_last_error, without failing the session (setters). */
 int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** Replaces the recorded failure with a more precise one (e.g. "peer closed" turns out to be

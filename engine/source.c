@@ -46,12 +46,6 @@ static uint64_t range_pages(const source *src, uint32_t r)
     return src->s->ranges[r].size >> src->s->page_shift;
 }
 
-static int dev_fail(vfmig_session *s, int rc, const char *what)
-{
-    return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device %s failed: %s", what,
-                      vfmig_strerror(rc < 0 ? rc : VFMIG_EDEVICE));
-}
-
 static int recv_control(source *src, vfmig_frame *f, const char *awaiting)
 {
     return vfmig_recv_control(src->s, src->link, f, src->frame_buf, src->frame_cap, awaiting, "target", false);
@@ -117,7 +111,7 @@ static int handshake(source *src, double *rtt_ms)
     uint64_t imm_size = 0;
     int rc = src->ops->save_immutable(src->dev, NULL, &imm_size);
     if (rc)
-        return dev_fail(s, rc, "save_immutable (size)");
+        return vfmig_dev_fail(s, rc, "save_immutable (size)");
     if (imm_size > VFMIG_MAX_STATE_BYTES)
         return vfmig_fail(s, VFMIG_EDEVICE, "immutable state of %" PRIu64 " bytes is over the limit", imm_size);
     h.immutable_bytes = imm_size;
@@ -169,7 +163,7 @@ static int handshake(source *src, double *rtt_ms)
     rc = src->ops->save_immutable(src->dev, imm, &got);
     if (rc || got != imm_size) {
         free(imm);
-        return rc ? dev_fail(s, rc, "save_immutable") : vfmig_fail(s, VFMIG_EDEVICE, "save_immutable changed size");
+        return rc ? vfmig_dev_fail(s, rc, "save_immutable") : vfmig_fail(s, VFMIG_EDEVICE, "save_immutable changed size");
     }
     uint64_t t1 = vfmig_now_ns();
     rc = vfmig_send_blob(src->link, 0, VFMIG_F_IMMUTABLE, imm, imm_size, 1u << 20);
@@ -199,7 +193,7 @@ static int query(source *src, uint64_t **into, int clear, uint64_t *count)
         memset(into[r], 0, vfmig_bitmap_words(np) * 8);
         int rc = src->ops->query_dirty(src->dev, r, 0, np, into[r], clear);
         if (rc)
-            return dev_fail(s, rc, "query_dirty");
+            return vfmig_dev_fail(s, rc, "query_dirty");
         vfmig_bitmap_trim(into[r], np);
         *count += vfmig_bitmap_count(into[r], np);
     }
@@ -377,7 +371,7 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         if (d.action == VFMIG_POLICY_THROTTLE) {
             rc = src->ops->throttle(src->dev, d.throttle);
             if (rc)
-                return dev_fail(s, rc, "throttle");
+                return vfmig_dev_fail(s, rc, "throttle");
             throttle = d.throttle;
             src->throttled = true;
             vfmig_log(s, 1, "pre-copy is not converging (predicted %.1f ms against the %" PRId64 " ms budget): "
@@ -397,7 +391,7 @@ static int blackout(source *src, uint32_t round)
     int rc = src->ops->pause(src->dev);
     src->paused = true; /* even a failed pause is followed by resume, to be safe */
     if (rc)
-        return dev_fail(s, rc, "pause");
+        return vfmig_dev_fail(s, rc, "pause");
     uint64_t t_paused = vfmig_now_ns();
     vfmig_set_phase(s, VFMIG_PHASE_BLACKOUT);
     uint64_t final_pages;
@@ -413,7 +407,7 @@ static int blackout(source *src, uint32_t round)
         return rc;
     uint64_t t_mut = vfmig_now_ns(), mut_size = 0;
     if ((rc = src->ops->save_mutable(src->dev, NULL, &mut_size)))
-        return dev_fail(s, rc, "save_mutable (size)");
+        return vfmig_dev_fail(s, rc, "save_mutable (size)");
     if (mut_size > VFMIG_MAX_STATE_BYTES)
         return vfmig_fail(s, VFMIG_EDEVICE, "mutable state of %" PRIu64 " bytes is over the limit", mut_size);
     void *mut = malloc(mut_size ? mut_size : 1);
@@ -426,7 +420,7 @@ static int blackout(source *src, uint32_t round)
     else if (!rc)
         rc = vfmig_fail(s, VFMIG_EDEVICE, "save_mutable changed size");
     else
-        dev_fail(s, rc, "save_mutable");
+        vfmig_dev_fail(s, rc, "save_mutable");
     free(mut);
     if (rc)
         return vfmig_fail(s, rc, "sending mutable state: %s", vfmig_link_stream_error(src->link, 0));
@@ -444,7 +438,7 @@ static int blackout(source *src, uint32_t round)
         free(scratch);
         if (rc)
             return rc == VFMIG_ENOMEM ? vfmig_fail(s, rc, "out of memory for verification")
-                                      : dev_fail(s, rc, "read (full verification)");
+                                      : vfmig_dev_fail(s, rc, "read (full verification)");
         vfmig_put_u64(full, dd.lo);
         vfmig_put_u64(full + 8, dd.hi);
         full_ns = vfmig_now_ns() - t_full;
@@ -616,7 +610,7 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
 
     vfmig_set_phase(s, VFMIG_PHASE_HANDSHAKE);
     if ((rc = src.ops->prepare(src.dev, VFMIG_ROLE_SOURCE))) {
-        rc = dev_fail(s, rc, "prepare");
+        rc = vfmig_dev_fail(s, rc, "prepare");
         goto out_free;
     }
     src.prepared = true;
@@ -639,7 +633,7 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
     s->stats.throttle_min_percent = 100;
     pthread_mutex_unlock(&s->lock);
     if ((rc = src.ops->start_tracking(src.dev))) {
-        rc = dev_fail(s, rc, "start_tracking");
+        rc = vfmig_dev_fail(s, rc, "start_tracking");
         goto out_fail;
     }
     src.tracking = true;

@@ -43,12 +43,6 @@ typedef struct target {
     vfmig_pinner *pinner;
 } target;
 
-static int dev_fail(vfmig_session *s, int rc, const char *what)
-{
-    return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device %s failed: %s", what,
-                      vfmig_strerror(rc < 0 ? rc : VFMIG_EDEVICE));
-}
-
 /* The control stream is quiet for the whole pre-copy; while waiting for COMMIT (`patient`) the
  * data streams' receivers watch the source's liveness instead. */
 static int recv_control(target *t, vfmig_frame *f, const char *awaiting, bool patient)
@@ -187,7 +181,12 @@ static int handshake(target *t)
     if (!rc) {
         rc = t->ops->restore_immutable(t->dev, imm, size);
         if (rc) {
-            snprintf(err, sizeof(err), "restore_immutable refused the VF's state: %s", vfmig_strerror(rc));
+            char why[160] = "";
+            if (t->ops->describe)
+                t->ops->describe(t->dev, why, sizeof(why));
+            why[sizeof(why) - 1] = 0;
+            snprintf(err, sizeof(err), "restore_immutable refused the VF's state: %s%s%s", vfmig_strerror(rc),
+                     why[0] ? ": " : "", why);
             rc = refuse(t, VFMIG_F_IMM_ACK, rc < 0 ? rc : VFMIG_EDEVICE, err);
         }
     }
@@ -211,7 +210,7 @@ static int device_digest(vfmig_session *s, vfmig_digest *d)
         return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for verification");
     int rc = vfmig_image_device_digest(&s->dev, s->range_base, s->page_shift, scratch, d);
     free(scratch);
-    return rc ? dev_fail(s, rc, "read (full verification)") : VFMIG_OK;
+    return rc ? vfmig_dev_fail(s, rc, "read (full verification)") : VFMIG_OK;
 }
 
 /*
@@ -264,7 +263,7 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
     *verify_ns = t2 - t0;
     int rc;
     if ((rc = t->ops->restore_mutable(t->dev, t->mut, t->mut_size)))
-        return dev_fail(s, rc, "restore_mutable");
+        return vfmig_dev_fail(s, rc, "restore_mutable");
     *restore_ns = vfmig_now_ns() - t2;
     return VFMIG_OK;
 }
@@ -331,7 +330,7 @@ static int serve(target *t)
         if (vfmig_should_stop(s))
             return s->status;
         if ((rc = t->ops->resume(t->dev)))
-            return dev_fail(s, rc, "resume");
+            return vfmig_dev_fail(s, rc, "resume");
         t->resumed = true;
         pthread_mutex_lock(&s->lock);
         s->stats.blackout_ns = vfmig_now_ns() - (t->t_blackout ? t->t_blackout : vfmig_now_ns());
@@ -375,7 +374,7 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     }
     vfmig_set_phase(s, VFMIG_PHASE_HANDSHAKE);
     if ((rc = t->ops->prepare(t->dev, VFMIG_ROLE_TARGET))) {
-        rc = dev_fail(s, rc, "prepare");
+        rc = vfmig_dev_fail(s, rc, "prepare");
         goto out;
     }
     t->prepared = true;

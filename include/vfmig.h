@@ -141,6 +141,12 @@ typedef struct vfmig_device_ops {
      * with its writes exactly as read() does: dirty tracking covers it.
      */
     void *(*map)(void *dev, uint64_t offset, uint64_t len);
+    /*
+     * Optional: why the last op failed or refused, for the session's error message ("state
+     * version 7, this host runs 1"). Writes at most len bytes, NUL-terminated; called right after
+     * the failing op on the thread that called it.
+     */
+    void (*describe)(void *dev, char *buf, size_t len);
 } vfmig_device_ops;
 
 /**
@@ -290,6 +296,9 @@ typedef enum vfmig_budget_miss {
     VFMIG_BUDGET_MISS_SWITCH = 1  /* switch over anyway, best effort (reason budget-miss-switch) */
 } vfmig_budget_miss;
 
+/** Name of a parameter as the command line spells it ("budget-ms", "max-bandwidth"), "?" for an
+ *  unknown one. Never NULL; static. */
+VFMIG_API const char *vfmig_param_name(vfmig_param p);
 /** Range and default of a parameter. VFMIG_EINVAL for an unknown parameter. */
 VFMIG_API int vfmig_param_bounds(vfmig_param p, int64_t *min, int64_t *max, int64_t *def);
 
@@ -395,7 +404,7 @@ typedef struct vfmig_stats {
 typedef enum vfmig_event_type {
     VFMIG_EV_PHASE = 1,    /* `phase` changed */
     VFMIG_EV_ROUND = 2,    /* a round ended; `round` points at its statistics */
-    VFMIG_EV_LOG = 3,      /* a message for people (`level`: 0 error, 1 warning, 2 info, 3 debug) */
+    VFMIG_EV_LOG = 3,      /* a message for people, `level` a vfmig_log_level */
     VFMIG_EV_PROGRESS = 4  /* every VFMIG_P_PROGRESS_MS: `progress`, and `done` of `total` bytes
                               of the current round handled */
 } vfmig_event_type;
@@ -418,6 +427,13 @@ typedef struct vfmig_progress {
     double eta_ms;              /* to the end of the current round at the current rate, plus the
                                    expected blackout; -1 when not known yet */
 } vfmig_progress;
+
+typedef enum vfmig_log_level {
+    VFMIG_LOG_ERROR = 0,
+    VFMIG_LOG_WARNING = 1,
+    VFMIG_LOG_INFO = 2,
+    VFMIG_LOG_DEBUG = 3
+} vfmig_log_level;
 
 typedef struct vfmig_event {
     vfmig_event_type type;

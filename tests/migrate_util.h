@@ -121,6 +121,7 @@ static int f_rest_mut(void *d, const void *b, uint64_t s) { FWD(OP_RESTORE_MUT, 
 static int f_throttle(void *d, unsigned p) { FWD(OP_THROTTLE, throttle(INNER(d), p)); }
 
 static void *f_map(void *d, uint64_t off, uint64_t len) { return FD(d)->inner.ops->map(INNER(d), off, len); }
+static void f_describe(void *d, char *buf, size_t len) { FD(d)->inner.ops->describe(INNER(d), buf, len); }
 
 /* Wraps a sim's device; with action ACT_NONE it only counts calls. `map`: offer the sim's
  * in-place access (pages then bypass read/write, so faults in those need it off). */
@@ -131,7 +132,8 @@ static inline void fault_wrap_ex(fault_dev *f, vfmig_simvf *sim, int op, int aft
     f->ops = (vfmig_device_ops){f_prepare, f_end, f_start, f_stop, f_query, f_read, f_write, f_pause,
                                 f_resume, f_save_imm, f_save_mut, f_rest_imm, f_rest_mut,
                                 f->inner.ops->throttle ? f_throttle : NULL,
-                                map && f->inner.ops->map ? f_map : NULL};
+                                map && f->inner.ops->map ? f_map : NULL,
+                                f->inner.ops->describe ? f_describe : NULL};
     f->outer = f->inner;
     f->outer.ops = &f->ops;
     f->outer.dev = f;

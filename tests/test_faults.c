@@ -706,7 +706,7 @@ static void guard_wrap(guard_dev *g, vfmig_simvf *sim)
     vfmig_simvf_device(sim, &g->inner);
     g->ops = (vfmig_device_ops){g_prepare, g_end, g_start, g_stop, g_query, g_read, g_write, g_pause,
                                 g_resume, g_save_imm, g_save_mut, g_rest_imm, g_rest_mut, NULL,
-                                NULL /* no map: every write is seen and counted */};
+                                NULL /* no map: every write is seen and counted */, NULL};
     g->outer = g->inner;
     g->outer.ops = &g->ops;
     g->outer.dev = g;

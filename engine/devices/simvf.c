@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -81,6 +82,7 @@ struct vfmig_simvf {
     _Atomic uint32_t prepares, ends, pauses, resumes, imm_restores, mut_restores, refusals;
     uint8_t *restored;
     uint64_t restored_size;
+    char why[160]; /* what the last refusal was about (describe) */
 };
 
 /* ----------------------------------------------------------------------------------------- */
@@ -612,14 +614,27 @@ static int blob_check(const void *buf, uint64_t size, uint32_t magic)
 static int op_restore_immutable(void *dev, const void *buf, uint64_t size)
 {
     vfmig_simvf *sim = dev;
-    if (atomic_load(&sim->state) == VFMIG_SIMVF_RUNNING)
+    if (atomic_load(&sim->state) == VFMIG_SIMVF_RUNNING) {
+        snprintf(sim->why, sizeof(sim->why), "the VF is running: immutable state is restored before it runs");
         return VFMIG_ESTATE;
+    }
     int rc = blob_check(buf, size, SIMVF_IMM_MAGIC);
+    if (rc != VFMIG_OK)
+        snprintf(sim->why, sizeof(sim->why), "the immutable state blob is damaged or not a simulated VF's");
     if (rc == VFMIG_OK) {
         const uint8_t *b = buf;
-        if (get32(b + 8) != sim->cfg.state_version || get32(b + 12) != sim->cfg.nranges ||
-            get64(b + 16) != sim->cfg.vram_bytes || get64(b + 24) != sim->cfg.page_size)
+        if (get32(b + 8) != sim->cfg.state_version) {
+            snprintf(sim->why, sizeof(sim->why), "state version %u, this host's VF runs version %u", get32(b + 8),
+                     sim->cfg.state_version);
             rc = VFMIG_EINCOMPAT;
+        } else if (get32(b + 12) != sim->cfg.nranges || get64(b + 16) != sim->cfg.vram_bytes ||
+                   get64(b + 24) != sim->cfg.page_size) {
+            snprintf(sim->why, sizeof(sim->why), "a VF of %u ranges, %llu bytes, %llu-byte pages; this one has %u, "
+                     "%llu, %llu", get32(b + 12), (unsigned long long)get64(b + 16),
+                     (unsigned long long)get64(b + 24), sim->cfg.nranges, (unsigned long long)sim->cfg.vram_bytes,
+                     (unsigned long long)sim->cfg.page_size);
+            rc = VFMIG_EINCOMPAT;
+        }
     }
     if (rc != VFMIG_OK) {
         atomic_fetch_add(&sim->refusals, 1);
@@ -712,6 +727,13 @@ static void *op_map(void *dev, uint64_t offset, uint64_t len)
 #endif
 }
 
+/* The reason of the last refusal (session thread: the refusing ops run there). */
+static void op_describe(void *dev, char *buf, size_t len)
+{
+    vfmig_simvf *sim = dev;
+    snprintf(buf, len, "%s", sim->why);
+}
+
 static const vfmig_device_ops simvf_ops = {
     .prepare = op_prepare,
     .end = op_end,
@@ -728,6 +750,7 @@ static const vfmig_device_ops simvf_ops = {
     .restore_mutable = op_restore_mutable,
     .throttle = op_throttle,
     .map = op_map,
+    .describe = op_describe,
 };
 
 /* ----------------------------------------------------------------------------------------- */
