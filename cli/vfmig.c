@@ -174,6 +174,19 @@ static int64_t parse_param(const char *opt, const char *s, vfmig_param p)
     return parse_int(opt, s, min, max);
 }
 
+/* The index of `s` in the NULL-terminated `words` (an option's keywords, in the order of their
+ * values), or a usage error listing them. */
+static int parse_word(const char *opt, const char *s, const char *const *words)
+{
+    char list[200] = "";
+    for (int i = 0; words[i]; i++) {
+        if (!strcmp(s, words[i]))
+            return i;
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", words[i]);
+    }
+    usage_error("%s: '%s' is not one of %s", opt, s, list);
+}
+
 static void parse_pattern(opts *o, const char *s)
 {
     if (!strcmp(s, "uniform")) {
@@ -521,34 +534,17 @@ static void parse_args(opts *o, int argc, char **argv)
         case O_NOTHROTTLE: o->throttle = 0; break;
         case O_READBACK: o->readback = VFMIG_VERIFY_APPLIED; break;
         case O_VERIFY:
-            if (!strcmp(optarg, "applied"))
-                o->readback = VFMIG_VERIFY_APPLIED;
-            else if (!strcmp(optarg, "readback"))
-                o->readback = VFMIG_VERIFY_READBACK;
-            else if (!strcmp(optarg, "full"))
-                o->readback = VFMIG_VERIFY_FULL;
-            else
-                usage_error("--verify: '%s' is not applied, readback or full", optarg);
+            o->readback = parse_word("--verify", optarg, (const char *const[]){"applied", "readback", "full", NULL});
             break;
-        case O_PROGRESS:
-            if (!strcmp(optarg, "auto"))
+        case O_PROGRESS: {
+            static const int modes[] = {-1, PROGRESS_BAR, PROGRESS_JSON, PROGRESS_NONE};
+            o->progress = modes[parse_word("--progress", optarg, (const char *const[]){"auto", "bar", "json", "none", NULL})];
+            if (o->progress < 0)
                 o->progress = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_NONE;
-            else if (!strcmp(optarg, "bar"))
-                o->progress = PROGRESS_BAR;
-            else if (!strcmp(optarg, "json"))
-                o->progress = PROGRESS_JSON;
-            else if (!strcmp(optarg, "none"))
-                o->progress = PROGRESS_NONE;
-            else
-                usage_error("--progress: '%s' is not auto, bar, json or none", optarg);
             break;
+        }
         case O_BUDGET_MISS:
-            if (!strcmp(optarg, "abort"))
-                o->budget_miss = VFMIG_BUDGET_MISS_ABORT;
-            else if (!strcmp(optarg, "switch"))
-                o->budget_miss = VFMIG_BUDGET_MISS_SWITCH;
-            else
-                usage_error("--on-budget-miss: '%s' is not abort or switch", optarg);
+            o->budget_miss = parse_word("--on-budget-miss", optarg, (const char *const[]){"abort", "switch", NULL});
             break;
         case O_WRITE_BYTES: o->sim.write_bytes = (uint32_t)parse_size("--write-bytes", optarg); break;
         case O_PIN: o->pin = optarg; break;
