@@ -99,7 +99,7 @@ static void run_pass(struct bufs *b, vfmig_codec_ctx *c, ZSTD_CCtx *zc, ZSTD_DCt
         const uint8_t *r = j->ref ? j->ref + p * PAGE : NULL;
         switch (j->op) {
         case OP_OURS_ENC:
-            if (vfmig_encode(c, j->codec, j->level, s, PAGE, r, o, b->slot, &b->olen[p]))
+            if (vfmig__encode(c, j->codec, j->level, s, PAGE, r, o, b->slot, &b->olen[p]))
                 *bad = 1;
             break;
         case OP_LZ4_BARE:
@@ -114,7 +114,7 @@ static void run_pass(struct bufs *b, vfmig_codec_ctx *c, ZSTD_CCtx *zc, ZSTD_DCt
             b->olen[p] = PAGE;
             break;
         case OP_OURS_DEC:
-            if (vfmig_decode(c, j->codec, o, b->olen[p], r, d, PAGE))
+            if (vfmig__decode(c, j->codec, o, b->olen[p], r, d, PAGE))
                 *bad = 1;
             break;
         case OP_LZ4_DEC_BARE:
@@ -126,7 +126,7 @@ static void run_pass(struct bufs *b, vfmig_codec_ctx *c, ZSTD_CCtx *zc, ZSTD_DCt
                 *bad = 1;
             break;
         case OP_ISZERO:
-            if (!vfmig_is_zero(s, PAGE))
+            if (!vfmig__is_zero(s, PAGE))
                 *bad = 1;
             break;
         }
@@ -253,8 +253,8 @@ static void auto_row(const struct opts *o, struct bufs *b, struct ctxs *x, int k
                      double link_bps, const uint8_t *ref, const char *label)
 {
     vfmig_chooser ch;
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 1);
-    vfmig_chooser_set_link(&ch, link_bps);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 1);
+    vfmig__chooser_set_link(&ch, link_bps);
     double in_by[VFMIG_CODEC_COUNT] = {0};
     double out_total = 0;
     size_t bb = (size_t)BATCH_PAGES * PAGE;
@@ -268,15 +268,15 @@ static void auto_row(const struct opts *o, struct bufs *b, struct ctxs *x, int k
             uint8_t *out = b->out + p * b->slot; /* slots are contiguous: room for the batch */
             size_t olen = 0;
             int codec;
-            if (vfmig_is_zero(s, bb)) {
+            if (vfmig__is_zero(s, bb)) {
                 codec = VFMIG_CODEC_ZERO;
             } else {
-                codec = vfmig_chooser_pick(&ch, ref != NULL);
+                codec = vfmig__chooser_pick(&ch, ref != NULL);
                 double e0 = now_s();
-                if (vfmig_encode(x->c, codec, 0, s, bb, ref ? ref + p * PAGE : NULL, out,
+                if (vfmig__encode(x->c, codec, 0, s, bb, ref ? ref + p * PAGE : NULL, out,
                                  BATCH_PAGES * b->slot, &olen))
                     fprintf(stderr, "bench_codec: auto encode failed\n");
-                vfmig_chooser_feedback(&ch, codec, bb, olen, (uint64_t)((now_s() - e0) * 1e9));
+                vfmig__chooser_feedback(&ch, codec, bb, olen, (uint64_t)((now_s() - e0) * 1e9));
                 if (olen >= bb) {
                     olen = bb;
                     codec = VFMIG_CODEC_RAW; /* sent raw after all */
@@ -315,7 +315,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct ctxs x = {0};
-    if (vfmig_codec_ctx_create(PAGE, &x.c)) {
+    if (vfmig__codec_ctx_create(PAGE, &x.c)) {
         w->bad = 1;
     }
     pthread_barrier_wait(w->bar);
@@ -324,7 +324,7 @@ static void *worker_main(void *arg)
         run_pass(w->b, x.c, NULL, NULL, &w->j, w->first, w->last, &w->bad);
     w->t1 = now_s();
     pthread_barrier_wait(w->bar);
-    vfmig_codec_ctx_destroy(x.c);
+    vfmig__codec_ctx_destroy(x.c);
     return NULL;
 }
 
@@ -410,7 +410,7 @@ int main(int argc, char **argv)
     struct bufs b = {0};
     b.bytes = o.mib << 20;
     b.npages = b.bytes / PAGE;
-    b.slot = vfmig_codec_bound(PAGE);
+    b.slot = vfmig__codec_bound(PAGE);
     b.src = malloc(b.bytes);
     b.ref = malloc(b.bytes);
     b.ref_clustered = malloc(b.bytes);
@@ -419,7 +419,7 @@ int main(int argc, char **argv)
     b.olen = calloc(b.npages, sizeof(size_t));
     struct ctxs x = {0};
     if (!b.src || !b.ref || !b.ref_clustered || !b.dec || !b.out || !b.olen ||
-        vfmig_codec_ctx_create((size_t)BATCH_PAGES * PAGE, &x.c) || !(x.zc = ZSTD_createCCtx()) ||
+        vfmig__codec_ctx_create((size_t)BATCH_PAGES * PAGE, &x.c) || !(x.zc = ZSTD_createCCtx()) ||
         !(x.zd = ZSTD_createDCtx())) {
         fprintf(stderr, "bench_codec: out of memory\n");
         return 1;
@@ -482,7 +482,7 @@ int main(int argc, char **argv)
         printf("\n]}\n");
     ZSTD_freeCCtx(x.zc);
     ZSTD_freeDCtx(x.zd);
-    vfmig_codec_ctx_destroy(x.c);
+    vfmig__codec_ctx_destroy(x.c);
     free(b.src);
     free(b.ref);
     free(b.ref_clustered);

@@ -2,7 +2,7 @@
  * bench/bench_link.c - TCP link throughput over loopback against plain sockets, same run.
  *
  * For each stream count: N sender threads push --bytes in total of raw --frame-byte page frames
- * (vfmig_link_send, then flush) to N receiver threads (vfmig_link_recv, checksum verified);
+ * (vfmig__link_send, then flush) to N receiver threads (vfmig__link_recv, checksum verified);
  * then the baseline: N plain TCP connections, 1 MiB write()s / read()s of the same bytes.
  * Prints GB/s, CPU seconds per GB (whole process: both ends) and link/baseline ratios.
  * --aead adds, in the same interleaved runs, the link with AES-256-GCM on every frame (random
@@ -56,10 +56,10 @@ static void *link_sender(void *p)
     vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = VFMIG_CODEC_RAW, .len = w->frame};
     for (uint64_t sent = 0; sent < w->bytes && !w->status; sent += w->frame) {
         f.page = sent / w->frame;
-        w->status = vfmig_link_send(w->l, w->stream, &f, buf);
+        w->status = vfmig__link_send(w->l, w->stream, &f, buf);
     }
     if (!w->status)
-        w->status = vfmig_link_flush(w->l, w->stream);
+        w->status = vfmig__link_flush(w->l, w->stream);
     free(buf);
     return NULL;
 }
@@ -70,7 +70,7 @@ static void *link_receiver(void *p)
     uint8_t *buf = malloc(w->frame);
     vfmig_frame f;
     for (uint64_t got = 0; got < w->bytes && !w->status; got += f.len)
-        w->status = vfmig_link_recv(w->l, w->stream, &f, buf, w->frame, 10000);
+        w->status = vfmig__link_recv(w->l, w->stream, &f, buf, w->frame, 10000);
     free(buf);
     return NULL;
 }
@@ -141,8 +141,8 @@ static void bench_link(const opts *o, int n, int aead, result *out)
         /* Defaults as in tcp.c; the sender's and receiver's knobs are set on their own ends. */
         size_t ct = o->copy_threshold >= 0 ? (size_t)o->copy_threshold : (512u << 10);
         size_t dr = o->direct_read >= 0 ? (size_t)o->direct_read : (256u << 10);
-        vfmig_tcp_set_tuning(ca.l, ct, dr, o->zerocopy);
-        vfmig_tcp_set_tuning(b, ct, dr, 0);
+        vfmig__tcp_set_tuning(ca.l, ct, dr, o->zerocopy);
+        vfmig__tcp_set_tuning(b, ct, dr, 0);
     }
     if (aead) { /* 1: AES-256-GCM, 2: Poly1305 tag only */
         uint8_t k1[32], k2[32];
@@ -151,10 +151,10 @@ static void bench_link(const opts *o, int n, int aead, result *out)
             exit(1);
         }
         /* The frame size bounds the scratch buffers (the default 4 MiB would refuse larger). */
-        vfmig_link_set_max_payload(ca.l, o->frame);
-        vfmig_link_set_max_payload(b, o->frame);
+        vfmig__link_set_max_payload(ca.l, o->frame);
+        vfmig__link_set_max_payload(b, o->frame);
         int (*enable)(vfmig_link *, const uint8_t *, const uint8_t *) =
-            aead == 2 ? vfmig_link_enable_mac : vfmig_link_enable_aead;
+            aead == 2 ? vfmig__link_enable_mac : vfmig__link_enable_aead;
         if (enable(ca.l, k1, k2) || enable(b, k2, k1)) {
             fprintf(stderr, "enabling AEAD failed\n");
             exit(1);

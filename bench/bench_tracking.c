@@ -114,7 +114,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < reps; r++) {
         uint64_t c0 = cpu_ns();
         for (uint64_t g = 0; g < npages; g++)
-            sink ^= vfmig_ht_page_hash(mem + g * ps, ps);
+            sink ^= vfmig__ht_page_hash(mem + g * ps, ps);
         t[r] = cpu_ns() - c0;
     }
     double inl = (double)median(t, reps) / gib;

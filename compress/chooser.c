@@ -31,7 +31,7 @@
 #define MIN_SPEED 1e6
 #define MAX_SPEED 1e12
 
-void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers)
+void vfmig__chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers)
 {
     memset(ch, 0, sizeof(*ch));
     ch->fixed_codec = codec;
@@ -41,18 +41,18 @@ void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t worker
     ch->cpu_share = 1.0;
     /* Priors from the codec table, used only until a codec has a sample. */
     for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
-        const vfmig_codec_desc *d = vfmig_codec_desc_of(c);
+        const vfmig_codec_desc *d = vfmig__codec_desc_of(c);
         ch->ratio[c] = 1.0;
         ch->speed[c] = d ? d->speed : 1e9;
     }
 }
 
-void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps)
+void vfmig__chooser_set_link(vfmig_chooser *ch, double link_bps)
 {
     ch->link_bps = link_bps > 0 ? link_bps : 0;
 }
 
-void vfmig_chooser_set_cpu_share(vfmig_chooser *ch, double share)
+void vfmig__chooser_set_cpu_share(vfmig_chooser *ch, double share)
 {
     ch->cpu_share = share > 0.05 ? (share < 1.0 ? share : 1.0) : 0.05;
 }
@@ -117,7 +117,7 @@ static int best_codec(const vfmig_chooser *ch, bool has_ref, bool zstd_ok)
     return best;
 }
 
-int vfmig_chooser_pick(vfmig_chooser *ch, bool has_ref)
+int vfmig__chooser_pick(vfmig_chooser *ch, bool has_ref)
 {
     int f = ch->fixed_codec;
     if (f != VFMIG_CODEC_AUTO) {
@@ -159,7 +159,7 @@ int vfmig_chooser_pick(vfmig_chooser *ch, bool has_ref)
     return best;
 }
 
-void vfmig_chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns)
+void vfmig__chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns)
 {
     if (codec <= VFMIG_CODEC_AUTO || codec >= VFMIG_CODEC_COUNT || codec == VFMIG_CODEC_ZERO ||
         in == 0)

@@ -32,23 +32,23 @@ typedef struct vfmig_codec_desc {
 } vfmig_codec_desc;
 
 /** The row of a codec id, NULL for AUTO or an unknown id (a frame's codec byte from the wire). */
-const vfmig_codec_desc *vfmig_codec_desc_of(int codec);
+const vfmig_codec_desc *vfmig__codec_desc_of(int codec);
 /** State for runs of up to max_src_bytes. */
-int vfmig_codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out);
-void vfmig_codec_ctx_destroy(vfmig_codec_ctx *c);
+int vfmig__codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out);
+void vfmig__codec_ctx_destroy(vfmig_codec_ctx *c);
 
 /** Output bytes any codec may need for src_len input bytes (size dst buffers with this). */
-size_t vfmig_codec_bound(size_t src_len);
+size_t vfmig__codec_bound(size_t src_len);
 
 /**
  * Encodes `len` bytes of `src` with `codec` (RAW, ZERO, LZ4, ZSTD, DELTA; not AUTO) into dst
- * (cap >= vfmig_codec_bound(len)). `level`: lz4 acceleration (0 = 1) or zstd level (0 = 1,
+ * (cap >= vfmig__codec_bound(len)). `level`: lz4 acceleration (0 = 1) or zstd level (0 = 1,
  * negative levels allowed). DELTA needs `ref`, the copy last sent (same length); the others
  * ignore it. ZERO requires src to be all zero (VFMIG_EINVAL otherwise) and writes nothing.
  * *out_len may be >= len: the caller then sends RAW instead. A cap below the bound is allowed;
  * output that does not fit returns VFMIG_EINVAL. `c` may be NULL for RAW, ZERO and DELTA.
  */
-int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
+int vfmig__encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
                  const void *ref, void *dst, size_t cap, size_t *out_len);
 
 /**
@@ -57,22 +57,22 @@ int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size
  * Any mismatch (size, corrupt stream, trailing bytes) returns VFMIG_ECODEC; dst may then hold
  * partial output. `ref` must equal `dst` or not overlap it. `c` may be NULL except for ZSTD.
  */
-int vfmig_decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
+int vfmig__decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
                  void *dst, size_t dst_len);
 
 /**
  * DELTA over a run of `npages` pages held in separate buffers: page k is src[k] against ref[k]
- * (page_size bytes each), encoded as one DELTA stream of the whole run (vfmig_decode of
+ * (page_size bytes each), encoded as one DELTA stream of the whole run (vfmig__decode of
  * npages * page_size bytes decodes it). In the same pass ref[k] becomes exactly the page the
  * decoder will produce: src may change while it is read (a running VF) and ref still ends up
  * equal to what was encoded. VFMIG_EINVAL when the output does not fit in cap (then the ref
  * pages are partly updated: the caller must send them whole or forget them).
  */
-int vfmig_delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t page_size,
+int vfmig__delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t page_size,
                              uint8_t *dst, size_t cap, size_t *out_len);
 
 /** True if all `len` bytes are zero (fast, early exit on the first non-zero word). */
-bool vfmig_is_zero(const void *p, size_t len);
+bool vfmig__is_zero(const void *p, size_t len);
 
 /* -------------------------------------------------------------------------------------------
  * Delta cache: the last sent copy of pages, bounded (like QEMU's XBZRLE cache), thread-safe.
@@ -81,33 +81,33 @@ bool vfmig_is_zero(const void *p, size_t len);
  */
 typedef struct vfmig_delta_cache vfmig_delta_cache;
 
-int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
+int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
                              vfmig_delta_cache **out);
-void vfmig_delta_cache_destroy(vfmig_delta_cache *dc);
+void vfmig__delta_cache_destroy(vfmig_delta_cache *dc);
 /** Faults in room for `pages` copies in all (up to the cap), so a round about to fill them does
  *  not take page faults in its workers. */
-void vfmig_delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages);
+void vfmig__delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages);
 /**
  * Pins the copies of pages [first, first+n) under one lock: copy[k] points at page first+k's
  * copy with hit[k] = true when one is cached; on a miss with `allocate`, copy[k] is a fresh slot
  * for the caller to fill (hit[k] false), or NULL when every slot is pinned (or no capacity).
  * The caller reads and writes pinned copies without locking; release unpins them.
  */
-void vfmig_delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
+void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
                                    uint8_t **copy, bool *hit);
 /** Unpins a run; pages with keep[k] false are forgotten (keep NULL keeps all). */
-void vfmig_delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep);
+void vfmig__delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep);
 /** One-page calls, copying under the lock (safe however threads share pages). */
-bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst);
-bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page);
-void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src);
+bool vfmig__delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst);
+bool vfmig__delta_cache_contains(vfmig_delta_cache *dc, uint64_t page);
+void vfmig__delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src);
 /** Forgets a page (e.g., it was sent as zero). */
-void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page);
+void vfmig__delta_cache_drop(vfmig_delta_cache *dc, uint64_t page);
 typedef struct vfmig_delta_cache_stats {
     uint64_t hits, misses, evictions, pages_cached, capacity_pages;
     uint64_t bytes_used; /* memory faulted in for copies */
 } vfmig_delta_cache_stats;
-void vfmig_delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out);
+void vfmig__delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out);
 
 /* -------------------------------------------------------------------------------------------
  * Adaptive codec choice per batch, by content (what recent batches of each kind gave) and by
@@ -130,18 +130,18 @@ typedef struct vfmig_chooser {
     double cpu_share;      /* fraction of a core the workers actually get (1 = all of one each) */
 } vfmig_chooser;
 
-void vfmig_chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
+void vfmig__chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
 /** Sets the link estimate (bytes/s for all workers together). */
-void vfmig_chooser_set_link(vfmig_chooser *ch, double link_bps);
+void vfmig__chooser_set_link(vfmig_chooser *ch, double link_bps);
 /** Sets the share of a core each worker gets (time running / time runnable): on a busy host a
  *  codec's CPU cost is its speed on a whole core divided by this. */
-void vfmig_chooser_set_cpu_share(vfmig_chooser *ch, double share);
+void vfmig__chooser_set_cpu_share(vfmig_chooser *ch, double share);
 /** Codec for a non-zero batch. has_ref: a delta reference exists for every page of it.
  *  Deterministic given the feedback. A fixed DELTA without has_ref gives LZ4; a fixed ZERO
  *  (meaningless for a non-zero batch) gives RAW. */
-int vfmig_chooser_pick(vfmig_chooser *ch, bool has_ref);
+int vfmig__chooser_pick(vfmig_chooser *ch, bool has_ref);
 /** What the chosen codec gave (in, out bytes; time spent encoding). Pass the encoder's
  *  out_len even when the batch then went out RAW because it did not shrink. */
-void vfmig_chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns);
+void vfmig__chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns);
 
 #endif

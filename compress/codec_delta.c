@@ -11,7 +11,7 @@
  */
 #include "compress/codec_impl.h"
 
-size_t vfmig_delta_bound(size_t n)
+size_t vfmig__delta_bound(size_t n)
 {
     /* Literals end only at a zero word, so tokens <= n/9 + 2, each with two varints. */
     return n + n / 4 + 16;
@@ -179,7 +179,7 @@ static int delta_encode_core(const uint8_t *const *src, uint8_t *const *ref, siz
     return VFMIG_OK;
 }
 
-int vfmig_delta_encode(vfmig_codec_ctx *c, int level, const uint8_t *s, size_t n, const uint8_t *r, uint8_t *dst,
+int vfmig__delta_encode(vfmig_codec_ctx *c, int level, const uint8_t *s, size_t n, const uint8_t *r, uint8_t *dst,
                        size_t cap, size_t *out_len)
 {
     (void)c;
@@ -188,7 +188,7 @@ int vfmig_delta_encode(vfmig_codec_ctx *c, int level, const uint8_t *s, size_t n
     return delta_encode_core(&s, &rw, 1, n, false, dst, cap, out_len);
 }
 
-int vfmig_delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t page_size,
+int vfmig__delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, size_t npages, size_t page_size,
                              uint8_t *dst, size_t cap, size_t *out_len)
 {
     if (!src || !ref || !dst || !out_len || !page_size)
@@ -196,7 +196,7 @@ int vfmig_delta_encode_pages(const uint8_t *const *src, uint8_t *const *ref, siz
     return delta_encode_core(src, ref, npages, page_size, true, dst, cap, out_len);
 }
 
-int vfmig_delta_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__delta_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                        size_t n)
 {
     (void)c;

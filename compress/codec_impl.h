@@ -55,25 +55,25 @@ static inline unsigned last_nz(uint64_t x)
 }
 
 
-/* Each codec: encode and decode with the contract of vfmig_encode / vfmig_decode, arguments
+/* Each codec: encode and decode with the contract of vfmig__encode / vfmig__decode, arguments
  * already checked by the dispatcher (codecs.c); bound = largest output for n input bytes. */
-int vfmig_raw_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__raw_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                      size_t cap, size_t *out_len);
-int vfmig_raw_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
-int vfmig_zero_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__raw_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
+int vfmig__zero_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                       size_t cap, size_t *out_len);
-int vfmig_zero_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
-size_t vfmig_lz4_bound(size_t n);
-int vfmig_lz4_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__zero_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
+size_t vfmig__lz4_bound(size_t n);
+int vfmig__lz4_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                      size_t cap, size_t *out_len);
-int vfmig_lz4_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
-size_t vfmig_zstd_bound(size_t n);
-int vfmig_zstd_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__lz4_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
+size_t vfmig__zstd_bound(size_t n);
+int vfmig__zstd_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                       size_t cap, size_t *out_len);
-int vfmig_zstd_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
-size_t vfmig_delta_bound(size_t n);
-int vfmig_delta_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__zstd_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
+size_t vfmig__delta_bound(size_t n);
+int vfmig__delta_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                        size_t cap, size_t *out_len);
-int vfmig_delta_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
+int vfmig__delta_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n);
 
 #endif

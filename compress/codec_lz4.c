@@ -4,12 +4,12 @@
 #include <limits.h>
 #include <lz4.h>
 
-size_t vfmig_lz4_bound(size_t n)
+size_t vfmig__lz4_bound(size_t n)
 {
     return n + n / 255 + 16; /* LZ4_COMPRESSBOUND, without its int limit */
 }
 
-int vfmig_lz4_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__lz4_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                      size_t cap, size_t *out_len)
 {
     (void)ref;
@@ -24,7 +24,7 @@ int vfmig_lz4_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t l
     return VFMIG_OK;
 }
 
-int vfmig_lz4_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
+int vfmig__lz4_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
 {
     (void)c;
     (void)ref;

@@ -1,7 +1,7 @@
 /* compress/codec_raw.c - RAW (the pages as they are) and ZERO (all pages zero: no payload). */
 #include "compress/codec_impl.h"
 
-int vfmig_raw_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__raw_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                      size_t cap, size_t *out_len)
 {
     (void)c;
@@ -15,7 +15,7 @@ int vfmig_raw_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t l
     return VFMIG_OK;
 }
 
-int vfmig_raw_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
+int vfmig__raw_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
 {
     (void)c;
     (void)ref;
@@ -26,7 +26,7 @@ int vfmig_raw_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const u
     return VFMIG_OK;
 }
 
-int vfmig_zero_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__zero_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                       size_t cap, size_t *out_len)
 {
     (void)c;
@@ -34,13 +34,13 @@ int vfmig_zero_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t 
     (void)ref;
     (void)dst;
     (void)cap;
-    if (len && !vfmig_is_zero(src, len))
+    if (len && !vfmig__is_zero(src, len))
         return VFMIG_EINVAL;
     *out_len = 0;
     return VFMIG_OK;
 }
 
-int vfmig_zero_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
+int vfmig__zero_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
 {
     (void)c;
     (void)src;
@@ -52,7 +52,7 @@ int vfmig_zero_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const 
     return VFMIG_OK;
 }
 
-bool vfmig_is_zero(const void *p, size_t len)
+bool vfmig__is_zero(const void *p, size_t len)
 {
     const uint8_t *b = p;
     /* Align so the wide loop reads whole cache lines; exit early per 64 bytes. */

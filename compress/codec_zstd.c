@@ -3,13 +3,13 @@
 
 #include <zstd.h>
 
-size_t vfmig_zstd_bound(size_t n)
+size_t vfmig__zstd_bound(size_t n)
 {
     size_t b = ZSTD_compressBound(n);
     return ZSTD_isError(b) ? n : b;
 }
 
-int vfmig_zstd_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
+int vfmig__zstd_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst,
                       size_t cap, size_t *out_len)
 {
     (void)ref;
@@ -25,7 +25,7 @@ int vfmig_zstd_encode(vfmig_codec_ctx *c, int level, const uint8_t *src, size_t 
     return VFMIG_OK;
 }
 
-int vfmig_zstd_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
+int vfmig__zstd_decode(vfmig_codec_ctx *c, const uint8_t *src, size_t len, const uint8_t *ref, uint8_t *dst, size_t n)
 {
     (void)ref;
     /* Exactly one frame that declares exactly n bytes: no trailing data, no concatenated or

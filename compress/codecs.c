@@ -26,14 +26,14 @@ static size_t no_bound(size_t n)
 
 /* Speed priors (input bytes/s on one core, machine-limits.md) until a codec has a sample. */
 static const vfmig_codec_desc table[] = {
-    {VFMIG_CODEC_RAW, "raw", false, same_bound, vfmig_raw_encode, vfmig_raw_decode, 10e9},
-    {VFMIG_CODEC_ZERO, "zero", false, no_bound, vfmig_zero_encode, vfmig_zero_decode, 20e9},
-    {VFMIG_CODEC_LZ4, "lz4", false, vfmig_lz4_bound, vfmig_lz4_encode, vfmig_lz4_decode, 1e9},
-    {VFMIG_CODEC_ZSTD, "zstd", false, vfmig_zstd_bound, vfmig_zstd_encode, vfmig_zstd_decode, 0.4e9},
-    {VFMIG_CODEC_DELTA, "delta", true, vfmig_delta_bound, vfmig_delta_encode, vfmig_delta_decode, 4e9},
+    {VFMIG_CODEC_RAW, "raw", false, same_bound, vfmig__raw_encode, vfmig__raw_decode, 10e9},
+    {VFMIG_CODEC_ZERO, "zero", false, no_bound, vfmig__zero_encode, vfmig__zero_decode, 20e9},
+    {VFMIG_CODEC_LZ4, "lz4", false, vfmig__lz4_bound, vfmig__lz4_encode, vfmig__lz4_decode, 1e9},
+    {VFMIG_CODEC_ZSTD, "zstd", false, vfmig__zstd_bound, vfmig__zstd_encode, vfmig__zstd_decode, 0.4e9},
+    {VFMIG_CODEC_DELTA, "delta", true, vfmig__delta_bound, vfmig__delta_encode, vfmig__delta_decode, 4e9},
 };
 
-const vfmig_codec_desc *vfmig_codec_desc_of(int codec)
+const vfmig_codec_desc *vfmig__codec_desc_of(int codec)
 {
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
         if (table[i].id == codec)
@@ -45,11 +45,11 @@ const char *vfmig_codec_name(int codec)
 {
     if (codec == VFMIG_CODEC_AUTO)
         return "auto";
-    const vfmig_codec_desc *d = vfmig_codec_desc_of(codec);
+    const vfmig_codec_desc *d = vfmig__codec_desc_of(codec);
     return d ? d->name : "?";
 }
 
-int vfmig_codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out)
+int vfmig__codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out)
 {
     if (!out)
         return VFMIG_EINVAL;
@@ -62,14 +62,14 @@ int vfmig_codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out)
     c->zc = ZSTD_createCCtx();
     c->zd = ZSTD_createDCtx();
     if (!c->lz4_state || !c->zc || !c->zd) {
-        vfmig_codec_ctx_destroy(c);
+        vfmig__codec_ctx_destroy(c);
         return VFMIG_ENOMEM;
     }
     *out = c;
     return VFMIG_OK;
 }
 
-void vfmig_codec_ctx_destroy(vfmig_codec_ctx *c)
+void vfmig__codec_ctx_destroy(vfmig_codec_ctx *c)
 {
     if (!c)
         return;
@@ -79,7 +79,7 @@ void vfmig_codec_ctx_destroy(vfmig_codec_ctx *c)
     free(c);
 }
 
-size_t vfmig_codec_bound(size_t n)
+size_t vfmig__codec_bound(size_t n)
 {
     size_t b = n;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
@@ -88,12 +88,12 @@ size_t vfmig_codec_bound(size_t n)
     return b;
 }
 
-int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
+int vfmig__encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size_t len,
                  const void *ref, void *dst, size_t cap, size_t *out_len)
 {
     if (!out_len || (len && (!src || !dst)) || (c && len > c->max_src))
         return VFMIG_EINVAL;
-    const vfmig_codec_desc *d = vfmig_codec_desc_of(codec);
+    const vfmig_codec_desc *d = vfmig__codec_desc_of(codec);
     if (!d)
         return VFMIG_EINVAL;
     if ((codec == VFMIG_CODEC_LZ4 || codec == VFMIG_CODEC_ZSTD) && !c)
@@ -103,12 +103,12 @@ int vfmig_encode(vfmig_codec_ctx *c, int codec, int level, const void *src, size
     return d->encode(c, level, src, len, ref, dst, cap, out_len);
 }
 
-int vfmig_decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
+int vfmig__decode(vfmig_codec_ctx *c, int codec, const void *src, size_t len, const void *ref,
                  void *dst, size_t dst_len)
 {
     if ((len && !src) || (dst_len && !dst) || (c && dst_len > c->max_src))
         return VFMIG_EINVAL;
-    const vfmig_codec_desc *d = vfmig_codec_desc_of(codec);
+    const vfmig_codec_desc *d = vfmig__codec_desc_of(codec);
     if (!d)
         return VFMIG_ECODEC;
     if (codec == VFMIG_CODEC_ZSTD && !c)

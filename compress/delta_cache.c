@@ -41,7 +41,7 @@ struct vfmig_delta_cache {
  * in as the cache grows: first-touch faults in the middle of a round cost ~4 s/GB on a VM
  * (measured: round 1 of a 1 GiB migration took 200 ms instead of 31 ms while it filled a fresh
  * 64 MiB cache), so growth happens in chunks, ahead of rounds where the engine can
- * (vfmig_delta_cache_reserve), and the cache only costs memory for the set that is re-sent. */
+ * (vfmig__delta_cache_reserve), and the cache only costs memory for the set that is re-sent. */
 #define GROW_BYTES (2u << 20)
 
 static uint8_t *alloc_slab(size_t bytes)
@@ -77,7 +77,7 @@ static void grow_to(vfmig_delta_cache *dc, uint32_t want)
     dc->faulted = (uint32_t)(to / dc->page_size);
 }
 
-int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
+int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
                              vfmig_delta_cache **out)
 {
     if (!out || page_size == 0 || npages >= NO_SLOT)
@@ -118,7 +118,7 @@ int vfmig_delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t n
     return VFMIG_OK;
 }
 
-void vfmig_delta_cache_destroy(vfmig_delta_cache *dc)
+void vfmig__delta_cache_destroy(vfmig_delta_cache *dc)
 {
     if (!dc)
         return;
@@ -132,7 +132,7 @@ void vfmig_delta_cache_destroy(vfmig_delta_cache *dc)
     free(dc);
 }
 
-void vfmig_delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages)
+void vfmig__delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages)
 {
     if (!dc)
         return;
@@ -183,7 +183,7 @@ static void drop_locked(vfmig_delta_cache *dc, uint64_t page)
     }
 }
 
-void vfmig_delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
+void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
                                    uint8_t **copy, bool *hit)
 {
     for (uint32_t k = 0; k < n; k++) {
@@ -215,7 +215,7 @@ void vfmig_delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32
     pthread_mutex_unlock(&dc->mu);
 }
 
-void vfmig_delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep)
+void vfmig__delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep)
 {
     if (!dc || first >= dc->npages || n > dc->npages - first || dc->nslots == 0)
         return;
@@ -231,7 +231,7 @@ void vfmig_delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32
     pthread_mutex_unlock(&dc->mu);
 }
 
-bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst)
+bool vfmig__delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst)
 {
     if (!dc || page >= dc->npages)
         return false;
@@ -249,7 +249,7 @@ bool vfmig_delta_cache_get(vfmig_delta_cache *dc, uint64_t page, void *dst)
     return hit;
 }
 
-bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page)
+bool vfmig__delta_cache_contains(vfmig_delta_cache *dc, uint64_t page)
 {
     if (!dc || page >= dc->npages)
         return false;
@@ -259,7 +259,7 @@ bool vfmig_delta_cache_contains(vfmig_delta_cache *dc, uint64_t page)
     return in;
 }
 
-void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src)
+void vfmig__delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src)
 {
     if (!dc || page >= dc->npages || dc->nslots == 0)
         return;
@@ -281,7 +281,7 @@ void vfmig_delta_cache_put(vfmig_delta_cache *dc, uint64_t page, const void *src
     pthread_mutex_unlock(&dc->mu);
 }
 
-void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page)
+void vfmig__delta_cache_drop(vfmig_delta_cache *dc, uint64_t page)
 {
     if (!dc || page >= dc->npages)
         return;
@@ -290,7 +290,7 @@ void vfmig_delta_cache_drop(vfmig_delta_cache *dc, uint64_t page)
     pthread_mutex_unlock(&dc->mu);
 }
 
-void vfmig_delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out)
+void vfmig__delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats *out)
 {
     if (!out)
         return;

@@ -15,7 +15,7 @@
 #include "engine/proto.h"
 #include "vfmig.h"
 
-int vfmig_random(void *buf, size_t len)
+int vfmig__random(void *buf, size_t len)
 {
     uint8_t *p = buf;
     while (len) {
@@ -93,24 +93,24 @@ static int sha256(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, 
     return ok ? VFMIG_OK : VFMIG_EAUTH;
 }
 
-int vfmig_auth_key_id(const uint8_t *key, size_t keylen, uint8_t id[VFMIG_AUTH_KEY_ID])
+int vfmig__auth_key_id(const uint8_t *key, size_t keylen, uint8_t id[VFMIG_AUTH_KEY_ID])
 {
     static const uint8_t salt[] = "vfmig";
     return hkdf(key, keylen, salt, sizeof(salt) - 1, "vfmig key id", NULL, 0, id, VFMIG_AUTH_KEY_ID);
 }
 
-int vfmig_keyring_find(const vfmig_keyring *k, const uint8_t id[VFMIG_AUTH_KEY_ID])
+int vfmig__keyring_find(const vfmig_keyring *k, const uint8_t id[VFMIG_AUTH_KEY_ID])
 {
     int found = -1;
     for (unsigned i = 0; i < k->n && i < 2; i++) {
         uint8_t mine[VFMIG_AUTH_KEY_ID];
-        if (!vfmig_auth_key_id(k->key[i], k->len[i], mine) && !CRYPTO_memcmp(mine, id, sizeof(mine)) && found < 0)
+        if (!vfmig__auth_key_id(k->key[i], k->len[i], mine) && !CRYPTO_memcmp(mine, id, sizeof(mine)) && found < 0)
             found = (int)i;
     }
     return found;
 }
 
-int vfmig_auth_proofs(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
+int vfmig__auth_proofs(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
                       const uint8_t nonce_s[VFMIG_AUTH_NONCE], const uint8_t nonce_t[VFMIG_AUTH_NONCE],
                       uint8_t mac_t[VFMIG_AUTH_MAC], const uint8_t *mac_t_in, uint8_t mac_s[VFMIG_AUTH_MAC])
 {
@@ -129,7 +129,7 @@ int vfmig_auth_proofs(const uint8_t *key, size_t keylen, const uint8_t *hello, s
     return rc;
 }
 
-int vfmig_auth_keys(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
+int vfmig__auth_keys(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
                     const uint8_t nonce_s[VFMIG_AUTH_NONCE], const uint8_t nonce_t[VFMIG_AUTH_NONCE],
                     const uint8_t mac_t[VFMIG_AUTH_MAC], uint8_t k_s2t[VFMIG_AEAD_KEY],
                     uint8_t k_t2s[VFMIG_AEAD_KEY])
@@ -148,59 +148,59 @@ int vfmig_auth_keys(const uint8_t *key, size_t keylen, const uint8_t *hello, siz
     return rc;
 }
 
-int vfmig_auth_equal(const uint8_t *a, const uint8_t *b)
+int vfmig__auth_equal(const uint8_t *a, const uint8_t *b)
 {
     return CRYPTO_memcmp(a, b, VFMIG_AUTH_MAC) == 0;
 }
 
 static int refuse(vfmig_link *link, int type, int status, char *err, size_t errlen, const char *msg)
 {
-    vfmig_send_status(link, 0, type, status, msg);
+    vfmig__send_status(link, 0, type, status, msg);
     snprintf(err, errlen, "%s", msg);
     return status;
 }
 
-int vfmig_auth_target(vfmig_link *link, const vfmig_keyring *keys, const uint8_t *hello, size_t hello_len,
+int vfmig__auth_target(vfmig_link *link, const vfmig_keyring *keys, const uint8_t *hello, size_t hello_len,
                       const uint8_t nonce_s[VFMIG_AUTH_NONCE], const uint8_t key_id[VFMIG_AUTH_KEY_ID],
                       bool encrypt, int timeout_ms, size_t max_payload, char *err, size_t errlen)
 {
-    int ki = vfmig_keyring_find(keys, key_id);
+    int ki = vfmig__keyring_find(keys, key_id);
     if (ki < 0)
         return refuse(link, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, err, errlen,
                       "source failed authentication: its key is not one this target holds");
     const uint8_t *key = keys->key[ki];
     size_t keylen = keys->len[ki];
     uint8_t reply[VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC], want[VFMIG_AUTH_MAC], got[VFMIG_AUTH_MAC];
-    int rc = vfmig_random(reply, VFMIG_AUTH_NONCE);
+    int rc = vfmig__random(reply, VFMIG_AUTH_NONCE);
     if (!rc)
-        rc = vfmig_auth_proofs(key, keylen, hello, hello_len, nonce_s, reply, reply + VFMIG_AUTH_NONCE, NULL, want);
+        rc = vfmig__auth_proofs(key, keylen, hello, hello_len, nonce_s, reply, reply + VFMIG_AUTH_NONCE, NULL, want);
     if (rc)
         return refuse(link, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, err, errlen,
                       "authentication: no randomness or the crypto library failed");
     vfmig_frame f = {.type = VFMIG_F_HELLO_ACK, .len = sizeof(reply), .aux = VFMIG_OK};
-    if ((rc = vfmig_link_send(link, 0, &f, reply)) || (rc = vfmig_link_flush(link, 0))) {
-        snprintf(err, errlen, "sending the handshake reply: %s", vfmig_link_stream_error(link, 0));
+    if ((rc = vfmig__link_send(link, 0, &f, reply)) || (rc = vfmig__link_flush(link, 0))) {
+        snprintf(err, errlen, "sending the handshake reply: %s", vfmig__link_stream_error(link, 0));
         return rc;
     }
-    rc = vfmig_link_recv(link, 0, &f, got, sizeof(got), timeout_ms);
+    rc = vfmig__link_recv(link, 0, &f, got, sizeof(got), timeout_ms);
     if (!rc && f.type == VFMIG_F_ABORT) {
         snprintf(err, errlen, "source aborted the handshake (it found this target's proof wrong)");
         return VFMIG_EABORTED;
     }
-    bool proved = !rc && f.type == VFMIG_F_AUTH && f.len == VFMIG_AUTH_MAC && vfmig_auth_equal(want, got);
+    bool proved = !rc && f.type == VFMIG_F_AUTH && f.len == VFMIG_AUTH_MAC && vfmig__auth_equal(want, got);
     /* The source keys everything after its AUTH frame: switch whatever became of that frame, or it
      * could not read why it is refused. Keyed-frame buffers follow the max payload: the source's
      * numbers only once it proved the key, else just enough for that refusal. */
-    vfmig_link_set_max_payload(link, proved ? max_payload : 4096);
+    vfmig__link_set_max_payload(link, proved ? max_payload : 4096);
     uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
-    int kr = vfmig_auth_keys(key, keylen, hello, hello_len, nonce_s, reply, reply + VFMIG_AUTH_NONCE, k_s2t, k_t2s);
+    int kr = vfmig__auth_keys(key, keylen, hello, hello_len, nonce_s, reply, reply + VFMIG_AUTH_NONCE, k_s2t, k_t2s);
     if (!kr)
-        kr = encrypt ? vfmig_link_enable_aead(link, k_t2s, k_s2t) : vfmig_link_enable_mac(link, k_t2s, k_s2t);
+        kr = encrypt ? vfmig__link_enable_aead(link, k_t2s, k_s2t) : vfmig__link_enable_mac(link, k_t2s, k_s2t);
     OPENSSL_cleanse(k_s2t, sizeof(k_s2t));
     OPENSSL_cleanse(k_t2s, sizeof(k_t2s));
     if (rc) {
         snprintf(err, errlen, "waiting for authentication: %s (%s)", vfmig_strerror(rc),
-                 rc == VFMIG_ETIMEDOUT ? "no answer" : vfmig_link_stream_error(link, 0));
+                 rc == VFMIG_ETIMEDOUT ? "no answer" : vfmig__link_stream_error(link, 0));
         return rc;
     }
     if (kr)

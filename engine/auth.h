@@ -48,22 +48,22 @@ typedef struct vfmig_keyring {
 } vfmig_keyring;
 
 /** Fills buf with `len` random bytes from the kernel. VFMIG_OK or VFMIG_EIO. */
-int vfmig_random(void *buf, size_t len);
+int vfmig__random(void *buf, size_t len);
 /** The key's id: 8 bytes of HKDF(key, info "vfmig key id"). */
-int vfmig_auth_key_id(const uint8_t *key, size_t keylen, uint8_t id[VFMIG_AUTH_KEY_ID]);
+int vfmig__auth_key_id(const uint8_t *key, size_t keylen, uint8_t id[VFMIG_AUTH_KEY_ID]);
 /** Index in the ring of the key with this id, or -1. */
-int vfmig_keyring_find(const vfmig_keyring *k, const uint8_t id[VFMIG_AUTH_KEY_ID]);
+int vfmig__keyring_find(const vfmig_keyring *k, const uint8_t id[VFMIG_AUTH_KEY_ID]);
 /** Both proofs of a handshake (see above); nonce_s is the HELLO's. */
-int vfmig_auth_proofs(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
+int vfmig__auth_proofs(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
                       const uint8_t nonce_s[VFMIG_AUTH_NONCE], const uint8_t nonce_t[VFMIG_AUTH_NONCE],
                       uint8_t mac_t[VFMIG_AUTH_MAC], const uint8_t *mac_t_in, uint8_t mac_s[VFMIG_AUTH_MAC]);
 /** Direction keys of the session (see above). */
-int vfmig_auth_keys(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
+int vfmig__auth_keys(const uint8_t *key, size_t keylen, const uint8_t *hello, size_t hello_len,
                     const uint8_t nonce_s[VFMIG_AUTH_NONCE], const uint8_t nonce_t[VFMIG_AUTH_NONCE],
                     const uint8_t mac_t[VFMIG_AUTH_MAC], uint8_t k_s2t[VFMIG_AEAD_KEY],
                     uint8_t k_t2s[VFMIG_AEAD_KEY]);
 /** Constant-time comparison of two MACs: 1 if equal. */
-int vfmig_auth_equal(const uint8_t *a, const uint8_t *b);
+int vfmig__auth_equal(const uint8_t *a, const uint8_t *b);
 
 /**
  * The target's half of the exchange, on a link whose HELLO (hello_len bytes; nonce_s and key id
@@ -75,7 +75,7 @@ int vfmig_auth_equal(const uint8_t *a, const uint8_t *b);
  * VFMIG_EAUTH (or the link's status) with a message in err. Needs no session or device, so a
  * server can run it before it picks the device.
  */
-int vfmig_auth_target(vfmig_link *link, const vfmig_keyring *keys, const uint8_t *hello, size_t hello_len,
+int vfmig__auth_target(vfmig_link *link, const vfmig_keyring *keys, const uint8_t *hello, size_t hello_len,
                       const uint8_t nonce_s[VFMIG_AUTH_NONCE], const uint8_t key_id[VFMIG_AUTH_KEY_ID],
                       bool encrypt, int timeout_ms, size_t max_payload, char *err, size_t errlen);
 

@@ -2,7 +2,7 @@
  * skip whole zero words and use count-trailing-zeros inside a word. */
 #include "engine/bitmap.h"
 
-uint64_t vfmig_bitmap_count(const uint64_t *w, uint64_t nbits)
+uint64_t vfmig__bitmap_count(const uint64_t *w, uint64_t nbits)
 {
     uint64_t n = 0;
     size_t full = (size_t)(nbits / 64);
@@ -13,7 +13,7 @@ uint64_t vfmig_bitmap_count(const uint64_t *w, uint64_t nbits)
     return n;
 }
 
-void vfmig_bitmap_set_range(uint64_t *w, uint64_t first, uint64_t n)
+void vfmig__bitmap_set_range(uint64_t *w, uint64_t first, uint64_t n)
 {
     uint64_t i = first, end = first + n;
     while (i < end && (i % 64)) {
@@ -26,18 +26,18 @@ void vfmig_bitmap_set_range(uint64_t *w, uint64_t first, uint64_t n)
         vfmig_bitmap_set(w, i);
 }
 
-void vfmig_bitmap_trim(uint64_t *w, uint64_t nbits)
+void vfmig__bitmap_trim(uint64_t *w, uint64_t nbits)
 {
     if (nbits % 64)
         w[nbits / 64] &= (1ull << (nbits % 64)) - 1;
 }
 
-void vfmig_bitmap_or(uint64_t *dst, const uint64_t *src, uint64_t nbits)
+void vfmig__bitmap_or(uint64_t *dst, const uint64_t *src, uint64_t nbits)
 {
     size_t n = vfmig_bitmap_words(nbits);
     for (size_t i = 0; i < n; i++)
         dst[i] |= src[i];
-    vfmig_bitmap_trim(dst, nbits);
+    vfmig__bitmap_trim(dst, nbits);
 }
 
 /* First set bit at or after `from`, or nbits. */
@@ -74,7 +74,7 @@ static uint64_t find_clear(const uint64_t *w, uint64_t nbits, uint64_t from)
     return i < nbits ? i : nbits;
 }
 
-bool vfmig_bitmap_next_run(const uint64_t *w, uint64_t nbits, uint64_t from, uint64_t max_len,
+bool vfmig__bitmap_next_run(const uint64_t *w, uint64_t nbits, uint64_t from, uint64_t max_len,
                            uint64_t *start, uint64_t *len)
 {
     uint64_t s = find_set(w, nbits, from);

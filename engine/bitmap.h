@@ -22,18 +22,18 @@ static inline void vfmig_bitmap_set(uint64_t *w, uint64_t i)
 }
 
 /** Number of set bits among the first nbits. */
-uint64_t vfmig_bitmap_count(const uint64_t *w, uint64_t nbits);
+uint64_t vfmig__bitmap_count(const uint64_t *w, uint64_t nbits);
 /** Sets bits [first, first + n). */
-void vfmig_bitmap_set_range(uint64_t *w, uint64_t first, uint64_t n);
+void vfmig__bitmap_set_range(uint64_t *w, uint64_t first, uint64_t n);
 /** Clears bits at and beyond nbits in the last word (devices may leave junk there). */
-void vfmig_bitmap_trim(uint64_t *w, uint64_t nbits);
+void vfmig__bitmap_trim(uint64_t *w, uint64_t nbits);
 /** dst |= src over nbits. */
-void vfmig_bitmap_or(uint64_t *dst, const uint64_t *src, uint64_t nbits);
+void vfmig__bitmap_or(uint64_t *dst, const uint64_t *src, uint64_t nbits);
 /**
  * Finds the next run of set bits at or after `from`, at most max_len long.
  * Returns false when there is none; else *start and *len describe it.
  */
-bool vfmig_bitmap_next_run(const uint64_t *w, uint64_t nbits, uint64_t from, uint64_t max_len,
+bool vfmig__bitmap_next_run(const uint64_t *w, uint64_t nbits, uint64_t from, uint64_t max_len,
                            uint64_t *start, uint64_t *len);
 
 #endif

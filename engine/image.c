@@ -12,7 +12,7 @@
 #define page_hash_fn XXH3_64bits
 #endif
 
-uint64_t vfmig_page_hash(const void *page, size_t page_size)
+uint64_t vfmig__page_hash(const void *page, size_t page_size)
 {
     return page_hash_fn(page, page_size) & ~VFMIG_HASH_LIN;
 }
@@ -128,7 +128,7 @@ static uint64_t reduce(const vfmig_lin *lin, u128 x)
     return reduce_with(x, clmul_soft);
 }
 
-void vfmig_lin_init(vfmig_lin *lin, size_t page_size)
+void vfmig__lin_init(vfmig_lin *lin, size_t page_size)
 {
     lin->page_size = page_size;
     lin->hw = 0;
@@ -146,7 +146,7 @@ void vfmig_lin_init(vfmig_lin *lin, size_t page_size)
         lin->l[i] = x;
 }
 
-uint64_t vfmig_lin_page(const vfmig_lin *lin, const void *page)
+uint64_t vfmig__lin_page(const vfmig_lin *lin, const void *page)
 {
     const uint8_t *p = page;
     size_t words = lin->page_size / 8, chunk = VFMIG_LIN_WORDS;
@@ -184,7 +184,7 @@ static const uint8_t *varint(const uint8_t *ip, const uint8_t *end, uint64_t *v)
     return NULL;
 }
 
-int vfmig_lin_delta(const vfmig_lin *lin, const uint8_t *stream, size_t len, uint32_t npages, uint64_t *dh)
+int vfmig__lin_delta(const vfmig_lin *lin, const uint8_t *stream, size_t len, uint32_t npages, uint64_t *dh)
 {
     const size_t ps = lin->page_size;
     const uint64_t total = (uint64_t)npages * ps;
@@ -219,7 +219,7 @@ int vfmig_lin_delta(const vfmig_lin *lin, const uint8_t *stream, size_t len, uin
     return ip == end ? VFMIG_OK : VFMIG_ECODEC;
 }
 
-bool vfmig_page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash)
+bool vfmig__page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash)
 {
     /* The zero test reads 64 bytes at a time and leaves at the first non-zero word: on data it
      * costs a cache line, on zero pages it is the pass (and the hash is known). */
@@ -263,7 +263,7 @@ static inline vfmig_digest mix(uint64_t p, uint64_t h)
                           fmix64((h + 0xd6e8feb86659fd93ull) ^ fmix64(p + 0xa0761d6478bd642full))};
 }
 
-void vfmig_image_set(uint64_t *table, vfmig_digest *acc, uint64_t p, uint64_t h)
+void vfmig__image_set(uint64_t *table, vfmig_digest *acc, uint64_t p, uint64_t h)
 {
     uint64_t old = table[p];
     if (old == h)
@@ -274,7 +274,7 @@ void vfmig_image_set(uint64_t *table, vfmig_digest *acc, uint64_t p, uint64_t h)
     table[p] = h;
 }
 
-int vfmig_image_device_digest(const vfmig_device *dev, const uint64_t *range_base, unsigned page_shift,
+int vfmig__image_device_digest(const vfmig_device *dev, const uint64_t *range_base, unsigned page_shift,
                               void *scratch, vfmig_digest *out)
 {
     const size_t ps = (size_t)1 << page_shift;
@@ -291,7 +291,7 @@ int vfmig_image_device_digest(const vfmig_device *dev, const uint64_t *range_bas
                     return rc < 0 ? rc : VFMIG_EDEVICE;
             }
             uint64_t p = range_base[r] + i;
-            uint64_t h = vfmig_page_hash(pg, ps);
+            uint64_t h = vfmig__page_hash(pg, ps);
             vfmig_digest a = mix(p, h), b = mix(p, 0);
             d.lo += a.lo - b.lo;
             d.hi += a.hi - b.hi;

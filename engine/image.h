@@ -38,10 +38,10 @@ typedef struct vfmig_digest {
 #define VFMIG_HASH_LIN (1ull << 63) /* the page's hash is the linear kind */
 
 /** XXH3 kind hash of one page (bit 63 clear). */
-uint64_t vfmig_page_hash(const void *page, size_t page_size);
+uint64_t vfmig__page_hash(const void *page, size_t page_size);
 
 /* The linear hash: keys for pages up to 2 MiB, and the CPU's carry-less multiply where it has
- * one. Set up once per session (vfmig_lin_init); read-only after, so threads share it. */
+ * one. Set up once per session (vfmig__lin_init); read-only after, so threads share it. */
 #define VFMIG_LIN_WORDS 8192u  /* keys per 64 KiB chunk */
 #define VFMIG_LIN_CHUNKS 32u   /* chunks of a 2 MiB page */
 typedef struct vfmig_lin {
@@ -51,31 +51,31 @@ typedef struct vfmig_lin {
     int hw;                     /* PCLMULQDQ */
 } vfmig_lin;
 
-void vfmig_lin_init(vfmig_lin *lin, size_t page_size);
+void vfmig__lin_init(vfmig_lin *lin, size_t page_size);
 /** Linear kind hash of one page (bit 63 set). */
-uint64_t vfmig_lin_page(const vfmig_lin *lin, const void *page);
+uint64_t vfmig__lin_page(const vfmig_lin *lin, const void *page);
 /**
  * What a DELTA stream over `npages` pages changes in each page's linear hash: dh[k] for page k
  * (0 where nothing changed). The stream must already have decoded (or been produced) without
  * error; VFMIG_ECODEC otherwise.
  */
-int vfmig_lin_delta(const vfmig_lin *lin, const uint8_t *stream, size_t len, uint32_t npages, uint64_t *dh);
+int vfmig__lin_delta(const vfmig_lin *lin, const uint8_t *stream, size_t len, uint32_t npages, uint64_t *dh);
 /** The page's new hash after a delta frame: incremental when it was already linear, else a full
  *  linear pass over `page` (its new content). */
 static inline uint64_t vfmig_lin_after_delta(const vfmig_lin *lin, uint64_t old, uint64_t dh, const void *page)
 {
-    return (old & VFMIG_HASH_LIN) ? old ^ (dh & ~VFMIG_HASH_LIN) : vfmig_lin_page(lin, page);
+    return (old & VFMIG_HASH_LIN) ? old ^ (dh & ~VFMIG_HASH_LIN) : vfmig__lin_page(lin, page);
 }
 
 /**
  * Zero test and page hash in one pass: returns true (and *hash = zero_hash) when the page is all
- * zero, else false with *hash = vfmig_page_hash(page). Non-zero pages usually fail the zero test
+ * zero, else false with *hash = vfmig__page_hash(page). Non-zero pages usually fail the zero test
  * in their first bytes, so the hash is the only full pass over them.
  */
-bool vfmig_page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash);
+bool vfmig__page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash);
 
 /** Sets page p's hash to h in `table`, adding the change to `acc`. */
-void vfmig_image_set(uint64_t *table, vfmig_digest *acc, uint64_t p, uint64_t h);
+void vfmig__image_set(uint64_t *table, vfmig_digest *acc, uint64_t p, uint64_t h);
 
 /** acc += x, lane-wise. */
 static inline void vfmig_digest_add(vfmig_digest *acc, const vfmig_digest *x)
@@ -90,7 +90,7 @@ static inline void vfmig_digest_add(vfmig_digest *acc, const vfmig_digest *x)
  * - M(p, 0), whatever kind the image's table holds, so it depends on VRAM alone (and can be
  * taken while the final pass updates the table). For VFMIG_VERIFY_FULL, on a paused VF.
  */
-int vfmig_image_device_digest(const vfmig_device *dev, const uint64_t *range_base, unsigned page_shift,
+int vfmig__image_device_digest(const vfmig_device *dev, const uint64_t *range_base, unsigned page_shift,
                               void *scratch, vfmig_digest *out);
 
 #endif

@@ -51,7 +51,7 @@ static hwloc_bitmap_t locality(vfmig_pinner *p, int device_node, const char *nic
     return NULL;
 }
 
-void vfmig_pinner_destroy(vfmig_pinner *p)
+void vfmig__pinner_destroy(vfmig_pinner *p)
 {
     if (!p)
         return;
@@ -62,7 +62,7 @@ void vfmig_pinner_destroy(vfmig_pinner *p)
     free(p);
 }
 
-int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmig_pinner **out, char *err,
+int vfmig__pinner_create(const char *spec, int device_node, const char *nic, vfmig_pinner **out, char *err,
                         size_t errlen)
 {
     *out = NULL;
@@ -72,7 +72,7 @@ int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmi
     snprintf(p->spec, sizeof(p->spec), "%s", spec ? spec : "auto");
     if (hwloc_topology_init(&p->topo) || hwloc_topology_load(p->topo)) {
         snprintf(err, errlen, "hwloc could not read the machine's topology");
-        vfmig_pinner_destroy(p);
+        vfmig__pinner_destroy(p);
         return VFMIG_EDEVICE;
     }
     p->numa_nodes = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_NUMANODE);
@@ -103,7 +103,7 @@ int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmi
     /* A CPU list: digits, commas and dashes only, each CPU present on this machine. */
     p->cpus = hwloc_bitmap_alloc();
     if (!p->cpus) {
-        vfmig_pinner_destroy(p);
+        vfmig__pinner_destroy(p);
         return VFMIG_ENOMEM;
     }
     const char *c = p->spec;
@@ -129,7 +129,7 @@ int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmi
     hwloc_const_bitmap_t online = hwloc_topology_get_allowed_cpuset(p->topo);
     if (!hwloc_bitmap_isincluded(p->cpus, online)) {
         snprintf(err, errlen, "pinning '%s': some CPUs are not on this machine", p->spec);
-        vfmig_pinner_destroy(p);
+        vfmig__pinner_destroy(p);
         return VFMIG_EINVAL;
     }
     p->ncpus = hwloc_bitmap_weight(p->cpus);
@@ -137,11 +137,11 @@ int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmi
     return VFMIG_OK;
 bad:
     snprintf(err, errlen, "pinning '%s': expected auto, none or a CPU list like 0-3,8", p->spec);
-    vfmig_pinner_destroy(p);
+    vfmig__pinner_destroy(p);
     return VFMIG_EINVAL;
 }
 
-int vfmig_pinner_bind(vfmig_pinner *p, unsigned index)
+int vfmig__pinner_bind(vfmig_pinner *p, unsigned index)
 {
     if (!p || !p->cpus || p->ncpus <= 0)
         return -1;
@@ -159,7 +159,7 @@ int vfmig_pinner_bind(vfmig_pinner *p, unsigned index)
     return rc ? -1 : cpu;
 }
 
-void vfmig_pinner_describe(const vfmig_pinner *p, char *buf, size_t len)
+void vfmig__pinner_describe(const vfmig_pinner *p, char *buf, size_t len)
 {
     if (!p) {
         snprintf(buf, len, "none");

@@ -138,13 +138,13 @@ static int send_frame(vfmig_pipeline *p, unsigned stream, const vfmig_frame *f, 
 {
     stream_tx *st = &p->streams[stream];
     pthread_mutex_lock(&st->lock);
-    int rc = vfmig_link_sendv(p->cfg.link, stream, f, iov, niov);
+    int rc = vfmig__link_sendv(p->cfg.link, stream, f, iov, niov);
     if (!rc)
         st->frames++;
     pthread_mutex_unlock(&st->lock);
     if (rc && rc != VFMIG_ECANCELED)
-        vfmig_fail(p->s, rc, "sending pages: %s: %s", vfmig_strerror(rc),
-                   vfmig_link_stream_error(p->cfg.link, stream));
+        vfmig__fail(p->s, rc, "sending pages: %s: %s", vfmig_strerror(rc),
+                   vfmig__link_stream_error(p->cfg.link, stream));
     return rc;
 }
 
@@ -180,7 +180,7 @@ static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *
 {
     vfmig_pipeline *p = w->p;
     const size_t len = (size_t)(n * p->page_size);
-    int codec = vfmig_chooser_pick(&w->chooser, false);
+    int codec = vfmig__chooser_pick(&w->chooser, false);
     struct iovec one;
     const struct iovec *payload = pieces;
     int npay = niov;
@@ -197,13 +197,13 @@ static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *
         }
         /* Thread CPU time: a worker preempted mid-encode must not make the codec look slow. */
         uint64_t t0 = thread_cpu_ns();
-        int rc = vfmig_encode(w->codec, codec, p->cfg.level, src, len, NULL, w->enc, w->enc_cap, &out);
+        int rc = vfmig__encode(w->codec, codec, p->cfg.level, src, len, NULL, w->enc, w->enc_cap, &out);
         uint64_t dt = thread_cpu_ns() - t0;
         w->acc.encode_ns += dt;
         if (rc)
-            return vfmig_fail(p->s, rc, "encoding pages %llu+%llu with %s failed",
+            return vfmig__fail(p->s, rc, "encoding pages %llu+%llu with %s failed",
                               (unsigned long long)first, (unsigned long long)n, vfmig_codec_name(codec));
-        vfmig_chooser_feedback(&w->chooser, codec, len, out, dt);
+        vfmig__chooser_feedback(&w->chooser, codec, len, out, dt);
         if (out >= len) {
             codec = VFMIG_CODEC_RAW; /* did not pay: send the pages as they are */
             out = len;
@@ -255,10 +255,10 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     size_t out = 0;
     uint64_t t0 = thread_cpu_ns();
     /* Output at least as large as the pages is not worth sending: cap it there. */
-    int rc = vfmig_delta_encode_pages(w->src + i, w->copy + i, (size_t)(j - i), (size_t)ps, w->enc, len, &out);
+    int rc = vfmig__delta_encode_pages(w->src + i, w->copy + i, (size_t)(j - i), (size_t)ps, w->enc, len, &out);
     uint64_t dt = thread_cpu_ns() - t0;
     w->acc.encode_ns += dt;
-    vfmig_chooser_feedback(&w->chooser, VFMIG_CODEC_DELTA, len, rc ? len : out, dt);
+    vfmig__chooser_feedback(&w->chooser, VFMIG_CODEC_DELTA, len, rc ? len : out, dt);
     int codec = VFMIG_CODEC_DELTA;
     if (rc) {
         /* Mostly rewritten pages: the copies are half updated; take fresh ones and send those. */
@@ -268,8 +268,8 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
         out = len;
     }
     vfmig_session *s = p->s;
-    if (codec == VFMIG_CODEC_DELTA && vfmig_lin_delta(s->lin, w->enc, out, (uint32_t)(j - i), w->dh))
-        return vfmig_fail(s, VFMIG_ECODEC, "delta of pages %llu+%llu does not parse back",
+    if (codec == VFMIG_CODEC_DELTA && vfmig__lin_delta(s->lin, w->enc, out, (uint32_t)(j - i), w->dh))
+        return vfmig__fail(s, VFMIG_ECODEC, "delta of pages %llu+%llu does not parse back",
                           (unsigned long long)(r->page + i), (unsigned long long)(j - i));
     /* A delta page's hash follows from the literals alone once it is linear (engine/image.h). */
     for (uint64_t k = i; k < j; k++) {
@@ -277,8 +277,8 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
         if (codec == VFMIG_CODEC_DELTA && !(s->page_hash[pg] & VFMIG_HASH_LIN))
             w->lin_full++;
         uint64_t h = codec == VFMIG_CODEC_DELTA ? vfmig_lin_after_delta(s->lin, s->page_hash[pg], w->dh[k - i], w->copy[k])
-                                                : vfmig_page_hash(w->copy[k], (size_t)ps);
-        vfmig_image_set(s->page_hash, &w->digest, pg, h);
+                                                : vfmig__page_hash(w->copy[k], (size_t)ps);
+        vfmig__image_set(s->page_hash, &w->digest, pg, h);
     }
     vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = (uint8_t)codec, .len = (uint32_t)out,
                      .round = p->round, .npages = (uint32_t)(j - i), .page = r->page + i};
@@ -303,7 +303,7 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
     const uint64_t ps = p->page_size;
     const uint32_t n = r->npages;
     /* In the final pass a fresh copy would never serve as a base: only existing ones are used. */
-    vfmig_delta_cache_acquire_run(p->delta, r->page, n, !p->paused, w->copy, w->hit);
+    vfmig__delta_cache_acquire_run(p->delta, r->page, n, !p->paused, w->copy, w->hit);
     for (uint32_t k = 0; k < n; k++) {
         uint64_t h;
         w->keep[k] = true;
@@ -317,8 +317,8 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
             memcpy(w->copy[k], pg, (size_t)ps);
             pg = w->copy[k];
         }
-        w->zero[k] = vfmig_page_zero_or_hash(pg, (size_t)ps, p->zero_hash, &h);
-        vfmig_image_set(s->page_hash, &w->digest, r->page + k, h);
+        w->zero[k] = vfmig__page_zero_or_hash(pg, (size_t)ps, p->zero_hash, &h);
+        vfmig__image_set(s->page_hash, &w->digest, r->page + k, h);
         w->kind[k] = w->zero[k] ? PK_ZERO : w->copy[k] ? PK_CACHED_RAW : PK_PLAIN;
         w->keep[k] = !w->zero[k];
     }
@@ -343,7 +343,7 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
             break;
         }
     }
-    vfmig_delta_cache_release_run(p->delta, r->page, n, w->keep);
+    vfmig__delta_cache_release_run(p->delta, r->page, n, w->keep);
     return rc;
 }
 
@@ -360,7 +360,7 @@ static int process_run(worker *w, const run *r, unsigned stream, uint64_t base)
         int rc = s->dev.ops->read(s->dev.dev, s->ranges[r->range].offset + (rel << s->page_shift), buf,
                                   (size_t)(r->npages * ps));
         if (rc)
-            return vfmig_fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device read of pages %llu+%u failed: %s",
+            return vfmig__fail(s, rc < 0 ? rc : VFMIG_EDEVICE, "device read of pages %llu+%u failed: %s",
                               (unsigned long long)r->page, r->npages, vfmig_strerror(rc));
         src = buf;
     }
@@ -371,8 +371,8 @@ static int process_run(worker *w, const run *r, unsigned stream, uint64_t base)
         return process_cached(w, r, live, stream);
     for (uint32_t k = 0; k < r->npages; k++) {
         uint64_t h;
-        w->zero[k] = vfmig_page_zero_or_hash(w->src[k], (size_t)ps, p->zero_hash, &h);
-        vfmig_image_set(s->page_hash, &w->digest, r->page + k, h);
+        w->zero[k] = vfmig__page_zero_or_hash(w->src[k], (size_t)ps, p->zero_hash, &h);
+        vfmig__image_set(s->page_hash, &w->digest, r->page + k, h);
     }
     return send_plain(w, r, 0, r->npages, live, stream);
 }
@@ -385,7 +385,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "vfmig-enc%u", w->index);
     pthread_setname_np(pthread_self(), name); /* visible in top, perf and gdb */
     if (p->cfg.pinner)
-        vfmig_pinner_bind(p->cfg.pinner, w->index);
+        vfmig__pinner_bind(p->cfg.pinner, w->index);
     for (;;) {
         pthread_mutex_lock(&p->qlock);
         while (p->head == p->tail && !p->quit)
@@ -404,7 +404,7 @@ static void *worker_main(void *arg)
 
         double bps;
         memcpy(&bps, &bits, sizeof(bps));
-        vfmig_chooser_set_link(&w->chooser, bps);
+        vfmig__chooser_set_link(&w->chooser, bps);
         unsigned stream = 1 + b->seq % p->cfg.nstreams;
         uint64_t base = 0, c0 = thread_cpu_ns();
         for (uint32_t k = 0; k < b->nruns && !atomic_load(&p->s->failed); k++) {
@@ -417,7 +417,7 @@ static void *worker_main(void *arg)
         if (++w->since_share >= SHARE_BATCHES && sched_times(&ran, &waited)) {
             uint64_t dr = ran - w->run_mark, dw = waited - w->wait_mark;
             if (w->run_mark && dr + dw > 0)
-                vfmig_chooser_set_cpu_share(&w->chooser, 0.5 * w->chooser.cpu_share + 0.5 * (double)dr / (double)(dr + dw));
+                vfmig__chooser_set_cpu_share(&w->chooser, 0.5 * w->chooser.cpu_share + 0.5 * (double)dr / (double)(dr + dw));
             w->run_mark = ran;
             w->wait_mark = waited;
             w->since_share = 0;
@@ -432,14 +432,14 @@ static void *worker_main(void *arg)
     }
 }
 
-void vfmig_pipeline_set_link_bps(vfmig_pipeline *p, double bps)
+void vfmig__pipeline_set_link_bps(vfmig_pipeline *p, double bps)
 {
     uint64_t bits;
     memcpy(&bits, &bps, sizeof(bits));
     atomic_store(&p->link_bps_bits, bits);
 }
 
-int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
+int vfmig__pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
 {
     vfmig_pipeline *p = calloc(1, sizeof(*p));
     if (!p)
@@ -447,37 +447,37 @@ int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
     p->cfg = *cfg;
     p->s = cfg->s;
     p->page_size = cfg->s->page_size;
-    p->zero_hash = vfmig_zero_page_hash(p->page_size);
+    p->zero_hash = vfmig__zero_page_hash(p->page_size);
     pthread_mutex_init(&p->qlock, NULL);
     pthread_cond_init(&p->qnonempty, NULL);
     pthread_cond_init(&p->qnonfull, NULL);
     pthread_cond_init(&p->qdone, NULL);
     for (unsigned i = 0; i <= VFMIG_MAX_STREAMS; i++)
         pthread_mutex_init(&p->streams[i].lock, NULL);
-    vfmig_pipeline_set_link_bps(p, cfg->link_bps);
+    vfmig__pipeline_set_link_bps(p, cfg->link_bps);
     *out = p;
 
     bool want_delta = (cfg->codec == VFMIG_CODEC_AUTO || cfg->codec == VFMIG_CODEC_DELTA) &&
                       cfg->delta_cache_bytes >= p->page_size;
-    if (want_delta && vfmig_delta_cache_create(cfg->delta_cache_bytes, p->page_size, p->s->npages, &p->delta))
-        return vfmig_fail(p->s, VFMIG_ENOMEM, "cannot allocate the delta cache");
+    if (want_delta && vfmig__delta_cache_create(cfg->delta_cache_bytes, p->page_size, p->s->npages, &p->delta))
+        return vfmig__fail(p->s, VFMIG_ENOMEM, "cannot allocate the delta cache");
     /* In place only where every frame may leave straight from VRAM: not through frame
      * encryption, which needs a stable copy to seal. */
     vfmig_session *s = p->s;
-    p->in_place = s->dev.ops->map && !vfmig_link_payload_transformed(cfg->link);
+    p->in_place = s->dev.ops->map && !vfmig__link_payload_transformed(cfg->link);
     for (uint32_t r = 0; p->in_place && r < s->dev.nranges; r++)
         p->map[r] = s->dev.ops->map(s->dev.dev, s->ranges[r].offset, s->ranges[r].size);
 
     p->workers = calloc(cfg->nworkers, sizeof(worker));
     if (!p->workers)
-        return vfmig_fail(p->s, VFMIG_ENOMEM, "out of memory for workers");
+        return vfmig__fail(p->s, VFMIG_ENOMEM, "out of memory for workers");
     size_t batch_bytes = (size_t)(cfg->batch_pages * p->page_size);
     size_t np = (size_t)cfg->batch_pages;
     for (unsigned i = 0; i < cfg->nworkers; i++) {
         worker *w = &p->workers[i];
         w->p = p;
         w->index = i;
-        w->enc_cap = vfmig_codec_bound(batch_bytes);
+        w->enc_cap = vfmig__codec_bound(batch_bytes);
         w->buf = malloc(batch_bytes);
         w->enc = malloc(w->enc_cap);
         w->zero = malloc(np);
@@ -489,53 +489,53 @@ int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
         w->dh = calloc(np, sizeof(*w->dh));
         w->iov = calloc(np, sizeof(*w->iov));
         if (!w->buf || !w->enc || !w->zero || !w->kind || !w->copy || !w->src || !w->hit || !w->keep || !w->dh || !w->iov ||
-            vfmig_codec_ctx_create(batch_bytes, &w->codec))
-            return vfmig_fail(p->s, VFMIG_ENOMEM, "out of memory for worker buffers");
-        vfmig_chooser_init(&w->chooser, cfg->codec, cfg->level, cfg->nworkers);
+            vfmig__codec_ctx_create(batch_bytes, &w->codec))
+            return vfmig__fail(p->s, VFMIG_ENOMEM, "out of memory for worker buffers");
+        vfmig__chooser_init(&w->chooser, cfg->codec, cfg->level, cfg->nworkers);
         if (pthread_create(&w->thread, NULL, worker_main, w))
-            return vfmig_fail(p->s, VFMIG_ENOMEM, "cannot start worker thread %u", i);
+            return vfmig__fail(p->s, VFMIG_ENOMEM, "cannot start worker thread %u", i);
         w->started = true;
     }
     return VFMIG_OK;
 }
 
-bool vfmig_pipeline_in_place(const vfmig_pipeline *p)
+bool vfmig__pipeline_in_place(const vfmig_pipeline *p)
 {
     return p->in_place && p->map[0];
 }
 
-void vfmig_pipeline_expect(vfmig_pipeline *p, uint64_t pages)
+void vfmig__pipeline_expect(vfmig_pipeline *p, uint64_t pages)
 {
     /* Round 0 fills nothing, and the final pass only uses copies that exist. */
     if (p->round > 0 && !p->paused)
-        vfmig_delta_cache_reserve(p->delta, pages);
+        vfmig__delta_cache_reserve(p->delta, pages);
 }
 
-void vfmig_pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out)
+void vfmig__pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out)
 {
     *out = (vfmig_digest){0, 0};
     for (unsigned i = 0; i < p->cfg.nworkers; i++)
         vfmig_digest_add(out, &p->workers[i].digest);
 }
 
-uint64_t vfmig_pipeline_lin_full_pages(const vfmig_pipeline *p)
+uint64_t vfmig__pipeline_lin_full_pages(const vfmig_pipeline *p)
 {
     return p->last_lin_full;
 }
 
-uint64_t vfmig_pipeline_delta_cache_bytes(const vfmig_pipeline *p)
+uint64_t vfmig__pipeline_delta_cache_bytes(const vfmig_pipeline *p)
 {
     vfmig_delta_cache_stats st;
-    vfmig_delta_cache_get_stats(p->delta, &st);
+    vfmig__delta_cache_get_stats(p->delta, &st);
     return st.bytes_used;
 }
 
-void vfmig_pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused)
+void vfmig__pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused)
 {
     pthread_mutex_lock(&p->qlock);
     p->round = round;
     p->paused = paused;
-    p->wire_at_begin = vfmig_link_bytes_sent(p->cfg.link);
+    p->wire_at_begin = vfmig__link_bytes_sent(p->cfg.link);
     for (unsigned i = 0; i < p->cfg.nworkers; i++) {
         memset(&p->workers[i].acc, 0, sizeof(p->workers[i].acc));
         p->workers[i].lin_full = 0;
@@ -552,13 +552,13 @@ static int push_pending(vfmig_pipeline *p)
         return VFMIG_OK;
     pthread_mutex_lock(&p->qlock);
     while (p->tail - p->head >= QUEUE_CAP) {
-        if (vfmig_should_stop(p->s)) {
+        if (vfmig__should_stop(p->s)) {
             pthread_mutex_unlock(&p->qlock);
             return p->s->status;
         }
-        vfmig_cond_wait_slice(&p->qnonfull, &p->qlock);
+        vfmig__cond_wait_slice(&p->qnonfull, &p->qlock);
         pthread_mutex_unlock(&p->qlock);
-        vfmig_progress_tick(p->s); /* the session thread waits here for most of a round */
+        vfmig__progress_tick(p->s); /* the session thread waits here for most of a round */
         pthread_mutex_lock(&p->qlock);
     }
     p->pending.seq = p->seq++;
@@ -572,7 +572,7 @@ static int push_pending(vfmig_pipeline *p)
     return VFMIG_OK;
 }
 
-int vfmig_pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint64_t npages)
+int vfmig__pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint64_t npages)
 {
     if (p->pending.nruns == BATCH_RUNS || p->pending.pages + npages > p->cfg.batch_pages) {
         int rc = push_pending(p);
@@ -584,7 +584,7 @@ int vfmig_pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint
     return VFMIG_OK;
 }
 
-int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
+int vfmig__pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
 {
     vfmig_session *s = p->s;
     int rc = push_pending(p);
@@ -592,13 +592,13 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
         return rc;
     pthread_mutex_lock(&p->qlock);
     while (p->busy > 0) {
-        if (vfmig_should_stop(s)) {
+        if (vfmig__should_stop(s)) {
             pthread_mutex_unlock(&p->qlock);
             return s->status;
         }
-        vfmig_cond_wait_slice(&p->qdone, &p->qlock);
+        vfmig__cond_wait_slice(&p->qdone, &p->qlock);
         pthread_mutex_unlock(&p->qlock);
-        vfmig_progress_tick(s);
+        vfmig__progress_tick(s);
         pthread_mutex_lock(&p->qlock);
     }
     memset(out, 0, sizeof(*out));
@@ -618,24 +618,24 @@ int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
         }
     }
     pthread_mutex_unlock(&p->qlock);
-    if (vfmig_should_stop(s))
+    if (vfmig__should_stop(s))
         return s->status;
     for (unsigned i = 1; i <= p->cfg.nstreams; i++) {
         vfmig_frame f = {.type = VFMIG_F_ROUND_END, .round = p->round, .aux = p->streams[i].frames};
-        rc = vfmig_link_send(p->cfg.link, i, &f, NULL);
+        rc = vfmig__link_send(p->cfg.link, i, &f, NULL);
         if (!rc)
-            rc = vfmig_link_flush(p->cfg.link, i);
+            rc = vfmig__link_flush(p->cfg.link, i);
         if (rc)
-            return vfmig_fail(s, rc, "ending round %u on stream %u: %s", p->round, i,
-                              vfmig_link_stream_error(p->cfg.link, i));
+            return vfmig__fail(s, rc, "ending round %u on stream %u: %s", p->round, i,
+                              vfmig__link_stream_error(p->cfg.link, i));
     }
     /* What the link counted (tags of encrypted frames included), control frames of the round
      * too. */
-    out->bytes_wire = vfmig_link_bytes_sent(p->cfg.link) - p->wire_at_begin;
+    out->bytes_wire = vfmig__link_bytes_sent(p->cfg.link) - p->wire_at_begin;
     return VFMIG_OK;
 }
 
-void vfmig_pipeline_stop(vfmig_pipeline *p)
+void vfmig__pipeline_stop(vfmig_pipeline *p)
 {
     if (!p)
         return;
@@ -661,10 +661,10 @@ void vfmig_pipeline_stop(vfmig_pipeline *p)
         free(w->keep);
         free(w->dh);
         free(w->iov);
-        vfmig_codec_ctx_destroy(w->codec);
+        vfmig__codec_ctx_destroy(w->codec);
     }
     free(p->workers);
-    vfmig_delta_cache_destroy(p->delta);
+    vfmig__delta_cache_destroy(p->delta);
     for (unsigned i = 0; i <= VFMIG_MAX_STREAMS; i++)
         pthread_mutex_destroy(&p->streams[i].lock);
     pthread_cond_destroy(&p->qnonempty);

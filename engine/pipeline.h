@@ -25,30 +25,30 @@ typedef struct vfmig_pipeline_cfg {
     vfmig_pinner *pinner;  /* may be NULL */
 } vfmig_pipeline_cfg;
 
-int vfmig_pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out);
+int vfmig__pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out);
 /** Starts round `round`: later submits belong to it. `paused`: the VF is paused (its memory
  *  holds still, so frames read in place are checksummed whole). */
-void vfmig_pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused);
+void vfmig__pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused);
 /** Tells the pipeline how many pages the round will send (grows the delta cache ahead). */
-void vfmig_pipeline_expect(vfmig_pipeline *p, uint64_t pages);
+void vfmig__pipeline_expect(vfmig_pipeline *p, uint64_t pages);
 /** Queues a run of pages (global index, within range `range`, at most batch_pages). Blocks while
  *  the queue is full. */
-int vfmig_pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint64_t npages);
+int vfmig__pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint64_t npages);
 /** Waits until every queued run is sent, ends the round on every stream (ROUND_END) and
  *  returns its statistics (fields the pipeline measures). */
-int vfmig_pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out);
+int vfmig__pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out);
 /** Stops the workers (after a failure, queued runs are dropped) and frees everything. */
-void vfmig_pipeline_stop(vfmig_pipeline *p);
+void vfmig__pipeline_stop(vfmig_pipeline *p);
 /** Image digest of everything sent so far (call between rounds). */
-void vfmig_pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out);
+void vfmig__pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out);
 /** True when pages are read in place (the device maps its VRAM). */
-bool vfmig_pipeline_in_place(const vfmig_pipeline *p);
+bool vfmig__pipeline_in_place(const vfmig_pipeline *p);
 /** Of the last round's delta pages, those whose linear hash was computed whole (their first
  *  delta: later ones update it from the changed bytes alone, on both ends). */
-uint64_t vfmig_pipeline_lin_full_pages(const vfmig_pipeline *p);
+uint64_t vfmig__pipeline_lin_full_pages(const vfmig_pipeline *p);
 /** Memory the delta cache uses now. */
-uint64_t vfmig_pipeline_delta_cache_bytes(const vfmig_pipeline *p);
+uint64_t vfmig__pipeline_delta_cache_bytes(const vfmig_pipeline *p);
 /** Sets the link estimate the codec choice uses. */
-void vfmig_pipeline_set_link_bps(vfmig_pipeline *p, double bps);
+void vfmig__pipeline_set_link_bps(vfmig_pipeline *p, double bps);
 
 #endif

@@ -18,7 +18,7 @@
 static const unsigned throttle_steps[] = {100, 80, 60, 40, 20, 10};
 #define THROTTLE_STEPS (sizeof(throttle_steps) / sizeof(throttle_steps[0]))
 
-void vfmig_policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double link_bps)
+void vfmig__policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double link_bps)
 {
     *p = (vfmig_policy){.cfg = *cfg, .link_bps = link_bps, .throttle = 100, .throttle_min = 100};
     if (!p->cfg.src_workers)
@@ -27,7 +27,7 @@ void vfmig_policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double link
         p->cfg.dst_threads = p->cfg.src_workers;
 }
 
-vfmig_prediction vfmig_policy_predict(const vfmig_policy *p, uint64_t pages)
+vfmig_prediction vfmig__policy_predict(const vfmig_policy *p, uint64_t pages)
 {
     vfmig_prediction e = {0};
     e.fixed_ms = p->query_ms + p->cfg.state_ms + 2 * p->cfg.rtt_ms;
@@ -87,11 +87,11 @@ static void learn(vfmig_policy *p, const vfmig_policy_round *r)
     }
 }
 
-vfmig_policy_decision vfmig_policy_after_round(vfmig_policy *p, const vfmig_policy_round *r)
+vfmig_policy_decision vfmig__policy_after_round(vfmig_policy *p, const vfmig_policy_round *r)
 {
     vfmig_policy_decision d = {VFMIG_POLICY_CONTINUE, VFMIG_SWITCH_NONE, 0, {0}, p->throttle};
     learn(p, r);
-    d.stages = vfmig_policy_predict(p, r->pending_pages);
+    d.stages = vfmig__policy_predict(p, r->pending_pages);
     d.predicted_ms = d.stages.total_ms;
 
     /* Round 0 sends everything, so "shrinking" is only judged between dirty rounds. */

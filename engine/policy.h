@@ -94,9 +94,9 @@ typedef struct vfmig_policy_decision {
 } vfmig_policy_decision;
 
 /** link_bps: a known cap on the link (0 = learn it). */
-void vfmig_policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double link_bps);
-vfmig_policy_decision vfmig_policy_after_round(vfmig_policy *p, const vfmig_policy_round *r);
+void vfmig__policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double link_bps);
+vfmig_policy_decision vfmig__policy_after_round(vfmig_policy *p, const vfmig_policy_round *r);
 /** Blackout the policy predicts for `pages` dirty pages with what it knows now. */
-vfmig_prediction vfmig_policy_predict(const vfmig_policy *p, uint64_t pages);
+vfmig_prediction vfmig__policy_predict(const vfmig_policy *p, uint64_t pages);
 
 #endif

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf)
+size_t vfmig__hello_encode(const vfmig_hello *h, uint8_t *buf)
 {
     vfmig_put_u32(buf + 0, h->magic);
     vfmig_put_u32(buf + 4, h->version);
@@ -32,7 +32,7 @@ size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf)
     return off;
 }
 
-int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen)
+int vfmig__hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen)
 {
     memset(h, 0, sizeof(*h));
     if (len < 8 || vfmig_get_u32(buf) != VFMIG_WIRE_MAGIC) {
@@ -107,12 +107,12 @@ int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err
     return VFMIG_OK;
 }
 
-int vfmig_hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen)
+int vfmig__hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen)
 {
     if (len < VFMIG_HELLO_FIXED_BYTES || !(vfmig_get_u32(buf + 8) & VFMIG_HELLO_FLAG_AUTH))
-        return vfmig_hello_decode(buf, len, h, err, errlen);
+        return vfmig__hello_decode(buf, len, h, err, errlen);
     if (vfmig_get_u32(buf + 32) != 0) {
-        int rc = vfmig_hello_decode(buf, len, h, err, errlen); /* version and magic errors first */
+        int rc = vfmig__hello_decode(buf, len, h, err, errlen); /* version and magic errors first */
         if (rc)
             return rc;
         snprintf(err, errlen, "handshake: an authenticating source announced its layout before the key was proved");
@@ -156,10 +156,10 @@ int vfmig_hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, cha
     return VFMIG_OK;
 }
 
-int vfmig_hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
+int vfmig__hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
                               char *err, size_t errlen)
 {
-    int rc = vfmig_hello_decode(buf, len, h, err, errlen);
+    int rc = vfmig__hello_decode(buf, len, h, err, errlen);
     if (rc)
         return rc;
     if (h->flags != first->flags || h->nstreams != first->nstreams || h->batch_bytes != first->batch_bytes ||
@@ -170,7 +170,7 @@ int vfmig_hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello 
     return VFMIG_OK;
 }
 
-void vfmig_format_size(uint64_t bytes, char *buf, size_t len)
+void vfmig__format_size(uint64_t bytes, char *buf, size_t len)
 {
     static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     unsigned u = 0;
@@ -192,12 +192,12 @@ static void describe_layout(uint64_t page_size, uint32_t nranges, const uint64_t
     for (uint32_t i = 0; i < nranges; i++)
         total += sizes[i];
     char t[32], p[32];
-    vfmig_format_size(total, t, sizeof(t));
-    vfmig_format_size(page_size, p, sizeof(p));
+    vfmig__format_size(total, t, sizeof(t));
+    vfmig__format_size(page_size, p, sizeof(p));
     snprintf(buf, len, "%s in %" PRIu32 " range%s with %s pages", t, nranges, nranges == 1 ? "" : "s", p);
 }
 
-int vfmig_hello_match_layout(const vfmig_hello *h, uint64_t page_size, uint32_t nranges,
+int vfmig__hello_match_layout(const vfmig_hello *h, uint64_t page_size, uint32_t nranges,
                              const vfmig_range *ranges, char *err, size_t errlen)
 {
     bool same = h->page_size == page_size && h->nranges == nranges;
@@ -216,18 +216,18 @@ int vfmig_hello_match_layout(const vfmig_hello *h, uint64_t page_size, uint32_t 
     return VFMIG_ELAYOUT;
 }
 
-int vfmig_send_status(vfmig_link *l, unsigned stream, int type, int status, const char *msg)
+int vfmig__send_status(vfmig_link *l, unsigned stream, int type, int status, const char *msg)
 {
     size_t n = msg ? strnlen(msg, 1024) : 0;
     vfmig_frame f = {.type = (uint8_t)type, .len = (uint32_t)n, .aux = (uint64_t)(int64_t)status};
     /* An ABORT also goes out after a cancel interrupted the link, so the peer hears why. */
     if (type == VFMIG_F_ABORT)
-        return vfmig_link_send_last(l, stream, &f, msg);
-    int rc = vfmig_link_send(l, stream, &f, msg);
-    return rc ? rc : vfmig_link_flush(l, stream);
+        return vfmig__link_send_last(l, stream, &f, msg);
+    int rc = vfmig__link_send(l, stream, &f, msg);
+    return rc ? rc : vfmig__link_flush(l, stream);
 }
 
-int vfmig_frame_status(const vfmig_frame *f, const uint8_t *payload, char *msg, size_t msglen)
+int vfmig__frame_status(const vfmig_frame *f, const uint8_t *payload, char *msg, size_t msglen)
 {
     size_t n = f->len < msglen ? f->len : msglen - 1;
     memcpy(msg, payload, n);
@@ -241,17 +241,17 @@ int vfmig_frame_status(const vfmig_frame *f, const uint8_t *payload, char *msg, 
     return (int)st;
 }
 
-int vfmig_send_blob(vfmig_link *l, unsigned stream, int type, const void *blob, uint64_t size,
+int vfmig__send_blob(vfmig_link *l, unsigned stream, int type, const void *blob, uint64_t size,
                     size_t chunk)
 {
     uint64_t off = 0;
     do {
         uint64_t n = size - off < chunk ? size - off : chunk;
         vfmig_frame f = {.type = (uint8_t)type, .len = (uint32_t)n, .page = off, .aux = size};
-        int rc = vfmig_link_send(l, stream, &f, (const uint8_t *)blob + off);
+        int rc = vfmig__link_send(l, stream, &f, (const uint8_t *)blob + off);
         if (rc)
             return rc;
         off += n;
     } while (off < size);
-    return vfmig_link_flush(l, stream);
+    return vfmig__link_flush(l, stream);
 }

@@ -48,35 +48,35 @@ typedef struct vfmig_hello {
 #define VFMIG_MAX_STATE_BYTES (256ull << 20)
 
 /** Encodes into buf (VFMIG_HELLO_MAX_BYTES); returns the length. */
-size_t vfmig_hello_encode(const vfmig_hello *h, uint8_t *buf);
+size_t vfmig__hello_encode(const vfmig_hello *h, uint8_t *buf);
 /** Decodes and sanity-checks a HELLO payload: VFMIG_EVERSION for another protocol version,
  *  VFMIG_EPROTO for anything malformed; err says what. */
-int vfmig_hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen);
+int vfmig__hello_decode(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen);
 /**
  * The first HELLO of an authenticated source withholds the VF (nothing of it before the target
  * proved the key): flag AUTH, nranges = page_size = npages = immutable_bytes = 0, range sizes
  * absent; the whole HELLO follows in a keyed LAYOUT frame after AUTH. This decodes a first HELLO:
- * that form with AUTH, the full one without. Same statuses as vfmig_hello_decode.
+ * that form with AUTH, the full one without. Same statuses as vfmig__hello_decode.
  */
-int vfmig_hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen);
+int vfmig__hello_decode_first(const uint8_t *buf, size_t len, vfmig_hello *h, char *err, size_t errlen);
 /** Decodes a LAYOUT payload (a full HELLO) and checks it repeats the first HELLO's options,
  *  nonce and key id; VFMIG_EPROTO with a message otherwise. */
-int vfmig_hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
+int vfmig__hello_decode_layout(const uint8_t *buf, size_t len, const vfmig_hello *first, vfmig_hello *h,
                               char *err, size_t errlen);
 /** VFMIG_OK if the source's layout (hello) equals the local one, else VFMIG_ELAYOUT + message. */
-int vfmig_hello_match_layout(const vfmig_hello *h, uint64_t page_size, uint32_t nranges,
+int vfmig__hello_match_layout(const vfmig_hello *h, uint64_t page_size, uint32_t nranges,
                              const vfmig_range *ranges, char *err, size_t errlen);
 
 /** "1 GiB", "64 KiB", "1.5 MiB". */
-void vfmig_format_size(uint64_t bytes, char *buf, size_t len);
+void vfmig__format_size(uint64_t bytes, char *buf, size_t len);
 
 /** A frame carrying a status in aux and a message as payload (HELLO_ACK, IMM_ACK, ABORT). */
-int vfmig_send_status(vfmig_link *l, unsigned stream, int type, int status, const char *msg);
+int vfmig__send_status(vfmig_link *l, unsigned stream, int type, int status, const char *msg);
 /** Extracts status and NUL-terminated message of such a frame (payload in buf, f->len bytes). */
-int vfmig_frame_status(const vfmig_frame *f, const uint8_t *payload, char *msg, size_t msglen);
+int vfmig__frame_status(const vfmig_frame *f, const uint8_t *payload, char *msg, size_t msglen);
 
 /** Sends a blob as chunks of `type` frames (page = offset, aux = total size). */
-int vfmig_send_blob(vfmig_link *l, unsigned stream, int type, const void *blob, uint64_t size,
+int vfmig__send_blob(vfmig_link *l, unsigned stream, int type, const void *blob, uint64_t size,
                     size_t chunk);
 
 #endif

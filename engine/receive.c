@@ -132,10 +132,10 @@ static void account_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint64_t 
     for (uint64_t i = 0; i < n; i++) {
         uint64_t p = first + i;
         uint64_t h = !held ? rx->zero_hash
-                     : !dh ? vfmig_page_hash(held + i * ps, (size_t)ps)
-                     : full ? vfmig_lin_page(s->lin, held + i * ps)
+                     : !dh ? vfmig__page_hash(held + i * ps, (size_t)ps)
+                     : full ? vfmig__lin_page(s->lin, held + i * ps)
                             : vfmig_lin_after_delta(s->lin, s->page_hash[p], dh[i], held + i * ps);
-        vfmig_image_set(s->page_hash, &a->digest, p, h);
+        vfmig__image_set(s->page_hash, &a->digest, p, h);
         if (rx->page_round[p] == 0)
             atomic_fetch_add(&rx->pages_seen, 1);
         rx->page_round[p] = tag;
@@ -173,11 +173,11 @@ static int apply_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint32_t ran
             uint64_t off = s->ranges[range].offset + ((first + k - s->range_base[range]) << s->page_shift);
             int rc = rx->ops->write(rx->dev, off, src, len);
             if (rc)
-                return vfmig_dev_fail(s, rc, "write");
+                return vfmig__dev_fail(s, rc, "write");
             /* With read-back, the digest covers what VRAM holds, not what was handed to the device. */
             if (rx->cfg.verify != VFMIG_VERIFY_APPLIED) {
                 if ((rc = rx->ops->read(rx->dev, off, a->chk, len)))
-                    return vfmig_dev_fail(s, rc, "read (verify)");
+                    return vfmig__dev_fail(s, rc, "read (verify)");
                 held = a->chk;
             }
         }
@@ -196,35 +196,35 @@ static int check_pages(receiver *r, const vfmig_frame *f)
     vfmig_session *s = rx->s;
     const uint64_t ps = s->page_size;
     if (f->round != r->round)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u while receiving round %u",
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u while receiving round %u",
                           r->stream, f->round, r->round);
     if (f->round > atomic_load(&rx->final_round))
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u after the COMMIT of round %u",
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: page frame of round %u after the COMMIT of round %u",
                           r->stream, f->round, atomic_load(&rx->final_round));
     if (f->npages == 0 || f->page >= s->npages || f->npages > s->npages - f->page ||
         (uint64_t)f->npages * ps > rx->cfg.batch_bytes)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u out of range (VF has %" PRIu64 " pages)",
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u out of range (VF has %" PRIu64 " pages)",
                           r->stream, f->page, f->npages, s->npages);
     if (vfmig_page_range(s, f->page) != vfmig_page_range(s, f->page + f->npages - 1))
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u crosses a range boundary",
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: page run %" PRIu64 "+%u crosses a range boundary",
                           r->stream, f->page, f->npages);
     size_t len = (size_t)((uint64_t)f->npages * ps);
     if (f->flags & ~VFMIG_FRAME_FLAG_UNCHECKED)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: page frame with unknown flags 0x%x", r->stream, f->flags);
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: page frame with unknown flags 0x%x", r->stream, f->flags);
     if ((f->flags & VFMIG_FRAME_FLAG_UNCHECKED) && f->codec != VFMIG_CODEC_RAW)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: only raw pages may travel unchecked", r->stream);
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: only raw pages may travel unchecked", r->stream);
     if (f->codec == VFMIG_CODEC_ZERO && f->len)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: zero-page frame with a payload", r->stream);
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: zero-page frame with a payload", r->stream);
     if (f->codec == VFMIG_CODEC_RAW && f->len != len)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: raw frame of %u bytes for %u pages", r->stream, f->len,
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: raw frame of %u bytes for %u pages", r->stream, f->len,
                           f->npages);
     if (f->codec == VFMIG_CODEC_DELTA)
         for (uint64_t i = 0; i < f->npages; i++)
             if (rx->page_round[f->page + i] == 0)
-                return vfmig_fail(s, VFMIG_EPROTO, "stream %u: delta frame for page %" PRIu64 " that was never sent",
+                return vfmig__fail(s, VFMIG_EPROTO, "stream %u: delta frame for page %" PRIu64 " that was never sent",
                                   r->stream, f->page + i);
-    if (!vfmig_codec_desc_of(f->codec))
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: unknown codec id %u", r->stream, f->codec);
+    if (!vfmig__codec_desc_of(f->codec))
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: unknown codec id %u", r->stream, f->codec);
     r->frames++;
     return VFMIG_OK;
 }
@@ -270,12 +270,12 @@ static int decode_apply(vfmig_receive *rx, applier *a, unsigned stream, const vf
     bool direct = vram && !any_newer(rx, f->page, f->npages, tag);
     const uint8_t *data = payload;
     int rc = VFMIG_OK;
-    uint64_t t0 = vfmig_now_ns();
+    uint64_t t0 = vfmig__now_ns();
     if (f->codec == VFMIG_CODEC_ZERO) {
         data = NULL;
     } else if (f->codec == VFMIG_CODEC_DELTA) {
         if (direct) {
-            rc = vfmig_decode(a->codec, VFMIG_CODEC_DELTA, payload, f->len, vram, vram, len);
+            rc = vfmig__decode(a->codec, VFMIG_CODEC_DELTA, payload, f->len, vram, vram, len);
             data = vram;
         } else {
             if (vram)
@@ -283,25 +283,25 @@ static int decode_apply(vfmig_receive *rx, applier *a, unsigned stream, const vf
             else if ((rc = rx->ops->read(rx->dev, s->ranges[range].offset +
                                                       ((f->page - s->range_base[range]) << s->page_shift),
                                          a->dec, len)))
-                return vfmig_dev_fail(s, rc, "read (delta base)");
-            rc = vfmig_decode(a->codec, VFMIG_CODEC_DELTA, payload, f->len, a->dec, a->dec, len);
+                return vfmig__dev_fail(s, rc, "read (delta base)");
+            rc = vfmig__decode(a->codec, VFMIG_CODEC_DELTA, payload, f->len, a->dec, a->dec, len);
             data = a->dec;
         }
     } else if (f->codec != VFMIG_CODEC_RAW) {
         data = direct ? vram : a->dec;
-        rc = vfmig_decode(a->codec, f->codec, payload, f->len, NULL, (uint8_t *)data, len);
+        rc = vfmig__decode(a->codec, f->codec, payload, f->len, NULL, (uint8_t *)data, len);
     }
     if (rc)
-        return vfmig_fail(s, rc, "stream %u: %s payload of pages %" PRIu64 "+%u does not decode", stream,
+        return vfmig__fail(s, rc, "stream %u: %s payload of pages %" PRIu64 "+%u does not decode", stream,
                           vfmig_codec_name(f->codec), f->page, f->npages);
     const uint64_t *dh = NULL;
     if (f->codec == VFMIG_CODEC_DELTA) {
-        if ((rc = vfmig_lin_delta(s->lin, payload, f->len, f->npages, a->dh)))
-            return vfmig_fail(s, rc, "stream %u: delta payload of pages %" PRIu64 "+%u does not parse", stream,
+        if ((rc = vfmig__lin_delta(s->lin, payload, f->len, f->npages, a->dh)))
+            return vfmig__fail(s, rc, "stream %u: delta payload of pages %" PRIu64 "+%u does not parse", stream,
                               f->page, f->npages);
         dh = a->dh;
     }
-    a->acc.encode_ns += vfmig_now_ns() - t0;
+    a->acc.encode_ns += vfmig__now_ns() - t0;
     if (data && data == vram)
         account_pages(rx, a, tag, f->page, f->npages, vram, dh, false); /* decoded in place */
     else if ((rc = apply_pages(rx, a, tag, range, f->page, f->npages, data, dh)))
@@ -315,8 +315,8 @@ static uint8_t *pool_take(vfmig_receive *rx)
 {
     uint8_t *b = NULL;
     pthread_mutex_lock(&rx->plock);
-    while (!rx->nfree && !vfmig_should_stop(rx->s) && !atomic_load(&rx->quit))
-        vfmig_cond_wait_slice(&rx->pdone, &rx->plock);
+    while (!rx->nfree && !vfmig__should_stop(rx->s) && !atomic_load(&rx->quit))
+        vfmig__cond_wait_slice(&rx->pdone, &rx->plock);
     if (rx->nfree)
         b = rx->freebufs[--rx->nfree];
     pthread_mutex_unlock(&rx->plock);
@@ -346,10 +346,10 @@ static int pool_drain(receiver *r)
 {
     vfmig_receive *rx = r->rx;
     pthread_mutex_lock(&rx->plock);
-    while (r->queued && !vfmig_should_stop(rx->s))
-        vfmig_cond_wait_slice(&rx->pdone, &rx->plock);
+    while (r->queued && !vfmig__should_stop(rx->s))
+        vfmig__cond_wait_slice(&rx->pdone, &rx->plock);
     pthread_mutex_unlock(&rx->plock);
-    return vfmig_should_stop(rx->s) ? rx->s->status : VFMIG_OK;
+    return vfmig__should_stop(rx->s) ? rx->s->status : VFMIG_OK;
 }
 
 static void *decoder_main(void *arg)
@@ -357,7 +357,7 @@ static void *decoder_main(void *arg)
     decoder *d = arg;
     vfmig_receive *rx = d->rx;
     pthread_setname_np(pthread_self(), "vfmig-dec");
-    vfmig_pinner_bind(rx->cfg.pinner, (unsigned)(d - rx->dec));
+    vfmig__pinner_bind(rx->cfg.pinner, (unsigned)(d - rx->dec));
     for (;;) {
         pthread_mutex_lock(&rx->plock);
         while (rx->jhead == rx->jtail && !rx->pquit)
@@ -387,12 +387,12 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
     if (rx->ndecoders && pool_drain(r))
         return s->status;
     if (f->flags)
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: round end with flags 0x%x", r->stream, f->flags);
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: round end with flags 0x%x", r->stream, f->flags);
     if (f->round > atomic_load(&rx->final_round))
-        return vfmig_fail(s, VFMIG_EPROTO, "stream %u: round %u ended after the COMMIT of round %u", r->stream,
+        return vfmig__fail(s, VFMIG_EPROTO, "stream %u: round %u ended after the COMMIT of round %u", r->stream,
                           f->round, atomic_load(&rx->final_round));
     if (f->round != r->round || f->aux != r->frames)
-        return vfmig_fail(s, VFMIG_EPROTO,
+        return vfmig__fail(s, VFMIG_EPROTO,
                           "stream %u: round %u ended after %" PRIu64 " frames, but the source sent round %u with %" PRIu64,
                           r->stream, r->round, r->frames, f->round, f->aux);
     uint64_t cpu_now = thread_cpu_ns();
@@ -401,7 +401,7 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
     if (++rx->arrived == rx->cfg.nstreams) {
         rx->arrived = 0;
         rx->completed = r->round + 1;
-        vfmig_progress_round(s, rx->completed, 0);
+        vfmig__progress_round(s, rx->completed, 0);
         pthread_cond_broadcast(&rx->cond);
         uint64_t pool = 0;
         for (unsigned i = 0; i < rx->ndecoders; i++)
@@ -414,20 +414,20 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
          * here lets the source's policy predict the target's share of a final pass. */
         vfmig_frame ack = {.type = VFMIG_F_ROUND_ACK, .round = r->round, .aux = cpu};
         pthread_mutex_lock(rx->cfg.ctl_tx);
-        int rc = vfmig_link_send(rx->cfg.link, 0, &ack, NULL);
+        int rc = vfmig__link_send(rx->cfg.link, 0, &ack, NULL);
         if (!rc)
-            rc = vfmig_link_flush(rx->cfg.link, 0);
+            rc = vfmig__link_flush(rx->cfg.link, 0);
         pthread_mutex_unlock(rx->cfg.ctl_tx);
         if (rc && rc != VFMIG_ECANCELED)
-            vfmig_fail(s, rc, "sending round acknowledgement: %s", vfmig_link_stream_error(rx->cfg.link, 0));
+            vfmig__fail(s, rc, "sending round acknowledgement: %s", vfmig__link_stream_error(rx->cfg.link, 0));
     }
-    while (rx->completed < r->round + 1 && !vfmig_should_stop(s))
-        vfmig_cond_wait_slice(&rx->cond, &rx->lock);
+    while (rx->completed < r->round + 1 && !vfmig__should_stop(s))
+        vfmig__cond_wait_slice(&rx->cond, &rx->lock);
     pthread_mutex_unlock(&rx->lock);
     r->cpu_mark = thread_cpu_ns();
     r->round++;
     r->frames = 0;
-    return vfmig_should_stop(s) ? s->status : VFMIG_OK;
+    return vfmig__should_stop(s) ? s->status : VFMIG_OK;
 }
 
 static void *receiver_main(void *arg)
@@ -439,22 +439,22 @@ static void *receiver_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "vfmig-rx%u", r->stream);
     pthread_setname_np(pthread_self(), name);
-    vfmig_pinner_bind(rx->cfg.pinner, r->stream - 1);
-    r->last_frame_ns = vfmig_now_ns();
+    vfmig__pinner_bind(rx->cfg.pinner, r->stream - 1);
+    r->last_frame_ns = vfmig__now_ns();
     r->cpu_mark = thread_cpu_ns();
     bool in_place = rx->map[0] != NULL;
     uint8_t *buf = r->payload; /* with a pool: a pool buffer, taken before each receive */
-    while (!atomic_load(&rx->quit) && !vfmig_should_stop(s)) {
+    while (!atomic_load(&rx->quit) && !vfmig__should_stop(s)) {
         if (!buf && !(buf = pool_take(rx)))
             break;
         vfmig_frame f;
         bool placed = false;
         r->prechecked = false;
-        int rc = vfmig_link_recv_placed(rx->cfg.link, r->stream, &f, buf, r->cap, in_place ? place_payload : NULL,
+        int rc = vfmig__link_recv_placed(rx->cfg.link, r->stream, &f, buf, r->cap, in_place ? place_payload : NULL,
                                         r, &placed, VFMIG_WAIT_SLICE_MS);
         if (rc == VFMIG_ETIMEDOUT) {
-            if (!atomic_load(&rx->committed) && vfmig_now_ns() - r->last_frame_ns > idle_ns)
-                vfmig_fail(s, VFMIG_ETIMEDOUT, "stream %u: no data from the source for %" PRId64 " ms",
+            if (!atomic_load(&rx->committed) && vfmig__now_ns() - r->last_frame_ns > idle_ns)
+                vfmig__fail(s, VFMIG_ETIMEDOUT, "stream %u: no data from the source for %" PRId64 " ms",
                            r->stream, s->params[VFMIG_P_TIMEOUT_MS]);
             continue;
         }
@@ -463,11 +463,11 @@ static void *receiver_main(void *arg)
              * whether the migration stands is decided on the control stream. */
             bool done = r->round > atomic_load(&rx->final_round);
             if (rc != VFMIG_ECANCELED && !atomic_load(&rx->quit) && !done)
-                vfmig_fail(s, rc, "stream %u: %s (%s)", r->stream, vfmig_strerror(rc),
-                           vfmig_link_stream_error(rx->cfg.link, r->stream));
+                vfmig__fail(s, rc, "stream %u: %s (%s)", r->stream, vfmig_strerror(rc),
+                           vfmig__link_stream_error(rx->cfg.link, r->stream));
             break;
         }
-        r->last_frame_ns = vfmig_now_ns();
+        r->last_frame_ns = vfmig__now_ns();
         if (f.type == VFMIG_F_PAGES) {
             rc = r->prechecked ? r->precheck_rc : check_pages(r, &f);
             if (!rc && placed) {
@@ -484,7 +484,7 @@ static void *receiver_main(void *arg)
         } else if (f.type == VFMIG_F_ROUND_END) {
             rc = on_round_end(r, &f);
         } else {
-            rc = vfmig_fail(s, VFMIG_EPROTO, "stream %u: unexpected frame type %u on a data stream",
+            rc = vfmig__fail(s, VFMIG_EPROTO, "stream %u: unexpected frame type %u on a data stream",
                             r->stream, f.type);
         }
         if (rc)
@@ -501,7 +501,7 @@ static int applier_init(applier *a, size_t batch, uint64_t page_size)
     a->dec = malloc(batch);
     a->chk = malloc(batch);
     a->dh = calloc(batch / page_size + 1, sizeof(*a->dh));
-    return a->dec && a->chk && a->dh && !vfmig_codec_ctx_create(batch, &a->codec) ? VFMIG_OK : VFMIG_ENOMEM;
+    return a->dec && a->chk && a->dh && !vfmig__codec_ctx_create(batch, &a->codec) ? VFMIG_OK : VFMIG_ENOMEM;
 }
 
 static void applier_free(applier *a)
@@ -509,7 +509,7 @@ static void applier_free(applier *a)
     free(a->dec);
     free(a->chk);
     free(a->dh);
-    vfmig_codec_ctx_destroy(a->codec);
+    vfmig__codec_ctx_destroy(a->codec);
     a->dh = NULL;
     a->dec = a->chk = NULL;
     a->codec = NULL;
@@ -528,19 +528,19 @@ static void add_stats(vfmig_round_stats *tot, const vfmig_round_stats *a)
     }
 }
 
-int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
+int vfmig__receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
 {
     vfmig_session *s = cfg->s;
     *out = NULL;
     vfmig_receive *rx = calloc(1, sizeof(*rx));
     if (!rx)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory");
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory");
     *out = rx;
     rx->cfg = *cfg;
     rx->s = s;
     rx->ops = s->dev.ops;
     rx->dev = s->dev.dev;
-    rx->zero_hash = vfmig_zero_page_hash(s->page_size);
+    rx->zero_hash = vfmig__zero_page_hash(s->page_size);
     atomic_store(&rx->final_round, UINT32_MAX);
     pthread_mutex_init(&rx->lock, NULL);
     pthread_cond_init(&rx->cond, NULL);
@@ -550,9 +550,9 @@ int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
     rx->page_round = calloc(s->npages, sizeof(uint32_t));
     rx->zeros = calloc(1, cfg->batch_bytes);
     if (!rx->page_round || !rx->zeros)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
     /* In place only if every range maps and payloads arrive as they were sent. */
-    if (rx->ops->map && !vfmig_link_payload_transformed(cfg->link)) {
+    if (rx->ops->map && !vfmig__link_payload_transformed(cfg->link)) {
         bool all = true;
         for (uint32_t r = 0; r < s->dev.nranges; r++)
             all = all && (rx->map[r] = rx->ops->map(rx->dev, s->ranges[r].offset, s->ranges[r].size)) != NULL;
@@ -560,8 +560,8 @@ int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
             memset(rx->map, 0, sizeof(rx->map));
     }
 
-    size_t cap = vfmig_codec_bound(cfg->batch_bytes);
-    unsigned threads = vfmig_session_threads(s);
+    size_t cap = vfmig__codec_bound(cfg->batch_bytes);
+    unsigned threads = vfmig__session_threads(s);
     if (threads > cfg->nstreams) {
         rx->ndecoders = threads;
         rx->nbufs = 2 * (size_t)threads + cfg->nstreams; /* every decoder busy, one queued each, one per receiver */
@@ -569,17 +569,17 @@ int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
         rx->jobs = calloc(rx->nbufs, sizeof(pool_job));
         rx->freebufs = calloc(rx->nbufs, sizeof(uint8_t *));
         if (!rx->dec || !rx->jobs || !rx->freebufs)
-            return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for the decode pool");
+            return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for the decode pool");
         for (size_t i = 0; i < rx->nbufs; i++)
             if (!(rx->freebufs[rx->nfree++] = malloc(cap)))
-                return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
+                return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
         for (unsigned i = 0; i < threads; i++) {
             decoder *d = &rx->dec[i];
             d->rx = rx;
             if (applier_init(&d->ap, cfg->batch_bytes, s->page_size))
-                return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for decode buffers");
+                return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for decode buffers");
             if (pthread_create(&d->thread, NULL, decoder_main, d))
-                return vfmig_fail(s, VFMIG_ENOMEM, "cannot start decoder thread");
+                return vfmig__fail(s, VFMIG_ENOMEM, "cannot start decoder thread");
             d->started = true;
         }
     }
@@ -593,31 +593,31 @@ int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
         r->cap = cap;
         /* Every receiver has an applier: frames received in place are accounted inline. */
         if ((!rx->ndecoders && !(r->payload = malloc(cap))) || applier_init(&r->ap, cfg->batch_bytes, s->page_size))
-            return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
+            return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for receive buffers");
         if (pthread_create(&r->thread, NULL, receiver_main, r))
-            return vfmig_fail(s, VFMIG_ENOMEM, "cannot start receiver thread");
+            return vfmig__fail(s, VFMIG_ENOMEM, "cannot start receiver thread");
         r->started = true;
     }
     return VFMIG_OK;
 }
 
-void vfmig_receive_commit(vfmig_receive *rx, uint32_t final_round)
+void vfmig__receive_commit(vfmig_receive *rx, uint32_t final_round)
 {
     atomic_store(&rx->final_round, final_round);
     atomic_store(&rx->committed, true);
 }
 
-uint32_t vfmig_receive_wait(vfmig_receive *rx, uint32_t rounds, uint64_t deadline_ns)
+uint32_t vfmig__receive_wait(vfmig_receive *rx, uint32_t rounds, uint64_t deadline_ns)
 {
     pthread_mutex_lock(&rx->lock);
-    while (rx->completed < rounds && !vfmig_should_stop(rx->s) && vfmig_now_ns() < deadline_ns)
-        vfmig_cond_wait_slice(&rx->cond, &rx->lock);
+    while (rx->completed < rounds && !vfmig__should_stop(rx->s) && vfmig__now_ns() < deadline_ns)
+        vfmig__cond_wait_slice(&rx->cond, &rx->lock);
     uint32_t done = rx->completed;
     pthread_mutex_unlock(&rx->lock);
     return done;
 }
 
-uint32_t vfmig_receive_completed(vfmig_receive *rx)
+uint32_t vfmig__receive_completed(vfmig_receive *rx)
 {
     pthread_mutex_lock(&rx->lock);
     uint32_t done = rx->completed;
@@ -625,12 +625,12 @@ uint32_t vfmig_receive_completed(vfmig_receive *rx)
     return done;
 }
 
-uint64_t vfmig_receive_pages_seen(const vfmig_receive *rx)
+uint64_t vfmig__receive_pages_seen(const vfmig_receive *rx)
 {
     return atomic_load(&rx->pages_seen);
 }
 
-void vfmig_receive_digest(const vfmig_receive *rx, vfmig_digest *out)
+void vfmig__receive_digest(const vfmig_receive *rx, vfmig_digest *out)
 {
     *out = (vfmig_digest){0, 0};
     for (unsigned i = 0; i < rx->cfg.nstreams; i++)
@@ -639,7 +639,7 @@ void vfmig_receive_digest(const vfmig_receive *rx, vfmig_digest *out)
         vfmig_digest_add(out, &rx->dec[i].ap.digest);
 }
 
-void vfmig_receive_stop(vfmig_receive *rx, vfmig_round_stats *tot)
+void vfmig__receive_stop(vfmig_receive *rx, vfmig_round_stats *tot)
 {
     if (!rx)
         return;

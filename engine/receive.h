@@ -38,20 +38,20 @@ typedef struct vfmig_receive_cfg {
 } vfmig_receive_cfg;
 
 /** Starts the receivers (and the decode pool when the session has more threads than streams). */
-int vfmig_receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out);
+int vfmig__receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out);
 /** COMMIT of `final_round` arrived: frames of later rounds are refused from now on, and streams
  *  closing after it are the source finishing. */
-void vfmig_receive_commit(vfmig_receive *rx, uint32_t final_round);
+void vfmig__receive_commit(vfmig_receive *rx, uint32_t final_round);
 /** Waits until `rounds` rounds are complete on every stream, a failure, or the deadline;
  *  returns the number of complete rounds. */
-uint32_t vfmig_receive_wait(vfmig_receive *rx, uint32_t rounds, uint64_t deadline_ns);
+uint32_t vfmig__receive_wait(vfmig_receive *rx, uint32_t rounds, uint64_t deadline_ns);
 /** Rounds complete on every stream so far. */
-uint32_t vfmig_receive_completed(vfmig_receive *rx);
+uint32_t vfmig__receive_completed(vfmig_receive *rx);
 /** Pages that arrived at least once. */
-uint64_t vfmig_receive_pages_seen(const vfmig_receive *rx);
+uint64_t vfmig__receive_pages_seen(const vfmig_receive *rx);
 /** Digest of the image applied so far; only while no round is being applied (after wait). */
-void vfmig_receive_digest(const vfmig_receive *rx, vfmig_digest *out);
+void vfmig__receive_digest(const vfmig_receive *rx, vfmig_digest *out);
 /** Joins every thread, adds up what was applied into *tot, frees everything. Accepts NULL. */
-void vfmig_receive_stop(vfmig_receive *rx, vfmig_round_stats *tot);
+void vfmig__receive_stop(vfmig_receive *rx, vfmig_round_stats *tot);
 
 #endif

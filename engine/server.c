@@ -78,7 +78,7 @@ int vfmig_endpoint_is_loopback(const char *endpoint)
 {
     vfmig_endpoint ep;
     char err[8];
-    if (vfmig_endpoint_parse(endpoint, &ep, err, sizeof(err)))
+    if (vfmig__endpoint_parse(endpoint, &ep, err, sizeof(err)))
         return VFMIG_EADDR;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res;
@@ -222,24 +222,24 @@ static int server_handshake(conn *c, char *why, size_t whylen)
     vfmig_link *link = c->link;
     int hs_ms = srv->cfg.handshake_timeout_ms;
     /* Until the source proved the key, no frame may make us hold more than this buffer. */
-    vfmig_link_set_max_payload(link, HS_BUF);
-    vfmig_link_set_timeout(link, hs_ms);
+    vfmig__link_set_max_payload(link, HS_BUF);
+    vfmig__link_set_timeout(link, hs_ms);
     vfmig_frame f;
-    int rc = vfmig_link_recv(link, 0, &f, c->buf, sizeof(c->buf), hs_ms);
+    int rc = vfmig__link_recv(link, 0, &f, c->buf, sizeof(c->buf), hs_ms);
     if (rc) {
         snprintf(why, whylen, "no HELLO: %s (%s)", vfmig_strerror(rc),
-                 rc == VFMIG_ETIMEDOUT || rc == VFMIG_ECANCELED ? "handshake deadline" : vfmig_link_stream_error(link, 0));
+                 rc == VFMIG_ETIMEDOUT || rc == VFMIG_ECANCELED ? "handshake deadline" : vfmig__link_stream_error(link, 0));
         return rc;
     }
     if (f.type != VFMIG_F_HELLO) {
         snprintf(why, whylen, "handshake: expected HELLO, got frame type %u", f.type);
-        vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, why);
+        vfmig__send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, why);
         return VFMIG_EPROTO;
     }
     size_t hello_len = f.len;
     atomic_store(&c->heard, true);
-    if ((rc = vfmig_hello_decode_first(c->buf, hello_len, &c->hello, why, whylen))) {
-        vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, rc, why);
+    if ((rc = vfmig__hello_decode_first(c->buf, hello_len, &c->hello, why, whylen))) {
+        vfmig__send_status(link, 0, VFMIG_F_HELLO_ACK, rc, why);
         return rc;
     }
     vfmig_hello *h = &c->hello;
@@ -253,22 +253,22 @@ static int server_handshake(conn *c, char *why, size_t whylen)
         refuse = "this target requires an encrypted link and the source did not ask for one";
     if (refuse) {
         snprintf(why, whylen, "%s", refuse);
-        vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, refuse);
+        vfmig__send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, refuse);
         return VFMIG_EAUTH;
     }
-    size_t bound = vfmig_codec_bound(h->batch_bytes);
+    size_t bound = vfmig__codec_bound(h->batch_bytes);
     if (bound < (1u << 20) + 4096)
         bound = (1u << 20) + 4096; /* the target's control buffer */
     if (auth) {
-        rc = vfmig_auth_target(link, &srv->keys, c->buf, hello_len, h->nonce, h->key_id,
+        rc = vfmig__auth_target(link, &srv->keys, c->buf, hello_len, h->nonce, h->key_id,
                                (h->flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0, hs_ms, bound, why, whylen);
         if (rc)
             return rc;
         /* Authenticated: the VF's layout comes keyed, into the same small buffer. */
         vfmig_hello first = *h;
-        if ((rc = vfmig_link_recv(link, 0, &f, c->buf, sizeof(c->buf), hs_ms))) {
+        if ((rc = vfmig__link_recv(link, 0, &f, c->buf, sizeof(c->buf), hs_ms))) {
             snprintf(why, whylen, "no layout after authentication: %s (%s)", vfmig_strerror(rc),
-                     vfmig_link_stream_error(link, 0));
+                     vfmig__link_stream_error(link, 0));
             return rc;
         }
         if (f.type != VFMIG_F_LAYOUT) {
@@ -276,12 +276,12 @@ static int server_handshake(conn *c, char *why, size_t whylen)
                      f.type);
             return VFMIG_EPROTO;
         }
-        if ((rc = vfmig_hello_decode_layout(c->buf, f.len, &first, h, why, whylen)))
+        if ((rc = vfmig__hello_decode_layout(c->buf, f.len, &first, h, why, whylen)))
             return rc;
     } else {
-        vfmig_link_set_max_payload(link, bound);
-        if ((rc = vfmig_send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
-            snprintf(why, whylen, "sending the handshake reply: %s", vfmig_link_stream_error(link, 0));
+        vfmig__link_set_max_payload(link, bound);
+        if ((rc = vfmig__send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
+            snprintf(why, whylen, "sending the handshake reply: %s", vfmig__link_stream_error(link, 0));
             return rc;
         }
     }
@@ -300,7 +300,7 @@ static void *conn_main(void *arg)
     conn *c = arg;
     vfmig_server *srv = c->srv;
     char why[400] = "";
-    vfmig_link_peer_name(c->link, c->in.peer, sizeof(c->in.peer));
+    vfmig__link_peer_name(c->link, c->in.peer, sizeof(c->in.peer));
     int rc = server_handshake(c, why, sizeof(why));
     int intr = atomic_load(&c->interrupted);
     if (rc && intr) {
@@ -316,7 +316,7 @@ static void *conn_main(void *arg)
          * sent is harmless: the source stops at the first; after a deadline the link is
          * interrupted and this still goes out). */
         if (rc != VFMIG_EABORTED)
-            vfmig_send_status(c->link, 0, VFMIG_F_ABORT, rc, why);
+            vfmig__send_status(c->link, 0, VFMIG_F_ABORT, rc, why);
         refused(c, rc, why);
         goto out;
     }
@@ -331,7 +331,7 @@ static void *conn_main(void *arg)
     pthread_mutex_unlock(&srv->lock);
     if (busy) {
         snprintf(why, sizeof(why), "target busy: %u migrations running (the most it allows)", srv->cfg.max_sessions);
-        vfmig_send_status(c->link, 0, VFMIG_F_ABORT, VFMIG_EBUSY, why);
+        vfmig__send_status(c->link, 0, VFMIG_F_ABORT, VFMIG_EBUSY, why);
         refused(c, VFMIG_EBUSY, why);
         goto out;
     }
@@ -342,12 +342,12 @@ static void *conn_main(void *arg)
     rc = srv->cb.open_device(srv->cb.user, &c->in, &dev, &dev_user);
     if (rc) {
         snprintf(why, sizeof(why), "no device for this VF: %s", vfmig_strerror(rc));
-        vfmig_send_status(c->link, 0, VFMIG_F_ABORT, rc, why);
+        vfmig__send_status(c->link, 0, VFMIG_F_ABORT, rc, why);
         refused(c, rc, why);
     } else if ((rc = vfmig_session_create(VFMIG_ROLE_TARGET, &dev, &s, why, sizeof(why)))) {
         char msg[450];
         snprintf(msg, sizeof(msg), "target device refused: %s", why);
-        vfmig_send_status(c->link, 0, VFMIG_F_ABORT, rc, msg);
+        vfmig__send_status(c->link, 0, VFMIG_F_ABORT, rc, msg);
         refused(c, rc, msg);
         srv->cb.finished(srv->cb.user, &c->in, NULL, rc, dev_user); /* the device goes back */
     } else {
@@ -413,7 +413,7 @@ static void reap(vfmig_server *srv, bool all)
  * their thread (which closes them) cannot be done. */
 static void police(vfmig_server *srv, bool make_room)
 {
-    uint64_t now = vfmig_now_ns(), dl = (uint64_t)srv->cfg.handshake_timeout_ms * 1000000ull;
+    uint64_t now = vfmig__now_ns(), dl = (uint64_t)srv->cfg.handshake_timeout_ms * 1000000ull;
     pthread_mutex_lock(&srv->lock);
     unsigned pending = 0;
     conn *oldest = NULL, *oldest_idle = NULL;
@@ -422,20 +422,20 @@ static void police(vfmig_server *srv, bool make_room)
             continue;
         if (now - c->start_ns > dl) {
             atomic_store(&c->interrupted, INTR_DEADLINE);
-            vfmig_link_interrupt(c->link);
+            vfmig__link_interrupt(c->link);
             continue;
         }
         pending++;
         if (!oldest || c->start_ns < oldest->start_ns)
             oldest = c;
-        if (make_room && !atomic_load(&c->heard) && !vfmig_link_control_readable(c->link) &&
+        if (make_room && !atomic_load(&c->heard) && !vfmig__link_control_readable(c->link) &&
             (!oldest_idle || c->start_ns < oldest_idle->start_ns))
             oldest_idle = c;
     }
     conn *victim = oldest_idle ? oldest_idle : oldest;
     if (make_room && pending >= srv->cfg.max_handshakes && victim) {
         atomic_store(&victim->interrupted, INTR_EVICTED);
-        vfmig_link_interrupt(victim->link);
+        vfmig__link_interrupt(victim->link);
     }
     pthread_mutex_unlock(&srv->lock);
 }
@@ -467,7 +467,7 @@ int vfmig_server_run(vfmig_server *srv)
         }
         c->srv = srv;
         c->link = link;
-        c->start_ns = vfmig_now_ns();
+        c->start_ns = vfmig__now_ns();
         atomic_init(&c->state, C_HANDSHAKE);
         pthread_mutex_lock(&srv->lock);
         srv->ctr.links++;
@@ -490,7 +490,7 @@ int vfmig_server_run(vfmig_server *srv)
             vfmig_session_cancel(c->session);
         } else if (c->link && atomic_load(&c->state) != C_SESSION) {
             atomic_store(&c->interrupted, INTR_STOP);
-            vfmig_link_interrupt(c->link);
+            vfmig__link_interrupt(c->link);
         }
     }
     pthread_mutex_unlock(&srv->lock);

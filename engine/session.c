@@ -38,7 +38,7 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_PROGRESS_MS] = {0, 3600000, 200},
 };
 
-void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)
+void vfmig__cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -48,62 +48,62 @@ void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)
     pthread_cond_timedwait(cond, mutex, &ts);
 }
 
-int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
+int vfmig__recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
                        const char *awaiting, const char *peer, bool patient)
 {
     int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
-    uint64_t deadline = vfmig_now_ns() + (uint64_t)timeout * 1000000ull;
+    uint64_t deadline = vfmig__now_ns() + (uint64_t)timeout * 1000000ull;
     for (;;) {
-        if (vfmig_should_stop(s))
+        if (vfmig__should_stop(s))
             return s->status;
-        int rc = vfmig_link_recv(link, 0, f, buf, cap, VFMIG_WAIT_SLICE_MS);
+        int rc = vfmig__link_recv(link, 0, f, buf, cap, VFMIG_WAIT_SLICE_MS);
         if (rc == VFMIG_ETIMEDOUT) {
-            vfmig_progress_tick(s);
-            if (patient || vfmig_now_ns() < deadline)
+            vfmig__progress_tick(s);
+            if (patient || vfmig__now_ns() < deadline)
                 continue;
-            return vfmig_fail(s, rc, "no %s from the %s within %d ms", awaiting, peer, timeout);
+            return vfmig__fail(s, rc, "no %s from the %s within %d ms", awaiting, peer, timeout);
         }
         if (rc)
-            return vfmig_fail(s, rc, "waiting for %s: %s (%s)", awaiting, vfmig_strerror(rc),
-                              vfmig_link_stream_error(link, 0));
+            return vfmig__fail(s, rc, "waiting for %s: %s (%s)", awaiting, vfmig_strerror(rc),
+                              vfmig__link_stream_error(link, 0));
         if (f->type == VFMIG_F_ABORT) {
             char msg[300];
-            int st = vfmig_frame_status(f, buf, msg, sizeof(msg));
-            return vfmig_fail(s, VFMIG_EABORTED, "%s aborted the migration: %s (%s)", peer, msg, vfmig_strerror(st));
+            int st = vfmig__frame_status(f, buf, msg, sizeof(msg));
+            return vfmig__fail(s, VFMIG_EABORTED, "%s aborted the migration: %s (%s)", peer, msg, vfmig_strerror(st));
         }
         return VFMIG_OK;
     }
 }
 
-void vfmig_find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, size_t cap, const char *peer)
+void vfmig__find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, size_t cap, const char *peer)
 {
     if (s->status != VFMIG_ECLOSED && s->status != VFMIG_EIO && s->status != VFMIG_ETIMEDOUT)
         return;
-    uint64_t deadline = vfmig_now_ns() + 200000000ull;
-    while (vfmig_now_ns() < deadline) {
+    uint64_t deadline = vfmig__now_ns() + 200000000ull;
+    while (vfmig__now_ns() < deadline) {
         vfmig_frame f;
-        int rc = vfmig_link_recv(link, 0, &f, buf, cap, 20);
+        int rc = vfmig__link_recv(link, 0, &f, buf, cap, 20);
         if (rc == VFMIG_ETIMEDOUT)
             continue;
         if (rc)
             return;
         if (f.type == VFMIG_F_ABORT) {
             char msg[300];
-            int st = vfmig_frame_status(&f, buf, msg, sizeof(msg));
-            vfmig_refine_error(s, VFMIG_EABORTED, "%s aborted the migration: %s (%s)", peer, msg, vfmig_strerror(st));
+            int st = vfmig__frame_status(&f, buf, msg, sizeof(msg));
+            vfmig__refine_error(s, VFMIG_EABORTED, "%s aborted the migration: %s (%s)", peer, msg, vfmig_strerror(st));
             return;
         }
     }
 }
 
-int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
+int vfmig__send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
                      const void *payload, const char *what)
 {
-    int rc = vfmig_link_send(link, stream, f, payload);
+    int rc = vfmig__link_send(link, stream, f, payload);
     if (!rc)
-        rc = vfmig_link_flush(link, stream);
+        rc = vfmig__link_flush(link, stream);
     if (rc)
-        return vfmig_fail(s, rc, "sending %s: %s", what, vfmig_link_stream_error(link, stream));
+        return vfmig__fail(s, rc, "sending %s: %s", what, vfmig__link_stream_error(link, stream));
     return VFMIG_OK;
 }
 
@@ -255,18 +255,18 @@ int vfmig_session_set_param(vfmig_session *s, vfmig_param p, int64_t value)
     if (!s || vfmig_param_bounds(p, &min, &max, NULL))
         return VFMIG_EINVAL;
     if (value < min || value > max)
-        return vfmig_fail_soft(s, VFMIG_EINVAL, "parameter %s: %lld is out of range %lld..%lld", vfmig_param_name(p),
+        return vfmig__fail_soft(s, VFMIG_EINVAL, "parameter %s: %lld is out of range %lld..%lld", vfmig_param_name(p),
                                (long long)value, (long long)min, (long long)max);
     bool running = atomic_load(&s->link) != NULL;
     if (atomic_load(&s->ran) && (!running || !live_param(p)))
-        return vfmig_fail_soft(s, VFMIG_ESTATE, running ? "parameter %s cannot change while the session runs"
+        return vfmig__fail_soft(s, VFMIG_ESTATE, running ? "parameter %s cannot change while the session runs"
                                                         : "parameter %s: the session has run", vfmig_param_name(p));
     pthread_mutex_lock(&s->lock);
     s->params[p] = value;
     pthread_mutex_unlock(&s->lock);
     vfmig_link *l = atomic_load(&s->link);
     if (p == VFMIG_P_MAX_BANDWIDTH && l)
-        vfmig_link_set_max_bandwidth(l, (uint64_t)value); /* the link has its own lock */
+        vfmig__link_set_max_bandwidth(l, (uint64_t)value); /* the link has its own lock */
     return VFMIG_OK;
 }
 
@@ -280,7 +280,7 @@ int vfmig_session_get_param(const vfmig_session *s, vfmig_param p, int64_t *valu
     return VFMIG_OK;
 }
 
-int64_t vfmig_param_now(vfmig_session *s, vfmig_param p)
+int64_t vfmig__param_now(vfmig_session *s, vfmig_param p)
 {
     pthread_mutex_lock(&s->lock);
     int64_t v = s->params[p];
@@ -301,7 +301,7 @@ int vfmig_session_switchover_now(vfmig_session *s)
     return VFMIG_OK;
 }
 
-void vfmig_progress_round(vfmig_session *s, uint32_t round, uint64_t total)
+void vfmig__progress_round(vfmig_session *s, uint32_t round, uint64_t total)
 {
     pthread_mutex_lock(&s->lock);
     s->prog_round = round;
@@ -310,7 +310,7 @@ void vfmig_progress_round(vfmig_session *s, uint32_t round, uint64_t total)
     pthread_mutex_unlock(&s->lock);
 }
 
-void vfmig_progress_policy(vfmig_session *s, uint64_t pending, double dirty_rate, double expected_ms,
+void vfmig__progress_policy(vfmig_session *s, uint64_t pending, double dirty_rate, double expected_ms,
                            unsigned throttle)
 {
     pthread_mutex_lock(&s->lock);
@@ -326,13 +326,13 @@ int vfmig_session_get_progress(const vfmig_session *s, vfmig_progress *out)
     if (!s || !out || out->size < sizeof(*out))
         return VFMIG_EINVAL;
     vfmig_session *m = (vfmig_session *)s;
-    uint64_t now = vfmig_now_ns();
+    uint64_t now = vfmig__now_ns();
     vfmig_link *l = atomic_load(&m->link);
     pthread_mutex_lock(&m->lock);
     *out = (vfmig_progress){.size = sizeof(*out), .phase = s->stats.phase, .round = s->prog_round,
                             .throttle_percent = s->prog_throttle ? s->prog_throttle : 100,
                             .elapsed_ns = s->t_start_ns ? now - s->t_start_ns : 0,
-                            .bytes_sent = l ? vfmig_link_bytes_sent(l) : s->stats.bytes_wire,
+                            .bytes_sent = l ? vfmig__link_bytes_sent(l) : s->stats.bytes_wire,
                             .bytes_done = atomic_load(&m->prog_done), .round_done = atomic_load(&m->prog_round_done),
                             .round_total = s->prog_round_total, .dirty_rate = s->prog_dirty_rate,
                             .expected_blackout_ms = s->prog_expected_ms, .eta_ms = -1};
@@ -352,12 +352,12 @@ int vfmig_session_get_progress(const vfmig_session *s, vfmig_progress *out)
     return VFMIG_OK;
 }
 
-void vfmig_progress_tick(vfmig_session *s)
+void vfmig__progress_tick(vfmig_session *s)
 {
-    int64_t every = vfmig_param_now(s, VFMIG_P_PROGRESS_MS);
+    int64_t every = vfmig__param_now(s, VFMIG_P_PROGRESS_MS);
     if (!s->cb || every <= 0)
         return;
-    uint64_t now = vfmig_now_ns();
+    uint64_t now = vfmig__now_ns();
     if (now < s->prog_next_ns)
         return;
     bool first = s->prog_next_ns == 0;
@@ -380,13 +380,13 @@ int vfmig_session_set_pinning(vfmig_session *s, const char *spec)
     if (!s)
         return VFMIG_EINVAL;
     if (!spec || strlen(spec) >= sizeof(s->pinning))
-        return vfmig_fail_soft(s, VFMIG_EINVAL, "pinning: no spec, or one over %zu characters", sizeof(s->pinning) - 1);
+        return vfmig__fail_soft(s, VFMIG_EINVAL, "pinning: no spec, or one over %zu characters", sizeof(s->pinning) - 1);
     vfmig_pinner *p;
     char err[128];
-    int rc = vfmig_pinner_create(spec, -1, NULL, &p, err, sizeof(err));
+    int rc = vfmig__pinner_create(spec, -1, NULL, &p, err, sizeof(err));
     if (rc)
-        return vfmig_fail_soft(s, rc, "pinning '%s': %s", spec, err);
-    vfmig_pinner_destroy(p);
+        return vfmig__fail_soft(s, rc, "pinning '%s': %s", spec, err);
+    vfmig__pinner_destroy(p);
     snprintf(s->pinning, sizeof(s->pinning), "%s", spec);
     return VFMIG_OK;
 }
@@ -396,10 +396,10 @@ int vfmig_session_set_psk(vfmig_session *s, const void *key, size_t len)
     if (!s)
         return VFMIG_EINVAL;
     if ((len && !key) || len > sizeof(s->psk) || (len && len < 32))
-        return vfmig_fail_soft(s, VFMIG_EINVAL, "pre-shared key of %zu bytes refused: 32 to %zu bytes", len,
+        return vfmig__fail_soft(s, VFMIG_EINVAL, "pre-shared key of %zu bytes refused: 32 to %zu bytes", len,
                                sizeof(s->psk));
     if (atomic_load(&s->ran))
-        return vfmig_fail_soft(s, VFMIG_ESTATE, "the key cannot change once the session has run");
+        return vfmig__fail_soft(s, VFMIG_ESTATE, "the key cannot change once the session has run");
     explicit_bzero(s->psk, sizeof(s->psk));
     if (len)
         memcpy(s->psk, key, len);
@@ -435,13 +435,13 @@ void vfmig_session_cancel(vfmig_session *s)
     atomic_store(&s->cancel_requested, 1);
     /* Recorded now, so that the I/O it interrupts is not taken for the cause; not after a run. */
     if (!atomic_load(&s->ran) || atomic_load(&s->link))
-        vfmig_fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
+        vfmig__fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
     /* Wake every blocked send and receive at once rather than at the link timeout; the lock keeps
      * run() from handing the link back (to be closed) while it is being interrupted. */
     pthread_mutex_lock(&s->lock);
     vfmig_link *l = atomic_load(&s->link);
     if (l)
-        vfmig_link_interrupt(l);
+        vfmig__link_interrupt(l);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -457,14 +457,14 @@ static void record_error(vfmig_session *s, bool replace, int status, const char 
     pthread_mutex_unlock(&s->lock);
 }
 
-int vfmig_dev_fail(vfmig_session *s, int rc, const char *what)
+int vfmig__dev_fail(vfmig_session *s, int rc, const char *what)
 {
     int st = rc < 0 ? rc : VFMIG_EDEVICE;
     char why[256] = "";
     if (s->dev.ops->describe)
         s->dev.ops->describe(s->dev.dev, why, sizeof(why));
     why[sizeof(why) - 1] = 0;
-    return vfmig_fail(s, st, "device %s failed: %s%s%s", what, vfmig_strerror(st), why[0] ? ": " : "", why);
+    return vfmig__fail(s, st, "device %s failed: %s%s%s", what, vfmig_strerror(st), why[0] ? ": " : "", why);
 }
 
 const char *vfmig_param_name(vfmig_param p)
@@ -481,7 +481,7 @@ const char *vfmig_param_name(vfmig_param p)
     return (int)p >= 1 && (int)p <= VFMIG_PARAM_MAX && names[p] ? names[p] : "?";
 }
 
-int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...)
+int vfmig__fail_soft(vfmig_session *s, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -493,7 +493,7 @@ int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...)
     return status;
 }
 
-int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)
+int vfmig__fail(vfmig_session *s, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -502,7 +502,7 @@ int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...)
     return status;
 }
 
-void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...)
+void vfmig__refine_error(vfmig_session *s, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -510,7 +510,7 @@ void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...)
     va_end(ap);
 }
 
-unsigned vfmig_session_threads(const vfmig_session *s)
+unsigned vfmig__session_threads(const vfmig_session *s)
 {
     if (s->params[VFMIG_P_THREADS])
         return (unsigned)s->params[VFMIG_P_THREADS];
@@ -518,18 +518,18 @@ unsigned vfmig_session_threads(const vfmig_session *s)
     return n > 0 ? (unsigned)n : 1;
 }
 
-bool vfmig_should_stop(vfmig_session *s)
+bool vfmig__should_stop(vfmig_session *s)
 {
     if (atomic_load(&s->failed))
         return true;
     if (atomic_load(&s->cancel_requested)) {
-        vfmig_fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
+        vfmig__fail(s, VFMIG_ECANCELED, "migration canceled by the caller");
         return true;
     }
     return false;
 }
 
-void vfmig_log(vfmig_session *s, int level, const char *fmt, ...)
+void vfmig__log(vfmig_session *s, int level, const char *fmt, ...)
 {
     if (!s->cb)
         return;
@@ -542,7 +542,7 @@ void vfmig_log(vfmig_session *s, int level, const char *fmt, ...)
     s->cb(&ev, s->cb_user);
 }
 
-void vfmig_set_phase(vfmig_session *s, vfmig_phase phase)
+void vfmig__set_phase(vfmig_session *s, vfmig_phase phase)
 {
     pthread_mutex_lock(&s->lock);
     s->stats.phase = phase;
@@ -553,7 +553,7 @@ void vfmig_set_phase(vfmig_session *s, vfmig_phase phase)
     }
 }
 
-void vfmig_add_round(vfmig_session *s, const vfmig_round_stats *r)
+void vfmig__add_round(vfmig_session *s, const vfmig_round_stats *r)
 {
     pthread_mutex_lock(&s->lock);
     if (s->nrounds == s->rounds_cap) {
@@ -650,7 +650,7 @@ const char *vfmig_session_last_error(const vfmig_session *s)
     return s ? s->err : "";
 }
 
-uint64_t vfmig_zero_page_hash(uint64_t page_size)
+uint64_t vfmig__zero_page_hash(uint64_t page_size)
 {
     /* Hashing zeros in slices keeps this off the heap for 2 MiB pages. */
     static const uint8_t zeros[4096];
@@ -671,26 +671,26 @@ int vfmig_session_run(vfmig_session *s, vfmig_link *link)
     s->page_hash = calloc(s->npages, sizeof(uint64_t));
     s->lin = malloc(sizeof(*s->lin));
     if (!s->page_hash || !s->lin)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %llu page hashes",
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for %llu page hashes",
                           (unsigned long long)s->npages);
-    vfmig_lin_init(s->lin, (size_t)s->page_size);
-    s->t_start_ns = vfmig_now_ns();
+    vfmig__lin_init(s->lin, (size_t)s->page_size);
+    s->t_start_ns = vfmig__now_ns();
     pthread_mutex_lock(&s->lock);
     atomic_store(&s->link, link);
     pthread_mutex_unlock(&s->lock);
-    vfmig_link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
+    vfmig__link_set_timeout(link, (int)s->params[VFMIG_P_TIMEOUT_MS]);
     if (atomic_load(&s->cancel_requested))
-        vfmig_link_interrupt(link); /* canceled before run: nothing blocks */
-    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig_source_run(s, link) : vfmig_target_run(s, link);
+        vfmig__link_interrupt(link); /* canceled before run: nothing blocks */
+    int rc = s->role == VFMIG_ROLE_SOURCE ? vfmig__source_run(s, link) : vfmig__target_run(s, link);
     pthread_mutex_lock(&s->lock);
     atomic_store(&s->link, NULL);
-    s->stats.total_ns = vfmig_now_ns() - s->t_start_ns;
+    s->stats.total_ns = vfmig__now_ns() - s->t_start_ns;
     s->stats.status = rc;
     if (rc && !s->failed) {
         s->status = rc;
         snprintf(s->err, sizeof(s->err), "%s", vfmig_strerror(rc));
     }
     pthread_mutex_unlock(&s->lock);
-    vfmig_set_phase(s, rc ? VFMIG_PHASE_FAILED : VFMIG_PHASE_DONE);
+    vfmig__set_phase(s, rc ? VFMIG_PHASE_FAILED : VFMIG_PHASE_DONE);
     return rc;
 }

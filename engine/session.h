@@ -63,10 +63,10 @@ struct vfmig_session {
     uint64_t t_start_ns;
 };
 
-/* vfmig_now_ns(): the monotonic clock in ns, kept by the transport (transport/ratelimit.h). */
+/* vfmig__now_ns(): the monotonic clock in ns, kept by the transport (transport/ratelimit.h). */
 
 /** Waits on cond for at most one wait slice (callers re-check their condition and should_stop). */
-void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);
+void vfmig__cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);
 
 /**
  * Receives one frame on the control stream (payload into buf) within the session timeout, or
@@ -74,48 +74,48 @@ void vfmig_cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);
  * peer fails the session with its reason. `awaiting` and `peer` name what was waited for and
  * from whom, for the error message.
  */
-int vfmig_recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
+int vfmig__recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint8_t *buf, size_t cap,
                        const char *awaiting, const char *peer, bool patient);
 /** After a broken or silent link: looks briefly on the control stream for the peer's ABORT and,
  *  if there is one, makes it the recorded failure (the cause rather than the symptom). */
-void vfmig_find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, size_t cap, const char *peer);
+void vfmig__find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, size_t cap, const char *peer);
 /** Sends a frame on a stream and flushes it; on failure records "sending WHAT: ..." and fails. */
-int vfmig_send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
+int vfmig__send_flush(vfmig_session *s, vfmig_link *link, unsigned stream, const vfmig_frame *f,
                      const void *payload, const char *what);
 
 /** Records the first failure (later ones are ignored) and returns `status`. Any thread. */
-int vfmig_fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int vfmig__fail(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** A failed device op: records "device WHAT failed: STATUS: the device's reason" (its describe
  *  op, where it has one) and returns the status (VFMIG_EDEVICE for a positive rc). */
-int vfmig_dev_fail(vfmig_session *s, int rc, const char *what);
+int vfmig__dev_fail(vfmig_session *s, int rc, const char *what);
 /** A refused call's message for vfmig_session_last_error, without failing the session (setters). */
-int vfmig_fail_soft(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int vfmig__fail_soft(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** Replaces the recorded failure with a more precise one (e.g. "peer closed" turns out to be
  *  the peer's ABORT with its reason). */
-void vfmig_refine_error(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void vfmig__refine_error(vfmig_session *s, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /** Workers for this session: VFMIG_P_THREADS, or one per online CPU when it is 0. */
-unsigned vfmig_session_threads(const vfmig_session *s);
+unsigned vfmig__session_threads(const vfmig_session *s);
 /** True once a failure was recorded or a cancel requested (then records ECANCELED). */
-bool vfmig_should_stop(vfmig_session *s);
+bool vfmig__should_stop(vfmig_session *s);
 /** Sends a log event (only from the session's own thread). */
-void vfmig_log(vfmig_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void vfmig_set_phase(vfmig_session *s, vfmig_phase phase);
+void vfmig__log(vfmig_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void vfmig__set_phase(vfmig_session *s, vfmig_phase phase);
 /** Progress bookkeeping (engine/session.c): a round of `total` page bytes begins; engine threads
  *  handled `bytes` more (any thread); what the policy knows after a round; and, on the session
  *  thread's waits, a VFMIG_EV_PROGRESS when the interval is up. */
-void vfmig_progress_round(vfmig_session *s, uint32_t round, uint64_t total);
+void vfmig__progress_round(vfmig_session *s, uint32_t round, uint64_t total);
 static inline void vfmig_progress_add(vfmig_session *s, uint64_t bytes)
 {
     atomic_fetch_add_explicit(&s->prog_done, bytes, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->prog_round_done, bytes, memory_order_relaxed);
 }
-void vfmig_progress_policy(vfmig_session *s, uint64_t pending, double dirty_rate, double expected_ms,
+void vfmig__progress_policy(vfmig_session *s, uint64_t pending, double dirty_rate, double expected_ms,
                            unsigned throttle);
-void vfmig_progress_tick(vfmig_session *s);
+void vfmig__progress_tick(vfmig_session *s);
 /** A parameter that may change while running, read on the engine's threads. */
-int64_t vfmig_param_now(vfmig_session *s, vfmig_param p);
+int64_t vfmig__param_now(vfmig_session *s, vfmig_param p);
 /** Appends a round record and announces it. */
-void vfmig_add_round(vfmig_session *s, const vfmig_round_stats *r);
+void vfmig__add_round(vfmig_session *s, const vfmig_round_stats *r);
 
 /** Global page -> range index and segment offset. */
 static inline uint32_t vfmig_page_range(const vfmig_session *s, uint64_t page)
@@ -131,20 +131,20 @@ static inline uint64_t vfmig_page_offset(const vfmig_session *s, uint32_t range,
 }
 
 /* XXH3-64 of one page of zeros of the session's page size. */
-uint64_t vfmig_zero_page_hash(uint64_t page_size);
+uint64_t vfmig__zero_page_hash(uint64_t page_size);
 
-int vfmig_source_run(vfmig_session *s, vfmig_link *link);
-int vfmig_target_run(vfmig_session *s, vfmig_link *link);
+int vfmig__source_run(vfmig_session *s, vfmig_link *link);
+int vfmig__target_run(vfmig_session *s, vfmig_link *link);
 
 /* Worker pinning (engine/pin.c): binds the calling thread for worker `index` according to the
  * spec ("auto", "none", CPU list). "auto" uses the NUMA node of the device (device_node >= 0)
  * or else of the NIC carrying the link (nic: interface name, or NULL). bind returns the first
  * CPU of the binding or -1 if not pinned. */
 typedef struct vfmig_pinner vfmig_pinner;
-int vfmig_pinner_create(const char *spec, int device_node, const char *nic, vfmig_pinner **out, char *err,
+int vfmig__pinner_create(const char *spec, int device_node, const char *nic, vfmig_pinner **out, char *err,
                         size_t errlen);
-int vfmig_pinner_bind(vfmig_pinner *p, unsigned index);
-void vfmig_pinner_describe(const vfmig_pinner *p, char *buf, size_t len);
-void vfmig_pinner_destroy(vfmig_pinner *p);
+int vfmig__pinner_bind(vfmig_pinner *p, unsigned index);
+void vfmig__pinner_describe(const vfmig_pinner *p, char *buf, size_t len);
+void vfmig__pinner_destroy(vfmig_pinner *p);
 
 #endif

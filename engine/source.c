@@ -48,7 +48,7 @@ static uint64_t range_pages(const source *src, uint32_t r)
 
 static int recv_control(source *src, vfmig_frame *f, const char *awaiting)
 {
-    return vfmig_recv_control(src->s, src->link, f, src->frame_buf, src->frame_cap, awaiting, "target", false);
+    return vfmig__recv_control(src->s, src->link, f, src->frame_buf, src->frame_cap, awaiting, "target", false);
 }
 
 /* A reply carrying a status (HELLO_ACK, IMM_ACK): expected type and status OK. The frame is left
@@ -60,11 +60,11 @@ static int expect_status(source *src, int type, const char *what, vfmig_frame *o
     if (rc)
         return rc;
     if (f.type != type)
-        return vfmig_fail(src->s, VFMIG_EPROTO, "expected %s, got frame type %u", what, f.type);
+        return vfmig__fail(src->s, VFMIG_EPROTO, "expected %s, got frame type %u", what, f.type);
     char msg[300];
-    int st = vfmig_frame_status(&f, src->frame_buf, msg, sizeof(msg));
+    int st = vfmig__frame_status(&f, src->frame_buf, msg, sizeof(msg));
     if (st)
-        return vfmig_fail(src->s, st, "target refused: %s", msg[0] ? msg : vfmig_strerror(st));
+        return vfmig__fail(src->s, st, "target refused: %s", msg[0] ? msg : vfmig_strerror(st));
     if (out)
         *out = f;
     return VFMIG_OK;
@@ -77,28 +77,28 @@ static int authenticate(source *src, const uint8_t *hello, size_t hello_len, con
 {
     vfmig_session *s = src->s;
     if (ack->len != VFMIG_AUTH_NONCE + VFMIG_AUTH_MAC)
-        return vfmig_fail(s, VFMIG_EAUTH, "target did not authenticate (it may have no key)");
+        return vfmig__fail(s, VFMIG_EAUTH, "target did not authenticate (it may have no key)");
     uint8_t nonce_t[VFMIG_AUTH_NONCE], mac_t[VFMIG_AUTH_MAC], want[VFMIG_AUTH_MAC], mac_s[VFMIG_AUTH_MAC];
     memcpy(nonce_t, src->frame_buf, VFMIG_AUTH_NONCE);
     memcpy(mac_t, src->frame_buf + VFMIG_AUTH_NONCE, VFMIG_AUTH_MAC);
-    int rc = vfmig_auth_proofs(s->psk, s->psk_len, hello, hello_len, nonce_s, nonce_t, want, mac_t, mac_s);
+    int rc = vfmig__auth_proofs(s->psk, s->psk_len, hello, hello_len, nonce_s, nonce_t, want, mac_t, mac_s);
     if (rc)
-        return vfmig_fail(s, rc, "authentication: the crypto library failed");
-    if (!vfmig_auth_equal(want, mac_t))
-        return vfmig_fail(s, VFMIG_EAUTH, "target failed authentication: it does not hold this key");
+        return vfmig__fail(s, rc, "authentication: the crypto library failed");
+    if (!vfmig__auth_equal(want, mac_t))
+        return vfmig__fail(s, VFMIG_EAUTH, "target failed authentication: it does not hold this key");
     vfmig_frame f = {.type = VFMIG_F_AUTH, .len = VFMIG_AUTH_MAC};
-    if ((rc = vfmig_send_flush(s, src->link, 0, &f, mac_s, "authentication")))
+    if ((rc = vfmig__send_flush(s, src->link, 0, &f, mac_s, "authentication")))
         return rc;
     /* From here on every frame either way is keyed (sealed, or tagged); the target switches as it
      * checks our proof. */
     uint8_t k_s2t[VFMIG_AEAD_KEY], k_t2s[VFMIG_AEAD_KEY];
-    rc = vfmig_auth_keys(s->psk, s->psk_len, hello, hello_len, nonce_s, nonce_t, mac_t, k_s2t, k_t2s);
+    rc = vfmig__auth_keys(s->psk, s->psk_len, hello, hello_len, nonce_s, nonce_t, mac_t, k_s2t, k_t2s);
     if (!rc)
-        rc = encrypt ? vfmig_link_enable_aead(src->link, k_s2t, k_t2s) : vfmig_link_enable_mac(src->link, k_s2t, k_t2s);
+        rc = encrypt ? vfmig__link_enable_aead(src->link, k_s2t, k_t2s) : vfmig__link_enable_mac(src->link, k_s2t, k_t2s);
     explicit_bzero(k_s2t, sizeof(k_s2t));
     explicit_bzero(k_t2s, sizeof(k_t2s));
     if (rc)
-        return vfmig_fail(s, rc, "cannot start keyed frames: %s", vfmig_strerror(rc));
+        return vfmig__fail(s, rc, "cannot start keyed frames: %s", vfmig_strerror(rc));
     return VFMIG_OK;
 }
 
@@ -111,22 +111,22 @@ static int handshake(source *src, double *rtt_ms)
     uint64_t imm_size = 0;
     int rc = src->ops->save_immutable(src->dev, NULL, &imm_size);
     if (rc)
-        return vfmig_dev_fail(s, rc, "save_immutable (size)");
+        return vfmig__dev_fail(s, rc, "save_immutable (size)");
     if (imm_size > VFMIG_MAX_STATE_BYTES)
-        return vfmig_fail(s, VFMIG_EDEVICE, "immutable state of %" PRIu64 " bytes is over the limit", imm_size);
+        return vfmig__fail(s, VFMIG_EDEVICE, "immutable state of %" PRIu64 " bytes is over the limit", imm_size);
     h.immutable_bytes = imm_size;
     for (uint32_t i = 0; i < s->dev.nranges; i++)
         h.range_size[i] = s->ranges[i].size;
     if (s->params[VFMIG_P_ENCRYPT] && !s->psk_len)
-        return vfmig_fail(s, VFMIG_EINVAL, "encryption needs a pre-shared key (vfmig_session_set_psk)");
+        return vfmig__fail(s, VFMIG_EINVAL, "encryption needs a pre-shared key (vfmig_session_set_psk)");
     if (s->psk_len) {
         h.flags |= VFMIG_HELLO_FLAG_AUTH;
         if (s->params[VFMIG_P_ENCRYPT])
             h.flags |= VFMIG_HELLO_FLAG_ENCRYPT;
-        if ((rc = vfmig_random(h.nonce, sizeof(h.nonce))))
-            return vfmig_fail(s, rc, "no randomness for the handshake nonce");
-        if ((rc = vfmig_auth_key_id(s->psk, s->psk_len, h.key_id)))
-            return vfmig_fail(s, rc, "authentication: the crypto library failed");
+        if ((rc = vfmig__random(h.nonce, sizeof(h.nonce))))
+            return vfmig__fail(s, rc, "no randomness for the handshake nonce");
+        if ((rc = vfmig__auth_key_id(s->psk, s->psk_len, h.key_id)))
+            return vfmig__fail(s, rc, "authentication: the crypto library failed");
     }
     /* With a key, the HELLO withholds the VF's layout: it follows in a keyed LAYOUT frame once
      * the target has proved the key (engine/proto.h). */
@@ -136,48 +136,48 @@ static int handshake(source *src, double *rtt_ms)
         first.page_size = first.npages = first.immutable_bytes = 0;
     }
     uint8_t buf[VFMIG_HELLO_MAX_BYTES];
-    size_t n = vfmig_hello_encode(&first, buf);
+    size_t n = vfmig__hello_encode(&first, buf);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
-    uint64_t t0 = vfmig_now_ns();
-    if ((rc = vfmig_send_flush(s, src->link, 0, &f, buf, "HELLO")))
+    uint64_t t0 = vfmig__now_ns();
+    if ((rc = vfmig__send_flush(s, src->link, 0, &f, buf, "HELLO")))
         return rc;
     vfmig_frame ack;
     if ((rc = expect_status(src, VFMIG_F_HELLO_ACK, "handshake reply", &ack)))
         return rc;
-    *rtt_ms = (double)(vfmig_now_ns() - t0) / 1e6;
-    size_t bound = vfmig_codec_bound(h.batch_bytes);
-    vfmig_link_set_max_payload(src->link, bound > (2u << 20) ? bound : (2u << 20));
+    *rtt_ms = (double)(vfmig__now_ns() - t0) / 1e6;
+    size_t bound = vfmig__codec_bound(h.batch_bytes);
+    vfmig__link_set_max_payload(src->link, bound > (2u << 20) ? bound : (2u << 20));
     if (s->psk_len) {
         if ((rc = authenticate(src, buf, n, h.nonce, &ack, (h.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0)))
             return rc;
         uint8_t lay[VFMIG_HELLO_MAX_BYTES];
-        vfmig_frame lf = {.type = VFMIG_F_LAYOUT, .len = (uint32_t)vfmig_hello_encode(&h, lay)};
-        if ((rc = vfmig_send_flush(s, src->link, 0, &lf, lay, "the VF's layout")))
+        vfmig_frame lf = {.type = VFMIG_F_LAYOUT, .len = (uint32_t)vfmig__hello_encode(&h, lay)};
+        if ((rc = vfmig__send_flush(s, src->link, 0, &lf, lay, "the VF's layout")))
             return rc;
     }
 
     void *imm = malloc(imm_size ? imm_size : 1);
     if (!imm)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for immutable state");
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for immutable state");
     uint64_t got = imm_size;
     rc = src->ops->save_immutable(src->dev, imm, &got);
     if (rc || got != imm_size) {
         free(imm);
-        return rc ? vfmig_dev_fail(s, rc, "save_immutable") : vfmig_fail(s, VFMIG_EDEVICE, "save_immutable changed size");
+        return rc ? vfmig__dev_fail(s, rc, "save_immutable") : vfmig__fail(s, VFMIG_EDEVICE, "save_immutable changed size");
     }
-    uint64_t t1 = vfmig_now_ns();
-    rc = vfmig_send_blob(src->link, 0, VFMIG_F_IMMUTABLE, imm, imm_size, 1u << 20);
+    uint64_t t1 = vfmig__now_ns();
+    rc = vfmig__send_blob(src->link, 0, VFMIG_F_IMMUTABLE, imm, imm_size, 1u << 20);
     free(imm);
     pthread_mutex_lock(&s->lock);
     s->stats.immutable_bytes = imm_size;
     pthread_mutex_unlock(&s->lock);
     if (rc)
-        return vfmig_fail(s, rc, "sending immutable state: %s", vfmig_link_stream_error(src->link, 0));
+        return vfmig__fail(s, rc, "sending immutable state: %s", vfmig__link_stream_error(src->link, 0));
     if ((rc = expect_status(src, VFMIG_F_IMM_ACK, "immutable state verdict", NULL)))
         return rc;
     /* The round trip the policy counts twice in a blackout: the quicker of the two exchanges
      * (one slow wake-up on a busy host must not make every blackout look long). */
-    double imm_ms = (double)(vfmig_now_ns() - t1) / 1e6;
+    double imm_ms = (double)(vfmig__now_ns() - t1) / 1e6;
     if (imm_ms < *rtt_ms)
         *rtt_ms = imm_ms;
     return VFMIG_OK;
@@ -193,9 +193,9 @@ static int query(source *src, uint64_t **into, int clear, uint64_t *count)
         memset(into[r], 0, vfmig_bitmap_words(np) * 8);
         int rc = src->ops->query_dirty(src->dev, r, 0, np, into[r], clear);
         if (rc)
-            return vfmig_dev_fail(s, rc, "query_dirty");
-        vfmig_bitmap_trim(into[r], np);
-        *count += vfmig_bitmap_count(into[r], np);
+            return vfmig__dev_fail(s, rc, "query_dirty");
+        vfmig__bitmap_trim(into[r], np);
+        *count += vfmig__bitmap_count(into[r], np);
     }
     return VFMIG_OK;
 }
@@ -211,7 +211,7 @@ static int wait_round_ack(source *src, uint32_t round, uint64_t *peer_cpu_ns)
         if (rc)
             return rc;
         if (f.type != VFMIG_F_ROUND_ACK || f.round > round)
-            return vfmig_fail(src->s, VFMIG_EPROTO, "expected the acknowledgement of round %u, got frame type %u (round %u)",
+            return vfmig__fail(src->s, VFMIG_EPROTO, "expected the acknowledgement of round %u, got frame type %u (round %u)",
                               round, f.type, f.round);
         if (f.round == round) {
             *peer_cpu_ns = f.aux;
@@ -226,8 +226,8 @@ static int submit_dirty(source *src)
     vfmig_session *s = src->s;
     for (uint32_t r = 0; r < s->dev.nranges; r++) {
         uint64_t np = range_pages(src, r), st, len, from = 0;
-        while (vfmig_bitmap_next_run(src->bm[r], np, from, src->batch_pages, &st, &len)) {
-            int rc = vfmig_pipeline_submit(src->pipe, r, s->range_base[r] + st, len);
+        while (vfmig__bitmap_next_run(src->bm[r], np, from, src->batch_pages, &st, &len)) {
+            int rc = vfmig__pipeline_submit(src->pipe, r, s->range_base[r] + st, len);
             if (rc)
                 return rc;
             from = st + len;
@@ -240,26 +240,26 @@ static int submit_dirty(source *src)
 static int send_round(source *src, uint32_t round, bool all, bool blackout, uint64_t pages, vfmig_round_stats *rs)
 {
     vfmig_session *s = src->s;
-    uint64_t t0 = vfmig_now_ns();
-    vfmig_pipeline_begin_round(src->pipe, round, blackout);
-    vfmig_pipeline_expect(src->pipe, pages);
-    vfmig_progress_round(s, round, pages * s->page_size);
+    uint64_t t0 = vfmig__now_ns();
+    vfmig__pipeline_begin_round(src->pipe, round, blackout);
+    vfmig__pipeline_expect(src->pipe, pages);
+    vfmig__progress_round(s, round, pages * s->page_size);
     if (all)
         for (uint32_t r = 0; r < s->dev.nranges; r++)
-            vfmig_bitmap_set_range(src->bm[r], 0, range_pages(src, r));
+            vfmig__bitmap_set_range(src->bm[r], 0, range_pages(src, r));
     int rc = submit_dirty(src);
     if (!rc)
-        rc = vfmig_pipeline_end_round(src->pipe, rs);
-    uint64_t t_end = vfmig_now_ns();
+        rc = vfmig__pipeline_end_round(src->pipe, rs);
+    uint64_t t_end = vfmig__now_ns();
     if (!rc && !blackout)
         rc = wait_round_ack(src, round, &rs->peer_cpu_ns);
     /* ROUND_END out to ROUND_ACK back: a round trip at most (plus the target's last frames). */
-    if (!rc && !blackout && (!src->ack_lag_ns || vfmig_now_ns() - t_end < src->ack_lag_ns))
-        src->ack_lag_ns = vfmig_now_ns() - t_end;
+    if (!rc && !blackout && (!src->ack_lag_ns || vfmig__now_ns() - t_end < src->ack_lag_ns))
+        src->ack_lag_ns = vfmig__now_ns() - t_end;
     if (rc)
         return rc;
     rs->in_blackout = blackout;
-    rs->duration_ns = vfmig_now_ns() - t0;
+    rs->duration_ns = vfmig__now_ns() - t0;
     rs->throughput = rs->duration_ns ? (double)rs->bytes_raw * 1e9 / (double)rs->duration_ns : 0;
     return VFMIG_OK;
 }
@@ -271,21 +271,21 @@ static void policy_setup(source *src, double rtt_ms, vfmig_policy *pol)
     char ifname[32] = "";
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     /* A loopback link means both ends run on this host and share its CPUs. */
-    bool same_host = vfmig_link_local_ifname(src->link, ifname, sizeof(ifname)) == VFMIG_OK && !strcmp(ifname, "lo");
+    bool same_host = vfmig__link_local_ifname(src->link, ifname, sizeof(ifname)) == VFMIG_OK && !strcmp(ifname, "lo");
     vfmig_policy_cfg pc = {
         .budget_ms = (double)s->params[VFMIG_P_BUDGET_MS],
         .max_rounds = (uint32_t)s->params[VFMIG_P_MAX_ROUNDS],
         .max_precopy_ns = (uint64_t)s->params[VFMIG_P_MAX_PRECOPY_MS] * 1000000ull,
         .throttle_allowed = s->params[VFMIG_P_THROTTLE] && src->ops->throttle != NULL,
         .on_miss_switch = s->params[VFMIG_P_ON_BUDGET_MISS] == VFMIG_BUDGET_MISS_SWITCH,
-        .src_workers = vfmig_session_threads(s),
+        .src_workers = vfmig__session_threads(s),
         .dst_threads = src->nstreams,
         .shared_cpus = same_host && cpus > 0 ? (unsigned)cpus : 0,
         .rtt_ms = rtt_ms,
         /* Save, send and restore of the mutable state: its size is only known once paused. */
         .state_ms = 0.5,
     };
-    vfmig_policy_init(pol, &pc, (double)s->params[VFMIG_P_MAX_BANDWIDTH]);
+    vfmig__policy_init(pol, &pc, (double)s->params[VFMIG_P_MAX_BANDWIDTH]);
 }
 
 static int precopy(source *src, double rtt_ms, uint32_t *final_round)
@@ -293,7 +293,7 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
     vfmig_session *s = src->s;
     vfmig_policy pol;
     policy_setup(src, rtt_ms, &pol);
-    uint64_t t_start = vfmig_now_ns(), t_query = t_start, query_ns = 0;
+    uint64_t t_start = vfmig__now_ns(), t_query = t_start, query_ns = 0;
     uint32_t round = 0;
     unsigned throttle = 100;
     uint64_t pending = s->npages;
@@ -302,10 +302,10 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         int rc = send_round(src, round, round == 0, false, pending, &rs);
         if (rc)
             return rc;
-        uint64_t tq = vfmig_now_ns();
+        uint64_t tq = vfmig__now_ns();
         if ((rc = query(src, src->peek, 0, &pending)))
             return rc;
-        uint64_t now = vfmig_now_ns(), track_ns = 0;
+        uint64_t now = vfmig__now_ns(), track_ns = 0;
         if (!query_ns || now - tq < query_ns)
             query_ns = now - tq; /* the quickest: in the blackout nothing competes with it */
         /* A device that scans for dirty pages pays a whole scan in the blackout. */
@@ -321,26 +321,26 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
              * delta round, which is what a final pass of the same pages would be too. And a
              * page's first delta computes its linear hash whole on both ends; the ones after it
              * only touch the changed bytes: measure such a round before predicting from it. */
-            .warming = round > 0 && vfmig_pipeline_delta_cache_bytes(src->pipe) > 0 &&
+            .warming = round > 0 && vfmig__pipeline_delta_cache_bytes(src->pipe) > 0 &&
                        (rs.codec_in[VFMIG_CODEC_DELTA] < rs.codec_in[VFMIG_CODEC_RAW] + rs.codec_in[VFMIG_CODEC_LZ4] +
                                                              rs.codec_in[VFMIG_CODEC_ZSTD] ||
-                        2 * vfmig_pipeline_lin_full_pages(src->pipe) > rs.dirty_pages),
+                        2 * vfmig__pipeline_lin_full_pages(src->pipe) > rs.dirty_pages),
         };
         if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)
             pol.cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;
         /* What may change while running: the budget, throttling allowed. */
-        pol.cfg.budget_ms = (double)vfmig_param_now(s, VFMIG_P_BUDGET_MS);
-        pol.cfg.throttle_allowed = vfmig_param_now(s, VFMIG_P_THROTTLE) && src->ops->throttle != NULL;
-        vfmig_policy_decision d = vfmig_policy_after_round(&pol, &in);
+        pol.cfg.budget_ms = (double)vfmig__param_now(s, VFMIG_P_BUDGET_MS);
+        pol.cfg.throttle_allowed = vfmig__param_now(s, VFMIG_P_THROTTLE) && src->ops->throttle != NULL;
+        vfmig_policy_decision d = vfmig__policy_after_round(&pol, &in);
         if (atomic_load(&s->switch_requested)) {
             d.action = VFMIG_POLICY_SWITCH;
             d.reason = VFMIG_SWITCH_REQUESTED;
         }
-        vfmig_progress_policy(s, pending * s->page_size, pol.dirty_rate, d.predicted_ms, throttle);
+        vfmig__progress_policy(s, pending * s->page_size, pol.dirty_rate, d.predicted_ms, throttle);
         rs.dirty_rate = pol.dirty_rate;
         rs.predicted_blackout_ms = d.predicted_ms;
         rs.throttle_percent = throttle;
-        vfmig_add_round(s, &rs);
+        vfmig__add_round(s, &rs);
         pthread_mutex_lock(&s->lock);
         s->stats.rounds = round + 1;
         s->stats.predicted_blackout_ms = d.predicted_ms;
@@ -348,9 +348,9 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         s->stats.predicted_fixed_ms = d.stages.fixed_ms;
         s->stats.throttle_min_percent = pol.throttle_min;
         pthread_mutex_unlock(&s->lock);
-        vfmig_pipeline_set_link_bps(src->pipe, (double)vfmig_param_now(s, VFMIG_P_MAX_BANDWIDTH));
+        vfmig__pipeline_set_link_bps(src->pipe, (double)vfmig__param_now(s, VFMIG_P_MAX_BANDWIDTH));
         if (d.action == VFMIG_POLICY_ABORT)
-            return vfmig_fail(s, VFMIG_EBUDGET,
+            return vfmig__fail(s, VFMIG_EBUDGET,
                               "cannot meet the %" PRId64 " ms budget: predicted %.0f ms for %" PRIu64 " pages (final pass "
                               "%.1f ms, fixed %.1f ms) after %u rounds%s; the VF keeps running here (allow more with "
                               "a larger budget, or switch anyway with on-budget-miss switch)",
@@ -361,7 +361,7 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
             pthread_mutex_lock(&s->lock);
             s->stats.switch_reason = d.reason;
             pthread_mutex_unlock(&s->lock);
-            vfmig_log(s, d.reason == VFMIG_SWITCH_BUDGET_MISS ? 1 : 2,
+            vfmig__log(s, d.reason == VFMIG_SWITCH_BUDGET_MISS ? 1 : 2,
                       "switching over after %u rounds (%s): %" PRIu64 " dirty pages, predicted blackout %.1f ms "
                       "(final pass %.1f: source %.1f, target %.1f, wire %.1f, shared CPUs %.1f; fixed %.1f)",
                       round + 1, vfmig_switch_reason_name(d.reason), pending, d.predicted_ms, d.stages.pages_ms,
@@ -371,14 +371,14 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         if (d.action == VFMIG_POLICY_THROTTLE) {
             rc = src->ops->throttle(src->dev, d.throttle);
             if (rc)
-                return vfmig_dev_fail(s, rc, "throttle");
+                return vfmig__dev_fail(s, rc, "throttle");
             throttle = d.throttle;
             src->throttled = true;
-            vfmig_log(s, 1, "pre-copy is not converging (predicted %.1f ms against the %" PRId64 " ms budget): "
+            vfmig__log(s, 1, "pre-copy is not converging (predicted %.1f ms against the %" PRId64 " ms budget): "
                       "throttling the VF to %u%%", d.predicted_ms, s->params[VFMIG_P_BUDGET_MS], throttle);
         }
         round++;
-        t_query = vfmig_now_ns();
+        t_query = vfmig__now_ns();
         if ((rc = query(src, src->bm, 1, &pending)))
             return rc;
     }
@@ -387,78 +387,78 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
 static int blackout(source *src, uint32_t round)
 {
     vfmig_session *s = src->s;
-    src->t_pause = vfmig_now_ns();
+    src->t_pause = vfmig__now_ns();
     int rc = src->ops->pause(src->dev);
     src->paused = true; /* even a failed pause is followed by resume, to be safe */
     if (rc)
-        return vfmig_dev_fail(s, rc, "pause");
-    uint64_t t_paused = vfmig_now_ns();
-    vfmig_set_phase(s, VFMIG_PHASE_BLACKOUT);
+        return vfmig__dev_fail(s, rc, "pause");
+    uint64_t t_paused = vfmig__now_ns();
+    vfmig__set_phase(s, VFMIG_PHASE_BLACKOUT);
     uint64_t final_pages;
     if ((rc = query(src, src->bm, 1, &final_pages)))
         return rc;
-    uint64_t t_queried = vfmig_now_ns();
+    uint64_t t_queried = vfmig__now_ns();
 
     /* The final pages go out on the data streams while this thread saves and sends the mutable
      * state on the control stream. */
-    vfmig_pipeline_begin_round(src->pipe, round, true);
-    vfmig_progress_round(s, round, final_pages * s->page_size);
+    vfmig__pipeline_begin_round(src->pipe, round, true);
+    vfmig__progress_round(s, round, final_pages * s->page_size);
     if ((rc = submit_dirty(src)))
         return rc;
-    uint64_t t_mut = vfmig_now_ns(), mut_size = 0;
+    uint64_t t_mut = vfmig__now_ns(), mut_size = 0;
     if ((rc = src->ops->save_mutable(src->dev, NULL, &mut_size)))
-        return vfmig_dev_fail(s, rc, "save_mutable (size)");
+        return vfmig__dev_fail(s, rc, "save_mutable (size)");
     if (mut_size > VFMIG_MAX_STATE_BYTES)
-        return vfmig_fail(s, VFMIG_EDEVICE, "mutable state of %" PRIu64 " bytes is over the limit", mut_size);
+        return vfmig__fail(s, VFMIG_EDEVICE, "mutable state of %" PRIu64 " bytes is over the limit", mut_size);
     void *mut = malloc(mut_size ? mut_size : 1);
     if (!mut)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for mutable state");
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for mutable state");
     uint64_t got = mut_size;
     rc = src->ops->save_mutable(src->dev, mut, &got);
     if (!rc && got == mut_size)
-        rc = vfmig_send_blob(src->link, 0, VFMIG_F_MUTABLE, mut, mut_size, 1u << 20);
+        rc = vfmig__send_blob(src->link, 0, VFMIG_F_MUTABLE, mut, mut_size, 1u << 20);
     else if (!rc)
-        rc = vfmig_fail(s, VFMIG_EDEVICE, "save_mutable changed size");
+        rc = vfmig__fail(s, VFMIG_EDEVICE, "save_mutable changed size");
     else
-        vfmig_dev_fail(s, rc, "save_mutable");
+        vfmig__dev_fail(s, rc, "save_mutable");
     free(mut);
     if (rc)
-        return vfmig_fail(s, rc, "sending mutable state: %s", vfmig_link_stream_error(src->link, 0));
-    uint64_t mut_ns = vfmig_now_ns() - t_mut;
+        return vfmig__fail(s, rc, "sending mutable state: %s", vfmig__link_stream_error(src->link, 0));
+    uint64_t mut_ns = vfmig__now_ns() - t_mut;
 
     /* Full verification: the digest of what VRAM holds, re-read while the last pages fly. */
     uint8_t full[16];
     uint64_t full_ns = 0;
     bool want_full = s->params[VFMIG_P_VERIFY] == VFMIG_VERIFY_FULL;
     if (want_full) {
-        uint64_t t_full = vfmig_now_ns();
+        uint64_t t_full = vfmig__now_ns();
         void *scratch = malloc((size_t)s->page_size);
         vfmig_digest dd;
-        rc = scratch ? vfmig_image_device_digest(&s->dev, s->range_base, s->page_shift, scratch, &dd) : VFMIG_ENOMEM;
+        rc = scratch ? vfmig__image_device_digest(&s->dev, s->range_base, s->page_shift, scratch, &dd) : VFMIG_ENOMEM;
         free(scratch);
         if (rc)
-            return rc == VFMIG_ENOMEM ? vfmig_fail(s, rc, "out of memory for verification")
-                                      : vfmig_dev_fail(s, rc, "read (full verification)");
+            return rc == VFMIG_ENOMEM ? vfmig__fail(s, rc, "out of memory for verification")
+                                      : vfmig__dev_fail(s, rc, "read (full verification)");
         vfmig_put_u64(full, dd.lo);
         vfmig_put_u64(full + 8, dd.hi);
-        full_ns = vfmig_now_ns() - t_full;
+        full_ns = vfmig__now_ns() - t_full;
     }
 
     vfmig_round_stats rs;
-    if ((rc = vfmig_pipeline_end_round(src->pipe, &rs)))
+    if ((rc = vfmig__pipeline_end_round(src->pipe, &rs)))
         return rc;
     rs.in_blackout = 1;
-    rs.duration_ns = vfmig_now_ns() - t_queried;
+    rs.duration_ns = vfmig__now_ns() - t_queried;
     rs.throughput = rs.duration_ns ? (double)rs.bytes_raw * 1e9 / (double)rs.duration_ns : 0;
     uint64_t pages_ns = rs.duration_ns;
 
     vfmig_digest digest;
-    vfmig_pipeline_digest(src->pipe, &digest);
+    vfmig__pipeline_digest(src->pipe, &digest);
     vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = digest.lo, .aux = digest.hi,
                      .len = want_full ? 16 : 0};
-    if ((rc = vfmig_send_flush(s, src->link, 0, &f, want_full ? full : NULL, "COMMIT")))
+    if ((rc = vfmig__send_flush(s, src->link, 0, &f, want_full ? full : NULL, "COMMIT")))
         return rc;
-    uint64_t t_sent = vfmig_now_ns();
+    uint64_t t_sent = vfmig__now_ns();
 
     /* VERDICT: status in aux, then u64 verify_ns, u64 restore_ns, then a message. The final
      * round's acknowledgement comes first. */
@@ -467,17 +467,17 @@ static int blackout(source *src, uint32_t round)
             return rc;
     } while (f.type == VFMIG_F_ROUND_ACK && f.round == round);
     if (f.type != VFMIG_F_VERDICT || f.len < VFMIG_VERDICT_HDR)
-        return vfmig_fail(s, VFMIG_EPROTO, "expected the target's verdict, got frame type %u", f.type);
+        return vfmig__fail(s, VFMIG_EPROTO, "expected the target's verdict, got frame type %u", f.type);
     uint64_t verify_ns = vfmig_get_u64(src->frame_buf), restore_ns = vfmig_get_u64(src->frame_buf + 8);
     uint64_t peer_full_ns = vfmig_get_u64(src->frame_buf + 16);
     vfmig_frame msgf = f;
     msgf.len -= VFMIG_VERDICT_HDR;
     char msg[300];
-    int st = vfmig_frame_status(&msgf, src->frame_buf + VFMIG_VERDICT_HDR, msg, sizeof(msg));
+    int st = vfmig__frame_status(&msgf, src->frame_buf + VFMIG_VERDICT_HDR, msg, sizeof(msg));
     if (st)
-        return vfmig_fail(s, st, "target rejected the image: %s", msg[0] ? msg : vfmig_strerror(st));
+        return vfmig__fail(s, st, "target rejected the image: %s", msg[0] ? msg : vfmig_strerror(st));
 
-    vfmig_add_round(s, &rs);
+    vfmig__add_round(s, &rs);
     pthread_mutex_lock(&s->lock);
     s->stats.blackout_final_pages_ns = pages_ns;
     s->stats.blackout_mutable_ns = mut_ns;
@@ -493,18 +493,18 @@ static int blackout(source *src, uint32_t round)
     s->stats.verified = 1;
     s->stats.precopy_ns = src->t_pause - s->t_start_ns;
     s->stats.wire_rate = s->stats.precopy_ns ? (double)(s->stats.bytes_wire - rs.bytes_wire) * 1e9 / (double)s->stats.precopy_ns : 0;
-    s->stats.delta_cache_bytes = vfmig_pipeline_delta_cache_bytes(src->pipe);
+    s->stats.delta_cache_bytes = vfmig__pipeline_delta_cache_bytes(src->pipe);
     pthread_mutex_unlock(&s->lock);
 
     /* Past this point the target holds a verified image: the VF is the target's. */
     f = (vfmig_frame){.type = VFMIG_F_GO};
-    if ((rc = vfmig_send_flush(s, src->link, 0, &f, NULL, "GO to the target")))
+    if ((rc = vfmig__send_flush(s, src->link, 0, &f, NULL, "GO to the target")))
         return rc;
     if ((rc = wait_go_ack(src)))
         return rc;
     /* The blackout ends when the target confirms it runs the VF; what the stages above do not
      * cover is time on the network (COMMIT/VERDICT, GO/GO_ACK). */
-    uint64_t t_end = vfmig_now_ns();
+    uint64_t t_end = vfmig__now_ns();
     pthread_mutex_lock(&s->lock);
     vfmig_stats *st2 = &s->stats;
     st2->blackout_ns = t_end - src->t_pause;
@@ -524,26 +524,26 @@ static int wait_go_ack(source *src)
 {
     vfmig_session *s = src->s;
     uint64_t limit_ns = 2 * (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
-    uint64_t deadline = vfmig_now_ns() + limit_ns;
+    uint64_t deadline = vfmig__now_ns() + limit_ns;
     for (;;) {
         vfmig_frame f;
-        int rc = vfmig_link_recv(src->link, 0, &f, src->frame_buf, src->frame_cap, VFMIG_WAIT_SLICE_MS);
-        if (rc == VFMIG_ETIMEDOUT && vfmig_now_ns() < deadline)
+        int rc = vfmig__link_recv(src->link, 0, &f, src->frame_buf, src->frame_cap, VFMIG_WAIT_SLICE_MS);
+        if (rc == VFMIG_ETIMEDOUT && vfmig__now_ns() < deadline)
             continue;
         if (!rc && f.type == VFMIG_F_GO_ACK)
             return VFMIG_OK;
         if (!rc && f.type == VFMIG_F_ABORT) {
             char msg[300];
-            int st = vfmig_frame_status(&f, src->frame_buf, msg, sizeof(msg));
-            return vfmig_fail(s, VFMIG_EABORTED, "target did not take the VF over: %s (%s)", msg, vfmig_strerror(st));
+            int st = vfmig__frame_status(&f, src->frame_buf, msg, sizeof(msg));
+            return vfmig__fail(s, VFMIG_EABORTED, "target did not take the VF over: %s (%s)", msg, vfmig_strerror(st));
         }
         if (!rc && (f.type == VFMIG_F_ROUND_ACK || f.type == VFMIG_F_VERDICT))
             continue; /* acknowledgements already acted on */
         src->in_doubt = true;
         if (!rc)
-            return vfmig_fail(s, VFMIG_EINDOUBT, "target answered GO with frame type %u: whether it runs the VF is "
+            return vfmig__fail(s, VFMIG_EINDOUBT, "target answered GO with frame type %u: whether it runs the VF is "
                                                  "unknown; the VF stays paused here", f.type);
-        return vfmig_fail(s, VFMIG_EINDOUBT, "no confirmation from the target after GO (%s): whether it runs the VF "
+        return vfmig__fail(s, VFMIG_EINDOUBT, "no confirmation from the target after GO (%s): whether it runs the VF "
                                              "is unknown; the VF stays paused here", vfmig_strerror(rc));
     }
 }
@@ -553,7 +553,7 @@ static void rollback(source *src)
 {
     vfmig_session *s = src->s;
     if (src->in_doubt) {
-        vfmig_link_interrupt(src->link);
+        vfmig__link_interrupt(src->link);
         pthread_mutex_lock(&s->lock);
         s->stats.vf_state = VFMIG_VF_IN_DOUBT;
         pthread_mutex_unlock(&s->lock);
@@ -562,22 +562,22 @@ static void rollback(source *src)
     if (src->paused) {
         int rc = src->ops->resume(src->dev);
         if (rc)
-            vfmig_log(s, 0, "resume after failure failed: %s", vfmig_strerror(rc));
+            vfmig__log(s, 0, "resume after failure failed: %s", vfmig_strerror(rc));
         src->paused = false;
     }
     if (src->throttled && src->ops->throttle)
         src->ops->throttle(src->dev, 100);
-    vfmig_find_peer_abort(s, src->link, src->frame_buf, src->frame_cap, "target");
+    vfmig__find_peer_abort(s, src->link, src->frame_buf, src->frame_cap, "target");
     /* Best effort: the link may be what failed. */
-    vfmig_send_status(src->link, 0, VFMIG_F_ABORT, s->status, s->err);
-    vfmig_link_interrupt(src->link);
+    vfmig__send_status(src->link, 0, VFMIG_F_ABORT, s->status, s->err);
+    vfmig__link_interrupt(src->link);
     pthread_mutex_lock(&s->lock);
     s->stats.vf_state = VFMIG_VF_RUNNING_ON_SOURCE;
     s->stats.verified = 0;
     pthread_mutex_unlock(&s->lock);
 }
 
-int vfmig_source_run(vfmig_session *s, vfmig_link *link)
+int vfmig__source_run(vfmig_session *s, vfmig_link *link)
 {
     source src = {.s = s, .link = link, .ops = s->dev.ops, .dev = s->dev.dev};
     int rc = VFMIG_OK;
@@ -595,22 +595,22 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
             rc = VFMIG_ENOMEM;
     }
     if (rc || !src.frame_buf) {
-        rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory for dirty bitmaps");
+        rc = vfmig__fail(s, VFMIG_ENOMEM, "out of memory for dirty bitmaps");
         goto out_free;
     }
     char nic[64] = "";
-    vfmig_link_local_ifname(link, nic, sizeof(nic));
-    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
+    vfmig__link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig__pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
                                   sizeof(perr)))) {
-        rc = vfmig_fail(s, rc, "pinning: %s", perr);
+        rc = vfmig__fail(s, rc, "pinning: %s", perr);
         goto out_free;
     }
     if (s->params[VFMIG_P_MAX_BANDWIDTH])
-        vfmig_link_set_max_bandwidth(link, (uint64_t)s->params[VFMIG_P_MAX_BANDWIDTH]);
+        vfmig__link_set_max_bandwidth(link, (uint64_t)s->params[VFMIG_P_MAX_BANDWIDTH]);
 
-    vfmig_set_phase(s, VFMIG_PHASE_HANDSHAKE);
+    vfmig__set_phase(s, VFMIG_PHASE_HANDSHAKE);
     if ((rc = src.ops->prepare(src.dev, VFMIG_ROLE_SOURCE))) {
-        rc = vfmig_dev_fail(s, rc, "prepare");
+        rc = vfmig__dev_fail(s, rc, "prepare");
         goto out_free;
     }
     src.prepared = true;
@@ -618,7 +618,7 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
     if ((rc = handshake(&src, &rtt_ms)))
         goto out_fail;
 
-    unsigned threads = vfmig_session_threads(s);
+    unsigned threads = vfmig__session_threads(s);
     vfmig_pipeline_cfg pc = {
         .s = s, .link = link, .nstreams = src.nstreams, .nworkers = threads,
         .batch_pages = src.batch_pages, .codec = (int)s->params[VFMIG_P_CODEC],
@@ -633,24 +633,24 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
     s->stats.throttle_min_percent = 100;
     pthread_mutex_unlock(&s->lock);
     if ((rc = src.ops->start_tracking(src.dev))) {
-        rc = vfmig_dev_fail(s, rc, "start_tracking");
+        rc = vfmig__dev_fail(s, rc, "start_tracking");
         goto out_fail;
     }
     src.tracking = true;
-    if ((rc = vfmig_pipeline_start(&pc, &src.pipe)))
+    if ((rc = vfmig__pipeline_start(&pc, &src.pipe)))
         goto out_fail;
     char pins[160];
-    vfmig_pinner_describe(src.pinner, pins, sizeof(pins));
-    vfmig_log(s, 3, "%u encode workers, %u streams, pinning: %s", threads, src.nstreams, pins);
+    vfmig__pinner_describe(src.pinner, pins, sizeof(pins));
+    vfmig__log(s, 3, "%u encode workers, %u streams, pinning: %s", threads, src.nstreams, pins);
 
-    vfmig_set_phase(s, VFMIG_PHASE_PRECOPY);
+    vfmig__set_phase(s, VFMIG_PHASE_PRECOPY);
     uint32_t final_round = 0;
     if ((rc = precopy(&src, rtt_ms, &final_round)))
         goto out_fail;
     if ((rc = blackout(&src, final_round)))
         goto out_fail;
 
-    vfmig_pipeline_stop(src.pipe);
+    vfmig__pipeline_stop(src.pipe);
     src.pipe = NULL;
     src.ops->stop_tracking(src.dev);
     src.ops->end(src.dev);
@@ -661,10 +661,10 @@ int vfmig_source_run(vfmig_session *s, vfmig_link *link)
 
 out_fail:
     if (!atomic_load(&s->failed))
-        vfmig_fail(s, rc, "%s", vfmig_strerror(rc));
+        vfmig__fail(s, rc, "%s", vfmig_strerror(rc));
     rc = s->status;
     rollback(&src);
-    vfmig_pipeline_stop(src.pipe);
+    vfmig__pipeline_stop(src.pipe);
     src.pipe = NULL;
     if (src.tracking)
         src.ops->stop_tracking(src.dev);
@@ -672,11 +672,11 @@ out_fail:
         src.ops->end(src.dev);
 out_free:
     if (rc && !atomic_load(&s->failed))
-        vfmig_fail(s, rc, "%s", vfmig_strerror(rc));
+        vfmig__fail(s, rc, "%s", vfmig_strerror(rc));
     if (rc)
         rc = s->status;
-    vfmig_pipeline_stop(src.pipe);
-    vfmig_pinner_destroy(src.pinner);
+    vfmig__pipeline_stop(src.pipe);
+    vfmig__pinner_destroy(src.pinner);
     for (uint32_t r = 0; r < s->dev.nranges; r++) {
         free(src.bm[r]);
         free(src.peek[r]);

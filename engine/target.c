@@ -47,7 +47,7 @@ typedef struct target {
  * data streams' receivers watch the source's liveness instead. */
 static int recv_control(target *t, vfmig_frame *f, const char *awaiting, bool patient)
 {
-    return vfmig_recv_control(t->s, t->link, f, t->ctl, t->ctl_cap, awaiting, "source", patient);
+    return vfmig__recv_control(t->s, t->link, f, t->ctl, t->ctl_cap, awaiting, "source", patient);
 }
 
 /* Collects a chunked state blob (IMMUTABLE or MUTABLE): chunk must continue at *got. */
@@ -57,15 +57,15 @@ static int blob_chunk(target *t, const vfmig_frame *f, uint8_t **blob, uint64_t 
     vfmig_session *s = t->s;
     if (!*blob) {
         if (f->aux > VFMIG_MAX_STATE_BYTES || (expect_size != UINT64_MAX && f->aux != expect_size))
-            return vfmig_fail(s, VFMIG_EPROTO, "%s state of %" PRIu64 " bytes refused", what, f->aux);
+            return vfmig__fail(s, VFMIG_EPROTO, "%s state of %" PRIu64 " bytes refused", what, f->aux);
         *blob = malloc(f->aux ? f->aux : 1);
         if (!*blob)
-            return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for %s state", what);
+            return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for %s state", what);
         *size = f->aux;
         *got = 0;
     }
     if (f->aux != *size || f->page != *got || f->len > *size - *got)
-        return vfmig_fail(s, VFMIG_EPROTO, "%s state chunk at %" PRIu64 " (+%u of %" PRIu64 ") out of order",
+        return vfmig__fail(s, VFMIG_EPROTO, "%s state chunk at %" PRIu64 " (+%u of %" PRIu64 ") out of order",
                           what, f->page, f->len, f->aux);
     memcpy(*blob + *got, t->ctl, f->len);
     *got += f->len;
@@ -74,8 +74,8 @@ static int blob_chunk(target *t, const vfmig_frame *f, uint8_t **blob, uint64_t 
 
 static int refuse(target *t, int type, int status, const char *msg)
 {
-    vfmig_send_status(t->link, 0, type, status, msg);
-    return vfmig_fail(t->s, status, "%s", msg);
+    vfmig__send_status(t->link, 0, type, status, msg);
+    return vfmig__fail(t->s, status, "%s", msg);
 }
 
 /* The session's keys as a ring: the key, and a second one accepted during a rotation. */
@@ -104,7 +104,7 @@ static int hello_and_auth(target *t, bool *authed)
         return rc;
     if (f.type != VFMIG_F_HELLO)
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EPROTO, "handshake: expected HELLO");
-    if ((rc = vfmig_hello_decode_first(t->ctl, f.len, &t->hello, err, sizeof(err))))
+    if ((rc = vfmig__hello_decode_first(t->ctl, f.len, &t->hello, err, sizeof(err))))
         return refuse(t, VFMIG_F_HELLO_ACK, rc, err);
     bool auth = t->hello.flags & VFMIG_HELLO_FLAG_AUTH;
     if (s->psk_len && !auth)
@@ -116,29 +116,29 @@ static int hello_and_auth(target *t, bool *authed)
     if (s->params[VFMIG_P_ENCRYPT] && !(t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT))
         return refuse(t, VFMIG_F_HELLO_ACK, VFMIG_EAUTH,
                       "this target requires an encrypted link and the source did not ask for one");
-    size_t bound = vfmig_codec_bound(t->hello.batch_bytes);
+    size_t bound = vfmig__codec_bound(t->hello.batch_bytes);
     if (bound < t->ctl_cap)
         bound = t->ctl_cap;
     *authed = auth;
     if (!auth) {
-        vfmig_link_set_max_payload(t->link, bound);
+        vfmig__link_set_max_payload(t->link, bound);
         return VFMIG_OK;
     }
     vfmig_keyring ring;
     session_keyring(s, &ring);
-    rc = vfmig_auth_target(t->link, &ring, t->ctl, f.len, t->hello.nonce, t->hello.key_id,
+    rc = vfmig__auth_target(t->link, &ring, t->ctl, f.len, t->hello.nonce, t->hello.key_id,
                            (t->hello.flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0, (int)s->params[VFMIG_P_TIMEOUT_MS],
                            bound, err, sizeof(err));
     explicit_bzero(&ring, sizeof(ring));
     if (rc)
-        return vfmig_fail(s, rc, "%s", err);
+        return vfmig__fail(s, rc, "%s", err);
     /* The VF's layout, keyed, now that the source proved the key. */
     vfmig_hello first = t->hello;
     if ((rc = recv_control(t, &f, "the VF's layout", false)))
         return rc;
     if (f.type != VFMIG_F_LAYOUT)
         return refuse(t, VFMIG_F_ABORT, VFMIG_EPROTO, "handshake: expected the VF's layout after authentication");
-    if ((rc = vfmig_hello_decode_layout(t->ctl, f.len, &first, &t->hello, err, sizeof(err))))
+    if ((rc = vfmig__hello_decode_layout(t->ctl, f.len, &first, &t->hello, err, sizeof(err))))
         return refuse(t, VFMIG_F_ABORT, rc, err);
     return VFMIG_OK;
 }
@@ -158,14 +158,14 @@ static int handshake(target *t)
     }
     /* Only now the layout: an unauthenticated peer learns nothing of this VF from a refusal. */
     int ack_type = authed ? VFMIG_F_ABORT : VFMIG_F_HELLO_ACK;
-    if ((rc = vfmig_hello_match_layout(&t->hello, s->page_size, s->dev.nranges, s->ranges, err, sizeof(err))))
+    if ((rc = vfmig__hello_match_layout(&t->hello, s->page_size, s->dev.nranges, s->ranges, err, sizeof(err))))
         return refuse(t, ack_type, rc, err);
     if (t->hello.nstreams != t->nstreams) {
         snprintf(err, sizeof(err), "handshake: source uses %u data streams, link has %u", t->hello.nstreams, t->nstreams);
         return refuse(t, ack_type, VFMIG_EPROTO, err);
     }
-    if (!authed && (rc = vfmig_send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, "")))
-        return vfmig_fail(s, rc, "sending handshake reply: %s", vfmig_link_stream_error(t->link, 0));
+    if (!authed && (rc = vfmig__send_status(t->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, "")))
+        return vfmig__fail(s, rc, "sending handshake reply: %s", vfmig__link_stream_error(t->link, 0));
 
     uint8_t *imm = NULL;
     uint64_t size = 0, got = 0;
@@ -196,8 +196,8 @@ static int handshake(target *t)
     pthread_mutex_lock(&s->lock);
     s->stats.immutable_bytes = size;
     pthread_mutex_unlock(&s->lock);
-    if ((rc = vfmig_send_status(t->link, 0, VFMIG_F_IMM_ACK, VFMIG_OK, "")))
-        return vfmig_fail(s, rc, "sending immutable state verdict: %s", vfmig_link_stream_error(t->link, 0));
+    if ((rc = vfmig__send_status(t->link, 0, VFMIG_F_IMM_ACK, VFMIG_OK, "")))
+        return vfmig__fail(s, rc, "sending immutable state verdict: %s", vfmig__link_stream_error(t->link, 0));
     return VFMIG_OK;
 }
 
@@ -207,10 +207,10 @@ static int device_digest(vfmig_session *s, vfmig_digest *d)
 {
     void *scratch = malloc((size_t)s->page_size);
     if (!scratch)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory for verification");
-    int rc = vfmig_image_device_digest(&s->dev, s->range_base, s->page_shift, scratch, d);
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for verification");
+    int rc = vfmig__image_device_digest(&s->dev, s->range_base, s->page_shift, scratch, d);
     free(scratch);
-    return rc ? vfmig_dev_fail(s, rc, "read (full verification)") : VFMIG_OK;
+    return rc ? vfmig__dev_fail(s, rc, "read (full verification)") : VFMIG_OK;
 }
 
 /*
@@ -221,32 +221,32 @@ static int device_digest(vfmig_session *s, vfmig_digest *d)
 static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t *full_ns, uint64_t *restore_ns)
 {
     vfmig_session *s = t->s;
-    uint64_t t0 = vfmig_now_ns();
+    uint64_t t0 = vfmig__now_ns();
     uint64_t deadline = t0 + (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
     bool full = f->len == 16;
     if (f->len != 0 && !full)
-        return vfmig_fail(s, VFMIG_EPROTO, "COMMIT with a %u-byte payload", f->len);
+        return vfmig__fail(s, VFMIG_EPROTO, "COMMIT with a %u-byte payload", f->len);
     if (!full && s->params[VFMIG_P_VERIFY] == VFMIG_VERIFY_FULL)
-        return vfmig_fail(s, VFMIG_EPROTO, "this target verifies the whole VRAM and the source sent no digest of it "
+        return vfmig__fail(s, VFMIG_EPROTO, "this target verifies the whole VRAM and the source sent no digest of it "
                                            "(set full verification on the source too)");
-    vfmig_receive_commit(t->rx, f->round);
-    uint32_t completed = vfmig_receive_wait(t->rx, f->round + 1, deadline);
-    if (vfmig_should_stop(s))
+    vfmig__receive_commit(t->rx, f->round);
+    uint32_t completed = vfmig__receive_wait(t->rx, f->round + 1, deadline);
+    if (vfmig__should_stop(s))
         return s->status;
     if (completed != f->round + 1)
-        return vfmig_fail(s, completed < f->round + 1 ? VFMIG_ETIMEDOUT : VFMIG_EPROTO,
+        return vfmig__fail(s, completed < f->round + 1 ? VFMIG_ETIMEDOUT : VFMIG_EPROTO,
                           "COMMIT for round %u, but %u rounds arrived complete", f->round, completed);
-    uint64_t seen = vfmig_receive_pages_seen(t->rx);
+    uint64_t seen = vfmig__receive_pages_seen(t->rx);
     if (seen != s->npages)
-        return vfmig_fail(s, VFMIG_EPROTO, "incomplete image: %" PRIu64 " of %" PRIu64 " pages arrived", seen, s->npages);
+        return vfmig__fail(s, VFMIG_EPROTO, "incomplete image: %" PRIu64 " of %" PRIu64 " pages arrived", seen, s->npages);
     if (!t->mut || t->mut_got != t->mut_size)
-        return vfmig_fail(s, VFMIG_EPROTO, "COMMIT before the whole mutable state arrived");
+        return vfmig__fail(s, VFMIG_EPROTO, "COMMIT before the whole mutable state arrived");
     vfmig_digest d;
-    vfmig_receive_digest(t->rx, &d);
+    vfmig__receive_digest(t->rx, &d);
     if (d.lo != f->page || d.hi != f->aux)
-        return vfmig_fail(s, VFMIG_EDIGEST, "image digest %016" PRIx64 "%016" PRIx64 " differs from the source's %016" PRIx64 "%016" PRIx64,
+        return vfmig__fail(s, VFMIG_EDIGEST, "image digest %016" PRIx64 "%016" PRIx64 " differs from the source's %016" PRIx64 "%016" PRIx64,
                           d.hi, d.lo, f->aux, f->page);
-    uint64_t t1 = vfmig_now_ns();
+    uint64_t t1 = vfmig__now_ns();
     if (full) {
         vfmig_digest dev;
         int rc = device_digest(s, &dev);
@@ -254,17 +254,17 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
             return rc;
         uint64_t lo = vfmig_get_u64(t->ctl), hi = vfmig_get_u64(t->ctl + 8);
         if (dev.lo != lo || dev.hi != hi)
-            return vfmig_fail(s, VFMIG_EDIGEST, "VRAM re-read after the last page differs from the source's VRAM "
+            return vfmig__fail(s, VFMIG_EDIGEST, "VRAM re-read after the last page differs from the source's VRAM "
                                                 "(digest %016" PRIx64 "%016" PRIx64 " against %016" PRIx64 "%016" PRIx64 ")",
                               dev.hi, dev.lo, hi, lo);
     }
-    uint64_t t2 = vfmig_now_ns();
+    uint64_t t2 = vfmig__now_ns();
     *full_ns = full ? t2 - t1 : 0;
     *verify_ns = t2 - t0;
     int rc;
     if ((rc = t->ops->restore_mutable(t->dev, t->mut, t->mut_size)))
-        return vfmig_dev_fail(s, rc, "restore_mutable");
-    *restore_ns = vfmig_now_ns() - t2;
+        return vfmig__dev_fail(s, rc, "restore_mutable");
+    *restore_ns = vfmig__now_ns() - t2;
     return VFMIG_OK;
 }
 
@@ -280,9 +280,9 @@ static int send_verdict(target *t, int status, uint64_t verify_ns, uint64_t rest
     memcpy(buf + VFMIG_VERDICT_HDR, msg, n);
     vfmig_frame f = {.type = VFMIG_F_VERDICT, .len = (uint32_t)(VFMIG_VERDICT_HDR + n), .aux = (uint64_t)(int64_t)status};
     pthread_mutex_lock(&t->ctl_tx);
-    int rc = vfmig_link_send(t->link, 0, &f, buf);
+    int rc = vfmig__link_send(t->link, 0, &f, buf);
     if (!rc)
-        rc = vfmig_link_flush(t->link, 0);
+        rc = vfmig__link_flush(t->link, 0);
     pthread_mutex_unlock(&t->ctl_tx);
     return rc;
 }
@@ -297,15 +297,15 @@ static int serve(target *t)
             return rc;
         if (f.type == VFMIG_F_MUTABLE) {
             if (!t->mut) {
-                t->t_blackout = vfmig_now_ns();
-                vfmig_set_phase(s, VFMIG_PHASE_BLACKOUT);
+                t->t_blackout = vfmig__now_ns();
+                vfmig__set_phase(s, VFMIG_PHASE_BLACKOUT);
             }
             if ((rc = blob_chunk(t, &f, &t->mut, &t->mut_size, &t->mut_got, UINT64_MAX, "mutable")))
                 return rc;
             continue;
         }
         if (f.type != VFMIG_F_COMMIT)
-            return vfmig_fail(s, VFMIG_EPROTO, "unexpected frame type %u on the control stream", f.type);
+            return vfmig__fail(s, VFMIG_EPROTO, "unexpected frame type %u on the control stream", f.type);
         uint64_t verify_ns = 0, full_ns = 0, restore_ns = 0;
         rc = commit(t, &f, &verify_ns, &full_ns, &restore_ns);
         if (rc) {
@@ -320,26 +320,26 @@ static int serve(target *t)
         s->stats.rounds = f.round; /* pre-copy rounds; the final one is the blackout pass */
         pthread_mutex_unlock(&s->lock);
         if ((rc = send_verdict(t, VFMIG_OK, verify_ns, restore_ns, full_ns, "")))
-            return vfmig_fail(s, rc, "sending the verdict: %s", vfmig_link_stream_error(t->link, 0));
+            return vfmig__fail(s, rc, "sending the verdict: %s", vfmig__link_stream_error(t->link, 0));
         if ((rc = recv_control(t, &f, "GO", false)))
             return rc;
         if (f.type != VFMIG_F_GO)
-            return vfmig_fail(s, VFMIG_EPROTO, "expected GO, got frame type %u", f.type);
+            return vfmig__fail(s, VFMIG_EPROTO, "expected GO, got frame type %u", f.type);
         /* A receiver may have refused a frame since the verdict: then the image is not the one
          * verified, and the VF must not run here. */
-        if (vfmig_should_stop(s))
+        if (vfmig__should_stop(s))
             return s->status;
         if ((rc = t->ops->resume(t->dev)))
-            return vfmig_dev_fail(s, rc, "resume");
+            return vfmig__dev_fail(s, rc, "resume");
         t->resumed = true;
         pthread_mutex_lock(&s->lock);
-        s->stats.blackout_ns = vfmig_now_ns() - (t->t_blackout ? t->t_blackout : vfmig_now_ns());
+        s->stats.blackout_ns = vfmig__now_ns() - (t->t_blackout ? t->t_blackout : vfmig__now_ns());
         pthread_mutex_unlock(&s->lock);
         vfmig_frame ack = {.type = VFMIG_F_GO_ACK};
         pthread_mutex_lock(&t->ctl_tx);
-        rc = vfmig_link_send(t->link, 0, &ack, NULL);
+        rc = vfmig__link_send(t->link, 0, &ack, NULL);
         if (!rc)
-            rc = vfmig_link_flush(t->link, 0);
+            rc = vfmig__link_flush(t->link, 0);
         pthread_mutex_unlock(&t->ctl_tx);
         /* The VF runs here now whatever becomes of the link: a lost GO_ACK leaves the source in
          * doubt, paused, which is safe. */
@@ -347,11 +347,11 @@ static int serve(target *t)
     }
 }
 
-int vfmig_target_run(vfmig_session *s, vfmig_link *link)
+int vfmig__target_run(vfmig_session *s, vfmig_link *link)
 {
     target *t = calloc(1, sizeof(*t));
     if (!t)
-        return vfmig_fail(s, VFMIG_ENOMEM, "out of memory");
+        return vfmig__fail(s, VFMIG_ENOMEM, "out of memory");
     t->s = s;
     t->link = link;
     t->ops = s->dev.ops;
@@ -362,19 +362,19 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     pthread_mutex_init(&t->ctl_tx, NULL);
     int rc = VFMIG_OK;
     if (!t->ctl) {
-        rc = vfmig_fail(s, VFMIG_ENOMEM, "out of memory");
+        rc = vfmig__fail(s, VFMIG_ENOMEM, "out of memory");
         goto out;
     }
     char perr[128], nic[64] = "";
-    vfmig_link_local_ifname(link, nic, sizeof(nic));
-    if ((rc = vfmig_pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &t->pinner, perr,
+    vfmig__link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig__pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &t->pinner, perr,
                                   sizeof(perr)))) {
-        rc = vfmig_fail(s, rc, "pinning: %s", perr);
+        rc = vfmig__fail(s, rc, "pinning: %s", perr);
         goto out;
     }
-    vfmig_set_phase(s, VFMIG_PHASE_HANDSHAKE);
+    vfmig__set_phase(s, VFMIG_PHASE_HANDSHAKE);
     if ((rc = t->ops->prepare(t->dev, VFMIG_ROLE_TARGET))) {
-        rc = vfmig_dev_fail(s, rc, "prepare");
+        rc = vfmig__dev_fail(s, rc, "prepare");
         goto out;
     }
     t->prepared = true;
@@ -384,28 +384,28 @@ int vfmig_target_run(vfmig_session *s, vfmig_link *link)
     s->stats.streams = t->nstreams;
     s->stats.verify = (uint32_t)s->params[VFMIG_P_VERIFY];
     pthread_mutex_unlock(&s->lock);
-    vfmig_set_phase(s, VFMIG_PHASE_PRECOPY);
+    vfmig__set_phase(s, VFMIG_PHASE_PRECOPY);
     vfmig_receive_cfg rc_cfg = {.s = s, .link = link, .nstreams = t->nstreams, .batch_bytes = t->hello.batch_bytes,
                                 .verify = (int)s->params[VFMIG_P_VERIFY], .pinner = t->pinner, .ctl_tx = &t->ctl_tx};
-    if ((rc = vfmig_receive_start(&rc_cfg, &t->rx)))
+    if ((rc = vfmig__receive_start(&rc_cfg, &t->rx)))
         goto out;
     rc = serve(t);
 
 out:
-    if (!t->resumed && (rc || vfmig_should_stop(s))) {
-        vfmig_find_peer_abort(s, link, t->ctl, t->ctl_cap, "source");
+    if (!t->resumed && (rc || vfmig__should_stop(s))) {
+        vfmig__find_peer_abort(s, link, t->ctl, t->ctl_cap, "source");
         rc = s->failed ? s->status : rc;
         /* Tell the source, unless it is the one that aborted. */
         if (rc != VFMIG_EABORTED) {
             pthread_mutex_lock(&t->ctl_tx);
-            vfmig_send_status(link, 0, VFMIG_F_ABORT, rc, s->err);
+            vfmig__send_status(link, 0, VFMIG_F_ABORT, rc, s->err);
             pthread_mutex_unlock(&t->ctl_tx);
         }
     }
-    vfmig_link_interrupt(link);
+    vfmig__link_interrupt(link);
     vfmig_round_stats tot = {0};
-    uint32_t completed = t->rx ? vfmig_receive_completed(t->rx) : 0;
-    vfmig_receive_stop(t->rx, &tot);
+    uint32_t completed = t->rx ? vfmig__receive_completed(t->rx) : 0;
+    vfmig__receive_stop(t->rx, &tot);
     pthread_mutex_lock(&s->lock);
     vfmig_stats *st = &s->stats;
     if (!st->rounds && completed)
@@ -435,7 +435,7 @@ out:
     }
     if (t->prepared)
         t->ops->end(t->dev);
-    vfmig_pinner_destroy(t->pinner);
+    vfmig__pinner_destroy(t->pinner);
     pthread_mutex_destroy(&t->ctl_tx);
     free(t->ctl);
     free(t->mut);

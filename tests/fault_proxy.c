@@ -241,7 +241,7 @@ static int parse(fp_conn *c, int dir)
         if (avail < VFMIG_FRAME_HDR_BYTES)
             break;
         vfmig_frame f;
-        if (vfmig_frame_unpack(b, VFMIG_FRAME_MAX_PAYLOAD, &f, NULL)) {
+        if (vfmig__frame_unpack(b, VFMIG_FRAME_MAX_PAYLOAD, &f, NULL)) {
             d->raw = true; /* not a frame: stop interpreting, keep forwarding */
             continue;
         }

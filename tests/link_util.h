@@ -101,8 +101,8 @@ static inline void run_roundtrip(vfmig_link *a, vfmig_link *b, unsigned n, uint6
         pthread_join(tr[i], NULL);
         if (xs[i].status || xr[i].status)
             T_FAIL("streams=%u stream %u: send %d recv %d (%s / %s)", n, xs[i].stream, xs[i].status,
-                   xr[i].status, vfmig_link_stream_error(xs[i].l, xs[i].stream),
-                   vfmig_link_stream_error(xr[i].l, xr[i].stream));
+                   xr[i].status, vfmig__link_stream_error(xs[i].l, xs[i].stream),
+                   vfmig__link_stream_error(xr[i].l, xr[i].stream));
     }
 }
 

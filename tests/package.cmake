@@ -1,7 +1,7 @@
 # Packaging: the exported ABI of libvfmig.so, the bash completion, the JSON schema of the CLI.
 if(VFMIG_BUILD_SHARED)
   add_test(NAME abi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_abi.sh ${PROJECT_SOURCE_DIR}/include
-           ${PROJECT_SOURCE_DIR}/include/vfmig.map $<TARGET_FILE:vfmig_shared>)
+           ${PROJECT_SOURCE_DIR}/include/vfmig.map $<TARGET_FILE:vfmig_shared> $<TARGET_FILE:vfmig>)
   set_tests_properties(abi PROPERTIES TIMEOUT 30 SKIP_RETURN_CODE 77 LABELS package)
 endif()
 add_test(NAME completion COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_completion.sh

@@ -5,7 +5,7 @@
 # vfmig_N.M version node (so every dynamic symbol, nodes included, starts with vfmig_); the
 # library has a SONAME. Any drift fails and names the symbols.
 set -u
-INC=$1 MAP=$2 SO=$3
+INC=$1 MAP=$2 SO=$3 AR=${4:-}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -45,6 +45,15 @@ cmp_sets() { # A B name-of-A name-of-B
 cmp_sets "$TMP/header" "$TMP/map" "the headers" "$MAP" ||
     fail "headers and version script differ (add new functions to a new node of $MAP)"
 cmp_sets "$TMP/header" "$TMP/so" "the headers" "nm -D $SO" || fail "headers and the library's exports differ"
+
+# The static library: its global symbols are the API and internals named vfmig__* only, so an
+# embedder linking libvfmig.a cannot collide with them or mistake one for the API.
+if [ -n "$AR" ]; then
+    nm --defined-only -g "$AR" 2>/dev/null | awk '$2 ~ /^[TDBRCVW]$/ {print $3}' | sort -u >"$TMP/ar"
+    # (DW.ref.*: the C++ runtime's references the CUDA object carries.)
+    grep -v -e '^vfmig__' -e '^DW\.ref\.' "$TMP/ar" | comm -23 - "$TMP/header" >"$TMP/ar_bad"
+    [ -s "$TMP/ar_bad" ] && fail "libvfmig.a defines symbols that are neither API nor vfmig__*: $(tr '\n' ' ' <"$TMP/ar_bad")"
+fi
 
 if command -v readelf >/dev/null; then
     readelf -d "$SO" | grep -q 'SONAME.*libvfmig\.so\.[0-9]' || fail "no SONAME libvfmig.so.N"

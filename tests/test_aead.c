@@ -25,22 +25,22 @@ static void fill(uint8_t *p, size_t n, uint64_t seed)
 }
 
 static uint8_t key1[32], key2[32], key3[32];
-/* 1: the same cases with integrity only (vfmig_link_enable_mac: Poly1305 tags, payload in clear). */
+/* 1: the same cases with integrity only (vfmig__link_enable_mac: Poly1305 tags, payload in clear). */
 static int mac_mode;
 
 static int enable(vfmig_link *l, const uint8_t *tx, const uint8_t *rx)
 {
-    return mac_mode ? vfmig_link_enable_mac(l, tx, rx) : vfmig_link_enable_aead(l, tx, rx);
+    return mac_mode ? vfmig__link_enable_mac(l, tx, rx) : vfmig__link_enable_aead(l, tx, rx);
 }
 
 /* Pair with encryption on both ends, keys crosswise. */
 static void make_sealed_pair(unsigned n, vfmig_link **a, vfmig_link **b)
 {
     make_pair(n, a, b);
-    ASSERT_TRUE(!vfmig_link_aead_enabled(*a));
+    ASSERT_TRUE(!vfmig__link_aead_enabled(*a));
     ASSERT_OK(enable(*a, key1, key2));
     ASSERT_OK(enable(*b, key2, key1));
-    ASSERT_TRUE(vfmig_link_aead_enabled(*a) && vfmig_link_aead_enabled(*b));
+    ASSERT_TRUE(vfmig__link_aead_enabled(*a) && vfmig__link_aead_enabled(*b));
 }
 
 static void close_pair(vfmig_link *a, vfmig_link *b)
@@ -69,10 +69,10 @@ static void *sender(void *p)
                    sizes[k] < 70000 ? 0 : sizes[k] - 70000);
             vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = 1, .flags = (uint16_t)k, .len = sizes[k],
                              .round = r, .npages = k, .page = s, .aux = x->stream};
-            x->status = vfmig_link_send(x->l, x->stream, &f, buf);
+            x->status = vfmig__link_send(x->l, x->stream, &f, buf);
         }
     if (!x->status)
-        x->status = vfmig_link_flush(x->l, x->stream);
+        x->status = vfmig__link_flush(x->l, x->stream);
     free(buf);
     return NULL;
 }
@@ -84,7 +84,7 @@ static void *receiver(void *p)
     for (unsigned r = 0; r < ROUNDS && !x->status; r++)
         for (unsigned k = 0; k < NSIZES && !x->status; k++) {
             vfmig_frame f;
-            x->status = vfmig_link_recv(x->l, x->stream, &f, buf, BIG, 5000);
+            x->status = vfmig__link_recv(x->l, x->stream, &f, buf, BIG, 5000);
             if (x->status)
                 break;
             uint64_t s = x->seed + x->stream * 1000 + r * 100 + k;
@@ -110,8 +110,8 @@ static void roundtrip(unsigned n, uint64_t seed)
     uint64_t per_stream = 0;
     for (unsigned k = 0; k < NSIZES; k++)
         per_stream += HDR + sizes[k] + TAG;
-    ASSERT_TRUE(vfmig_link_bytes_sent(a) == per_stream * ROUNDS * (n + 1));
-    ASSERT_TRUE(vfmig_link_bytes_sent(b) == per_stream * ROUNDS * 2);
+    ASSERT_TRUE(vfmig__link_bytes_sent(a) == per_stream * ROUNDS * (n + 1));
+    ASSERT_TRUE(vfmig__link_bytes_sent(b) == per_stream * ROUNDS * 2);
     /* Enabling twice is refused (the counters would restart under the same keys). */
     ASSERT_EQ(enable(a, key1, key2), VFMIG_EINVAL);
     close_pair(a, b);
@@ -168,22 +168,22 @@ static void capture(vfmig_link *a, vfmig_link *b, unsigned s, const vfmig_frame 
                     wire_frame *w)
 {
     ASSERT_TRUE(f->len <= 4096);
-    ASSERT_OK(vfmig_link_send(a, s, f, pay));
-    ASSERT_OK(vfmig_link_flush(a, s));
+    ASSERT_OK(vfmig__link_send(a, s, f, pay));
+    ASSERT_OK(vfmig__link_flush(a, s));
     w->n = HDR + f->len + TAG;
-    raw_read(vfmig_tcp_stream_fd(b, s), w->bytes, w->n);
+    raw_read(vfmig__tcp_stream_fd(b, s), w->bytes, w->n);
     ASSERT_EQ(vfmig_get_u32(w->bytes + 4), f->len + TAG);
 }
 
 static void inject(vfmig_link *a, unsigned s, const void *bytes, size_t n)
 {
-    raw_write(vfmig_tcp_stream_fd(a, s), bytes, n);
+    raw_write(vfmig__tcp_stream_fd(a, s), bytes, n);
 }
 
 static int recv_into(vfmig_link *b, unsigned s, vfmig_frame *g, uint8_t *buf, size_t cap)
 {
     memset(buf, 0xee, cap);
-    return vfmig_link_recv(b, s, g, buf, cap, 2000);
+    return vfmig__link_recv(b, s, g, buf, cap, 2000);
 }
 
 static void expect_auth_fail(vfmig_link *b, unsigned s, uint8_t *buf, size_t cap, const char *what)
@@ -192,9 +192,9 @@ static void expect_auth_fail(vfmig_link *b, unsigned s, uint8_t *buf, size_t cap
     ASSERT_EQ(recv_into(b, s, &g, buf, cap), VFMIG_EAUTH);
     char want[64];
     snprintf(want, sizeof(want), "stream %u: frame failed authentication", s);
-    if (!strstr(vfmig_link_stream_error(b, s), want))
-        T_FAIL("%s: error \"%s\"", what, vfmig_link_stream_error(b, s));
-    fprintf(stderr, "  %s -> %s\n", what, vfmig_link_stream_error(b, s));
+    if (!strstr(vfmig__link_stream_error(b, s), want))
+        T_FAIL("%s: error \"%s\"", what, vfmig__link_stream_error(b, s));
+    fprintf(stderr, "  %s -> %s\n", what, vfmig__link_stream_error(b, s));
     /* Unauthenticated plaintext is not left in the caller's buffer. */
     for (size_t i = 0; i < cap && i < 64; i++)
         ASSERT_EQ(buf[i], 0);
@@ -237,22 +237,22 @@ static void test_tamper(unsigned n)
     inject(a, s, x.bytes, x.n);
     vfmig_frame h;
     ASSERT_EQ(recv_into(b, s, &g, buf, sizeof(buf)), VFMIG_ECHECKSUM);
-    fprintf(stderr, "  ciphertext bit flipped -> %s\n", vfmig_link_stream_error(b, s));
-    ASSERT_OK(vfmig_frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
-    vfmig_frame_pack(&h, x.bytes + HDR, x.bytes);
+    fprintf(stderr, "  ciphertext bit flipped -> %s\n", vfmig__link_stream_error(b, s));
+    ASSERT_OK(vfmig__frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
+    vfmig__frame_pack(&h, x.bytes + HDR, x.bytes);
     inject(a, s, x.bytes, x.n);
     expect_auth_fail(b, s, buf, sizeof(buf), "ciphertext bit flipped, checksum recomputed");
     /* The tag itself altered, checksum recomputed. */
     x = w1;
     x.bytes[x.n - 1] ^= 0x80;
-    vfmig_frame_pack(&h, x.bytes + HDR, x.bytes);
+    vfmig__frame_pack(&h, x.bytes + HDR, x.bytes);
     inject(a, s, x.bytes, x.n);
     expect_auth_fail(b, s, buf, sizeof(buf), "tag altered, checksum recomputed");
     /* Header fields changed (each in turn), checksum recomputed: the header is the AAD. */
     static const char *const fields[] = {"page", "round", "aux", "type", "codec", "flags"};
     for (int field = 0; field < 6; field++) {
         x = w1;
-        ASSERT_OK(vfmig_frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
+        ASSERT_OK(vfmig__frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
         switch (field) {
         case 0: h.page ^= 1; break;
         case 1: h.round++; break;
@@ -261,7 +261,7 @@ static void test_tamper(unsigned n)
         case 4: h.codec = 2; break;
         default: h.flags = 2; break; /* not 1: VFMIG_FRAME_FLAG_UNCHECKED changes what the checksum covers */
         }
-        vfmig_frame_pack(&h, x.bytes + HDR, x.bytes);
+        vfmig__frame_pack(&h, x.bytes + HDR, x.bytes);
         inject(a, s, x.bytes, x.n);
         char what[64];
         snprintf(what, sizeof(what), "header %s changed, checksum recomputed", fields[field]);
@@ -269,11 +269,11 @@ static void test_tamper(unsigned n)
     }
     /* Truncated ciphertext with the length and checksum fixed up. */
     x = w1;
-    ASSERT_OK(vfmig_frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
+    ASSERT_OK(vfmig__frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
     memmove(x.bytes + HDR + 50, x.bytes + HDR + 51, x.n - HDR - 51);
     h.len--;
     x.n--;
-    vfmig_frame_pack(&h, x.bytes + HDR, x.bytes);
+    vfmig__frame_pack(&h, x.bytes + HDR, x.bytes);
     inject(a, s, x.bytes, x.n);
     expect_auth_fail(b, s, buf, sizeof(buf), "ciphertext shortened, length and checksum fixed");
 
@@ -295,13 +295,13 @@ static void test_tamper(unsigned n)
     capture(a, b, 0, &e, NULL, &w0);
     ASSERT_EQ(w0.n, HDR + TAG);
     x = w0;
-    ASSERT_OK(vfmig_frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
+    ASSERT_OK(vfmig__frame_unpack(x.bytes, VFMIG_FRAME_MAX_PAYLOAD, &h, NULL));
     h.aux = 0;
-    vfmig_frame_pack(&h, x.bytes + HDR, x.bytes);
+    vfmig__frame_pack(&h, x.bytes + HDR, x.bytes);
     inject(a, 0, x.bytes, x.n);
     expect_auth_fail(b, 0, buf, 0, "empty frame with its header changed");
     inject(a, 0, w0.bytes, w0.n);
-    ASSERT_OK(vfmig_link_recv(b, 0, &g, NULL, 0, 2000));
+    ASSERT_OK(vfmig__link_recv(b, 0, &g, NULL, 0, 2000));
     ASSERT_EQ(g.type, VFMIG_F_GO);
     ASSERT_EQ(g.aux, 5);
     ASSERT_EQ(g.len, 0);
@@ -328,22 +328,22 @@ static void test_wrong_key(void)
     uint8_t pay[64] = "secret", buf[64];
     vfmig_frame f = {.type = VFMIG_F_PAGES, .len = 64}, g;
     for (unsigned s = 0; s <= 1; s++) {
-        ASSERT_OK(vfmig_link_send(a, s, &f, pay));
-        ASSERT_OK(vfmig_link_flush(a, s));
+        ASSERT_OK(vfmig__link_send(a, s, &f, pay));
+        ASSERT_OK(vfmig__link_flush(a, s));
         expect_auth_fail(b, s, buf, sizeof(buf), "wrong key");
     }
     /* The other direction has matching keys and works. */
-    ASSERT_OK(vfmig_link_send(b, 1, &f, pay));
-    ASSERT_OK(vfmig_link_flush(b, 1));
-    ASSERT_OK(vfmig_link_recv(a, 1, &g, buf, sizeof(buf), 2000));
+    ASSERT_OK(vfmig__link_send(b, 1, &f, pay));
+    ASSERT_OK(vfmig__link_flush(b, 1));
+    ASSERT_OK(vfmig__link_recv(a, 1, &g, buf, sizeof(buf), 2000));
     ASSERT_EQ(memcmp(buf, pay, 64), 0);
     /* Crosswise mistake: both ends seal with the same key they open with. */
     close_pair(a, b);
     make_pair(1, &a, &b);
     ASSERT_OK(enable(a, key1, key2));
     ASSERT_OK(enable(b, key1, key2));
-    ASSERT_OK(vfmig_link_send(a, 1, &f, pay));
-    ASSERT_OK(vfmig_link_flush(a, 1));
+    ASSERT_OK(vfmig__link_send(a, 1, &f, pay));
+    ASSERT_OK(vfmig__link_flush(a, 1));
     expect_auth_fail(b, 1, buf, sizeof(buf), "keys not crosswise");
     close_pair(a, b);
 }
@@ -361,7 +361,7 @@ typedef struct big_recv {
 static void *big_receiver(void *p)
 {
     big_recv *r = p;
-    r->status = vfmig_link_recv(r->l, 1, &r->f, r->buf, r->cap, 5000);
+    r->status = vfmig__link_recv(r->l, 1, &r->f, r->buf, r->cap, 5000);
     return NULL;
 }
 
@@ -377,59 +377,59 @@ static void test_limits(void)
     ASSERT_OK(enable(a, key1, key2));
     ASSERT_OK(enable(b, key2, key1));
     f.len = VFMIG_AEAD_DEFAULT_CAP + 1;
-    ASSERT_EQ(vfmig_link_send(a, 1, &f, big), VFMIG_EINVAL);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), mac_mode ? "over the 4194304-byte limit of keyed links" : "over the 4194304-byte limit of encrypted links"));
-    fprintf(stderr, "  oversized send -> %s\n", vfmig_link_stream_error(a, 1));
+    ASSERT_EQ(vfmig__link_send(a, 1, &f, big), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(a, 1), mac_mode ? "over the 4194304-byte limit of keyed links" : "over the 4194304-byte limit of encrypted links"));
+    fprintf(stderr, "  oversized send -> %s\n", vfmig__link_stream_error(a, 1));
     /* Exactly the limit passes (received concurrently: it does not fit the socket buffers). */
     f.len = VFMIG_AEAD_DEFAULT_CAP;
     big_recv br = {.l = b, .buf = buf, .cap = 5u << 20};
     pthread_t t;
     pthread_create(&t, NULL, big_receiver, &br);
-    ASSERT_OK(vfmig_link_send(a, 1, &f, big));
-    ASSERT_OK(vfmig_link_flush(a, 1));
+    ASSERT_OK(vfmig__link_send(a, 1, &f, big));
+    ASSERT_OK(vfmig__link_flush(a, 1));
     pthread_join(t, NULL);
     ASSERT_OK(br.status);
     ASSERT_EQ(br.f.len, VFMIG_AEAD_DEFAULT_CAP);
     /* The receive buffer must hold the plaintext, not the ciphertext. */
     f.len = 1000;
-    ASSERT_OK(vfmig_link_send(a, 1, &f, big));
-    ASSERT_OK(vfmig_link_flush(a, 1));
-    ASSERT_OK(vfmig_link_recv(b, 1, &g, buf, 1000, 2000));
+    ASSERT_OK(vfmig__link_send(a, 1, &f, big));
+    ASSERT_OK(vfmig__link_flush(a, 1));
+    ASSERT_OK(vfmig__link_recv(b, 1, &g, buf, 1000, 2000));
     /* A raw header announcing more than the receiver's encryption buffer is refused before any
      * payload is read. */
     vfmig_frame o = {.type = VFMIG_F_PAGES, .len = (5u << 20) + TAG};
     uint8_t hdr[HDR];
-    vfmig_frame_pack(&o, big, hdr);
+    vfmig__frame_pack(&o, big, hdr);
     inject(a, 1, hdr, HDR);
-    ASSERT_EQ(vfmig_link_recv(b, 1, &g, buf, (5u << 20) + TAG, 2000), VFMIG_EPROTO);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(b, 1), mac_mode ? "limit of keyed links" : "limit of encrypted links"));
-    fprintf(stderr, "  oversized frame received -> %s\n", vfmig_link_stream_error(b, 1));
+    ASSERT_EQ(vfmig__link_recv(b, 1, &g, buf, (5u << 20) + TAG, 2000), VFMIG_EPROTO);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(b, 1), mac_mode ? "limit of keyed links" : "limit of encrypted links"));
+    fprintf(stderr, "  oversized frame received -> %s\n", vfmig__link_stream_error(b, 1));
     close_pair(a, b);
 
     /* Lowered max payload before enabling: it bounds the plaintext on both ends. */
     make_pair(1, &a, &b);
-    vfmig_link_set_max_payload(a, 1000);
-    vfmig_link_set_max_payload(b, 1000);
+    vfmig__link_set_max_payload(a, 1000);
+    vfmig__link_set_max_payload(b, 1000);
     ASSERT_OK(enable(a, key1, key2));
     ASSERT_OK(enable(b, key2, key1));
     f.len = 1001;
-    ASSERT_EQ(vfmig_link_send(a, 1, &f, big), VFMIG_EINVAL);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), mac_mode ? "over the 1000-byte limit of keyed links" : "over the 1000-byte limit of encrypted links"));
+    ASSERT_EQ(vfmig__link_send(a, 1, &f, big), VFMIG_EINVAL);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(a, 1), mac_mode ? "over the 1000-byte limit of keyed links" : "over the 1000-byte limit of encrypted links"));
     f.len = 1000;
-    ASSERT_OK(vfmig_link_send(a, 1, &f, big));
-    ASSERT_OK(vfmig_link_flush(a, 1));
-    ASSERT_OK(vfmig_link_recv(b, 1, &g, buf, 1000, 2000)); /* 1016 bytes on the wire */
+    ASSERT_OK(vfmig__link_send(a, 1, &f, big));
+    ASSERT_OK(vfmig__link_flush(a, 1));
+    ASSERT_OK(vfmig__link_recv(b, 1, &g, buf, 1000, 2000)); /* 1016 bytes on the wire */
     ASSERT_EQ(g.len, 1000);
     /* Buffer one byte short of the plaintext. */
-    ASSERT_OK(vfmig_link_send(a, 1, &f, big));
-    ASSERT_OK(vfmig_link_flush(a, 1));
-    ASSERT_EQ(vfmig_link_recv(b, 1, &g, buf, 999, 2000), VFMIG_EPROTO);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(b, 1), "1000 bytes larger than the 999-byte buffer"));
+    ASSERT_OK(vfmig__link_send(a, 1, &f, big));
+    ASSERT_OK(vfmig__link_flush(a, 1));
+    ASSERT_EQ(vfmig__link_recv(b, 1, &g, buf, 999, 2000), VFMIG_EPROTO);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(b, 1), "1000 bytes larger than the 999-byte buffer"));
     close_pair(a, b);
 
     /* Bad arguments. */
-    ASSERT_EQ(vfmig_link_enable_aead(NULL, key1, key2), VFMIG_EINVAL);
-    ASSERT_TRUE(!vfmig_link_aead_enabled(NULL));
+    ASSERT_EQ(vfmig__link_enable_aead(NULL, key1, key2), VFMIG_EINVAL);
+    ASSERT_TRUE(!vfmig__link_aead_enabled(NULL));
     free(big);
     free(buf);
 }
@@ -445,26 +445,26 @@ static void test_one_side(void)
     fill(pay, sizeof(pay), 9);
     vfmig_frame f = {.type = VFMIG_F_PAGES, .len = 200}, e = {.type = VFMIG_F_GO}, g;
     /* plain -> encrypting: no tag (short frame) or a tag that does not verify. */
-    ASSERT_OK(vfmig_link_send(b, 0, &e, NULL));
-    ASSERT_OK(vfmig_link_send(b, 1, &f, pay));
-    ASSERT_OK(vfmig_link_flush(b, 0));
-    ASSERT_OK(vfmig_link_flush(b, 1));
-    ASSERT_EQ(vfmig_link_recv(a, 0, &g, buf, sizeof(buf), 2000), VFMIG_EAUTH);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 0), "has no authentication tag"));
-    fprintf(stderr, "  plain empty frame at an encrypting end -> %s\n", vfmig_link_stream_error(a, 0));
-    ASSERT_EQ(vfmig_link_recv(a, 1, &g, buf, sizeof(buf), 2000), VFMIG_EAUTH);
-    fprintf(stderr, "  plain frame at an encrypting end -> %s\n", vfmig_link_stream_error(a, 1));
+    ASSERT_OK(vfmig__link_send(b, 0, &e, NULL));
+    ASSERT_OK(vfmig__link_send(b, 1, &f, pay));
+    ASSERT_OK(vfmig__link_flush(b, 0));
+    ASSERT_OK(vfmig__link_flush(b, 1));
+    ASSERT_EQ(vfmig__link_recv(a, 0, &g, buf, sizeof(buf), 2000), VFMIG_EAUTH);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(a, 0), "has no authentication tag"));
+    fprintf(stderr, "  plain empty frame at an encrypting end -> %s\n", vfmig__link_stream_error(a, 0));
+    ASSERT_EQ(vfmig__link_recv(a, 1, &g, buf, sizeof(buf), 2000), VFMIG_EAUTH);
+    fprintf(stderr, "  plain frame at an encrypting end -> %s\n", vfmig__link_stream_error(a, 1));
     /* encrypting -> plain: 16 bytes more than announced by the protocol, so a receiver with an
      * exact-size buffer refuses it. (With a larger buffer the link cannot tell: the engine's
      * length checks and the handshake agreeing on encryption are what catch it.) */
-    ASSERT_OK(vfmig_link_send(a, 0, &e, NULL));
-    ASSERT_OK(vfmig_link_send(a, 1, &f, pay));
-    ASSERT_OK(vfmig_link_flush(a, 0));
-    ASSERT_OK(vfmig_link_flush(a, 1));
-    ASSERT_EQ(vfmig_link_recv(b, 0, &g, NULL, 0, 2000), VFMIG_EPROTO);
-    fprintf(stderr, "  sealed empty frame at a plain end -> %s\n", vfmig_link_stream_error(b, 0));
-    ASSERT_EQ(vfmig_link_recv(b, 1, &g, buf, sizeof(buf), 2000), VFMIG_EPROTO);
-    fprintf(stderr, "  sealed frame at a plain end -> %s\n", vfmig_link_stream_error(b, 1));
+    ASSERT_OK(vfmig__link_send(a, 0, &e, NULL));
+    ASSERT_OK(vfmig__link_send(a, 1, &f, pay));
+    ASSERT_OK(vfmig__link_flush(a, 0));
+    ASSERT_OK(vfmig__link_flush(a, 1));
+    ASSERT_EQ(vfmig__link_recv(b, 0, &g, NULL, 0, 2000), VFMIG_EPROTO);
+    fprintf(stderr, "  sealed empty frame at a plain end -> %s\n", vfmig__link_stream_error(b, 0));
+    ASSERT_EQ(vfmig__link_recv(b, 1, &g, buf, sizeof(buf), 2000), VFMIG_EPROTO);
+    fprintf(stderr, "  sealed frame at a plain end -> %s\n", vfmig__link_stream_error(b, 1));
     close_pair(a, b);
 }
 
@@ -474,21 +474,21 @@ static void test_counter_end(void)
 {
     vfmig_link *a, *b;
     make_sealed_pair(1, &a, &b);
-    vfmig_aead_set_counters(a->aead, 1, UINT64_MAX - 1, 0);
-    vfmig_aead_set_counters(b->aead, 1, 0, UINT64_MAX - 1);
+    vfmig__aead_set_counters(a->aead, 1, UINT64_MAX - 1, 0);
+    vfmig__aead_set_counters(b->aead, 1, 0, UINT64_MAX - 1);
     uint8_t pay[10] = "0123456789", buf[10];
     vfmig_frame f = {.type = VFMIG_F_PAGES, .len = 10}, g;
-    ASSERT_OK(vfmig_link_send(a, 1, &f, pay)); /* the last counter value that may be used */
-    ASSERT_OK(vfmig_link_flush(a, 1));
-    ASSERT_OK(vfmig_link_recv(b, 1, &g, buf, sizeof(buf), 2000));
+    ASSERT_OK(vfmig__link_send(a, 1, &f, pay)); /* the last counter value that may be used */
+    ASSERT_OK(vfmig__link_flush(a, 1));
+    ASSERT_OK(vfmig__link_recv(b, 1, &g, buf, sizeof(buf), 2000));
     ASSERT_EQ(memcmp(buf, pay, 10), 0);
-    ASSERT_EQ(vfmig_link_send(a, 1, &f, pay), VFMIG_EPROTO);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(a, 1), "frame counter exhausted"));
-    fprintf(stderr, "  counter at 2^64-1 -> %s\n", vfmig_link_stream_error(a, 1));
+    ASSERT_EQ(vfmig__link_send(a, 1, &f, pay), VFMIG_EPROTO);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(a, 1), "frame counter exhausted"));
+    fprintf(stderr, "  counter at 2^64-1 -> %s\n", vfmig__link_stream_error(a, 1));
     /* Other streams keep their own counters. */
-    ASSERT_OK(vfmig_link_send(a, 0, &f, pay));
-    ASSERT_OK(vfmig_link_flush(a, 0));
-    ASSERT_OK(vfmig_link_recv(b, 0, &g, buf, sizeof(buf), 2000));
+    ASSERT_OK(vfmig__link_send(a, 0, &f, pay));
+    ASSERT_OK(vfmig__link_flush(a, 0));
+    ASSERT_OK(vfmig__link_recv(b, 0, &g, buf, sizeof(buf), 2000));
     close_pair(a, b);
 }
 

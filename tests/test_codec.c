@@ -73,11 +73,11 @@ static void check_canary(const uint8_t *p, size_t n)
 static size_t roundtrip(vfmig_codec_ctx *c, int codec, int level, const uint8_t *src,
                         const uint8_t *ref, size_t n)
 {
-    size_t cap = vfmig_codec_bound(n);
+    size_t cap = vfmig__codec_bound(n);
     uint8_t *enc = alloc_canary(cap);
     size_t elen = 0;
-    int rc = vfmig_encode(c, codec, level, src, n, ref, enc, cap, &elen);
-    if (codec == VFMIG_CODEC_ZERO && !vfmig_is_zero(src, n)) {
+    int rc = vfmig__encode(c, codec, level, src, n, ref, enc, cap, &elen);
+    if (codec == VFMIG_CODEC_ZERO && !vfmig__is_zero(src, n)) {
         ASSERT_EQ(rc, VFMIG_EINVAL);
         free(enc);
         return 0;
@@ -90,7 +90,7 @@ static size_t roundtrip(vfmig_codec_ctx *c, int codec, int level, const uint8_t 
     uint8_t *in = malloc(elen ? elen : 1);
     memcpy(in, enc, elen);
     uint8_t *dec = alloc_canary(n);
-    rc = vfmig_decode(c, codec, in, elen, ref, dec, n);
+    rc = vfmig__decode(c, codec, in, elen, ref, dec, n);
     if (rc)
         T_FAIL("decode %s n=%zu elen=%zu: %s", vfmig_codec_name(codec), n, elen,
                vfmig_strerror(rc));
@@ -98,7 +98,7 @@ static size_t roundtrip(vfmig_codec_ctx *c, int codec, int level, const uint8_t 
     check_canary(dec, n);
     if (codec == VFMIG_CODEC_DELTA) { /* in place: ref == dst */
         memcpy(dec, ref, n);
-        ASSERT_OK(vfmig_decode(c, codec, in, elen, dec, dec, n));
+        ASSERT_OK(vfmig__decode(c, codec, in, elen, dec, dec, n));
         ASSERT_TRUE(memcmp(dec, src, n) == 0);
         check_canary(dec, n);
     }
@@ -178,7 +178,7 @@ static void test_delta_sizes(vfmig_codec_ctx *c, uint64_t *seed)
     for (size_t i = 0; i < n; i += 9)
         ref[i] ^= 1;
     size_t alt = roundtrip(c, VFMIG_CODEC_DELTA, 0, src, ref, n);
-    ASSERT_TRUE(alt <= vfmig_codec_bound(n));
+    ASSERT_TRUE(alt <= vfmig__codec_bound(n));
     free(src);
     free(ref);
 }
@@ -216,12 +216,12 @@ static void test_delta_pages(vfmig_codec_ctx *c, uint64_t *seed)
             memcpy(c_pages[k], ref + (size_t)k * PS, PS);
         }
         size_t n_run, n_one;
-        ASSERT_OK(vfmig_delta_encode_pages(s_pages, c_pages, NP, PS, enc, 2 * PS * NP, &n_run));
-        ASSERT_OK(vfmig_encode(c, VFMIG_CODEC_DELTA, 0, src, PS * NP, ref, one, 2 * PS * NP, &n_one));
+        ASSERT_OK(vfmig__delta_encode_pages(s_pages, c_pages, NP, PS, enc, 2 * PS * NP, &n_run));
+        ASSERT_OK(vfmig__encode(c, VFMIG_CODEC_DELTA, 0, src, PS * NP, ref, one, 2 * PS * NP, &n_one));
         /* Literals end at page ends in a run: a few bytes more than one buffer at most. */
         ASSERT_TRUE(n_run <= n_one + 2 * NP);
         memcpy(dec, ref, PS * NP);
-        ASSERT_OK(vfmig_decode(c, VFMIG_CODEC_DELTA, enc, n_run, dec, dec, PS * NP));
+        ASSERT_OK(vfmig__decode(c, VFMIG_CODEC_DELTA, enc, n_run, dec, dec, PS * NP));
         ASSERT_TRUE(memcmp(dec, src, PS * NP) == 0);
         for (int k = 0; k < NP; k++)
             ASSERT_TRUE(memcmp(c_pages[k], src + (size_t)k * PS, PS) == 0);
@@ -229,7 +229,7 @@ static void test_delta_pages(vfmig_codec_ctx *c, uint64_t *seed)
         for (int k = 0; k < NP; k++)
             memcpy(c_pages[k], ref + (size_t)k * PS, PS);
         if (n_run > 1)
-            ASSERT_EQ(vfmig_delta_encode_pages(s_pages, c_pages, NP, PS, enc, n_run - 1, &n_one), VFMIG_EINVAL);
+            ASSERT_EQ(vfmig__delta_encode_pages(s_pages, c_pages, NP, PS, enc, n_run - 1, &n_one), VFMIG_EINVAL);
         free(cbuf);
     }
     free(src);
@@ -247,18 +247,18 @@ static void test_is_zero(void)
     memset(buf, 0, sizeof(buf));
     for (size_t off = 0; off < 9; off++)
         for (size_t len = 0; len + off <= 300; len++) {
-            ASSERT_TRUE(vfmig_is_zero(buf + off, len));
+            ASSERT_TRUE(vfmig__is_zero(buf + off, len));
             for (size_t pos = 0; pos < len; pos += (len > 70 ? 13 : 1)) {
                 buf[off + pos] = 1;
-                ASSERT_TRUE(!vfmig_is_zero(buf + off, len));
+                ASSERT_TRUE(!vfmig__is_zero(buf + off, len));
                 buf[off + pos] = 0;
             }
         }
     buf[0] = 1;
-    ASSERT_TRUE(vfmig_is_zero(buf + 1, 599));
+    ASSERT_TRUE(vfmig__is_zero(buf + 1, 599));
     buf[599] = 0x80;
-    ASSERT_TRUE(!vfmig_is_zero(buf + 1, 599));
-    ASSERT_TRUE(vfmig_is_zero(buf + 1, 598));
+    ASSERT_TRUE(!vfmig__is_zero(buf + 1, 599));
+    ASSERT_TRUE(vfmig__is_zero(buf + 1, 598));
 }
 
 static void test_errors(vfmig_codec_ctx *c)
@@ -267,53 +267,53 @@ static void test_errors(vfmig_codec_ctx *c)
     size_t olen;
     memset(src, 0, sizeof(src));
     src[100] = 1;
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_ZERO, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_ZERO, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
               VFMIG_EINVAL);
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_AUTO, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_AUTO, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
               VFMIG_EINVAL);
-    ASSERT_EQ(vfmig_encode(c, 99, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen), VFMIG_EINVAL);
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_DELTA, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
+    ASSERT_EQ(vfmig__encode(c, 99, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen), VFMIG_EINVAL);
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_DELTA, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
               VFMIG_EINVAL);
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_RAW, 0, src, sizeof(src), NULL, dst, 100, &olen),
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_RAW, 0, src, sizeof(src), NULL, dst, 100, &olen),
               VFMIG_EINVAL);
     /* a cap below the bound that cannot hold the output */
     for (size_t i = 0; i < sizeof(src); i++)
         src[i] = (uint8_t)(i * 2654435761u >> 13);
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_LZ4, 0, src, sizeof(src), NULL, dst, 64, &olen),
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_LZ4, 0, src, sizeof(src), NULL, dst, 64, &olen),
               VFMIG_EINVAL);
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_ZSTD, 0, src, sizeof(src), NULL, dst, 64, &olen),
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_ZSTD, 0, src, sizeof(src), NULL, dst, 64, &olen),
               VFMIG_EINVAL);
     uint8_t ref[4096] = {0};
-    ASSERT_EQ(vfmig_encode(c, VFMIG_CODEC_DELTA, 0, src, sizeof(src), ref, dst, 64, &olen),
+    ASSERT_EQ(vfmig__encode(c, VFMIG_CODEC_DELTA, 0, src, sizeof(src), ref, dst, 64, &olen),
               VFMIG_EINVAL);
     /* larger than the ctx was made for */
     vfmig_codec_ctx *small;
-    ASSERT_OK(vfmig_codec_ctx_create(1024, &small));
-    ASSERT_EQ(vfmig_encode(small, VFMIG_CODEC_LZ4, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
+    ASSERT_OK(vfmig__codec_ctx_create(1024, &small));
+    ASSERT_EQ(vfmig__encode(small, VFMIG_CODEC_LZ4, 0, src, sizeof(src), NULL, dst, sizeof(dst), &olen),
               VFMIG_EINVAL);
-    vfmig_codec_ctx_destroy(small);
-    vfmig_codec_ctx_destroy(NULL);
+    vfmig__codec_ctx_destroy(small);
+    vfmig__codec_ctx_destroy(NULL);
     /* decoders: wrong sizes */
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_RAW, src, 10, NULL, dst, 11), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_ZERO, src, 1, NULL, dst, 11), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_LZ4, src, 0, NULL, dst, 11), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, 77, src, 10, NULL, dst, 10), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_ZSTD, src, 0, NULL, dst, 10), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_RAW, src, 10, NULL, dst, 11), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_ZERO, src, 1, NULL, dst, 11), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_LZ4, src, 0, NULL, dst, 11), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, 77, src, 10, NULL, dst, 10), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_ZSTD, src, 0, NULL, dst, 10), VFMIG_ECODEC);
     /* zstd: a right frame for a different size, and trailing bytes / two frames */
     size_t n = 0;
-    ASSERT_OK(vfmig_encode(c, VFMIG_CODEC_ZSTD, 1, src, 1000, NULL, dst, sizeof(dst), &n));
+    ASSERT_OK(vfmig__encode(c, VFMIG_CODEC_ZSTD, 1, src, 1000, NULL, dst, sizeof(dst), &n));
     uint8_t out[2048];
-    ASSERT_OK(vfmig_decode(c, VFMIG_CODEC_ZSTD, dst, n, NULL, out, 1000));
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_ZSTD, dst, n, NULL, out, 999), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_ZSTD, dst, n, NULL, out, 1001), VFMIG_ECODEC);
+    ASSERT_OK(vfmig__decode(c, VFMIG_CODEC_ZSTD, dst, n, NULL, out, 1000));
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_ZSTD, dst, n, NULL, out, 999), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_ZSTD, dst, n, NULL, out, 1001), VFMIG_ECODEC);
     memcpy(dst + n, dst, n);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_ZSTD, dst, 2 * n, NULL, out, 1000), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_ZSTD, dst, n + 1, NULL, out, 1000), VFMIG_ECODEC);
-    ASSERT_OK(vfmig_encode(c, VFMIG_CODEC_LZ4, 1, src, 1000, NULL, dst, sizeof(dst), &n));
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_ZSTD, dst, 2 * n, NULL, out, 1000), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_ZSTD, dst, n + 1, NULL, out, 1000), VFMIG_ECODEC);
+    ASSERT_OK(vfmig__encode(c, VFMIG_CODEC_LZ4, 1, src, 1000, NULL, dst, sizeof(dst), &n));
     dst[n] = 0;
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_LZ4, dst, n + 1, NULL, out, 1000), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_LZ4, dst, n, NULL, out, 999), VFMIG_ECODEC);
-    ASSERT_EQ(vfmig_decode(c, VFMIG_CODEC_LZ4, dst, n, NULL, out, 1001), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_LZ4, dst, n + 1, NULL, out, 1000), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_LZ4, dst, n, NULL, out, 999), VFMIG_ECODEC);
+    ASSERT_EQ(vfmig__decode(c, VFMIG_CODEC_LZ4, dst, n, NULL, out, 1001), VFMIG_ECODEC);
 
     /* delta: hand-made hostile streams (dst_len 16) */
     static const struct { uint8_t b[16]; size_t len; int ok; } ds[] = {
@@ -337,7 +337,7 @@ static void test_errors(vfmig_codec_ctx *c)
         memset(d16 + 16, CANARY_BYTE, CANARY);
         uint8_t *in = malloc(ds[i].len);
         memcpy(in, ds[i].b, ds[i].len);
-        int rc = vfmig_decode(c, VFMIG_CODEC_DELTA, in, ds[i].len, r16, d16, 16);
+        int rc = vfmig__decode(c, VFMIG_CODEC_DELTA, in, ds[i].len, r16, d16, 16);
         if (ds[i].ok ? rc != VFMIG_OK : rc != VFMIG_ECODEC)
             T_FAIL("delta stream %zu: rc %d", i, rc);
         check_canary(d16, 16);
@@ -351,7 +351,7 @@ static void test_hostile(vfmig_codec_ctx *c, uint64_t *seed)
 {
     size_t n = 16384;
     uint8_t *src = malloc(n), *ref = malloc(n), *dec = alloc_canary(n);
-    size_t cap = vfmig_codec_bound(n);
+    size_t cap = vfmig__codec_bound(n);
     uint8_t *enc = malloc(cap);
     long errors = 0, tries = 0;
     for (int k = 0; k < K_COUNT; k++) {
@@ -361,14 +361,14 @@ static void test_hostile(vfmig_codec_ctx *c, uint64_t *seed)
         for (int ci = 0; ci < NCODECS; ci++) {
             int codec = codecs[ci];
             size_t elen;
-            if (vfmig_encode(c, codec, 0, src, n, ref, enc, cap, &elen) != VFMIG_OK)
+            if (vfmig__encode(c, codec, 0, src, n, ref, enc, cap, &elen) != VFMIG_OK)
                 continue; /* ZERO of non-zero data */
             /* truncations: every length for short streams, a sample otherwise */
             size_t step = elen > 512 ? elen / 256 : 1;
             for (size_t t = 0; t < elen; t += step) {
                 uint8_t *in = malloc(t ? t : 1);
                 memcpy(in, enc, t);
-                int rc = vfmig_decode(c, codec, in, t, ref, dec, n);
+                int rc = vfmig__decode(c, codec, in, t, ref, dec, n);
                 if (rc == VFMIG_OK && codec != VFMIG_CODEC_DELTA && codec != VFMIG_CODEC_ZERO)
                     T_FAIL("%s: truncated to %zu of %zu decoded OK", vfmig_codec_name(codec), t,
                            elen);
@@ -385,7 +385,7 @@ static void test_hostile(vfmig_codec_ctx *c, uint64_t *seed)
                 int flips = 1 + (int)(t_rand(seed) % 4);
                 for (int j = 0; j < flips; j++)
                     in[t_rand(seed) % elen] ^= (uint8_t)(1u << (t_rand(seed) % 8));
-                int rc = vfmig_decode(c, codec, in, elen, ref, dec, n);
+                int rc = vfmig__decode(c, codec, in, elen, ref, dec, n);
                 ASSERT_TRUE(rc == VFMIG_OK || rc == VFMIG_ECODEC);
                 errors += rc != VFMIG_OK;
                 tries++;
@@ -404,7 +404,7 @@ static void test_hostile(vfmig_codec_ctx *c, uint64_t *seed)
             in[0] = 0x28; in[1] = 0xb5; in[2] = 0x2f; in[3] = 0xfd;
         }
         int codec = codecs[g % NCODECS];
-        int rc = vfmig_decode(c, codec, in, len, ref, dec, n);
+        int rc = vfmig__decode(c, codec, in, len, ref, dec, n);
         ASSERT_TRUE(rc == VFMIG_OK || rc == VFMIG_ECODEC);
         check_canary(dec, n);
         free(in);
@@ -429,66 +429,66 @@ static void test_cache(void)
     vfmig_delta_cache *dc;
     uint8_t a[4096], b[4096];
     vfmig_delta_cache_stats st;
-    ASSERT_EQ(vfmig_delta_cache_create(ps, 0, 10, &dc), VFMIG_EINVAL);
-    ASSERT_OK(vfmig_delta_cache_create(4 * ps + ps / 2, ps, 100, &dc)); /* rounds down to 4 */
-    vfmig_delta_cache_get_stats(dc, &st);
+    ASSERT_EQ(vfmig__delta_cache_create(ps, 0, 10, &dc), VFMIG_EINVAL);
+    ASSERT_OK(vfmig__delta_cache_create(4 * ps + ps / 2, ps, 100, &dc)); /* rounds down to 4 */
+    vfmig__delta_cache_get_stats(dc, &st);
     ASSERT_EQ(st.capacity_pages, 4);
-    ASSERT_TRUE(!vfmig_delta_cache_get(dc, 0, b));
+    ASSERT_TRUE(!vfmig__delta_cache_get(dc, 0, b));
     for (uint64_t p = 0; p < 4; p++) {
         fill_page(a, ps, p, 0);
-        vfmig_delta_cache_put(dc, p, a);
+        vfmig__delta_cache_put(dc, p, a);
     }
     for (uint64_t p = 0; p < 3; p++) { /* hits set the reference bit of 0, 1, 2 */
-        ASSERT_TRUE(vfmig_delta_cache_get(dc, p, b));
+        ASSERT_TRUE(vfmig__delta_cache_get(dc, p, b));
         fill_page(a, ps, p, 0);
         ASSERT_TRUE(memcmp(a, b, ps) == 0);
     }
     fill_page(a, ps, 4, 0);
-    vfmig_delta_cache_put(dc, 4, a); /* CLOCK passes 0, 1, 2 and evicts 3 */
-    ASSERT_TRUE(!vfmig_delta_cache_get(dc, 3, b));
+    vfmig__delta_cache_put(dc, 4, a); /* CLOCK passes 0, 1, 2 and evicts 3 */
+    ASSERT_TRUE(!vfmig__delta_cache_get(dc, 3, b));
     for (uint64_t p = 0; p < 3; p++)
-        ASSERT_TRUE(vfmig_delta_cache_get(dc, p, b));
-    ASSERT_TRUE(vfmig_delta_cache_get(dc, 4, b));
+        ASSERT_TRUE(vfmig__delta_cache_get(dc, p, b));
+    ASSERT_TRUE(vfmig__delta_cache_get(dc, 4, b));
     ASSERT_TRUE(memcmp(a, b, ps) == 0);
-    vfmig_delta_cache_get_stats(dc, &st);
+    vfmig__delta_cache_get_stats(dc, &st);
     ASSERT_EQ(st.evictions, 1);
     ASSERT_EQ(st.pages_cached, 4);
     ASSERT_EQ(st.misses, 2);
     ASSERT_EQ(st.hits, 7);
     /* overwrite keeps one slot and the newest copy */
     fill_page(a, ps, 4, 1);
-    vfmig_delta_cache_put(dc, 4, a);
-    ASSERT_TRUE(vfmig_delta_cache_get(dc, 4, b));
+    vfmig__delta_cache_put(dc, 4, a);
+    ASSERT_TRUE(vfmig__delta_cache_get(dc, 4, b));
     ASSERT_TRUE(memcmp(a, b, ps) == 0);
     /* drop frees a slot that the next put reuses without evicting */
-    vfmig_delta_cache_drop(dc, 4);
-    vfmig_delta_cache_drop(dc, 4);
-    vfmig_delta_cache_drop(dc, 99);
-    ASSERT_TRUE(!vfmig_delta_cache_get(dc, 4, b));
-    vfmig_delta_cache_put(dc, 50, a);
-    vfmig_delta_cache_get_stats(dc, &st);
+    vfmig__delta_cache_drop(dc, 4);
+    vfmig__delta_cache_drop(dc, 4);
+    vfmig__delta_cache_drop(dc, 99);
+    ASSERT_TRUE(!vfmig__delta_cache_get(dc, 4, b));
+    vfmig__delta_cache_put(dc, 50, a);
+    vfmig__delta_cache_get_stats(dc, &st);
     ASSERT_EQ(st.evictions, 1);
     ASSERT_EQ(st.pages_cached, 4);
     /* out of range is ignored */
-    vfmig_delta_cache_put(dc, 100, a);
-    ASSERT_TRUE(!vfmig_delta_cache_get(dc, 100, b));
+    vfmig__delta_cache_put(dc, 100, a);
+    ASSERT_TRUE(!vfmig__delta_cache_get(dc, 100, b));
     /* a long stream of new pages keeps the size bounded */
     for (uint64_t p = 5; p < 100; p++) {
         fill_page(a, ps, p, 2);
-        vfmig_delta_cache_put(dc, p, a);
+        vfmig__delta_cache_put(dc, p, a);
     }
-    vfmig_delta_cache_get_stats(dc, &st);
+    vfmig__delta_cache_get_stats(dc, &st);
     ASSERT_EQ(st.pages_cached, 4);
-    ASSERT_TRUE(vfmig_delta_cache_get(dc, 99, b));
+    ASSERT_TRUE(vfmig__delta_cache_get(dc, 99, b));
     fill_page(a, ps, 99, 2);
     ASSERT_TRUE(memcmp(a, b, ps) == 0);
-    vfmig_delta_cache_destroy(dc);
-    vfmig_delta_cache_destroy(NULL);
+    vfmig__delta_cache_destroy(dc);
+    vfmig__delta_cache_destroy(NULL);
 
-    ASSERT_OK(vfmig_delta_cache_create(0, ps, 10, &dc)); /* zero capacity: never hits */
-    vfmig_delta_cache_put(dc, 1, a);
-    ASSERT_TRUE(!vfmig_delta_cache_get(dc, 1, b));
-    vfmig_delta_cache_destroy(dc);
+    ASSERT_OK(vfmig__delta_cache_create(0, ps, 10, &dc)); /* zero capacity: never hits */
+    vfmig__delta_cache_put(dc, 1, a);
+    ASSERT_TRUE(!vfmig__delta_cache_get(dc, 1, b));
+    vfmig__delta_cache_destroy(dc);
 }
 
 struct cache_thr {
@@ -505,11 +505,11 @@ static void *cache_worker(void *arg)
         uint64_t p = t_rand(&t->seed) % 64;
         int op = (int)(t_rand(&t->seed) % 4);
         if (op == 0) {
-            vfmig_delta_cache_drop(t->dc, p);
+            vfmig__delta_cache_drop(t->dc, p);
         } else if (op == 1) {
             fill_page(a, sizeof(a), p, (uint8_t)(t_rand(&t->seed) % 3));
-            vfmig_delta_cache_put(t->dc, p, a);
-        } else if (vfmig_delta_cache_get(t->dc, p, b)) {
+            vfmig__delta_cache_put(t->dc, p, a);
+        } else if (vfmig__delta_cache_get(t->dc, p, b)) {
             /* a copy must be one whole version of this page, never torn */
             for (size_t j = 1; j < sizeof(b); j++)
                 if (b[j] != b[0])
@@ -525,7 +525,7 @@ static void *cache_worker(void *arg)
 static void test_cache_threads(uint64_t *seed)
 {
     vfmig_delta_cache *dc;
-    ASSERT_OK(vfmig_delta_cache_create(16 * 1024, 1024, 64, &dc));
+    ASSERT_OK(vfmig__delta_cache_create(16 * 1024, 1024, 64, &dc));
     struct cache_thr t[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
@@ -537,9 +537,9 @@ static void test_cache_threads(uint64_t *seed)
         ASSERT_EQ(t[i].bad, 0);
     }
     vfmig_delta_cache_stats st;
-    vfmig_delta_cache_get_stats(dc, &st);
+    vfmig__delta_cache_get_stats(dc, &st);
     ASSERT_TRUE(st.pages_cached <= 16);
-    vfmig_delta_cache_destroy(dc);
+    vfmig__delta_cache_destroy(dc);
 }
 
 /* ---- chooser -------------------------------------------------------------------------------- */
@@ -557,7 +557,7 @@ static void drive(vfmig_chooser *ch, const struct model *m, bool has_ref, int ba
     memset(counts, 0, sizeof(int) * VFMIG_CODEC_COUNT);
     const size_t in = 256 * 1024;
     for (int i = 0; i < batches; i++) {
-        int c = vfmig_chooser_pick(ch, has_ref);
+        int c = vfmig__chooser_pick(ch, has_ref);
         ASSERT_TRUE(c > VFMIG_CODEC_AUTO && c < VFMIG_CODEC_COUNT && c != VFMIG_CODEC_ZERO);
         if (!has_ref)
             ASSERT_TRUE(c != VFMIG_CODEC_DELTA);
@@ -565,7 +565,7 @@ static void drive(vfmig_chooser *ch, const struct model *m, bool has_ref, int ba
             counts[c]++;
         size_t out = (size_t)((double)in * m->ratio[c]);
         uint64_t ns = (uint64_t)((double)in / m->speed[c] * 1e9);
-        vfmig_chooser_feedback(ch, c, in, out, ns);
+        vfmig__chooser_feedback(ch, c, in, out, ns);
     }
 }
 
@@ -593,12 +593,12 @@ static void test_chooser(void)
     vfmig_chooser ch;
 
     /* bootstrap tries lz4 first */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
-    ASSERT_EQ(vfmig_chooser_pick(&ch, false), VFMIG_CODEC_LZ4);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    ASSERT_EQ(vfmig__chooser_pick(&ch, false), VFMIG_CODEC_LZ4);
 
     /* slow link (100 MB/s): the best ratio the CPUs can afford -> zstd */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 1);
-    vfmig_chooser_set_link(&ch, 100e6);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 1);
+    vfmig__chooser_set_link(&ch, 100e6);
     drive(&ch, &tex, false, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_ZSTD);
     ASSERT_TRUE(n[VFMIG_CODEC_ZSTD] >= 90);
@@ -606,46 +606,46 @@ static void test_chooser(void)
     ASSERT_TRUE(n[VFMIG_CODEC_LZ4] >= 1 && n[VFMIG_CODEC_RAW] >= 1);
 
     /* medium link (1.25 GB/s) with 4 workers: lz4 (zstd would make the CPUs the bottleneck) */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 4);
-    vfmig_chooser_set_link(&ch, 1.25e9);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 4);
+    vfmig__chooser_set_link(&ch, 1.25e9);
     drive(&ch, &tex, false, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_LZ4);
 
     /* fast link (4 GB/s), 2 workers, compressible but slow to compress: raw */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
-    vfmig_chooser_set_link(&ch, 4e9);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    vfmig__chooser_set_link(&ch, 4e9);
     drive(&ch, &tex, false, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_RAW);
 
     /* fast link + incompressible: raw, zstd never tried */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
-    vfmig_chooser_set_link(&ch, 10e9);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    vfmig__chooser_set_link(&ch, 10e9);
     drive(&ch, &rnd, true, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_RAW);
     ASSERT_EQ(ch.samples[VFMIG_CODEC_ZSTD], 0);
 
     /* slow link + incompressible: still raw (nothing to gain) */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
-    vfmig_chooser_set_link(&ch, 100e6);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    vfmig__chooser_set_link(&ch, 100e6);
     drive(&ch, &rnd, false, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_RAW);
 
     /* unknown link: raw unless very good; delta of barely changed pages is very good */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
     drive(&ch, &tex, false, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_RAW);
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
     drive(&ch, &resent, true, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_DELTA);
     /* known fast link: delta at 5 GB/s x2 beats sending raw at 4 GB/s */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
-    vfmig_chooser_set_link(&ch, 4e9);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 2);
+    vfmig__chooser_set_link(&ch, 4e9);
     drive(&ch, &resent, true, 200, 100, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_DELTA);
 
     /* content change is noticed: texture -> incompressible on a medium link */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 4);
-    vfmig_chooser_set_link(&ch, 1.25e9);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 4);
+    vfmig__chooser_set_link(&ch, 1.25e9);
     drive(&ch, &tex, false, 100, 50, n);
     ASSERT_EQ(most(n), VFMIG_CODEC_LZ4);
     drive(&ch, &rnd, false, 200, 50, n);
@@ -656,33 +656,33 @@ static void test_chooser(void)
     {
         const struct model rs = {.ratio = {1, 1, 0, 1.0, 1.0, 0.23},
                                  .speed = {1, 10e9, 1, 7e9, 0.9e9, 1.7e9}};
-        vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 1);
-        vfmig_chooser_set_link(&ch, 1.25e9);
+        vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 1);
+        vfmig__chooser_set_link(&ch, 1.25e9);
         int picks_delta = 0;
         for (int i = 0; i < 400; i++) {
-            int c = vfmig_chooser_pick(&ch, true);
+            int c = vfmig__chooser_pick(&ch, true);
             double sp = rs.speed[c] / (i % 7 == 3 ? 10.0 : 1.0);
-            vfmig_chooser_feedback(&ch, c, 262144, (size_t)(262144 * rs.ratio[c]),
+            vfmig__chooser_feedback(&ch, c, 262144, (size_t)(262144 * rs.ratio[c]),
                                    (uint64_t)(262144 / sp * 1e9));
             if (i >= 200)
                 picks_delta += c == VFMIG_CODEC_DELTA;
         }
         ASSERT_TRUE(picks_delta >= 180);
         for (int i = 0; i < 100; i++) { /* delta becomes 5x slower for good */
-            int c = vfmig_chooser_pick(&ch, true);
+            int c = vfmig__chooser_pick(&ch, true);
             double sp = rs.speed[c] / (c == VFMIG_CODEC_DELTA ? 5.0 : 1.0);
-            vfmig_chooser_feedback(&ch, c, 262144, (size_t)(262144 * rs.ratio[c]),
+            vfmig__chooser_feedback(&ch, c, 262144, (size_t)(262144 * rs.ratio[c]),
                                    (uint64_t)(262144 / sp * 1e9));
         }
-        ASSERT_EQ(vfmig_chooser_pick(&ch, true), VFMIG_CODEC_RAW);
+        ASSERT_EQ(vfmig__chooser_pick(&ch, true), VFMIG_CODEC_RAW);
     }
 
     /* deterministic: same feedback, same picks */
     vfmig_chooser a, b;
-    vfmig_chooser_init(&a, VFMIG_CODEC_AUTO, 0, 3);
-    vfmig_chooser_init(&b, VFMIG_CODEC_AUTO, 0, 3);
-    vfmig_chooser_set_link(&a, 300e6);
-    vfmig_chooser_set_link(&b, 300e6);
+    vfmig__chooser_init(&a, VFMIG_CODEC_AUTO, 0, 3);
+    vfmig__chooser_init(&b, VFMIG_CODEC_AUTO, 0, 3);
+    vfmig__chooser_set_link(&a, 300e6);
+    vfmig__chooser_set_link(&b, 300e6);
     int na[VFMIG_CODEC_COUNT], nb[VFMIG_CODEC_COUNT];
     drive(&a, &tex, true, 300, 300, na);
     drive(&b, &tex, true, 300, 300, nb);
@@ -691,23 +691,23 @@ static void test_chooser(void)
     /* fixed codecs are honored whatever the feedback */
     int fixed[] = {VFMIG_CODEC_RAW, VFMIG_CODEC_LZ4, VFMIG_CODEC_ZSTD, VFMIG_CODEC_DELTA};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        vfmig_chooser_init(&ch, fixed[i], 3, 2);
-        vfmig_chooser_set_link(&ch, 10e9);
+        vfmig__chooser_init(&ch, fixed[i], 3, 2);
+        vfmig__chooser_set_link(&ch, 10e9);
         for (int j = 0; j < 100; j++) {
-            ASSERT_EQ(vfmig_chooser_pick(&ch, true), fixed[i]);
-            vfmig_chooser_feedback(&ch, fixed[i], 1000, 2000, 100000);
+            ASSERT_EQ(vfmig__chooser_pick(&ch, true), fixed[i]);
+            vfmig__chooser_feedback(&ch, fixed[i], 1000, 2000, 100000);
         }
-        int nr = vfmig_chooser_pick(&ch, false);
+        int nr = vfmig__chooser_pick(&ch, false);
         ASSERT_EQ(nr, fixed[i] == VFMIG_CODEC_DELTA ? VFMIG_CODEC_LZ4 : fixed[i]);
     }
-    vfmig_chooser_init(&ch, VFMIG_CODEC_ZERO, 0, 1);
-    ASSERT_EQ(vfmig_chooser_pick(&ch, false), VFMIG_CODEC_RAW);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_ZERO, 0, 1);
+    ASSERT_EQ(vfmig__chooser_pick(&ch, false), VFMIG_CODEC_RAW);
     /* junk feedback is ignored */
-    vfmig_chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 0);
-    vfmig_chooser_feedback(&ch, 42, 10, 10, 10);
-    vfmig_chooser_feedback(&ch, VFMIG_CODEC_LZ4, 0, 10, 10);
+    vfmig__chooser_init(&ch, VFMIG_CODEC_AUTO, 0, 0);
+    vfmig__chooser_feedback(&ch, 42, 10, 10, 10);
+    vfmig__chooser_feedback(&ch, VFMIG_CODEC_LZ4, 0, 10, 10);
     ASSERT_EQ(ch.samples[VFMIG_CODEC_LZ4], 0);
-    vfmig_chooser_feedback(&ch, VFMIG_CODEC_LZ4, 10, 0, 0); /* zero time / size are clamped */
+    vfmig__chooser_feedback(&ch, VFMIG_CODEC_LZ4, 10, 0, 0); /* zero time / size are clamped */
     ASSERT_EQ(ch.samples[VFMIG_CODEC_LZ4], 1);
 }
 
@@ -715,14 +715,14 @@ int main(void)
 {
     uint64_t seed = t_seed();
     vfmig_codec_ctx *c;
-    ASSERT_OK(vfmig_codec_ctx_create(4u << 20, &c));
+    ASSERT_OK(vfmig__codec_ctx_create(4u << 20, &c));
     test_is_zero();
     test_errors(c);
     test_roundtrip(c, &seed);
     test_delta_sizes(c, &seed);
     test_delta_pages(c, &seed);
     test_hostile(c, &seed);
-    vfmig_codec_ctx_destroy(c);
+    vfmig__codec_ctx_destroy(c);
     test_cache();
     test_cache_threads(&seed);
     test_chooser();

@@ -48,7 +48,7 @@ static void test_page_hash(uint64_t seed)
             uint64_t x = XXH3_64bits(buf, sizes[s]);
             ASSERT_TRUE(vfmig_ph_page_ref(buf, sizes[s], &k) == x);
             ASSERT_TRUE(vfmig_ph_page_lanes(buf, sizes[s], &k) == x);
-            ASSERT_TRUE(vfmig_ht_page_hash(buf, sizes[s]) == x);
+            ASSERT_TRUE(vfmig__ht_page_hash(buf, sizes[s]) == x);
         }
     }
     /* Every byte position of a 4 KiB page matters to both formulations. */

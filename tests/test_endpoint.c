@@ -6,7 +6,7 @@ static void good(const char *s, int kind, const char *host, unsigned port, unsig
 {
     vfmig_endpoint ep;
     char err[256] = "";
-    int r = vfmig_endpoint_parse(s, &ep, err, sizeof(err));
+    int r = vfmig__endpoint_parse(s, &ep, err, sizeof(err));
     if (r)
         T_FAIL("'%s' rejected: %s", s, err);
     ASSERT_EQ(ep.kind, kind);
@@ -20,7 +20,7 @@ static void bad(const char *s, const char *want)
 {
     vfmig_endpoint ep;
     char err[256] = "";
-    int r = vfmig_endpoint_parse(s, &ep, err, sizeof(err));
+    int r = vfmig__endpoint_parse(s, &ep, err, sizeof(err));
     if (r != VFMIG_EADDR)
         T_FAIL("'%s' gave %d, expected VFMIG_EADDR", s ? s : "(null)", r);
     if (!strstr(err, want))
@@ -71,7 +71,7 @@ int main(void)
 
     /* NULL err buffer is fine. */
     vfmig_endpoint ep;
-    ASSERT_EQ(vfmig_endpoint_parse("x", &ep, NULL, 0), VFMIG_EADDR);
+    ASSERT_EQ(vfmig__endpoint_parse("x", &ep, NULL, 0), VFMIG_EADDR);
     printf("test_endpoint: ok\n");
     return 0;
 }

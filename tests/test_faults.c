@@ -28,7 +28,7 @@
 
 #include "engine/image.h" /* the digest a forged COMMIT must carry */
 #include "engine/proto.h"
-#include "engine/session.h" /* vfmig_zero_page_hash */
+#include "engine/session.h" /* vfmig__zero_page_hash */
 #include "fault_proxy.h"
 #include "migrate_util.h"
 #include "transport/wire.h"
@@ -771,7 +771,7 @@ static int raw_connect(int port)
 static int send_frame(int fd, vfmig_frame f, const void *payload)
 {
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
-    vfmig_frame_pack(&f, payload, hdr);
+    vfmig__frame_pack(&f, payload, hdr);
     if (raw_write(fd, hdr, sizeof(hdr)))
         return -1;
     return f.len ? raw_write(fd, payload, f.len) : 0;
@@ -780,8 +780,8 @@ static int send_frame(int fd, vfmig_frame f, const void *payload)
 static int recv_frame(int fd, vfmig_frame *f, uint8_t *payload, size_t cap)
 {
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
-    if (raw_read(fd, hdr, sizeof(hdr)) || vfmig_frame_unpack(hdr, cap, f, NULL) ||
-        (f->len && raw_read(fd, payload, f->len)) || vfmig_frame_check(hdr, payload, f->len))
+    if (raw_read(fd, hdr, sizeof(hdr)) || vfmig__frame_unpack(hdr, cap, f, NULL) ||
+        (f->len && raw_read(fd, payload, f->len)) || vfmig__frame_check(hdr, payload, f->len))
         return -1;
     return 0;
 }
@@ -818,7 +818,7 @@ static void forge_start(forge *F)
     vfmig_frame a;
     ASSERT_TRUE(recv_frame(F->fd[0], &a, F->buf, sizeof(F->buf)) == 0);
     ASSERT_TRUE(a.type == VFMIG_F_STREAM && a.aux == 0);
-    const uint64_t zh = vfmig_zero_page_hash(F_PAGE);
+    const uint64_t zh = vfmig__zero_page_hash(F_PAGE);
     for (size_t i = 0; i < F_PAGES; i++)
         F->hash[i] = zh;
 }
@@ -836,7 +836,7 @@ static vfmig_hello forge_hello(void)
 static void send_hello(forge *F, const vfmig_hello *h)
 {
     uint8_t b[VFMIG_HELLO_MAX_BYTES];
-    size_t n = vfmig_hello_encode(h, b);
+    size_t n = vfmig__hello_encode(h, b);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
     send_frame(F->fd[0], f, b);
 }
@@ -909,7 +909,7 @@ static void send_commit(forge *F, uint32_t round, bool good)
     memset(table, 0, sizeof(table));
     vfmig_digest d = {0, 0};
     for (size_t i = 0; i < F_PAGES; i++)
-        vfmig_image_set(table, &d, i, F->hash[i]);
+        vfmig__image_set(table, &d, i, F->hash[i]);
     vfmig_frame f = {.type = VFMIG_F_COMMIT, .round = round, .page = d.lo ^ (good ? 0 : 1), .aux = d.hi};
     send_frame(F->fd[0], f, NULL);
 }
@@ -1006,7 +1006,7 @@ static void f_hello_short(forge *F)
 {
     vfmig_hello h = forge_hello();
     uint8_t b[VFMIG_HELLO_MAX_BYTES];
-    vfmig_hello_encode(&h, b);
+    vfmig__hello_encode(&h, b);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = 20};
     send_frame(F->fd[0], f, b);
     expect_reply(F, VFMIG_F_HELLO_ACK, VFMIG_EPROTO);
@@ -1017,9 +1017,9 @@ static void f_hello_checksum(forge *F)
 {
     vfmig_hello h = forge_hello();
     uint8_t b[VFMIG_HELLO_MAX_BYTES], hdr[VFMIG_FRAME_HDR_BYTES];
-    size_t n = vfmig_hello_encode(&h, b);
+    size_t n = vfmig__hello_encode(&h, b);
     vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
-    vfmig_frame_pack(&f, b, hdr);
+    vfmig__frame_pack(&f, b, hdr);
     b[10] ^= 4; /* payload changed after the checksum was taken */
     raw_write(F->fd[0], hdr, sizeof(hdr));
     raw_write(F->fd[0], b, n);
@@ -1031,7 +1031,7 @@ static void f_frame_type(forge *F)
 {
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES] = {0};
     vfmig_frame f = {.type = VFMIG_F_HELLO};
-    vfmig_frame_pack(&f, NULL, hdr);
+    vfmig__frame_pack(&f, NULL, hdr);
     hdr[0] = 99; /* no such type */
     raw_write(F->fd[0], hdr, sizeof(hdr));
     expect_reply(F, VFMIG_F_ABORT, VFMIG_EPROTO);
@@ -1042,7 +1042,7 @@ static void f_frame_len(forge *F)
 {
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame f = {.type = VFMIG_F_HELLO};
-    vfmig_frame_pack(&f, NULL, hdr);
+    vfmig__frame_pack(&f, NULL, hdr);
     vfmig_put_u32(hdr + 4, 0x7fffffffu); /* a 2 GiB payload: header only, never allocated */
     raw_write(F->fd[0], hdr, sizeof(hdr));
     expect_reply(F, VFMIG_F_ABORT, VFMIG_EPROTO);
@@ -1122,7 +1122,7 @@ static void f_pages_len(forge *F)
     forge_handshake(F);
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame f = {.type = VFMIG_F_PAGES, .codec = VFMIG_CODEC_RAW, .npages = 1};
-    vfmig_frame_pack(&f, NULL, hdr);
+    vfmig__frame_pack(&f, NULL, hdr);
     vfmig_put_u32(hdr + 4, 8 * MiB);
     raw_write(F->fd[1], hdr, sizeof(hdr));
     expect_reply(F, VFMIG_F_ABORT, VFMIG_EPROTO);
@@ -1134,7 +1134,7 @@ static void f_data_hello(forge *F)
     forge_handshake(F);
     vfmig_hello h = forge_hello();
     uint8_t b[VFMIG_HELLO_MAX_BYTES];
-    vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)vfmig_hello_encode(&h, b)};
+    vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)vfmig__hello_encode(&h, b)};
     send_frame(F->fd[1], f, b);
     expect_reply(F, VFMIG_F_ABORT, VFMIG_EPROTO);
     forge_finish(F, VFMIG_EPROTO, 0);
@@ -1159,7 +1159,7 @@ static void f_replay(forge *F)
     uint8_t hdr0[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame f0 = {.type = VFMIG_F_PAGES, .codec = VFMIG_CODEC_RAW, .round = 0, .npages = 1, .page = 5,
                       .len = F_PAGE};
-    vfmig_frame_pack(&f0, old, hdr0);
+    vfmig__frame_pack(&f0, old, hdr0);
     raw_write(F->fd[1], hdr0, sizeof(hdr0));
     raw_write(F->fd[1], old, F_PAGE);
     send_round_end(F, 0, 1);

@@ -49,9 +49,9 @@ static void roundtrip(const char *addr, unsigned n)
     for (unsigned s = 0; s <= n; s++)
         for (unsigned k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
             vfmig_frame f = {.type = VFMIG_F_PAGES, .len = sizes[k], .page = k}, g;
-            ASSERT_OK(vfmig_link_send(c.l, s, &f, buf));
-            ASSERT_OK(vfmig_link_flush(c.l, s));
-            ASSERT_OK(vfmig_link_recv(b, s, &g, got, sizeof(got), 5000));
+            ASSERT_OK(vfmig__link_send(c.l, s, &f, buf));
+            ASSERT_OK(vfmig__link_flush(c.l, s));
+            ASSERT_OK(vfmig__link_recv(b, s, &g, got, sizeof(got), 5000));
             ASSERT_EQ(g.len, sizes[k]);
             ASSERT_EQ(memcmp(buf, got, sizes[k]), 0);
         }
@@ -170,9 +170,9 @@ static void listener_survives(const char *addr)
     ASSERT_EQ(vfmig_link_streams(b), 2);
     vfmig_frame f = {.type = VFMIG_F_PAGES, .len = 5, .page = 9}, g;
     uint8_t got[8];
-    ASSERT_OK(vfmig_link_send(h.good.l, 2, &f, "hello"));
-    ASSERT_OK(vfmig_link_flush(h.good.l, 2));
-    ASSERT_OK(vfmig_link_recv(b, 2, &g, got, sizeof(got), 5000));
+    ASSERT_OK(vfmig__link_send(h.good.l, 2, &f, "hello"));
+    ASSERT_OK(vfmig__link_flush(h.good.l, 2));
+    ASSERT_OK(vfmig__link_recv(b, 2, &g, got, sizeof(got), 5000));
     ASSERT_EQ(memcmp(got, "hello", 5), 0);
 
     /* A peer asking for more QPs than allowed: refused with the reason, as over TCP; the
@@ -195,14 +195,14 @@ static void listener_survives(const char *addr)
 
     /* The peer closes: a reader blocked on it ends with a disconnect, long before its timeout;
      * what was sent before the close still arrives first. */
-    ASSERT_OK(vfmig_link_send(c.l, 1, &f, "bye!!"));
-    ASSERT_OK(vfmig_link_flush(c.l, 1));
+    ASSERT_OK(vfmig__link_send(c.l, 1, &f, "bye!!"));
+    ASSERT_OK(vfmig__link_flush(c.l, 1));
     vfmig_link_close(c.l);
-    ASSERT_OK(vfmig_link_recv(x, 1, &g, got, sizeof(got), 60000));
+    ASSERT_OK(vfmig__link_recv(x, 1, &g, got, sizeof(got), 60000));
     ASSERT_EQ(memcmp(got, "bye!!", 5), 0);
-    r = vfmig_link_recv(x, 1, &g, got, sizeof(got), 60000);
+    r = vfmig__link_recv(x, 1, &g, got, sizeof(got), 60000);
     ASSERT_EQ(r, VFMIG_ECLOSED);
-    ASSERT_TRUE(strstr(vfmig_link_stream_error(x, 1), "the peer disconnected") != NULL);
+    ASSERT_TRUE(strstr(vfmig__link_stream_error(x, 1), "the peer disconnected") != NULL);
     vfmig_link_close(x);
 
     vfmig_link_close(h.good.l);

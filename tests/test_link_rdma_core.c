@@ -8,35 +8,35 @@
 static void test_credits_basic(void)
 {
     vfmig_credits c;
-    vfmig_credits_init(&c, 4, 2);
+    vfmig__credits_init(&c, 4, 2);
     for (int i = 0; i < 4; i++)
-        ASSERT_EQ(vfmig_credits_take_data(&c), 1);
-    ASSERT_EQ(vfmig_credits_take_data(&c), 0);
-    ASSERT_EQ(vfmig_credits_want_update(&c, 0), 0);
+        ASSERT_EQ(vfmig__credits_take_data(&c), 1);
+    ASSERT_EQ(vfmig__credits_take_data(&c), 0);
+    ASSERT_EQ(vfmig__credits_want_update(&c, 0), 0);
     /* Peer returns 3 data credits and 0 ctrl on a data message. */
-    ASSERT_EQ(vfmig_credits_on_recv(&c, 3), 0);
+    ASSERT_EQ(vfmig__credits_on_recv(&c, 3), 0);
     ASSERT_EQ(c.data_avail, 3);
     /* Returning more than ever given is a protocol violation. */
-    ASSERT_EQ(vfmig_credits_on_recv(&c, 2), -1);
-    ASSERT_EQ(vfmig_credits_on_recv(&c, 1u << 15), -1); /* ctrl credits while all are held */
+    ASSERT_EQ(vfmig__credits_on_recv(&c, 2), -1);
+    ASSERT_EQ(vfmig__credits_on_recv(&c, 1u << 15), -1); /* ctrl credits while all are held */
     /* Credit-only flag. */
-    ASSERT_EQ(vfmig_credits_on_recv(&c, VFMIG_IMM_CREDIT_ONLY | 1), 1);
+    ASSERT_EQ(vfmig__credits_on_recv(&c, VFMIG_IMM_CREDIT_ONLY | 1), 1);
     ASSERT_EQ(c.data_avail, 4);
     /* Returns: half a window triggers an update; the imm carries and clears them. */
-    vfmig_credits_reposted(&c, 0);
-    ASSERT_EQ(vfmig_credits_want_update(&c, 0), 0);
-    ASSERT_EQ(vfmig_credits_want_update(&c, 1), 1);
-    vfmig_credits_reposted(&c, 0);
-    vfmig_credits_reposted(&c, 1);
-    ASSERT_EQ(vfmig_credits_want_update(&c, 0), 1);
-    ASSERT_EQ(vfmig_credits_take_ctrl(&c), 1);
-    uint32_t imm = vfmig_credits_imm(&c, 1);
+    vfmig__credits_reposted(&c, 0);
+    ASSERT_EQ(vfmig__credits_want_update(&c, 0), 0);
+    ASSERT_EQ(vfmig__credits_want_update(&c, 1), 1);
+    vfmig__credits_reposted(&c, 0);
+    vfmig__credits_reposted(&c, 1);
+    ASSERT_EQ(vfmig__credits_want_update(&c, 0), 1);
+    ASSERT_EQ(vfmig__credits_take_ctrl(&c), 1);
+    uint32_t imm = vfmig__credits_imm(&c, 1);
     ASSERT_EQ(imm, VFMIG_IMM_CREDIT_ONLY | 2 | 1u << 15);
     ASSERT_EQ(c.data_to_return, 0);
     ASSERT_EQ(c.ctrl_to_return, 0);
-    ASSERT_EQ(vfmig_credits_take_ctrl(&c), 1);
-    ASSERT_EQ(vfmig_credits_take_ctrl(&c), 0);
-    ASSERT_EQ(vfmig_credits_want_update(&c, 1), 0); /* no ctrl credit: no update possible */
+    ASSERT_EQ(vfmig__credits_take_ctrl(&c), 1);
+    ASSERT_EQ(vfmig__credits_take_ctrl(&c), 0);
+    ASSERT_EQ(vfmig__credits_want_update(&c, 1), 0); /* no ctrl credit: no update possible */
 }
 
 /* Two ends over a simulated RC QP pair: in-order message queues, receive queues of
@@ -60,11 +60,11 @@ static void deliver(end *to, msg m, int *overrun)
         return;
     }
     to->posted--;
-    int kind = vfmig_credits_on_recv(&to->c, m.imm);
+    int kind = vfmig__credits_on_recv(&to->c, m.imm);
     ASSERT_TRUE(kind >= 0);
     if (kind == 1) {
         to->posted++;
-        vfmig_credits_reposted(&to->c, 1);
+        vfmig__credits_reposted(&to->c, 1);
     } else {
         to->held++;
     }
@@ -73,8 +73,8 @@ static void deliver(end *to, msg m, int *overrun)
 static void test_credits_exchange(uint64_t *seed, uint32_t W, uint32_t C)
 {
     end a, b;
-    vfmig_credits_init(&a.c, W, C);
-    vfmig_credits_init(&b.c, W, C);
+    vfmig__credits_init(&a.c, W, C);
+    vfmig__credits_init(&b.c, W, C);
     a.posted = b.posted = (int)(W + C);
     a.held = b.held = 0;
     msg q_ab[4096], q_ba[4096];
@@ -84,11 +84,11 @@ static void test_credits_exchange(uint64_t *seed, uint32_t W, uint32_t C)
         int r = (int)(t_rand(seed) % 4), b_offer = 0;
         if (r == 0 && sent < total) {
             int blocked = !a.c.data_avail;
-            if (vfmig_credits_take_data(&a.c)) {
-                q_ab[nab++] = (msg){vfmig_credits_imm(&a.c, 0), 1};
+            if (vfmig__credits_take_data(&a.c)) {
+                q_ab[nab++] = (msg){vfmig__credits_imm(&a.c, 0), 1};
                 sent++;
-            } else if (vfmig_credits_want_update(&a.c, blocked) && vfmig_credits_take_ctrl(&a.c)) {
-                q_ab[nab++] = (msg){vfmig_credits_imm(&a.c, 1), 0};
+            } else if (vfmig__credits_want_update(&a.c, blocked) && vfmig__credits_take_ctrl(&a.c)) {
+                q_ab[nab++] = (msg){vfmig__credits_imm(&a.c, 1), 0};
             }
         } else if (r == 1 && nab) {
             deliver(&b, q_ab[0], &overrun);
@@ -103,11 +103,11 @@ static void test_credits_exchange(uint64_t *seed, uint32_t W, uint32_t C)
             b.held--;
             b.posted++;
             consumed++;
-            vfmig_credits_reposted(&b.c, 0);
+            vfmig__credits_reposted(&b.c, 0);
             b_offer = 1;
         }
-        if (b_offer && vfmig_credits_want_update(&b.c, 0) && vfmig_credits_take_ctrl(&b.c))
-            q_ba[nba++] = (msg){vfmig_credits_imm(&b.c, 1), 0};
+        if (b_offer && vfmig__credits_want_update(&b.c, 0) && vfmig__credits_take_ctrl(&b.c))
+            q_ba[nba++] = (msg){vfmig__credits_imm(&b.c, 1), 0};
         ASSERT_TRUE(nab < 4000 && nba < 4000);
     }
     ASSERT_EQ(overrun, 0);
@@ -118,22 +118,22 @@ static void test_bufpool(void)
 {
     static uint8_t mem[8 * 64];
     vfmig_bufpool bp;
-    ASSERT_OK(vfmig_bufpool_init(&bp, mem, 64, 8));
+    ASSERT_OK(vfmig__bufpool_init(&bp, mem, 64, 8));
     int64_t got[8];
     for (int i = 0; i < 8; i++) {
-        got[i] = vfmig_bufpool_get(&bp);
+        got[i] = vfmig__bufpool_get(&bp);
         ASSERT_EQ(got[i], i); /* lowest first */
         ASSERT_TRUE(vfmig_bufpool_addr(&bp, (uint32_t)got[i]) == mem + 64 * i);
     }
-    ASSERT_EQ(vfmig_bufpool_get(&bp), -1);
-    ASSERT_OK(vfmig_bufpool_put(&bp, 5));
-    ASSERT_EQ(vfmig_bufpool_put(&bp, 5), -1); /* double put */
-    ASSERT_EQ(vfmig_bufpool_put(&bp, 8), -1); /* out of range */
-    ASSERT_EQ(vfmig_bufpool_get(&bp), 5);
+    ASSERT_EQ(vfmig__bufpool_get(&bp), -1);
+    ASSERT_OK(vfmig__bufpool_put(&bp, 5));
+    ASSERT_EQ(vfmig__bufpool_put(&bp, 5), -1); /* double put */
+    ASSERT_EQ(vfmig__bufpool_put(&bp, 8), -1); /* out of range */
+    ASSERT_EQ(vfmig__bufpool_get(&bp), 5);
     for (int i = 0; i < 8; i++)
-        ASSERT_OK(vfmig_bufpool_put(&bp, (uint32_t)i));
-    ASSERT_EQ(vfmig_bufpool_put(&bp, 0), -1); /* all free already */
-    vfmig_bufpool_destroy(&bp);
+        ASSERT_OK(vfmig__bufpool_put(&bp, (uint32_t)i));
+    ASSERT_EQ(vfmig__bufpool_put(&bp, 0), -1); /* all free already */
+    vfmig__bufpool_destroy(&bp);
 }
 
 static uint32_t released[64];
@@ -149,18 +149,18 @@ static void test_rxq(uint64_t *seed)
 {
     static uint8_t mem[4 * 100];
     vfmig_bufpool view;
-    ASSERT_OK(vfmig_bufpool_init(&view, mem, 100, 4));
+    ASSERT_OK(vfmig__bufpool_init(&view, mem, 100, 4));
     for (int i = 0; i < 400; i++)
         mem[i] = (uint8_t)i;
     vfmig_rxq q;
-    ASSERT_OK(vfmig_rxq_init(&q, 3)); /* rounds up to 4 */
+    ASSERT_OK(vfmig__rxq_init(&q, 3)); /* rounds up to 4 */
     ASSERT_TRUE(vfmig_rxq_empty(&q));
     /* Chunks arrive out of buffer order but are read in arrival order. */
-    ASSERT_OK(vfmig_rxq_push(&q, 2, 100));
-    ASSERT_OK(vfmig_rxq_push(&q, 0, 30));
-    ASSERT_OK(vfmig_rxq_push(&q, 3, 100));
-    ASSERT_OK(vfmig_rxq_push(&q, 1, 0 + 50));
-    ASSERT_EQ(vfmig_rxq_push(&q, 1, 1), -1); /* full */
+    ASSERT_OK(vfmig__rxq_push(&q, 2, 100));
+    ASSERT_OK(vfmig__rxq_push(&q, 0, 30));
+    ASSERT_OK(vfmig__rxq_push(&q, 3, 100));
+    ASSERT_OK(vfmig__rxq_push(&q, 1, 0 + 50));
+    ASSERT_EQ(vfmig__rxq_push(&q, 1, 1), -1); /* full */
     uint8_t out[280], want[280];
     memcpy(want, mem + 200, 100);
     memcpy(want + 100, mem, 30);
@@ -172,7 +172,7 @@ static void test_rxq(uint64_t *seed)
         size_t n = 1 + t_rand(seed) % 70;
         if (n > 280 - got)
             n = 280 - got;
-        ASSERT_EQ(vfmig_rxq_read(&q, &view, out + got, n, on_release, NULL), n);
+        ASSERT_EQ(vfmig__rxq_read(&q, &view, out + got, n, on_release, NULL), n);
         got += n;
     }
     ASSERT_EQ(memcmp(out, want, 280), 0);
@@ -182,15 +182,15 @@ static void test_rxq(uint64_t *seed)
     ASSERT_EQ(released[2], 3);
     ASSERT_EQ(released[3], 1);
     ASSERT_TRUE(vfmig_rxq_empty(&q));
-    ASSERT_EQ(vfmig_rxq_read(&q, &view, out, 10, on_release, NULL), 0);
+    ASSERT_EQ(vfmig__rxq_read(&q, &view, out, 10, on_release, NULL), 0);
     /* Wrap-around of the free-running indices. */
     for (int i = 0; i < 10; i++) {
-        ASSERT_OK(vfmig_rxq_push(&q, (uint32_t)(i % 4), 100));
-        ASSERT_EQ(vfmig_rxq_read(&q, &view, out, 100, on_release, NULL), 100);
+        ASSERT_OK(vfmig__rxq_push(&q, (uint32_t)(i % 4), 100));
+        ASSERT_EQ(vfmig__rxq_read(&q, &view, out, 100, on_release, NULL), 100);
         ASSERT_EQ(memcmp(out, mem + 100 * (i % 4), 100), 0);
     }
-    vfmig_rxq_destroy(&q);
-    vfmig_bufpool_destroy(&view);
+    vfmig__rxq_destroy(&q);
+    vfmig__bufpool_destroy(&view);
 }
 
 int main(void)

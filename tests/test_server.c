@@ -372,7 +372,7 @@ static void hsend(int fd, const void *b, size_t n)
 static void hframe(int fd, vfmig_frame f, const void *payload, size_t send_len)
 {
     uint8_t buf[VFMIG_FRAME_HDR_BYTES + 1024];
-    vfmig_frame_pack(&f, payload, buf);
+    vfmig__frame_pack(&f, payload, buf);
     size_t n = VFMIG_FRAME_HDR_BYTES + (send_len < 1024 ? send_len : 1024);
     if (send_len)
         memcpy(buf + VFMIG_FRAME_HDR_BYTES, payload, n - VFMIG_FRAME_HDR_BYTES);
@@ -474,7 +474,7 @@ static void *h_slow(void *arg)
                 f = (vfmig_frame){.type = VFMIG_F_STREAM, .page = cookie++, .npages = 1, .aux = VFMIG_WIRE_VERSION};
             }
             uint8_t pay[64] = {0};
-            vfmig_frame_pack(&f, pay, hdr[i]);
+            vfmig__frame_pack(&f, pay, hdr[i]);
             memcpy(hdr[i] + VFMIG_FRAME_HDR_BYTES, pay, sizeof(pay));
         }
         for (int b = 0; b < 40 && !atomic_load(&h->stop); b++) {
@@ -540,7 +540,7 @@ static void *h_garbage(void *arg)
                 fd = hsetup(h->port, cookie++, &dat);
                 vfmig_frame f = {.type = VFMIG_F_HELLO};
                 uint8_t hb[VFMIG_FRAME_HDR_BYTES];
-                vfmig_frame_pack(&f, NULL, hb);
+                vfmig__frame_pack(&f, NULL, hb);
                 vfmig_put_u32(hb + 4, 0xfffffff0u); /* the length field only: nothing follows */
                 if (fd >= 0)
                     hsend(fd, hb, sizeof(hb));
@@ -553,7 +553,7 @@ static void *h_garbage(void *arg)
                                   .npages = 1ull << 20, .nranges = 1, .batch_bytes = 64 << 20,
                                   .immutable_bytes = VFMIG_MAX_STATE_BYTES};
                 hh.range_size[0] = (2ull << 20) << 20;
-                size_t n = vfmig_hello_encode(&hh, buf);
+                size_t n = vfmig__hello_encode(&hh, buf);
                 vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
                 if (fd >= 0)
                     hframe(fd, f, buf, n);
@@ -570,7 +570,7 @@ static void *h_garbage(void *arg)
                                   .flags = VFMIG_HELLO_FLAG_AUTH, .nstreams = 1, .page_size = 65536,
                                   .npages = 16, .nranges = 1, .batch_bytes = 65536, .immutable_bytes = 4096};
                 hh.range_size[0] = 16 * 65536;
-                size_t n = vfmig_hello_encode(&hh, buf);
+                size_t n = vfmig__hello_encode(&hh, buf);
                 vfmig_frame f = {.type = VFMIG_F_HELLO, .len = (uint32_t)n};
                 if (fd >= 0) {
                     hframe(fd, f, buf, n);
@@ -888,37 +888,37 @@ static void test_hello(void)
     first.page_size = first.npages = first.immutable_bytes = 0;
     uint8_t b[VFMIG_HELLO_MAX_BYTES], full[VFMIG_HELLO_MAX_BYTES];
     char err[256];
-    size_t n = vfmig_hello_encode(&first, b), nf = vfmig_hello_encode(&h, full);
+    size_t n = vfmig__hello_encode(&first, b), nf = vfmig__hello_encode(&h, full);
     ASSERT_EQ(n, VFMIG_HELLO_FIXED_BYTES + 40);
-    ASSERT_OK(vfmig_hello_decode_first(b, n, &got, err, sizeof(err)));
+    ASSERT_OK(vfmig__hello_decode_first(b, n, &got, err, sizeof(err)));
     ASSERT_EQ(got.nranges, 0);
     ASSERT_EQ(got.nstreams, 2);
     ASSERT_TRUE(!memcmp(got.key_id, h.key_id, 8));
     /* A keyed HELLO that announces the layout anyway is refused. */
-    ASSERT_EQ(vfmig_hello_decode_first(full, nf, &got, err, sizeof(err)), VFMIG_EPROTO);
+    ASSERT_EQ(vfmig__hello_decode_first(full, nf, &got, err, sizeof(err)), VFMIG_EPROTO);
     ASSERT_TRUE(strstr(err, "before the key was proved") != NULL);
     /* Unkeyed: the full form, as ever. */
     vfmig_hello u = h;
     u.flags = 0;
-    size_t nu = vfmig_hello_encode(&u, b);
-    ASSERT_OK(vfmig_hello_decode_first(b, nu, &got, err, sizeof(err)));
+    size_t nu = vfmig__hello_encode(&u, b);
+    ASSERT_OK(vfmig__hello_decode_first(b, nu, &got, err, sizeof(err)));
     ASSERT_EQ(got.nranges, 2);
     /* LAYOUT: the full HELLO, same options, nonce and key id. */
-    vfmig_hello_decode_first(b, vfmig_hello_encode(&first, b), &got, err, sizeof(err));
-    ASSERT_OK(vfmig_hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)));
+    vfmig__hello_decode_first(b, vfmig__hello_encode(&first, b), &got, err, sizeof(err));
+    ASSERT_OK(vfmig__hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)));
     ASSERT_EQ(lay.npages, 32);
     vfmig_hello other = h;
     other.nonce[0] ^= 1;
-    nf = vfmig_hello_encode(&other, full);
-    ASSERT_EQ(vfmig_hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)), VFMIG_EPROTO);
+    nf = vfmig__hello_encode(&other, full);
+    ASSERT_EQ(vfmig__hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)), VFMIG_EPROTO);
     other = h;
     other.batch_bytes = 65536;
-    nf = vfmig_hello_encode(&other, full);
-    ASSERT_EQ(vfmig_hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)), VFMIG_EPROTO);
+    nf = vfmig__hello_encode(&other, full);
+    ASSERT_EQ(vfmig__hello_decode_layout(full, nf, &got, &lay, err, sizeof(err)), VFMIG_EPROTO);
     /* Announcement with junk where the layout would be. */
-    n = vfmig_hello_encode(&first, b);
+    n = vfmig__hello_encode(&first, b);
     vfmig_put_u64(b + 16, 65536);
-    ASSERT_EQ(vfmig_hello_decode_first(b, n, &got, err, sizeof(err)), VFMIG_EPROTO);
+    ASSERT_EQ(vfmig__hello_decode_first(b, n, &got, err, sizeof(err)), VFMIG_EPROTO);
 }
 
 int main(int argc, char **argv)

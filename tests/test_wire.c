@@ -19,7 +19,7 @@ static void test_roundtrip(uint64_t *seed)
                          .len = (uint32_t)sizes[k], .round = 0xdeadbeef, .npages = 17,
                          .page = 0x0123456789abcdefull, .aux = 0xfedcba9876543210ull};
         uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
-        vfmig_frame_pack(&f, payload, hdr);
+        vfmig__frame_pack(&f, payload, hdr);
         /* Explicit little-endian layout. */
         ASSERT_EQ(hdr[0], VFMIG_F_PAGES);
         ASSERT_EQ(hdr[1], VFMIG_CODEC_LZ4);
@@ -33,7 +33,7 @@ static void test_roundtrip(uint64_t *seed)
         ASSERT_EQ(hdr[24], 0x10);
         vfmig_frame g;
         uint64_t csum;
-        ASSERT_OK(vfmig_frame_unpack(hdr, VFMIG_FRAME_MAX_PAYLOAD, &g, &csum));
+        ASSERT_OK(vfmig__frame_unpack(hdr, VFMIG_FRAME_MAX_PAYLOAD, &g, &csum));
         ASSERT_EQ(g.type, f.type);
         ASSERT_EQ(g.codec, f.codec);
         ASSERT_EQ(g.flags, f.flags);
@@ -43,14 +43,14 @@ static void test_roundtrip(uint64_t *seed)
         ASSERT_TRUE(g.page == f.page);
         ASSERT_TRUE(g.aux == f.aux);
         ASSERT_TRUE(csum == vfmig_get_u64(hdr + 32));
-        ASSERT_OK(vfmig_frame_check(hdr, payload, sizes[k]));
+        ASSERT_OK(vfmig__frame_check(hdr, payload, sizes[k]));
 
         /* Every single bit of the header's first 32 bytes and of the checksum is covered. */
         for (unsigned bit = 0; bit < VFMIG_FRAME_HDR_BYTES * 8; bit++) {
             uint8_t bad[VFMIG_FRAME_HDR_BYTES];
             memcpy(bad, hdr, sizeof(bad));
             bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-            ASSERT_EQ(vfmig_frame_check(bad, payload, sizes[k]), VFMIG_ECHECKSUM);
+            ASSERT_EQ(vfmig__frame_check(bad, payload, sizes[k]), VFMIG_ECHECKSUM);
         }
         /* Payload bit flips, at a few places including both ends. */
         if (sizes[k]) {
@@ -58,12 +58,12 @@ static void test_roundtrip(uint64_t *seed)
             for (int i = 0; i < 3; i++) {
                 for (unsigned b = 0; b < 8; b += 7) {
                     payload[at[i]] ^= (uint8_t)(1u << b);
-                    ASSERT_EQ(vfmig_frame_check(hdr, payload, sizes[k]), VFMIG_ECHECKSUM);
+                    ASSERT_EQ(vfmig__frame_check(hdr, payload, sizes[k]), VFMIG_ECHECKSUM);
                     payload[at[i]] ^= (uint8_t)(1u << b);
                 }
             }
             /* Truncated payload. */
-            ASSERT_EQ(vfmig_frame_check(hdr, payload, sizes[k] - 1), VFMIG_ECHECKSUM);
+            ASSERT_EQ(vfmig__frame_check(hdr, payload, sizes[k] - 1), VFMIG_ECHECKSUM);
         }
     }
 }
@@ -75,14 +75,14 @@ static void test_unpack_rejects(void)
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame g;
     uint64_t csum;
-    vfmig_frame_pack(&f, payload, hdr);
-    ASSERT_OK(vfmig_frame_unpack(hdr, 100, &g, &csum));
-    ASSERT_EQ(vfmig_frame_unpack(hdr, 99, &g, &csum), VFMIG_EPROTO); /* over max_payload */
-    ASSERT_OK(vfmig_frame_unpack(hdr, 100, &g, NULL));
+    vfmig__frame_pack(&f, payload, hdr);
+    ASSERT_OK(vfmig__frame_unpack(hdr, 100, &g, &csum));
+    ASSERT_EQ(vfmig__frame_unpack(hdr, 99, &g, &csum), VFMIG_EPROTO); /* over max_payload */
+    ASSERT_OK(vfmig__frame_unpack(hdr, 100, &g, NULL));
     /* Every type outside 1..TYPE_MAX. */
     for (unsigned t = 0; t < 256; t++) {
         hdr[0] = (uint8_t)t;
-        int r = vfmig_frame_unpack(hdr, 100, &g, &csum);
+        int r = vfmig__frame_unpack(hdr, 100, &g, &csum);
         if (t >= VFMIG_F_HELLO && t <= VFMIG_F_TYPE_MAX)
             ASSERT_OK(r);
         else
@@ -91,11 +91,11 @@ static void test_unpack_rejects(void)
     /* Length above the hard ceiling, whatever max_payload says. */
     hdr[0] = VFMIG_F_PAGES;
     vfmig_put_u32(hdr + 4, VFMIG_FRAME_MAX_PAYLOAD + 1);
-    ASSERT_EQ(vfmig_frame_unpack(hdr, SIZE_MAX, &g, &csum), VFMIG_EPROTO);
+    ASSERT_EQ(vfmig__frame_unpack(hdr, SIZE_MAX, &g, &csum), VFMIG_EPROTO);
     vfmig_put_u32(hdr + 4, 0xffffffffu);
-    ASSERT_EQ(vfmig_frame_unpack(hdr, SIZE_MAX, &g, &csum), VFMIG_EPROTO);
+    ASSERT_EQ(vfmig__frame_unpack(hdr, SIZE_MAX, &g, &csum), VFMIG_EPROTO);
     vfmig_put_u32(hdr + 4, VFMIG_FRAME_MAX_PAYLOAD);
-    ASSERT_OK(vfmig_frame_unpack(hdr, SIZE_MAX, &g, &csum));
+    ASSERT_OK(vfmig__frame_unpack(hdr, SIZE_MAX, &g, &csum));
 }
 
 static void test_le_helpers(void)

@@ -75,36 +75,36 @@ static int aead_make(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTE
             r = dir_init(&a->st[i].rx, key_rx, mac_only ? 0 : cap + VFMIG_AEAD_TAG_BYTES, 0, cipher);
     }
     if (r) {
-        vfmig_aead_free(a);
+        vfmig__aead_free(a);
         return r;
     }
     *out = a;
     return VFMIG_OK;
 }
 
-int vfmig_aead_new(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
+int vfmig__aead_new(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
                    const uint8_t key_rx[VFMIG_AEAD_KEY_BYTES], size_t cap, vfmig_aead **out)
 {
     return aead_make(nstreams, key_tx, key_rx, cap, 0, out);
 }
 
-int vfmig_aead_new_mac(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
+int vfmig__aead_new_mac(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
                        const uint8_t key_rx[VFMIG_AEAD_KEY_BYTES], size_t cap, vfmig_aead **out)
 {
     return aead_make(nstreams, key_tx, key_rx, cap, 1, out);
 }
 
-int vfmig_aead_mac_only(const vfmig_aead *a)
+int vfmig__aead_mac_only(const vfmig_aead *a)
 {
     return a->mac_only;
 }
 
-uint8_t *vfmig_aead_tx_buf(vfmig_aead *a, unsigned s)
+uint8_t *vfmig__aead_tx_buf(vfmig_aead *a, unsigned s)
 {
     return a->st[s].tx.buf;
 }
 
-int vfmig_aead_tag(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
+int vfmig__aead_tag(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
                    size_t len, uint8_t tag[VFMIG_AEAD_TAG_BYTES])
 {
     aead_dir *d = &a->st[s].tx;
@@ -124,7 +124,7 @@ int vfmig_aead_tag(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_B
     return ok ? VFMIG_OK : VFMIG_EIO;
 }
 
-int vfmig_aead_verify(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
+int vfmig__aead_verify(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
                       size_t len, const uint8_t tag[VFMIG_AEAD_TAG_BYTES])
 {
     aead_dir *d = &a->st[s].rx;
@@ -146,7 +146,7 @@ int vfmig_aead_verify(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AA
     return VFMIG_OK;
 }
 
-void vfmig_aead_free(vfmig_aead *a)
+void vfmig__aead_free(vfmig_aead *a)
 {
     if (!a)
         return;
@@ -161,23 +161,23 @@ void vfmig_aead_free(vfmig_aead *a)
     free(a);
 }
 
-size_t vfmig_aead_cap(const vfmig_aead *a)
+size_t vfmig__aead_cap(const vfmig_aead *a)
 {
     return a->cap;
 }
 
-uint8_t *vfmig_aead_rx_buf(vfmig_aead *a, unsigned s)
+uint8_t *vfmig__aead_rx_buf(vfmig_aead *a, unsigned s)
 {
     return a->st[s].rx.buf;
 }
 
-void vfmig_aead_set_counters(vfmig_aead *a, unsigned s, uint64_t tx, uint64_t rx)
+void vfmig__aead_set_counters(vfmig_aead *a, unsigned s, uint64_t tx, uint64_t rx)
 {
     a->st[s].tx.ctr = tx;
     a->st[s].rx.ctr = rx;
 }
 
-int vfmig_aead_seal(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
+int vfmig__aead_seal(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
                     const void *pt, size_t len, const uint8_t **out)
 {
     aead_dir *d = &a->st[s].tx;
@@ -201,7 +201,7 @@ int vfmig_aead_seal(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_
     return VFMIG_OK;
 }
 
-int vfmig_aead_open(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
+int vfmig__aead_open(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
                     size_t ct_len, void *pt)
 {
     aead_dir *d = &a->st[s].rx;

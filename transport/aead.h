@@ -1,5 +1,5 @@
 /*
- * transport/aead.h - private: AES-256-GCM per frame for a link (see vfmig_link_enable_aead).
+ * transport/aead.h - private: AES-256-GCM per frame for a link (see vfmig__link_enable_aead).
  *
  * One state per link: for every stream (0..nstreams) and direction a cipher context keyed once,
  * a 64-bit frame counter and a scratch buffer, all made at creation so that a frame costs no
@@ -34,53 +34,53 @@ typedef struct vfmig_aead vfmig_aead;
 
 /** Keys both directions of streams 0..nstreams; cap = largest plaintext. VFMIG_OK,
  *  VFMIG_ENOMEM or VFMIG_EIO (the crypto library refused). */
-int vfmig_aead_new(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
+int vfmig__aead_new(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
                    const uint8_t key_rx[VFMIG_AEAD_KEY_BYTES], size_t cap, vfmig_aead **out);
 /**
- * As vfmig_aead_new, for integrity without encryption: each frame carries a Poly1305 tag
+ * As vfmig__aead_new, for integrity without encryption: each frame carries a Poly1305 tag
  * (ChaCha20-Poly1305 with header prefix and payload as associated data, nothing encrypted: a
  * one-time Poly1305 key per frame from the nonce), with the same nonces and counters, so
  * tampered, replayed, reordered, dropped or foreign frames fail the same way. Chosen by
  * measurement (bench_mac, bench/RESULTS.md "Keyed integrity"): 12 GB/s per core against 7 for
  * GMAC, 1.6 for HMAC-SHA256 and 1 for keyed BLAKE2b; and it needs no copy of the payload on
- * either side (vfmig_aead_tag / vfmig_aead_verify). The receive scratch is not allocated; the
+ * either side (vfmig__aead_tag / vfmig__aead_verify). The receive scratch is not allocated; the
  * send scratch serves back-ends that cannot append the tag on their own.
  */
-int vfmig_aead_new_mac(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
+int vfmig__aead_new_mac(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES],
                        const uint8_t key_rx[VFMIG_AEAD_KEY_BYTES], size_t cap, vfmig_aead **out);
-/** Whether this state only authenticates (vfmig_aead_new_mac). */
-int vfmig_aead_mac_only(const vfmig_aead *a);
+/** Whether this state only authenticates (vfmig__aead_new_mac). */
+int vfmig__aead_mac_only(const vfmig_aead *a);
 /** MAC mode: the tag of stream s's next frame (aad, then the len payload bytes). Counter as for
  *  seal. VFMIG_OK, VFMIG_EPROTO (counter exhausted) or VFMIG_EIO. */
-int vfmig_aead_tag(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
+int vfmig__aead_tag(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
                    size_t len, uint8_t tag[VFMIG_AEAD_TAG_BYTES]);
 /** MAC mode: checks the tag of stream s's next received frame; the counter advances on success.
  *  VFMIG_OK, VFMIG_EAUTH, VFMIG_EPROTO or VFMIG_EIO. */
-int vfmig_aead_verify(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
+int vfmig__aead_verify(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES], const void *pt,
                       size_t len, const uint8_t tag[VFMIG_AEAD_TAG_BYTES]);
 /** MAC mode: stream s's send scratch (cap + 16 bytes), for payload + tag in one piece. */
-uint8_t *vfmig_aead_tx_buf(vfmig_aead *a, unsigned s);
-void vfmig_aead_free(vfmig_aead *a);
+uint8_t *vfmig__aead_tx_buf(vfmig_aead *a, unsigned s);
+void vfmig__aead_free(vfmig_aead *a);
 /** Largest plaintext a frame may carry. */
-size_t vfmig_aead_cap(const vfmig_aead *a);
+size_t vfmig__aead_cap(const vfmig_aead *a);
 /**
  * Encrypts len (<= cap) bytes of stream s's next frame into its send scratch: ciphertext, then
  * the tag; *out points at the len + 16 bytes. The counter advances even on failure (a nonce that
  * may have been used is never used again). VFMIG_OK, VFMIG_EPROTO (counter exhausted) or
  * VFMIG_EIO.
  */
-int vfmig_aead_seal(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
+int vfmig__aead_seal(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
                     const void *pt, size_t len, const uint8_t **out);
 /** Stream s's receive scratch (cap + 16 bytes): the receiver reads ciphertext + tag there. */
-uint8_t *vfmig_aead_rx_buf(vfmig_aead *a, unsigned s);
+uint8_t *vfmig__aead_rx_buf(vfmig_aead *a, unsigned s);
 /**
  * Decrypts and verifies the ct_len (16..cap + 16) bytes in stream s's receive scratch into pt
  * (ct_len - 16 bytes). The counter advances only on success. VFMIG_OK, VFMIG_EAUTH (pt is then
  * zeroed: it held unauthenticated bytes), VFMIG_EPROTO (counter exhausted) or VFMIG_EIO.
  */
-int vfmig_aead_open(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
+int vfmig__aead_open(vfmig_aead *a, unsigned s, const uint8_t aad[VFMIG_AEAD_AAD_BYTES],
                     size_t ct_len, void *pt);
 /** Test hook: sets stream s's next send and receive counters. */
-void vfmig_aead_set_counters(vfmig_aead *a, unsigned s, uint64_t tx, uint64_t rx);
+void vfmig__aead_set_counters(vfmig_aead *a, unsigned s, uint64_t tx, uint64_t rx);
 
 #endif

@@ -9,7 +9,7 @@
 
 #include "transport/link_impl.h"
 
-void vfmig_seterr(char *err, size_t errlen, const char *fmt, ...)
+void vfmig__seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || !errlen)
         return;
@@ -19,7 +19,7 @@ void vfmig_seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-#define EADDR_(...) (vfmig_seterr(err, errlen, __VA_ARGS__), VFMIG_EADDR)
+#define EADDR_(...) (vfmig__seterr(err, errlen, __VA_ARGS__), VFMIG_EADDR)
 
 /* Parses a decimal number in [lo, hi] from s[0..n). */
 static int parse_num(const char *s, size_t n, long lo, long hi, long *out)
@@ -44,7 +44,7 @@ static int valid_hostname(const char *h)
     return 1;
 }
 
-int vfmig_endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_streams, char *err,
+int vfmig__endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_streams, char *err,
                             size_t errlen)
 {
     memset(ep, 0, sizeof(*ep));
@@ -157,13 +157,13 @@ int vfmig_endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_str
     return VFMIG_OK;
 }
 
-int vfmig_endpoint_parse(const char *s, vfmig_endpoint *ep, char *err, size_t errlen)
+int vfmig__endpoint_parse(const char *s, vfmig_endpoint *ep, char *err, size_t errlen)
 {
-    return vfmig_endpoint_parse_ex(s, ep, NULL, err, errlen);
+    return vfmig__endpoint_parse_ex(s, ep, NULL, err, errlen);
 }
 
 int vfmig_endpoint_validate(const char *endpoint, char *err, size_t errlen)
 {
     vfmig_endpoint ep;
-    return vfmig_endpoint_parse(endpoint, &ep, err, errlen);
+    return vfmig__endpoint_parse(endpoint, &ep, err, errlen);
 }

@@ -19,7 +19,7 @@ struct vfmig_listener {
     vfmig_rdma_listener *rdma;
 };
 
-int vfmig_errno_status(int e)
+int vfmig__errno_status(int e)
 {
     switch (e) {
     case EPIPE:
@@ -41,23 +41,23 @@ int vfmig_errno_status(int e)
     }
 }
 
-uint64_t vfmig_deadline(int timeout_ms)
+uint64_t vfmig__deadline(int timeout_ms)
 {
-    return timeout_ms < 0 ? 0 : vfmig_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    return timeout_ms < 0 ? 0 : vfmig__now_ns() + (uint64_t)timeout_ms * 1000000ull;
 }
 
-int vfmig_ms_left(uint64_t deadline_ns)
+int vfmig__ms_left(uint64_t deadline_ns)
 {
     if (!deadline_ns)
         return -1;
-    uint64_t now = vfmig_now_ns();
+    uint64_t now = vfmig__now_ns();
     if (now >= deadline_ns)
         return 0;
     uint64_t ms = (deadline_ns - now + 999999) / 1000000;
     return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
-int vfmig_link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms)
+int vfmig__link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms)
 {
     struct pollfd p[3] = {{.fd = fd, .events = events},
                           {.fd = l ? l->intr_fd : -1, .events = POLLIN},
@@ -80,7 +80,7 @@ int vfmig_link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms
     }
 }
 
-int vfmig_link_alloc(unsigned nstreams, vfmig_link **out)
+int vfmig__link_alloc(unsigned nstreams, vfmig_link **out)
 {
     vfmig_link *l = calloc(1, sizeof(*l));
     if (!l)
@@ -103,29 +103,29 @@ int vfmig_link_alloc(unsigned nstreams, vfmig_link **out)
     atomic_init(&l->max_payload, VFMIG_FRAME_MAX_PAYLOAD);
     atomic_init(&l->bytes_sent, 0);
     atomic_init(&l->interrupted, 0);
-    vfmig_ratelimit_init(&l->rl);
+    vfmig__ratelimit_init(&l->rl);
     pthread_mutex_init(&l->err_lock, NULL);
     *out = l;
     return VFMIG_OK;
 }
 
-void vfmig_link_free(vfmig_link *l)
+void vfmig__link_free(vfmig_link *l)
 {
     if (!l)
         return;
-    vfmig_aead_free(l->aead);
+    vfmig__aead_free(l->aead);
     for (unsigned i = 0; i <= l->nstreams; i++)
         free(l->gather[i]);
     free(l->gather);
     free(l->gather_cap);
     pthread_mutex_destroy(&l->err_lock);
-    vfmig_ratelimit_destroy(&l->rl);
+    vfmig__ratelimit_destroy(&l->rl);
     close(l->intr_fd);
     free(l->errs);
     free(l);
 }
 
-int vfmig_link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
+int vfmig__link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
 {
     if (s > l->nstreams)
         return status;
@@ -140,45 +140,45 @@ int vfmig_link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
     return status;
 }
 
-/* Header bytes 0..31 of f, the AAD of an encrypted frame. vfmig_frame_pack on an empty copy
+/* Header bytes 0..31 of f, the AAD of an encrypted frame. vfmig__frame_pack on an empty copy
  * keeps the layout in wire.c; the 32-byte hash it spends on the unused checksum is noise. */
 static void header_prefix(const vfmig_frame *f, uint8_t out[VFMIG_FRAME_HDR_BYTES])
 {
     vfmig_frame g = *f;
     g.len = 0;
-    vfmig_frame_pack(&g, NULL, out);
+    vfmig__frame_pack(&g, NULL, out);
     vfmig_put_u32(out + 4, f->len);
 }
 
-/* vfmig_link_send on a MAC-keyed link: payload in clear, then its tag. */
+/* vfmig__link_send on a MAC-keyed link: payload in clear, then its tag. */
 static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload, bool last)
 {
-    if (f->len > vfmig_aead_cap(l->aead))
-        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %zu-byte limit of keyed links",
-                               f->len, vfmig_aead_cap(l->aead));
+    if (f->len > vfmig__aead_cap(l->aead))
+        return vfmig__link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %zu-byte limit of keyed links",
+                               f->len, vfmig__aead_cap(l->aead));
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES], tag[VFMIG_AEAD_TAG_BYTES];
     vfmig_frame g = *f;
     g.len += VFMIG_AEAD_TAG_BYTES;
     header_prefix(&g, hdr);
-    int r = vfmig_aead_tag(l->aead, stream, hdr, payload, f->len, tag);
+    int r = vfmig__aead_tag(l->aead, stream, hdr, payload, f->len, tag);
     if (r == VFMIG_EPROTO)
-        return vfmig_link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
+        return vfmig__link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
     if (r)
-        return vfmig_link_fail(l, stream, r, "frame MAC failed in the crypto library");
+        return vfmig__link_fail(l, stream, r, "frame MAC failed in the crypto library");
     /* The checksum stays the plain one over what travels (payload + tag): corruption is told
      * apart from forgery, as on encrypted links. */
     const void *wire_payload = payload;
     uint8_t *joined = NULL;
     if (!l->ops->send_tail) {
-        joined = vfmig_aead_tx_buf(l->aead, stream);
+        joined = vfmig__aead_tx_buf(l->aead, stream);
         if (f->len)
             memcpy(joined, payload, f->len);
         memcpy(joined + f->len, tag, sizeof(tag));
         wire_payload = joined;
     }
-    vfmig_put_u64(hdr + 32, vfmig_frame_csum2(hdr, payload, f->len, tag, sizeof(tag)));
+    vfmig_put_u64(hdr + 32, vfmig__frame_csum2(hdr, payload, f->len, tag, sizeof(tag)));
     size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
-    r = last ? VFMIG_OK : vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd); /* a last word is tiny */
+    r = last ? VFMIG_OK : vfmig__ratelimit_acquire(&l->rl, wire, l->intr_fd); /* a last word is tiny */
     if (r)
         return r;
     if (joined)
@@ -195,34 +195,34 @@ static int link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     if (!l || !f || stream > l->nstreams || (f->len && !payload))
         return VFMIG_EINVAL;
     if (f->len > VFMIG_FRAME_MAX_PAYLOAD)
-        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
+        return vfmig__link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
                                f->len, VFMIG_FRAME_MAX_PAYLOAD);
     if (!last && atomic_load_explicit(&l->interrupted, memory_order_relaxed))
         return VFMIG_ECANCELED;
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
     vfmig_frame g = *f;
-    if (l->aead && vfmig_aead_mac_only(l->aead))
+    if (l->aead && vfmig__aead_mac_only(l->aead))
         return send_tagged(l, stream, f, payload, last);
     if (l->aead) {
-        if (f->len > vfmig_aead_cap(l->aead))
-            return vfmig_link_fail(l, stream, VFMIG_EINVAL,
+        if (f->len > vfmig__aead_cap(l->aead))
+            return vfmig__link_fail(l, stream, VFMIG_EINVAL,
                                    "frame of %u bytes over the %zu-byte limit of encrypted links",
-                                   f->len, vfmig_aead_cap(l->aead));
+                                   f->len, vfmig__aead_cap(l->aead));
         /* The header as sent (len counting the tag) is the AAD; the checksum then covers the
          * ciphertext, so plain corruption is still told apart from forgery. */
         g.len += VFMIG_AEAD_TAG_BYTES;
         header_prefix(&g, hdr);
         const uint8_t *ct;
-        int r = vfmig_aead_seal(l->aead, stream, hdr, payload, f->len, &ct);
+        int r = vfmig__aead_seal(l->aead, stream, hdr, payload, f->len, &ct);
         if (r == VFMIG_EPROTO)
-            return vfmig_link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
+            return vfmig__link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
         if (r)
-            return vfmig_link_fail(l, stream, r, "encryption failed in the crypto library");
+            return vfmig__link_fail(l, stream, r, "encryption failed in the crypto library");
         payload = ct;
     }
-    vfmig_frame_pack(&g, payload, hdr);
+    vfmig__frame_pack(&g, payload, hdr);
     size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
-    int r = last ? VFMIG_OK : vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    int r = last ? VFMIG_OK : vfmig__ratelimit_acquire(&l->rl, wire, l->intr_fd);
     if (r)
         return r;
     r = l->ops->send(l, stream, hdr, payload, g.len);
@@ -231,7 +231,7 @@ static int link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     return r;
 }
 
-bool vfmig_link_payload_transformed(const vfmig_link *l)
+bool vfmig__link_payload_transformed(const vfmig_link *l)
 {
     return l && l->aead;
 }
@@ -254,7 +254,7 @@ static const void *gather(vfmig_link *l, unsigned stream, const struct iovec *io
     return l->gather[stream];
 }
 
-int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const struct iovec *iov, int niov)
+int vfmig__link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const struct iovec *iov, int niov)
 {
     if (!l || !f || stream > l->nstreams || niov < 0 || niov > VFMIG_LINK_MAX_IOV || (niov && !iov))
         return VFMIG_EINVAL;
@@ -262,26 +262,26 @@ int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     for (int i = 0; i < niov; i++)
         len += iov[i].iov_len;
     if (len != f->len)
-        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "gathered payload of %zu bytes for a %u-byte frame",
+        return vfmig__link_fail(l, stream, VFMIG_EINVAL, "gathered payload of %zu bytes for a %u-byte frame",
                                len, f->len);
     if ((f->flags & VFMIG_FRAME_FLAG_UNCHECKED) && l->aead)
-        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "unchecked payloads cannot go through frame encryption");
+        return vfmig__link_fail(l, stream, VFMIG_EINVAL, "unchecked payloads cannot go through frame encryption");
     if (l->aead || !l->ops->sendv) {
         /* Sealing needs the payload in one piece, and so does a back-end without sendv. */
         const void *payload = niov == 1 ? iov[0].iov_base : len ? gather(l, stream, iov, niov, len) : NULL;
         if (len && !payload)
-            return vfmig_link_fail(l, stream, VFMIG_ENOMEM, "out of memory gathering a %zu-byte frame", len);
-        return vfmig_link_send(l, stream, f, payload);
+            return vfmig__link_fail(l, stream, VFMIG_ENOMEM, "out of memory gathering a %zu-byte frame", len);
+        return vfmig__link_send(l, stream, f, payload);
     }
     if (f->len > VFMIG_FRAME_MAX_PAYLOAD)
-        return vfmig_link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
+        return vfmig__link_fail(l, stream, VFMIG_EINVAL, "frame of %u bytes over the %u-byte limit",
                                f->len, VFMIG_FRAME_MAX_PAYLOAD);
     if (atomic_load_explicit(&l->interrupted, memory_order_relaxed))
         return VFMIG_ECANCELED;
     uint8_t hdr[VFMIG_FRAME_HDR_BYTES];
-    vfmig_frame_pack_iov(f, iov, niov, hdr);
+    vfmig__frame_pack_iov(f, iov, niov, hdr);
     size_t wire = VFMIG_FRAME_HDR_BYTES + len;
-    int r = vfmig_ratelimit_acquire(&l->rl, wire, l->intr_fd);
+    int r = vfmig__ratelimit_acquire(&l->rl, wire, l->intr_fd);
     if (r)
         return r;
     r = l->ops->sendv(l, stream, hdr, iov, niov, len);
@@ -290,12 +290,12 @@ int vfmig_link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
     return r;
 }
 
-int vfmig_link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+int vfmig__link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
 {
     return link_send(l, stream, f, payload, false);
 }
 
-int vfmig_link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
+int vfmig__link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload)
 {
     /* After an interrupt every wait returns at once (the interrupt fd stays readable), so this
      * goes out only as far as the socket takes it without blocking. */
@@ -303,7 +303,7 @@ int vfmig_link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, c
     return rc ? rc : (l->ops->flush(l, stream));
 }
 
-int vfmig_link_flush(vfmig_link *l, unsigned stream)
+int vfmig__link_flush(vfmig_link *l, unsigned stream)
 {
     if (!l || stream > l->nstreams)
         return VFMIG_EINVAL;
@@ -312,91 +312,91 @@ int vfmig_link_flush(vfmig_link *l, unsigned stream)
     return l->ops->flush(l, stream);
 }
 
-/* The rest of vfmig_link_recv on an encrypted link, once the header is in: ciphertext + tag into
+/* The rest of vfmig__link_recv on an encrypted link, once the header is in: ciphertext + tag into
  * the stream's scratch, checksum, then decryption into the caller's buffer. */
 static int recv_sealed(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
                        vfmig_frame *f, void *payload, size_t cap, uint64_t deadline)
 {
     if (f->len < VFMIG_AEAD_TAG_BYTES)
-        return vfmig_link_fail(l, stream, VFMIG_EAUTH,
+        return vfmig__link_fail(l, stream, VFMIG_EAUTH,
                                "type %u frame of %u bytes has no authentication tag (peer not "
                                "encrypting?)", f->type, f->len);
     size_t plain = f->len - VFMIG_AEAD_TAG_BYTES;
     if (plain > cap)
-        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %zu bytes larger than the %zu-byte buffer", plain, cap);
-    if (plain > vfmig_aead_cap(l->aead))
-        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+    if (plain > vfmig__aead_cap(l->aead))
+        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %zu bytes over the %zu-byte limit of encrypted links",
-                               plain, vfmig_aead_cap(l->aead));
-    uint8_t *ct = vfmig_aead_rx_buf(l->aead, stream);
-    int r = l->ops->read(l, stream, ct, f->len, vfmig_ms_left(deadline), &deadline);
+                               plain, vfmig__aead_cap(l->aead));
+    uint8_t *ct = vfmig__aead_rx_buf(l->aead, stream);
+    int r = l->ops->read(l, stream, ct, f->len, vfmig__ms_left(deadline), &deadline);
     if (r)
         return r;
-    if (vfmig_frame_check(hdr, ct, f->len))
-        return vfmig_link_fail(l, stream, VFMIG_ECHECKSUM,
+    if (vfmig__frame_check(hdr, ct, f->len))
+        return vfmig__link_fail(l, stream, VFMIG_ECHECKSUM,
                                "checksum mismatch on a type %u frame of %u bytes", f->type, f->len);
     /* A replayed, reordered or dropped frame fails here too: the nonce is the receiver's own
      * next counter, never taken from the wire. */
-    r = vfmig_aead_open(l->aead, stream, hdr, f->len, payload);
+    r = vfmig__aead_open(l->aead, stream, hdr, f->len, payload);
     if (r == VFMIG_EAUTH)
-        return vfmig_link_fail(l, stream, r,
+        return vfmig__link_fail(l, stream, r,
                                "frame failed authentication (tampered, replayed or wrong key)");
     if (r == VFMIG_EPROTO)
-        return vfmig_link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
+        return vfmig__link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
     if (r)
-        return vfmig_link_fail(l, stream, r, "decryption failed in the crypto library");
+        return vfmig__link_fail(l, stream, r, "decryption failed in the crypto library");
     f->len = (uint32_t)plain;
     return VFMIG_OK;
 }
 
-/* The rest of vfmig_link_recv on a MAC-keyed link: payload straight into the caller's buffer,
+/* The rest of vfmig__link_recv on a MAC-keyed link: payload straight into the caller's buffer,
  * then the tag; checksum, then the tag's check. */
 static int recv_tagged(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
                        vfmig_frame *f, void *payload, size_t cap, uint64_t deadline)
 {
     if (f->len < VFMIG_AEAD_TAG_BYTES)
-        return vfmig_link_fail(l, stream, VFMIG_EAUTH,
+        return vfmig__link_fail(l, stream, VFMIG_EAUTH,
                                "type %u frame of %u bytes has no authentication tag (peer not keyed?)",
                                f->type, f->len);
     size_t plain = f->len - VFMIG_AEAD_TAG_BYTES;
     if (plain > cap)
-        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %zu bytes larger than the %zu-byte buffer", plain, cap);
-    if (plain > vfmig_aead_cap(l->aead))
-        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+    if (plain > vfmig__aead_cap(l->aead))
+        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %zu bytes over the %zu-byte limit of keyed links", plain,
-                               vfmig_aead_cap(l->aead));
+                               vfmig__aead_cap(l->aead));
     uint8_t tag[VFMIG_AEAD_TAG_BYTES];
-    int r = plain ? l->ops->read(l, stream, payload, plain, vfmig_ms_left(deadline), &deadline) : VFMIG_OK;
+    int r = plain ? l->ops->read(l, stream, payload, plain, vfmig__ms_left(deadline), &deadline) : VFMIG_OK;
     if (!r)
-        r = l->ops->read(l, stream, tag, sizeof(tag), vfmig_ms_left(deadline), &deadline);
+        r = l->ops->read(l, stream, tag, sizeof(tag), vfmig__ms_left(deadline), &deadline);
     if (r)
         return r;
-    if (vfmig_frame_csum2(hdr, payload, plain, tag, sizeof(tag)) != vfmig_get_u64(hdr + 32))
-        return vfmig_link_fail(l, stream, VFMIG_ECHECKSUM,
+    if (vfmig__frame_csum2(hdr, payload, plain, tag, sizeof(tag)) != vfmig_get_u64(hdr + 32))
+        return vfmig__link_fail(l, stream, VFMIG_ECHECKSUM,
                                "checksum mismatch on a type %u frame of %u bytes", f->type, f->len);
-    r = vfmig_aead_verify(l->aead, stream, hdr, payload, plain, tag);
+    r = vfmig__aead_verify(l->aead, stream, hdr, payload, plain, tag);
     if (r == VFMIG_EAUTH) {
         if (plain)
             memset(payload, 0, plain); /* never leave unauthenticated bytes to the caller */
-        return vfmig_link_fail(l, stream, r, "frame failed authentication (tampered, replayed or wrong key)");
+        return vfmig__link_fail(l, stream, r, "frame failed authentication (tampered, replayed or wrong key)");
     }
     if (r == VFMIG_EPROTO)
-        return vfmig_link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
+        return vfmig__link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
     if (r)
-        return vfmig_link_fail(l, stream, r, "frame MAC failed in the crypto library");
+        return vfmig__link_fail(l, stream, r, "frame MAC failed in the crypto library");
     f->len = (uint32_t)plain;
     return VFMIG_OK;
 }
 
-int vfmig_link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
+int vfmig__link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
                     int timeout_ms)
 {
-    return vfmig_link_recv_placed(l, stream, f, payload, cap, NULL, NULL, NULL, timeout_ms);
+    return vfmig__link_recv_placed(l, stream, f, payload, cap, NULL, NULL, NULL, timeout_ms);
 }
 
-int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
+int vfmig__link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
                            vfmig_recv_place_fn place, void *ctx, bool *placed, int timeout_ms)
 {
     if (placed)
@@ -414,15 +414,15 @@ int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void 
     size_t maxp = atomic_load_explicit(&l->max_payload, memory_order_relaxed);
     if (l->aead)
         maxp += VFMIG_AEAD_TAG_BYTES; /* max_payload bounds the plaintext */
-    r = vfmig_frame_unpack(hdr, maxp, f, &csum);
+    r = vfmig__frame_unpack(hdr, maxp, f, &csum);
     if (r) {
         if (hdr[0] < VFMIG_F_HELLO || hdr[0] > VFMIG_F_TYPE_MAX)
-            return vfmig_link_fail(l, stream, r, "unknown frame type %u", hdr[0]);
-        return vfmig_link_fail(l, stream, r, "frame payload of %u bytes over the limit of %zu",
+            return vfmig__link_fail(l, stream, r, "unknown frame type %u", hdr[0]);
+        return vfmig__link_fail(l, stream, r, "frame payload of %u bytes over the limit of %zu",
                                vfmig_get_u32(hdr + 4), maxp);
     }
     /* After a refused frame the stream is out of step: the caller must treat it as fatal. */
-    if (l->aead && vfmig_aead_mac_only(l->aead))
+    if (l->aead && vfmig__aead_mac_only(l->aead))
         return recv_tagged(l, stream, hdr, f, payload, cap, deadline);
     if (l->aead)
         return recv_sealed(l, stream, hdr, f, payload, cap, deadline);
@@ -434,16 +434,16 @@ int vfmig_link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void 
             *placed = true;
     }
     if (f->len > cap)
-        return vfmig_link_fail(l, stream, VFMIG_EPROTO,
+        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %u bytes larger than the %zu-byte buffer", f->len, cap);
     if (f->len) {
-        int rest = vfmig_ms_left(deadline);
+        int rest = vfmig__ms_left(deadline);
         r = l->ops->read(l, stream, payload, f->len, rest, &deadline);
         if (r)
             return r;
     }
-    if (vfmig_frame_check(hdr, payload, f->len))
-        return vfmig_link_fail(l, stream, VFMIG_ECHECKSUM,
+    if (vfmig__frame_check(hdr, payload, f->len))
+        return vfmig__link_fail(l, stream, VFMIG_ECHECKSUM,
                                "checksum mismatch on a type %u frame of %u bytes", f->type, f->len);
     return VFMIG_OK;
 }
@@ -461,26 +461,26 @@ static int enable_keyed(vfmig_link *l, const uint8_t key_tx[32], const uint8_t k
         cap = VFMIG_FRAME_MAX_PAYLOAD - VFMIG_AEAD_TAG_BYTES;
     if (!cap)
         cap = 1; /* a link refusing every payload still needs room for the tag */
-    return mac_only ? vfmig_aead_new_mac(l->nstreams, key_tx, key_rx, cap, &l->aead)
-                    : vfmig_aead_new(l->nstreams, key_tx, key_rx, cap, &l->aead);
+    return mac_only ? vfmig__aead_new_mac(l->nstreams, key_tx, key_rx, cap, &l->aead)
+                    : vfmig__aead_new(l->nstreams, key_tx, key_rx, cap, &l->aead);
 }
 
-int vfmig_link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
+int vfmig__link_enable_aead(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
 {
     return enable_keyed(l, key_tx, key_rx, 0);
 }
 
-int vfmig_link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
+int vfmig__link_enable_mac(vfmig_link *l, const uint8_t key_tx[32], const uint8_t key_rx[32])
 {
     return enable_keyed(l, key_tx, key_rx, 1);
 }
 
-bool vfmig_link_aead_enabled(const vfmig_link *l)
+bool vfmig__link_aead_enabled(const vfmig_link *l)
 {
     return l && l->aead;
 }
 
-void vfmig_link_interrupt(vfmig_link *l)
+void vfmig__link_interrupt(vfmig_link *l)
 {
     if (!l)
         return;
@@ -491,31 +491,31 @@ void vfmig_link_interrupt(vfmig_link *l)
     (void)n;
 }
 
-void vfmig_link_set_timeout(vfmig_link *l, int timeout_ms)
+void vfmig__link_set_timeout(vfmig_link *l, int timeout_ms)
 {
     if (l)
         atomic_store(&l->timeout_ms, timeout_ms);
 }
 
-void vfmig_link_set_max_bandwidth(vfmig_link *l, uint64_t bytes_per_s)
+void vfmig__link_set_max_bandwidth(vfmig_link *l, uint64_t bytes_per_s)
 {
     if (l)
-        vfmig_ratelimit_set(&l->rl, bytes_per_s);
+        vfmig__ratelimit_set(&l->rl, bytes_per_s);
 }
 
-void vfmig_link_set_max_payload(vfmig_link *l, size_t max_payload)
+void vfmig__link_set_max_payload(vfmig_link *l, size_t max_payload)
 {
     if (l)
         atomic_store(&l->max_payload, max_payload > VFMIG_FRAME_MAX_PAYLOAD ? VFMIG_FRAME_MAX_PAYLOAD
                                                                             : max_payload);
 }
 
-uint64_t vfmig_link_bytes_sent(const vfmig_link *l)
+uint64_t vfmig__link_bytes_sent(const vfmig_link *l)
 {
     return l ? atomic_load_explicit(&l->bytes_sent, memory_order_relaxed) : 0;
 }
 
-const char *vfmig_link_stream_error(const vfmig_link *l, unsigned stream)
+const char *vfmig__link_stream_error(const vfmig_link *l, unsigned stream)
 {
     if (!l || stream > l->nstreams)
         return "";
@@ -542,15 +542,15 @@ int vfmig_listen(const char *endpoint, vfmig_listener **out, char *err, size_t e
     if (!out)
         return VFMIG_EINVAL;
     *out = NULL;
-    int r = vfmig_endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
+    int r = vfmig__endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
     if (r)
         return r;
     vfmig_listener *L = calloc(1, sizeof(*L));
     if (!L)
         return VFMIG_ENOMEM;
     L->kind = ep.kind;
-    r = ep.kind == VFMIG_LINK_TCP ? vfmig_tcp_listen(&ep, explicit_streams, &L->tcp, err, errlen)
-                                  : vfmig_rdma_listen(&ep, explicit_streams, &L->rdma, err, errlen);
+    r = ep.kind == VFMIG_LINK_TCP ? vfmig__tcp_listen(&ep, explicit_streams, &L->tcp, err, errlen)
+                                  : vfmig__rdma_listen(&ep, explicit_streams, &L->rdma, err, errlen);
     if (r) {
         free(L);
         return r;
@@ -563,7 +563,7 @@ int vfmig_listener_port(const vfmig_listener *l)
 {
     if (!l)
         return VFMIG_EINVAL;
-    return l->kind == VFMIG_LINK_TCP ? vfmig_tcp_listener_port(l->tcp) : vfmig_rdma_listener_port(l->rdma);
+    return l->kind == VFMIG_LINK_TCP ? vfmig__tcp_listener_port(l->tcp) : vfmig__rdma_listener_port(l->rdma);
 }
 
 int vfmig_accept(vfmig_listener *l, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
@@ -571,8 +571,8 @@ int vfmig_accept(vfmig_listener *l, int timeout_ms, vfmig_link **out, char *err,
     if (!l || !out)
         return VFMIG_EINVAL;
     *out = NULL;
-    return l->kind == VFMIG_LINK_TCP ? vfmig_tcp_accept(l->tcp, timeout_ms, out, err, errlen)
-                                     : vfmig_rdma_accept(l->rdma, timeout_ms, out, err, errlen);
+    return l->kind == VFMIG_LINK_TCP ? vfmig__tcp_accept(l->tcp, timeout_ms, out, err, errlen)
+                                     : vfmig__rdma_accept(l->rdma, timeout_ms, out, err, errlen);
 }
 
 void vfmig_listener_close(vfmig_listener *l)
@@ -580,9 +580,9 @@ void vfmig_listener_close(vfmig_listener *l)
     if (!l)
         return;
     if (l->kind == VFMIG_LINK_TCP)
-        vfmig_tcp_listener_close(l->tcp);
+        vfmig__tcp_listener_close(l->tcp);
     else
-        vfmig_rdma_listener_close(l->rdma);
+        vfmig__rdma_listener_close(l->rdma);
     free(l);
 }
 
@@ -593,7 +593,7 @@ int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *
     if (!out)
         return VFMIG_EINVAL;
     *out = NULL;
-    int r = vfmig_endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
+    int r = vfmig__endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
     if (r)
         return r;
     if (!explicit_streams) {
@@ -602,8 +602,8 @@ int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         ep.streams = n < 1 ? 1 : n > 8 ? 8 : (uint32_t)n;
     }
-    return ep.kind == VFMIG_LINK_TCP ? vfmig_tcp_connect(&ep, timeout_ms, out, err, errlen)
-                                     : vfmig_rdma_connect(&ep, timeout_ms, out, err, errlen);
+    return ep.kind == VFMIG_LINK_TCP ? vfmig__tcp_connect(&ep, timeout_ms, out, err, errlen)
+                                     : vfmig__rdma_connect(&ep, timeout_ms, out, err, errlen);
 }
 
 int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfmig_link **out, char *err,
@@ -613,7 +613,7 @@ int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfm
         return VFMIG_EINVAL;
     *out = NULL;
     if (ndata < 1 || ndata > VFMIG_MAX_STREAMS || !data_fds) {
-        vfmig_seterr(err, errlen, "a link needs 1 to %d data connections, not %u", VFMIG_MAX_STREAMS, ndata);
+        vfmig__seterr(err, errlen, "a link needs 1 to %d data connections, not %u", VFMIG_MAX_STREAMS, ndata);
         return VFMIG_EINVAL;
     }
     int fds[VFMIG_MAX_STREAMS + 1];
@@ -623,8 +623,8 @@ int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfm
     for (unsigned i = 0; i <= ndata; i++)
         for (unsigned j = 0; j < i; j++)
             if (fds[i] == fds[j] || fds[i] < 0) {
-                vfmig_seterr(err, errlen, "connection %u: fd %d is invalid or given twice", i, fds[i]);
+                vfmig__seterr(err, errlen, "connection %u: fd %d is invalid or given twice", i, fds[i]);
                 return VFMIG_EINVAL;
             }
-    return vfmig_tcp_link_from_fds(fds, ndata, out, err, errlen);
+    return vfmig__tcp_link_from_fds(fds, ndata, out, err, errlen);
 }

@@ -48,11 +48,11 @@ struct vfmig_link {
     atomic_size_t max_payload;
     atomic_uint_fast64_t bytes_sent;
     atomic_int interrupted;
-    int intr_fd;                /* eventfd, written once by vfmig_link_interrupt: stays readable */
+    int intr_fd;                /* eventfd, written once by vfmig__link_interrupt: stays readable */
     vfmig_ratelimit rl;
     pthread_mutex_t err_lock;   /* a stream's send and recv threads may both record errors */
     char (*errs)[VFMIG_LINK_ERRLEN]; /* nstreams + 1 entries */
-    /* Frame encryption (vfmig_link_enable_aead), NULL while off. Set once, while no stream is in
+    /* Frame encryption (vfmig__link_enable_aead), NULL while off. Set once, while no stream is in
      * use; the engine's own synchronization orders it before the I/O threads read it. */
     struct vfmig_aead *aead;
     uint8_t **gather;           /* per stream: scratch for sendv on back-ends without it */
@@ -62,58 +62,58 @@ struct vfmig_link {
 
 /* link.c */
 /** Allocates the common part; the back-end then sets ops and impl. */
-int vfmig_link_alloc(unsigned nstreams, vfmig_link **out);
+int vfmig__link_alloc(unsigned nstreams, vfmig_link **out);
 /** Frees the common part (after the back-end freed its own). */
-void vfmig_link_free(vfmig_link *l);
+void vfmig__link_free(vfmig_link *l);
 /** Records "stream N: <message>" and returns status. */
-int vfmig_link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
+int vfmig__link_fail(vfmig_link *l, unsigned s, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /** errno -> status, as documented for links. */
-int vfmig_errno_status(int e);
+int vfmig__errno_status(int e);
 /**
  * Waits for `events` on fd (and, if fd2 >= 0, POLLIN on fd2) or the interrupt, up to
  * timeout_ms (<0 forever). Returns 1 (fd ready), 2 (fd2 ready), VFMIG_ETIMEDOUT,
  * VFMIG_ECANCELED or VFMIG_EIO.
  */
-int vfmig_link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms);
+int vfmig__link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms);
 /** Milliseconds left until deadline_ns (0 = none: -1), at least 0. */
-int vfmig_ms_left(uint64_t deadline_ns);
+int vfmig__ms_left(uint64_t deadline_ns);
 /** timeout_ms (<0: none) to an absolute deadline (0 = none). */
-uint64_t vfmig_deadline(int timeout_ms);
+uint64_t vfmig__deadline(int timeout_ms);
 
 /* endpoint.c */
-void vfmig_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/** As vfmig_endpoint_parse; *explicit_streams says whether ?streams=/?qps= was given. */
-int vfmig_endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_streams, char *err,
+void vfmig__seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** As vfmig__endpoint_parse; *explicit_streams says whether ?streams=/?qps= was given. */
+int vfmig__endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_streams, char *err,
                             size_t errlen);
 
 /* tcp.c */
 typedef struct vfmig_tcp_listener vfmig_tcp_listener;
-int vfmig_tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
+int vfmig__tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
                      char *err, size_t errlen);
-int vfmig_tcp_listener_port(const vfmig_tcp_listener *tl);
-int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
-void vfmig_tcp_listener_close(vfmig_tcp_listener *tl);
-int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+int vfmig__tcp_listener_port(const vfmig_tcp_listener *tl);
+int vfmig__tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+void vfmig__tcp_listener_close(vfmig_tcp_listener *tl);
+int vfmig__tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
 /** A link over connections the embedder made (fds[0] control, fds[1..n] data), taken over. */
-int vfmig_tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen);
+int vfmig__tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen);
 /** Test hook: the socket of a stream (to break it on purpose). -1 if not TCP. */
-int vfmig_tcp_stream_fd(vfmig_link *l, unsigned s);
+int vfmig__tcp_stream_fd(vfmig_link *l, unsigned s);
 /** Tuning knobs (measured in bench_link): payloads of at least copy_threshold bytes go out by
  *  sendmsg from the caller's memory instead of through the stream buffer; payload rests of at
  *  least direct_read_min bytes are read straight into the caller's buffer; MSG_ZEROCOPY on data
  *  streams (off by default: slower on loopback). Call before the first send/recv. */
-void vfmig_tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy);
+void vfmig__tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy);
 
 /* rdma.c */
 typedef struct vfmig_rdma_listener vfmig_rdma_listener;
-int vfmig_rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
+int vfmig__rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
                       char *err, size_t errlen);
-int vfmig_rdma_listener_port(const vfmig_rdma_listener *rl);
-int vfmig_rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out, char *err,
+int vfmig__rdma_listener_port(const vfmig_rdma_listener *rl);
+int vfmig__rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out, char *err,
                       size_t errlen);
-void vfmig_rdma_listener_close(vfmig_rdma_listener *rl);
-int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
+void vfmig__rdma_listener_close(vfmig_rdma_listener *rl);
+int vfmig__rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
                        size_t errlen);
 
 #endif

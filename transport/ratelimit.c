@@ -15,46 +15,46 @@
 #define BURST_NS 5000000ull
 #define MIN_BURST (64 << 10)
 
-uint64_t vfmig_now_ns(void)
+uint64_t vfmig__now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void vfmig_ratelimit_init(vfmig_ratelimit *rl)
+void vfmig__ratelimit_init(vfmig_ratelimit *rl)
 {
     pthread_mutex_init(&rl->lock, NULL);
     rl->rate = 0;
     rl->tokens = 0;
     rl->burst = 0;
-    rl->last_ns = vfmig_now_ns();
+    rl->last_ns = vfmig__now_ns();
 }
 
-void vfmig_ratelimit_destroy(vfmig_ratelimit *rl)
+void vfmig__ratelimit_destroy(vfmig_ratelimit *rl)
 {
     pthread_mutex_destroy(&rl->lock);
 }
 
-void vfmig_ratelimit_set(vfmig_ratelimit *rl, uint64_t bytes_per_s)
+void vfmig__ratelimit_set(vfmig_ratelimit *rl, uint64_t bytes_per_s)
 {
     pthread_mutex_lock(&rl->lock);
     rl->rate = bytes_per_s;
     uint64_t b = bytes_per_s / (1000000000ull / BURST_NS);
     rl->burst = (int64_t)(b < MIN_BURST ? MIN_BURST : b);
     rl->tokens = rl->burst;
-    rl->last_ns = vfmig_now_ns();
+    rl->last_ns = vfmig__now_ns();
     pthread_mutex_unlock(&rl->lock);
 }
 
-int vfmig_ratelimit_acquire(vfmig_ratelimit *rl, uint64_t bytes, int intr_fd)
+int vfmig__ratelimit_acquire(vfmig_ratelimit *rl, uint64_t bytes, int intr_fd)
 {
     pthread_mutex_lock(&rl->lock);
     if (!rl->rate) {
         pthread_mutex_unlock(&rl->lock);
         return VFMIG_OK;
     }
-    uint64_t now = vfmig_now_ns();
+    uint64_t now = vfmig__now_ns();
     uint64_t rate = rl->rate;
     /* Refill; whole tokens only, keeping the remainder of time for the next refill. */
     uint64_t dt = now - rl->last_ns;
@@ -74,7 +74,7 @@ int vfmig_ratelimit_acquire(vfmig_ratelimit *rl, uint64_t bytes, int intr_fd)
         return VFMIG_OK;
     uint64_t wake = now + (uint64_t)((unsigned __int128)(uint64_t)debt * 1000000000ull / rate);
     for (;;) {
-        now = vfmig_now_ns();
+        now = vfmig__now_ns();
         if (now >= wake)
             return VFMIG_OK;
         /* ppoll: nanosecond sleeps, so many small frames do not each oversleep a millisecond. */

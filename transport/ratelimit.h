@@ -13,15 +13,15 @@ typedef struct vfmig_ratelimit {
     uint64_t last_ns;  /* when tokens was last refilled */
 } vfmig_ratelimit;
 
-void vfmig_ratelimit_init(vfmig_ratelimit *rl);
-void vfmig_ratelimit_destroy(vfmig_ratelimit *rl);
+void vfmig__ratelimit_init(vfmig_ratelimit *rl);
+void vfmig__ratelimit_destroy(vfmig_ratelimit *rl);
 /** Any thread. 0 = unlimited. */
-void vfmig_ratelimit_set(vfmig_ratelimit *rl, uint64_t bytes_per_s);
+void vfmig__ratelimit_set(vfmig_ratelimit *rl, uint64_t bytes_per_s);
 /**
  * Takes `bytes` tokens, sleeping (not spinning) until the rate allows them. intr_fd (or -1) is
  * polled while sleeping: readable means interrupted and gives VFMIG_ECANCELED.
  */
-int vfmig_ratelimit_acquire(vfmig_ratelimit *rl, uint64_t bytes, int intr_fd);
-uint64_t vfmig_now_ns(void);
+int vfmig__ratelimit_acquire(vfmig_ratelimit *rl, uint64_t bytes, int intr_fd);
+uint64_t vfmig__now_ns(void);
 
 #endif

@@ -113,7 +113,7 @@ static int no_device(char *err, size_t errlen)
     if (list)
         ibv_free_device_list(list);
     if (!list || n == 0) {
-        vfmig_seterr(err, errlen, "no RDMA device found (ibv_get_device_list returned none)");
+        vfmig__seterr(err, errlen, "no RDMA device found (ibv_get_device_list returned none)");
         return 1;
     }
     return 0;
@@ -152,10 +152,10 @@ static int post_send(vfmig_link *l, unsigned s, rstream *st, struct ibv_sge *sge
     struct ibv_send_wr wr = {.wr_id = wr_id, .sg_list = sge, .num_sge = nsge,
                              .opcode = IBV_WR_SEND_WITH_IMM, .send_flags = IBV_SEND_SIGNALED},
                        *bad;
-    wr.imm_data = htonl(vfmig_credits_imm(&st->cr, credit_only));
+    wr.imm_data = htonl(vfmig__credits_imm(&st->cr, credit_only));
     int e = ibv_post_send(st->id->qp, &wr, &bad);
     if (e)
-        return st->err = vfmig_link_fail(l, s, VFMIG_EIO, "ibv_post_send: %s", strerror(e));
+        return st->err = vfmig__link_fail(l, s, VFMIG_EIO, "ibv_post_send: %s", strerror(e));
     st->sends_out++;
     return VFMIG_OK;
 }
@@ -164,7 +164,7 @@ static void release_recv(void *arg, uint32_t k)
 {
     rstream *st = arg;
     if (post_recv(st, k) == 0)
-        vfmig_credits_reposted(&st->cr, 0);
+        vfmig__credits_reposted(&st->cr, 0);
     else if (!st->err)
         st->err = VFMIG_EIO; /* the QP is in error (the peer left): the next call reports it */
 }
@@ -216,7 +216,7 @@ static int progress(vfmig_link *l, unsigned s, rstream *st)
                 if (tag != WR_RECV)
                     st->sends_out--;
                 if (!st->err)
-                    st->err = vfmig_link_fail(l, s, wc_status(wc[i].status), "%s completion failed: %s",
+                    st->err = vfmig__link_fail(l, s, wc_status(wc[i].status), "%s completion failed: %s",
                                               tag == WR_RECV ? "receive" : "send",
                                               ibv_wc_status_str(wc[i].status));
                 continue;
@@ -224,28 +224,28 @@ static int progress(vfmig_link *l, unsigned s, rstream *st)
             if (tag == WR_RECV) {
                 uint32_t k = (uint32_t)wc[i].wr_id;
                 int kind = (wc[i].wc_flags & IBV_WC_WITH_IMM)
-                               ? vfmig_credits_on_recv(&st->cr, ntohl(wc[i].imm_data)) : -1;
+                               ? vfmig__credits_on_recv(&st->cr, ntohl(wc[i].imm_data)) : -1;
                 if (kind < 0) {
-                    st->err = vfmig_link_fail(l, s, VFMIG_EPROTO, "peer broke the credit protocol");
+                    st->err = vfmig__link_fail(l, s, VFMIG_EPROTO, "peer broke the credit protocol");
                 } else if (kind == 1) {
                     if (post_recv(st, k) == 0)
-                        vfmig_credits_reposted(&st->cr, 1);
-                } else if (vfmig_rxq_push(&st->rxq, k, wc[i].byte_len)) {
-                    st->err = vfmig_link_fail(l, s, VFMIG_EPROTO, "receive queue overrun");
+                        vfmig__credits_reposted(&st->cr, 1);
+                } else if (vfmig__rxq_push(&st->rxq, k, wc[i].byte_len)) {
+                    st->err = vfmig__link_fail(l, s, VFMIG_EPROTO, "receive queue overrun");
                 }
             } else {
                 st->sends_out--;
                 if (tag == 0)
-                    vfmig_bufpool_put(&st->sendpool, (uint32_t)wc[i].wr_id);
+                    vfmig__bufpool_put(&st->sendpool, (uint32_t)wc[i].wr_id);
             }
         }
         total += n;
     }
     if (n < 0 && !st->err)
-        st->err = vfmig_link_fail(l, s, VFMIG_EIO, "ibv_poll_cq failed");
+        st->err = vfmig__link_fail(l, s, VFMIG_EIO, "ibv_poll_cq failed");
     int cm = atomic_load(&st->cm_event);
     if (cm && !total && !st->err) /* only once what arrived before it is drained */
-        st->err = vfmig_link_fail(l, s, cm - 1 == RDMA_CM_EVENT_DEVICE_REMOVAL ? VFMIG_EIO : VFMIG_ECLOSED,
+        st->err = vfmig__link_fail(l, s, cm - 1 == RDMA_CM_EVENT_DEVICE_REMOVAL ? VFMIG_EIO : VFMIG_ECLOSED,
                                   "%s (%s)", cm_event_what(cm - 1), rdma_event_str(cm - 1));
     if (total) {
         uint64_t one = 1;
@@ -259,7 +259,7 @@ static int progress(vfmig_link *l, unsigned s, rstream *st)
 /* Sends credits back if due (credit-only message, no payload). Lock held. */
 static int maybe_credit_update(vfmig_link *l, unsigned s, rstream *st, int blocked)
 {
-    if (!vfmig_credits_want_update(&st->cr, blocked) || !vfmig_credits_take_ctrl(&st->cr))
+    if (!vfmig__credits_want_update(&st->cr, blocked) || !vfmig__credits_take_ctrl(&st->cr))
         return VFMIG_OK;
     return post_send(l, s, st, NULL, 0, WR_CREDIT, 1);
 }
@@ -269,7 +269,7 @@ static int maybe_credit_update(vfmig_link *l, unsigned s, rstream *st, int block
 static int rwait(vfmig_link *l, unsigned s, rstream *st, int role, int timeout_ms)
 {
     if (ibv_req_notify_cq(st->cq, 0))
-        return st->err = vfmig_link_fail(l, s, VFMIG_EIO, "ibv_req_notify_cq failed");
+        return st->err = vfmig__link_fail(l, s, VFMIG_EIO, "ibv_req_notify_cq failed");
     int p = progress(l, s, st); /* completions that raced with arming the notification */
     if (p != 0)
         return p < 0 ? p : VFMIG_OK;
@@ -309,14 +309,14 @@ static int rwait(vfmig_link *l, unsigned s, rstream *st, int role, int timeout_m
 static int wait_fail(vfmig_link *l, unsigned s, int r, const char *what)
 {
     if (r == VFMIG_ETIMEDOUT)
-        return vfmig_link_fail(l, s, r, "%s for %d ms", what, atomic_load(&l->timeout_ms));
+        return vfmig__link_fail(l, s, r, "%s for %d ms", what, atomic_load(&l->timeout_ms));
     return r;
 }
 
 /* Posts the open staging buffer as one SEND, waiting for a data credit. Lock held. */
 static int post_open(vfmig_link *l, unsigned s, rstream *st)
 {
-    while (!vfmig_credits_take_data(&st->cr)) {
+    while (!vfmig__credits_take_data(&st->cr)) {
         int r = maybe_credit_update(l, s, st, 1);
         if (!r)
             r = rwait(l, s, st, ROLE_SEND, atomic_load(&l->timeout_ms));
@@ -337,7 +337,7 @@ static int append(vfmig_link *l, unsigned s, rstream *st, const uint8_t *p, size
     while (n) {
         if (st->open_buf < 0) {
             int64_t b;
-            while ((b = vfmig_bufpool_get(&st->sendpool)) < 0) {
+            while ((b = vfmig__bufpool_get(&st->sendpool)) < 0) {
                 int r = rwait(l, s, st, ROLE_SEND, atomic_load(&l->timeout_ms));
                 if (r)
                     return wait_fail(l, s, r, "no send buffer completed");
@@ -398,11 +398,11 @@ static int rdma_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_m
     pthread_mutex_lock(&st->lock);
     while (got < n) {
         int p = progress(l, s, st);
-        size_t c = vfmig_rxq_read(&st->rxq, &st->recvview, d + got, n - got, release_recv, st);
+        size_t c = vfmig__rxq_read(&st->rxq, &st->recvview, d + got, n - got, release_recv, st);
         if (c) {
             got += c;
             if (!*deadline)
-                *deadline = vfmig_deadline(atomic_load(&l->timeout_ms));
+                *deadline = vfmig__deadline(atomic_load(&l->timeout_ms));
             if ((r = maybe_credit_update(l, s, st, 0)))
                 break;
             continue;
@@ -412,7 +412,7 @@ static int rdma_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_m
             break;
         }
         int started = got || *deadline;
-        r = rwait(l, s, st, ROLE_RECV, started ? vfmig_ms_left(*deadline) : first_ms);
+        r = rwait(l, s, st, ROLE_RECV, started ? vfmig__ms_left(*deadline) : first_ms);
         if (r) {
             if (started)
                 r = wait_fail(l, s, r, "rest of a frame did not arrive");
@@ -431,9 +431,9 @@ static void stream_teardown(rstream *st)
     if (st->ready) {
         close(st->wake[1]);
         close(st->wake[0]);
-        vfmig_rxq_destroy(&st->rxq);
-        vfmig_bufpool_destroy(&st->recvview);
-        vfmig_bufpool_destroy(&st->sendpool);
+        vfmig__rxq_destroy(&st->rxq);
+        vfmig__bufpool_destroy(&st->recvview);
+        vfmig__bufpool_destroy(&st->sendpool);
         pthread_mutex_destroy(&st->lock);
         rdma_destroy_qp(st->id);
         ibv_dereg_mr(st->mr);
@@ -484,11 +484,11 @@ static int stream_setup(rstream *st, struct rdma_cm_id *id, struct ibv_pd *pd, c
     what = "bookkeeping";
     if (pthread_mutex_init(&st->lock, NULL))
         goto err_qp;
-    if (vfmig_bufpool_init(&st->sendpool, st->mem, RCHUNK, RSEND))
+    if (vfmig__bufpool_init(&st->sendpool, st->mem, RCHUNK, RSEND))
         goto err_lock;
-    if (vfmig_bufpool_init(&st->recvview, st->mem + (size_t)RSEND * RCHUNK, RCHUNK, RNRECV))
+    if (vfmig__bufpool_init(&st->recvview, st->mem + (size_t)RSEND * RCHUNK, RCHUNK, RNRECV))
         goto err_sendpool;
-    if (vfmig_rxq_init(&st->rxq, RNRECV))
+    if (vfmig__rxq_init(&st->rxq, RNRECV))
         goto err_recvview;
     st->wake[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->wake[0] < 0)
@@ -496,7 +496,7 @@ static int stream_setup(rstream *st, struct rdma_cm_id *id, struct ibv_pd *pd, c
     st->wake[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->wake[1] < 0)
         goto err_wake0;
-    vfmig_credits_init(&st->cr, RWINDOW, RCTRL);
+    vfmig__credits_init(&st->cr, RWINDOW, RCTRL);
     what = "ibv_post_recv";
     for (uint32_t k = 0; k < RNRECV; k++)
         if (post_recv(st, k))
@@ -508,11 +508,11 @@ err_wake1:
 err_wake0:
     close(st->wake[0]);
 err_rxq:
-    vfmig_rxq_destroy(&st->rxq);
+    vfmig__rxq_destroy(&st->rxq);
 err_recvview:
-    vfmig_bufpool_destroy(&st->recvview);
+    vfmig__bufpool_destroy(&st->recvview);
 err_sendpool:
-    vfmig_bufpool_destroy(&st->sendpool);
+    vfmig__bufpool_destroy(&st->sendpool);
 err_lock:
     pthread_mutex_destroy(&st->lock);
 err_qp:
@@ -526,7 +526,7 @@ err_cq:
 err_ch:
     ibv_destroy_comp_channel(st->ch);
 err:
-    vfmig_seterr(err, errlen, "RDMA stream setup: %s failed: %s", what, strerror(errno));
+    vfmig__seterr(err, errlen, "RDMA stream setup: %s failed: %s", what, strerror(errno));
     st->id = NULL; /* the caller owns the id on failure */
     return st_code;
 }
@@ -538,7 +538,7 @@ static void drain_sends(vfmig_link *l, unsigned s, rstream *st, uint64_t deadlin
 {
     pthread_mutex_lock(&st->lock);
     while (!st->err && st->sends_out) {
-        int ms = vfmig_ms_left(deadline);
+        int ms = vfmig__ms_left(deadline);
         if (ms == 0 || rwait(l, s, st, ROLE_SEND, ms))
             break;
     }
@@ -549,7 +549,7 @@ static void rdma_close(vfmig_link *l)
 {
     rdma_link *rl = l->impl;
     if (rl) {
-        uint64_t deadline = vfmig_deadline(RCLOSE_DRAIN_MS);
+        uint64_t deadline = vfmig__deadline(RCLOSE_DRAIN_MS);
         for (unsigned i = 0; i <= l->nstreams; i++)
             if (rl->st[i].ready)
                 drain_sends(l, i, &rl->st[i], deadline);
@@ -566,7 +566,7 @@ static void rdma_close(vfmig_link *l)
         free(rl->st);
         free(rl);
     }
-    vfmig_link_free(l);
+    vfmig__link_free(l);
 }
 
 static const vfmig_link_ops rdma_ops = {
@@ -580,7 +580,7 @@ static const vfmig_link_ops rdma_ops = {
 static int rdma_link_new(unsigned n, vfmig_link **out)
 {
     vfmig_link *l;
-    int r = vfmig_link_alloc(n, &l);
+    int r = vfmig__link_alloc(n, &l);
     if (r)
         return r;
     rdma_link *rl = calloc(1, sizeof(*rl));
@@ -588,7 +588,7 @@ static int rdma_link_new(unsigned n, vfmig_link **out)
         rl->st = calloc(n + 1, sizeof(*rl->st));
     if (!rl || !rl->st) {
         free(rl);
-        vfmig_link_free(l);
+        vfmig__link_free(l);
         return VFMIG_ENOMEM;
     }
     pthread_mutex_init(&rl->ec_lock, NULL);
@@ -606,12 +606,12 @@ static int link_pd(rdma_link *rl, struct rdma_cm_id *id, char *err, size_t errle
     if (!rl->pd) {
         rl->pd = ibv_alloc_pd(id->verbs);
         if (!rl->pd) {
-            vfmig_seterr(err, errlen, "ibv_alloc_pd failed: %s", strerror(errno));
+            vfmig__seterr(err, errlen, "ibv_alloc_pd failed: %s", strerror(errno));
             return VFMIG_EIO;
         }
         rl->verbs = id->verbs;
     } else if (rl->verbs != id->verbs) {
-        vfmig_seterr(err, errlen, "RDMA streams of one link reached different devices");
+        vfmig__seterr(err, errlen, "RDMA streams of one link reached different devices");
         return VFMIG_EIO;
     }
     return VFMIG_OK;
@@ -627,7 +627,7 @@ static int next_event(struct rdma_event_channel *ec, uint64_t deadline, struct r
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return VFMIG_EIO;
-        int w = vfmig_link_wait(NULL, ec->fd, POLLIN, -1, vfmig_ms_left(deadline));
+        int w = vfmig__link_wait(NULL, ec->fd, POLLIN, -1, vfmig__ms_left(deadline));
         if (w < 0)
             return w;
     }
@@ -640,7 +640,7 @@ static int expect(struct rdma_event_channel *ec, enum rdma_cm_event_type want, u
     struct rdma_cm_event *ev;
     int r = next_event(ec, deadline, &ev);
     if (r) {
-        vfmig_seterr(err, errlen, "RDMA %s: %s", step, r == VFMIG_ETIMEDOUT ? "timed out" : strerror(errno));
+        vfmig__seterr(err, errlen, "RDMA %s: %s", step, r == VFMIG_ETIMEDOUT ? "timed out" : strerror(errno));
         return r;
     }
     enum rdma_cm_event_type got = ev->event;
@@ -654,22 +654,22 @@ static int expect(struct rdma_event_channel *ec, enum rdma_cm_event_type want, u
     rdma_ack_cm_event(ev);
     if (got == want)
         return VFMIG_OK;
-    vfmig_seterr(err, errlen, "RDMA %s: %s (status %d)%s", step, rdma_event_str(got), status, msg);
+    vfmig__seterr(err, errlen, "RDMA %s: %s (status %d)%s", step, rdma_event_str(got), status, msg);
     return got == RDMA_CM_EVENT_REJECTED ? VFMIG_ECONNREFUSED
          : got == RDMA_CM_EVENT_ADDR_ERROR ? VFMIG_EADDR : VFMIG_EIO;
 }
 
-int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+int vfmig__rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
     if (no_device(err, errlen))
         return VFMIG_ENODEV;
-    uint64_t deadline = vfmig_deadline(timeout_ms);
+    uint64_t deadline = vfmig__deadline(timeout_ms);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
     char port[8];
     snprintf(port, sizeof(port), "%u", ep->port);
     int g = getaddrinfo(ep->host, port, &hints, &res);
     if (g) {
-        vfmig_seterr(err, errlen, "cannot resolve '%s': %s", ep->host, gai_strerror(g));
+        vfmig__seterr(err, errlen, "cannot resolve '%s': %s", ep->host, gai_strerror(g));
         return VFMIG_EADDR;
     }
     vfmig_link *l;
@@ -681,10 +681,10 @@ int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **ou
     rdma_link *rl = l->impl;
     uint64_t cookie;
     if (getrandom(&cookie, sizeof(cookie), 0) != sizeof(cookie))
-        cookie = vfmig_now_ns() ^ (uint64_t)(uintptr_t)l; /* only needs to differ between peers */
+        cookie = vfmig__now_ns() ^ (uint64_t)(uintptr_t)l; /* only needs to differ between peers */
     rl->ec = rdma_create_event_channel();
     if (!rl->ec) {
-        vfmig_seterr(err, errlen, "rdma_create_event_channel: %s", strerror(errno));
+        vfmig__seterr(err, errlen, "rdma_create_event_channel: %s", strerror(errno));
         r = VFMIG_EIO;
         goto fail;
     }
@@ -692,11 +692,11 @@ int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **ou
     for (unsigned i = 0; i <= ep->streams; i++) {
         struct rdma_cm_id *id;
         if (rdma_create_id(rl->ec, &id, NULL, RDMA_PS_TCP)) {
-            vfmig_seterr(err, errlen, "rdma_create_id: %s", strerror(errno));
+            vfmig__seterr(err, errlen, "rdma_create_id: %s", strerror(errno));
             r = VFMIG_EIO;
             goto fail;
         }
-        int ms = vfmig_ms_left(deadline);
+        int ms = vfmig__ms_left(deadline);
         ms = ms < 0 || ms > 60000 ? 60000 : ms;
         if (rdma_resolve_addr(id, NULL, res->ai_addr, ms) ||
             (r = expect(rl->ec, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, err, errlen, "address resolution")) ||
@@ -704,7 +704,7 @@ int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **ou
             (r = expect(rl->ec, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, err, errlen, "route resolution")) ||
             (r = link_pd(rl, id, err, errlen)) || (r = stream_setup(&rl->st[i], id, rl->pd, err, errlen))) {
             if (!r) {
-                vfmig_seterr(err, errlen, "RDMA resolve %s:%u: %s", ep->host, ep->port, strerror(errno));
+                vfmig__seterr(err, errlen, "RDMA resolve %s:%u: %s", ep->host, ep->port, strerror(errno));
                 r = VFMIG_EADDR;
             }
             rdma_destroy_id(id);
@@ -716,7 +716,7 @@ int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **ou
                                      .responder_resources = 1, .initiator_depth = 1,
                                      .retry_count = 7, .rnr_retry_count = 7};
         if (rdma_connect(id, &cp)) {
-            vfmig_seterr(err, errlen, "rdma_connect: %s", strerror(errno));
+            vfmig__seterr(err, errlen, "rdma_connect: %s", strerror(errno));
             r = VFMIG_EIO;
             goto fail;
         }
@@ -757,7 +757,7 @@ struct vfmig_rdma_listener {
     unsigned ng;
 };
 
-int vfmig_rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
+int vfmig__rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
                       char *err, size_t errlen)
 {
     if (no_device(err, errlen))
@@ -767,7 +767,7 @@ int vfmig_rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma
     snprintf(port, sizeof(port), "%u", ep->port);
     int g = getaddrinfo(ep->host, port, &hints, &res);
     if (g) {
-        vfmig_seterr(err, errlen, "cannot resolve '%s': %s", ep->host, gai_strerror(g));
+        vfmig__seterr(err, errlen, "cannot resolve '%s': %s", ep->host, gai_strerror(g));
         return VFMIG_EADDR;
     }
     int r = VFMIG_EIO;
@@ -778,17 +778,17 @@ int vfmig_rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma
     }
     L->ec = rdma_create_event_channel();
     if (!L->ec) {
-        vfmig_seterr(err, errlen, "rdma_create_event_channel: %s", strerror(errno));
+        vfmig__seterr(err, errlen, "rdma_create_event_channel: %s", strerror(errno));
         goto err_free;
     }
     fcntl(L->ec->fd, F_SETFL, fcntl(L->ec->fd, F_GETFL) | O_NONBLOCK);
     if (rdma_create_id(L->ec, &L->lid, NULL, RDMA_PS_TCP)) {
-        vfmig_seterr(err, errlen, "rdma_create_id: %s", strerror(errno));
+        vfmig__seterr(err, errlen, "rdma_create_id: %s", strerror(errno));
         goto err_ec;
     }
     if (rdma_bind_addr(L->lid, res->ai_addr) || rdma_listen(L->lid, 128)) {
-        r = vfmig_errno_status(errno);
-        vfmig_seterr(err, errlen, "RDMA listen on %s:%u: %s", ep->host, ep->port, strerror(errno));
+        r = vfmig__errno_status(errno);
+        vfmig__seterr(err, errlen, "RDMA listen on %s:%u: %s", ep->host, ep->port, strerror(errno));
         goto err_id;
     }
     L->port = ntohs(rdma_get_src_port(L->lid));
@@ -807,7 +807,7 @@ err_res:
     return r;
 }
 
-int vfmig_rdma_listener_port(const vfmig_rdma_listener *L)
+int vfmig__rdma_listener_port(const vfmig_rdma_listener *L)
 {
     return L ? L->port : VFMIG_EINVAL;
 }
@@ -850,7 +850,7 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
     uint32_t index = vfmig_get_u32(p + 16), n = vfmig_get_u32(p + 20);
     if (n < 1 || n > L->max_streams) {
         reject(id, cookie, VFMIG_EINVAL);
-        vfmig_seterr(err, errlen, "refused a connection: peer asked for %u queue pairs; this listener allows 1-%u",
+        vfmig__seterr(err, errlen, "refused a connection: peer asked for %u queue pairs; this listener allows 1-%u",
                      n, L->max_streams);
         return VFMIG_EINVAL;
     }
@@ -876,7 +876,7 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
         g->n = n;
         g->established = 0;
         g->setup = 0;
-        g->since_ns = vfmig_now_ns();
+        g->since_ns = vfmig__now_ns();
     }
     rdma_link *rl = g->l->impl;
     char e2[160];
@@ -900,9 +900,9 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
     return VFMIG_OK;
 }
 
-int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+int vfmig__rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
-    uint64_t deadline = vfmig_deadline(timeout_ms);
+    uint64_t deadline = vfmig__deadline(timeout_ms);
     uint64_t stale = (uint64_t)VFMIG_LINK_DEFAULT_TIMEOUT_MS * 1000000ull;
     for (;;) {
         for (unsigned i = 0; i < L->ng; i++) {
@@ -925,7 +925,7 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
                 *out = l;
                 return VFMIG_OK;
             }
-            if (vfmig_now_ns() - L->g[i].since_ns > stale) {
+            if (vfmig__now_ns() - L->g[i].since_ns > stale) {
                 drop_rgroup(L, i);
                 i--;
             }
@@ -933,7 +933,7 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
         struct rdma_cm_event *ev;
         int r = next_event(L->ec, deadline, &ev);
         if (r) {
-            vfmig_seterr(err, errlen, "RDMA accept: %s", r == VFMIG_ETIMEDOUT ? "no complete connection in time"
+            vfmig__seterr(err, errlen, "RDMA accept: %s", r == VFMIG_ETIMEDOUT ? "no complete connection in time"
                                                                              : strerror(errno));
             return r;
         }
@@ -951,7 +951,7 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
         enum rdma_cm_event_type t = ev->event;
         rdma_ack_cm_event(ev);
         if (id == L->lid && t == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-            vfmig_seterr(err, errlen, "RDMA accept: the RDMA device was removed");
+            vfmig__seterr(err, errlen, "RDMA accept: the RDMA device was removed");
             return VFMIG_EIO;
         }
         for (unsigned i = 0; i < L->ng; i++) {
@@ -966,7 +966,7 @@ int vfmig_rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, 
     }
 }
 
-void vfmig_rdma_listener_close(vfmig_rdma_listener *L)
+void vfmig__rdma_listener_close(vfmig_rdma_listener *L)
 {
     if (!L)
         return;

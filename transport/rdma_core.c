@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void vfmig_credits_init(vfmig_credits *c, uint32_t window, uint32_t ctrl_slots)
+void vfmig__credits_init(vfmig_credits *c, uint32_t window, uint32_t ctrl_slots)
 {
     memset(c, 0, sizeof(*c));
     c->window = window;
@@ -13,7 +13,7 @@ void vfmig_credits_init(vfmig_credits *c, uint32_t window, uint32_t ctrl_slots)
     c->ctrl_avail = ctrl_slots;
 }
 
-int vfmig_credits_take_data(vfmig_credits *c)
+int vfmig__credits_take_data(vfmig_credits *c)
 {
     if (!c->data_avail)
         return 0;
@@ -21,7 +21,7 @@ int vfmig_credits_take_data(vfmig_credits *c)
     return 1;
 }
 
-int vfmig_credits_want_update(const vfmig_credits *c, int blocked)
+int vfmig__credits_want_update(const vfmig_credits *c, int blocked)
 {
     if (!c->ctrl_avail)
         return 0;
@@ -29,7 +29,7 @@ int vfmig_credits_want_update(const vfmig_credits *c, int blocked)
     return c->data_to_return >= half || (blocked && (c->ctrl_to_return || c->data_to_return));
 }
 
-int vfmig_credits_take_ctrl(vfmig_credits *c)
+int vfmig__credits_take_ctrl(vfmig_credits *c)
 {
     if (!c->ctrl_avail)
         return 0;
@@ -37,7 +37,7 @@ int vfmig_credits_take_ctrl(vfmig_credits *c)
     return 1;
 }
 
-uint32_t vfmig_credits_imm(vfmig_credits *c, int credit_only)
+uint32_t vfmig__credits_imm(vfmig_credits *c, int credit_only)
 {
     /* Counts never exceed window/ctrl_slots (<= 0x7fff), so they fit their fields. */
     uint32_t imm = (c->data_to_return & VFMIG_CREDITS_MAX) |
@@ -48,7 +48,7 @@ uint32_t vfmig_credits_imm(vfmig_credits *c, int credit_only)
     return imm;
 }
 
-int vfmig_credits_on_recv(vfmig_credits *c, uint32_t imm)
+int vfmig__credits_on_recv(vfmig_credits *c, uint32_t imm)
 {
     uint32_t d = imm & VFMIG_CREDITS_MAX, k = imm >> 15 & VFMIG_CREDITS_MAX;
     if (c->data_avail + d > c->window || c->ctrl_avail + k > c->ctrl_slots)
@@ -58,7 +58,7 @@ int vfmig_credits_on_recv(vfmig_credits *c, uint32_t imm)
     return (imm & VFMIG_IMM_CREDIT_ONLY) ? 1 : 0;
 }
 
-void vfmig_credits_reposted(vfmig_credits *c, int ctrl)
+void vfmig__credits_reposted(vfmig_credits *c, int ctrl)
 {
     if (ctrl)
         c->ctrl_to_return++;
@@ -66,7 +66,7 @@ void vfmig_credits_reposted(vfmig_credits *c, int ctrl)
         c->data_to_return++;
 }
 
-int vfmig_bufpool_init(vfmig_bufpool *bp, void *base, size_t bufsize, uint32_t count)
+int vfmig__bufpool_init(vfmig_bufpool *bp, void *base, size_t bufsize, uint32_t count)
 {
     bp->base = base;
     bp->bufsize = bufsize;
@@ -81,19 +81,19 @@ int vfmig_bufpool_init(vfmig_bufpool *bp, void *base, size_t bufsize, uint32_t c
     return 0;
 }
 
-void vfmig_bufpool_destroy(vfmig_bufpool *bp)
+void vfmig__bufpool_destroy(vfmig_bufpool *bp)
 {
     free(bp->free);
     bp->free = NULL;
     bp->nfree = bp->count = 0;
 }
 
-int64_t vfmig_bufpool_get(vfmig_bufpool *bp)
+int64_t vfmig__bufpool_get(vfmig_bufpool *bp)
 {
     return bp->nfree ? (int64_t)bp->free[--bp->nfree] : -1;
 }
 
-int vfmig_bufpool_put(vfmig_bufpool *bp, uint32_t idx)
+int vfmig__bufpool_put(vfmig_bufpool *bp, uint32_t idx)
 {
     if (idx >= bp->count || bp->nfree >= bp->count)
         return -1;
@@ -105,7 +105,7 @@ int vfmig_bufpool_put(vfmig_bufpool *bp, uint32_t idx)
     return 0;
 }
 
-int vfmig_rxq_init(vfmig_rxq *q, uint32_t cap)
+int vfmig__rxq_init(vfmig_rxq *q, uint32_t cap)
 {
     uint32_t n = 1;
     while (n < cap)
@@ -116,13 +116,13 @@ int vfmig_rxq_init(vfmig_rxq *q, uint32_t cap)
     return q->e ? 0 : -1;
 }
 
-void vfmig_rxq_destroy(vfmig_rxq *q)
+void vfmig__rxq_destroy(vfmig_rxq *q)
 {
     free(q->e);
     q->e = NULL;
 }
 
-int vfmig_rxq_push(vfmig_rxq *q, uint32_t idx, uint32_t len)
+int vfmig__rxq_push(vfmig_rxq *q, uint32_t idx, uint32_t len)
 {
     if (q->tail - q->head > q->mask)
         return -1;
@@ -130,7 +130,7 @@ int vfmig_rxq_push(vfmig_rxq *q, uint32_t idx, uint32_t len)
     return 0;
 }
 
-size_t vfmig_rxq_read(vfmig_rxq *q, const vfmig_bufpool *bp, void *dst, size_t n,
+size_t vfmig__rxq_read(vfmig_rxq *q, const vfmig_bufpool *bp, void *dst, size_t n,
                       void (*release)(void *arg, uint32_t idx), void *arg)
 {
     uint8_t *d = dst;

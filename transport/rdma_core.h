@@ -29,20 +29,20 @@ typedef struct vfmig_credits {
 } vfmig_credits;
 
 /** window, ctrl_slots: 1 .. VFMIG_CREDITS_MAX. */
-void vfmig_credits_init(vfmig_credits *c, uint32_t window, uint32_t ctrl_slots);
+void vfmig__credits_init(vfmig_credits *c, uint32_t window, uint32_t ctrl_slots);
 /** Takes a data credit: 1, or 0 when none is left. */
-int vfmig_credits_take_data(vfmig_credits *c);
+int vfmig__credits_take_data(vfmig_credits *c);
 /** Whether a credit-only message should go now (`blocked`: our sender waits for credits). */
-int vfmig_credits_want_update(const vfmig_credits *c, int blocked);
+int vfmig__credits_want_update(const vfmig_credits *c, int blocked);
 /** Takes a ctrl credit for a credit-only message: 1, or 0 when none is left. */
-int vfmig_credits_take_ctrl(vfmig_credits *c);
+int vfmig__credits_take_ctrl(vfmig_credits *c);
 /** The immediate for an outgoing message; hands over (and zeroes) the credits to return. */
-uint32_t vfmig_credits_imm(vfmig_credits *c, int credit_only);
+uint32_t vfmig__credits_imm(vfmig_credits *c, int credit_only);
 /** Applies a received immediate. Returns 1 for a credit-only message, 0 for data, -1 when the
  *  peer returns more credits than we ever gave (protocol violation). */
-int vfmig_credits_on_recv(vfmig_credits *c, uint32_t imm);
+int vfmig__credits_on_recv(vfmig_credits *c, uint32_t imm);
 /** A receive buffer was posted again (ctrl: it held a credit-only message). */
-void vfmig_credits_reposted(vfmig_credits *c, int ctrl);
+void vfmig__credits_reposted(vfmig_credits *c, int ctrl);
 
 /** Fixed-size buffers carved from one region (registered once); a LIFO of free indices. */
 typedef struct vfmig_bufpool {
@@ -52,12 +52,12 @@ typedef struct vfmig_bufpool {
     uint32_t *free;
 } vfmig_bufpool;
 
-int vfmig_bufpool_init(vfmig_bufpool *bp, void *base, size_t bufsize, uint32_t count);
-void vfmig_bufpool_destroy(vfmig_bufpool *bp);
+int vfmig__bufpool_init(vfmig_bufpool *bp, void *base, size_t bufsize, uint32_t count);
+void vfmig__bufpool_destroy(vfmig_bufpool *bp);
 /** A free buffer's index, or -1. */
-int64_t vfmig_bufpool_get(vfmig_bufpool *bp);
+int64_t vfmig__bufpool_get(vfmig_bufpool *bp);
 /** Returns a buffer; -1 for an index out of range or already free (double put). */
-int vfmig_bufpool_put(vfmig_bufpool *bp, uint32_t idx);
+int vfmig__bufpool_put(vfmig_bufpool *bp, uint32_t idx);
 static inline uint8_t *vfmig_bufpool_addr(const vfmig_bufpool *bp, uint32_t idx)
 {
     return bp->base + (size_t)idx * bp->bufsize;
@@ -74,10 +74,10 @@ typedef struct vfmig_rxq {
 } vfmig_rxq;
 
 /** cap: rounded up to a power of two. */
-int vfmig_rxq_init(vfmig_rxq *q, uint32_t cap);
-void vfmig_rxq_destroy(vfmig_rxq *q);
+int vfmig__rxq_init(vfmig_rxq *q, uint32_t cap);
+void vfmig__rxq_destroy(vfmig_rxq *q);
 /** -1 when full. */
-int vfmig_rxq_push(vfmig_rxq *q, uint32_t idx, uint32_t len);
+int vfmig__rxq_push(vfmig_rxq *q, uint32_t idx, uint32_t len);
 static inline int vfmig_rxq_empty(const vfmig_rxq *q)
 {
     return q->head == q->tail;
@@ -86,7 +86,7 @@ static inline int vfmig_rxq_empty(const vfmig_rxq *q)
  * Copies up to n bytes of the chunk stream to dst (buffer bytes at vfmig_bufpool_addr(bp, idx)).
  * Each chunk read to its end is handed to release(arg, idx) to be reposted. Returns bytes copied.
  */
-size_t vfmig_rxq_read(vfmig_rxq *q, const vfmig_bufpool *bp, void *dst, size_t n,
+size_t vfmig__rxq_read(vfmig_rxq *q, const vfmig_bufpool *bp, void *dst, size_t n,
                       void (*release)(void *arg, uint32_t idx), void *arg);
 
 #endif

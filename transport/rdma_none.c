@@ -13,43 +13,43 @@ struct vfmig_rdma_listener {
     int unused;
 };
 
-int vfmig_rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
+int vfmig__rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
                       char *err, size_t errlen)
 {
     (void)ep;
     (void)explicit_streams;
     *out = NULL;
-    vfmig_seterr(err, errlen, NOT_BUILT);
+    vfmig__seterr(err, errlen, NOT_BUILT);
     return VFMIG_ENOTSUP;
 }
 
-int vfmig_rdma_listener_port(const vfmig_rdma_listener *rl)
+int vfmig__rdma_listener_port(const vfmig_rdma_listener *rl)
 {
     (void)rl;
     return VFMIG_ENOTSUP;
 }
 
-int vfmig_rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out, char *err,
+int vfmig__rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out, char *err,
                       size_t errlen)
 {
     (void)rl;
     (void)timeout_ms;
     *out = NULL;
-    vfmig_seterr(err, errlen, NOT_BUILT);
+    vfmig__seterr(err, errlen, NOT_BUILT);
     return VFMIG_ENOTSUP;
 }
 
-void vfmig_rdma_listener_close(vfmig_rdma_listener *rl)
+void vfmig__rdma_listener_close(vfmig_rdma_listener *rl)
 {
     (void)rl;
 }
 
-int vfmig_rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
+int vfmig__rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
                        size_t errlen)
 {
     (void)ep;
     (void)timeout_ms;
     *out = NULL;
-    vfmig_seterr(err, errlen, NOT_BUILT);
+    vfmig__seterr(err, errlen, NOT_BUILT);
     return VFMIG_ENOTSUP;
 }

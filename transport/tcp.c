@@ -102,7 +102,7 @@ static int sbuf_ready(vfmig_link *l, unsigned s, tcp_stream *st)
         return VFMIG_OK;
     size_t cap = s == 0 ? CTL_BUF_BYTES : SBUF_BYTES;
     if (!(st->sbuf = malloc(cap)))
-        return vfmig_link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
+        return vfmig__link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
     st->scap = cap;
     return VFMIG_OK;
 }
@@ -113,7 +113,7 @@ static int rbuf_ready(vfmig_link *l, unsigned s, tcp_stream *st)
         return VFMIG_OK;
     size_t cap = s == 0 ? CTL_BUF_BYTES : RBUF_BYTES;
     if (!(st->rbuf = malloc(cap)))
-        return vfmig_link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
+        return vfmig__link_fail(l, s, VFMIG_ENOMEM, "out of memory for stream buffers");
     st->rcap = cap;
     return VFMIG_OK;
 }
@@ -125,11 +125,11 @@ static int link_timeout(vfmig_link *l)
 
 static int io_fail(vfmig_link *l, unsigned s, int e, const char *what)
 {
-    int st = vfmig_errno_status(e);
+    int st = vfmig__errno_status(e);
     if (st == VFMIG_ECLOSED)
-        return vfmig_link_fail(l, s, st, "%s: %s", what, e == EPIPE ? "connection closed by peer"
+        return vfmig__link_fail(l, s, st, "%s: %s", what, e == EPIPE ? "connection closed by peer"
                                                                     : "connection reset by peer");
-    return vfmig_link_fail(l, s, st, "%s: %s", what, strerror(e));
+    return vfmig__link_fail(l, s, st, "%s: %s", what, strerror(e));
 }
 
 /* Waits for MSG_ZEROCOPY completions until every send issued on the stream is done, so the
@@ -142,9 +142,9 @@ static int zc_reap(vfmig_link *l, unsigned s, tcp_stream *st)
         ssize_t r = recvmsg(st->fd, &m, MSG_ERRQUEUE);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                int w = vfmig_link_wait(l, st->fd, 0, -1, link_timeout(l)); /* POLLERR is implied */
+                int w = vfmig__link_wait(l, st->fd, 0, -1, link_timeout(l)); /* POLLERR is implied */
                 if (w < 0)
-                    return w == VFMIG_ETIMEDOUT ? vfmig_link_fail(l, s, w, "zero-copy completion timed out") : w;
+                    return w == VFMIG_ETIMEDOUT ? vfmig__link_fail(l, s, w, "zero-copy completion timed out") : w;
                 continue;
             }
             if (errno == EINTR)
@@ -173,9 +173,9 @@ static int write_all(vfmig_link *l, unsigned s, struct iovec *iov, int n, int fl
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                int w = vfmig_link_wait(l, st->fd, POLLOUT, -1, link_timeout(l));
+                int w = vfmig__link_wait(l, st->fd, POLLOUT, -1, link_timeout(l));
                 if (w == VFMIG_ETIMEDOUT)
-                    return vfmig_link_fail(l, s, w, "send stalled for %d ms (peer not reading)",
+                    return vfmig__link_fail(l, s, w, "send stalled for %d ms (peer not reading)",
                                            link_timeout(l));
                 if (w < 0)
                     return w;
@@ -305,7 +305,7 @@ static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms
             st->rpos += c;
             got += c;
             if (!*deadline)
-                *deadline = vfmig_deadline(link_timeout(l));
+                *deadline = vfmig__deadline(link_timeout(l));
             continue;
         }
         size_t rest = n - got;
@@ -342,20 +342,20 @@ static int tcp_read(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms
         }
         if (r > 0) {
             if (!*deadline)
-                *deadline = vfmig_deadline(link_timeout(l));
+                *deadline = vfmig__deadline(link_timeout(l));
             continue;
         }
         if (r == 0)
-            return vfmig_link_fail(l, s, VFMIG_ECLOSED, "connection closed by peer%s",
+            return vfmig__link_fail(l, s, VFMIG_ECLOSED, "connection closed by peer%s",
                                    got || *deadline ? " in the middle of a frame" : "");
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return io_fail(l, s, errno, "receive");
         int started = got || *deadline;
-        int w = vfmig_link_wait(l, st->fd, POLLIN, -1, started ? vfmig_ms_left(*deadline) : first_ms);
+        int w = vfmig__link_wait(l, st->fd, POLLIN, -1, started ? vfmig__ms_left(*deadline) : first_ms);
         if (w == VFMIG_ETIMEDOUT && started)
-            return vfmig_link_fail(l, s, w, "rest of a frame did not arrive within %d ms", link_timeout(l));
+            return vfmig__link_fail(l, s, w, "rest of a frame did not arrive within %d ms", link_timeout(l));
         if (w < 0)
             return w;
     }
@@ -375,7 +375,7 @@ static void tcp_close(vfmig_link *l)
         free(t->st);
         free(t);
     }
-    vfmig_link_free(l);
+    vfmig__link_free(l);
 }
 
 static const vfmig_link_ops tcp_ops = {
@@ -392,7 +392,7 @@ static const vfmig_link_ops tcp_ops = {
 static int tcp_link_make(int *fds, unsigned n, vfmig_link **out)
 {
     vfmig_link *l;
-    int r = vfmig_link_alloc(n, &l);
+    int r = vfmig__link_alloc(n, &l);
     tcp_link *t = NULL;
     if (r == VFMIG_OK) {
         t = calloc(1, sizeof(*t));
@@ -400,7 +400,7 @@ static int tcp_link_make(int *fds, unsigned n, vfmig_link **out)
             t->st = calloc(n + 1, sizeof(*t->st));
         if (!t || !t->st) {
             free(t);
-            vfmig_link_free(l);
+            vfmig__link_free(l);
             r = VFMIG_ENOMEM;
         }
     }
@@ -419,16 +419,16 @@ static int tcp_link_make(int *fds, unsigned n, vfmig_link **out)
     return VFMIG_OK;
 }
 
-int vfmig_tcp_stream_fd(vfmig_link *l, unsigned s)
+int vfmig__tcp_stream_fd(vfmig_link *l, unsigned s)
 {
     if (!l || l->ops != &tcp_ops || s > l->nstreams)
         return -1;
     return stream_of(l, s)->fd;
 }
 
-int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len)
+int vfmig__link_local_ifname(vfmig_link *l, char *name, size_t len)
 {
-    int fd = vfmig_tcp_stream_fd(l, 0);
+    int fd = vfmig__tcp_stream_fd(l, 0);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     struct ifaddrs *ifs;
@@ -451,16 +451,16 @@ int vfmig_link_local_ifname(vfmig_link *l, char *name, size_t len)
     return rc;
 }
 
-int vfmig_link_control_readable(vfmig_link *l)
+int vfmig__link_control_readable(vfmig_link *l)
 {
-    int fd = vfmig_tcp_stream_fd(l, 0);
+    int fd = vfmig__tcp_stream_fd(l, 0);
     struct pollfd p = {.fd = fd, .events = POLLIN};
     return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
-int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len)
+int vfmig__link_peer_name(vfmig_link *l, char *name, size_t len)
 {
-    int fd = vfmig_tcp_stream_fd(l, 0);
+    int fd = vfmig__tcp_stream_fd(l, 0);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
@@ -473,7 +473,7 @@ int vfmig_link_peer_name(vfmig_link *l, char *name, size_t len)
     return VFMIG_OK;
 }
 
-void vfmig_tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy)
+void vfmig__tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy)
 {
     if (!l || l->ops != &tcp_ops)
         return;
@@ -512,7 +512,7 @@ static int resolve(const vfmig_endpoint *ep, int passive, struct addrinfo **res,
     snprintf(port, sizeof(port), "%u", ep->port);
     int g = getaddrinfo(ep->host, port, &hints, res);
     if (g) {
-        vfmig_seterr(err, errlen, "cannot resolve '%s': %s", ep->host, gai_strerror(g));
+        vfmig__seterr(err, errlen, "cannot resolve '%s': %s", ep->host, gai_strerror(g));
         return VFMIG_EADDR;
     }
     return VFMIG_OK;
@@ -524,7 +524,7 @@ static int connect_addr(const struct sockaddr *sa, socklen_t salen, int timeout_
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         *err_no = errno;
-        return vfmig_errno_status(errno);
+        return vfmig__errno_status(errno);
     }
     tune_socket(fd);
     if (connect(fd, sa, salen) == 0)
@@ -532,9 +532,9 @@ static int connect_addr(const struct sockaddr *sa, socklen_t salen, int timeout_
     if (errno != EINPROGRESS) {
         *err_no = errno;
         close(fd);
-        return vfmig_errno_status(*err_no);
+        return vfmig__errno_status(*err_no);
     }
-    int w = vfmig_link_wait(NULL, fd, POLLOUT, -1, timeout_ms);
+    int w = vfmig__link_wait(NULL, fd, POLLOUT, -1, timeout_ms);
     if (w < 0) {
         *err_no = ETIMEDOUT;
         close(fd);
@@ -546,7 +546,7 @@ static int connect_addr(const struct sockaddr *sa, socklen_t salen, int timeout_
     if (e) {
         *err_no = e;
         close(fd);
-        return vfmig_errno_status(e);
+        return vfmig__errno_status(e);
     }
     return fd;
 }
@@ -565,7 +565,7 @@ static void stream_frame(vfmig_frame *f, uint64_t cookie, uint32_t index, uint32
 static int send_small(int fd, const vfmig_frame *f, const void *payload)
 {
     uint8_t buf[VFMIG_FRAME_HDR_BYTES + 256];
-    vfmig_frame_pack(f, payload, buf);
+    vfmig__frame_pack(f, payload, buf);
     /* Callers pass NULL with len 0; testing payload too keeps -O3's inlined memcpy(NULL) quiet. */
     if (payload && f->len)
         memcpy(buf + VFMIG_FRAME_HDR_BYTES, payload, f->len);
@@ -573,9 +573,9 @@ static int send_small(int fd, const vfmig_frame *f, const void *payload)
     return send(fd, buf, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
 }
 
-int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+int vfmig__tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
-    uint64_t deadline = vfmig_deadline(timeout_ms);
+    uint64_t deadline = vfmig__deadline(timeout_ms);
     struct addrinfo *res;
     int r = resolve(ep, 0, &res, err, errlen);
     if (r)
@@ -587,7 +587,7 @@ int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out
     /* Every address of the name is tried; refusal is final (no retry), as tests and people
      * want to hear at once that nobody listens. */
     for (ai = res; ai; ai = ai->ai_next) {
-        int fd = connect_addr(ai->ai_addr, ai->ai_addrlen, vfmig_ms_left(deadline), &e);
+        int fd = connect_addr(ai->ai_addr, ai->ai_addrlen, vfmig__ms_left(deadline), &e);
         if (fd >= 0) {
             fds[opened++] = fd;
             break;
@@ -598,13 +598,13 @@ int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out
     }
     if (!opened) {
         freeaddrinfo(res);
-        vfmig_seterr(err, errlen, "connect to %s:%u: %s", ep->host, ep->port,
+        vfmig__seterr(err, errlen, "connect to %s:%u: %s", ep->host, ep->port,
                      st == VFMIG_ETIMEDOUT ? "timed out" : strerror(e));
         return st;
     }
     uint64_t cookie;
     if (getrandom(&cookie, sizeof(cookie), 0) != sizeof(cookie))
-        cookie = vfmig_now_ns() ^ ((uint64_t)getpid() << 32); /* only needs to differ between peers */
+        cookie = vfmig__now_ns() ^ ((uint64_t)getpid() << 32); /* only needs to differ between peers */
     vfmig_frame f;
     stream_frame(&f, cookie, 0, n, VFMIG_WIRE_VERSION);
     if (send_small(fds[0], &f, NULL)) {
@@ -612,10 +612,10 @@ int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out
         goto fail_io;
     }
     for (unsigned i = 1; i <= n; i++) {
-        int fd = connect_addr(ai->ai_addr, ai->ai_addrlen, vfmig_ms_left(deadline), &e);
+        int fd = connect_addr(ai->ai_addr, ai->ai_addrlen, vfmig__ms_left(deadline), &e);
         if (fd < 0) {
             st = fd;
-            vfmig_seterr(err, errlen, "connect data stream %u of %u to %s:%u: %s", i, n, ep->host,
+            vfmig__seterr(err, errlen, "connect data stream %u of %u to %s:%u: %s", i, n, ep->host,
                          ep->port, fd == VFMIG_ETIMEDOUT ? "timed out" : strerror(e));
             goto fail;
         }
@@ -631,20 +631,20 @@ int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out
     vfmig_link *l;
     r = tcp_link_make(fds, n, &l);
     if (r) {
-        vfmig_seterr(err, errlen, "out of memory for link buffers");
+        vfmig__seterr(err, errlen, "out of memory for link buffers");
         return r;
     }
     /* The listener's answer: accepted, or refused with a reason. */
     char msg[256];
-    r = vfmig_link_recv(l, 0, &f, msg, sizeof(msg) - 1, vfmig_ms_left(deadline));
+    r = vfmig__link_recv(l, 0, &f, msg, sizeof(msg) - 1, vfmig__ms_left(deadline));
     if (r) {
-        vfmig_seterr(err, errlen, "connect to %s:%u: no answer to stream setup: %s", ep->host,
-                     ep->port, r == VFMIG_ETIMEDOUT ? "timed out" : vfmig_link_stream_error(l, 0));
+        vfmig__seterr(err, errlen, "connect to %s:%u: no answer to stream setup: %s", ep->host,
+                     ep->port, r == VFMIG_ETIMEDOUT ? "timed out" : vfmig__link_stream_error(l, 0));
         vfmig_link_close(l);
         return r;
     }
     if (f.type != VFMIG_F_STREAM || f.page != cookie) {
-        vfmig_seterr(err, errlen, "connect to %s:%u: unexpected answer to stream setup (type %u)",
+        vfmig__seterr(err, errlen, "connect to %s:%u: unexpected answer to stream setup (type %u)",
                      ep->host, ep->port, f.type);
         vfmig_link_close(l);
         return VFMIG_EPROTO;
@@ -652,15 +652,15 @@ int vfmig_tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out
     if (f.aux) {
         msg[f.len] = 0;
         int64_t sv = (int64_t)f.aux;
-        vfmig_seterr(err, errlen, "connect to %s:%u: refused by listener: %s", ep->host, ep->port, msg);
+        vfmig__seterr(err, errlen, "connect to %s:%u: refused by listener: %s", ep->host, ep->port, msg);
         vfmig_link_close(l);
         return sv < 0 && sv >= -1000 ? (int)sv : VFMIG_EPROTO;
     }
     *out = l;
     return VFMIG_OK;
 fail_io:
-    st = vfmig_errno_status(e);
-    vfmig_seterr(err, errlen, "connect to %s:%u: stream setup: %s", ep->host, ep->port, strerror(e));
+    st = vfmig__errno_status(e);
+    vfmig__seterr(err, errlen, "connect to %s:%u: stream setup: %s", ep->host, ep->port, strerror(e));
 fail:
     for (unsigned i = 0; i < opened; i++)
         close(fds[i]);
@@ -697,7 +697,7 @@ struct vfmig_tcp_listener {
     unsigned ng;
 };
 
-int vfmig_tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
+int vfmig__tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
                      char *err, size_t errlen)
 {
     struct addrinfo *res;
@@ -724,8 +724,8 @@ int vfmig_tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_l
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        vfmig_seterr(err, errlen, "listen on %s:%u: %s", ep->host, ep->port, strerror(e));
-        return vfmig_errno_status(e);
+        vfmig__seterr(err, errlen, "listen on %s:%u: %s", ep->host, ep->port, strerror(e));
+        return vfmig__errno_status(e);
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -744,7 +744,7 @@ int vfmig_tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_l
     return VFMIG_OK;
 }
 
-int vfmig_tcp_listener_port(const vfmig_tcp_listener *tl)
+int vfmig__tcp_listener_port(const vfmig_tcp_listener *tl)
 {
     return tl->port;
 }
@@ -815,8 +815,8 @@ static void classify(vfmig_tcp_listener *tl, unsigned i)
 {
     pending *p = &tl->p[i];
     vfmig_frame f;
-    if (vfmig_frame_unpack(p->hdr, 0, &f, NULL) || f.type != VFMIG_F_STREAM ||
-        vfmig_frame_check(p->hdr, NULL, 0) || f.aux != VFMIG_WIRE_VERSION) {
+    if (vfmig__frame_unpack(p->hdr, 0, &f, NULL) || f.type != VFMIG_F_STREAM ||
+        vfmig__frame_check(p->hdr, NULL, 0) || f.aux != VFMIG_WIRE_VERSION) {
         drop_pending(tl, i, 1); /* a stranger, or a peer speaking another version */
         return;
     }
@@ -872,9 +872,9 @@ static void classify(vfmig_tcp_listener *tl, unsigned i)
         p->identified = 1;
 }
 
-int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+int vfmig__tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
-    uint64_t deadline = vfmig_deadline(timeout_ms);
+    uint64_t deadline = vfmig__deadline(timeout_ms);
     struct pollfd pf[MAX_PENDING + 1];
     for (;;) {
         /* A complete group is a link. */
@@ -898,12 +898,12 @@ int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, c
             }
             int r = tcp_link_make(fds, n, out);
             if (r)
-                vfmig_seterr(err, errlen, "out of memory for link buffers");
+                vfmig__seterr(err, errlen, "out of memory for link buffers");
             return r;
         }
         /* Expire connections and groups that did not finish stream setup in time: slow or
          * silent peers hold a slot for at most the setup deadline. */
-        uint64_t now = vfmig_now_ns();
+        uint64_t now = vfmig__now_ns();
         uint64_t stale = (uint64_t)SETUP_DEADLINE_MS * 1000000ull;
         uint64_t next = 0; /* earliest expiry, to wake for it */
         for (unsigned i = 0; i < tl->np;)
@@ -927,15 +927,15 @@ int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, c
         pf[n++] = (struct pollfd){.fd = tl->fd, .events = POLLIN};
         for (unsigned i = 0; i < tl->np; i++)
             pf[n++] = (struct pollfd){.fd = tl->p[i].identified ? -1 : tl->p[i].fd, .events = POLLIN};
-        int left = vfmig_ms_left(deadline);
-        int wake = next ? vfmig_ms_left(next + 1000000ull) : -1;
+        int left = vfmig__ms_left(deadline);
+        int wake = next ? vfmig__ms_left(next + 1000000ull) : -1;
         int pr = poll(pf, n, left < 0 || (wake >= 0 && wake < left) ? wake : left);
         if (pr < 0 && errno != EINTR) {
-            vfmig_seterr(err, errlen, "accept: poll: %s", strerror(errno));
+            vfmig__seterr(err, errlen, "accept: poll: %s", strerror(errno));
             return VFMIG_EIO;
         }
-        if (pr == 0 && vfmig_ms_left(deadline) == 0) {
-            vfmig_seterr(err, errlen, "accept: no complete connection within %d ms", timeout_ms);
+        if (pr == 0 && vfmig__ms_left(deadline) == 0) {
+            vfmig__seterr(err, errlen, "accept: no complete connection within %d ms", timeout_ms);
             return VFMIG_ETIMEDOUT;
         }
         if (pr <= 0)
@@ -965,13 +965,13 @@ int vfmig_tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, c
                 if (tl->np == MAX_PENDING)
                     evict_oldest_pending(tl);
                 tune_socket(fd);
-                tl->p[tl->np++] = (pending){.fd = fd, .since_ns = vfmig_now_ns()};
+                tl->p[tl->np++] = (pending){.fd = fd, .since_ns = vfmig__now_ns()};
             }
         }
     }
 }
 
-void vfmig_tcp_listener_close(vfmig_tcp_listener *tl)
+void vfmig__tcp_listener_close(vfmig_tcp_listener *tl)
 {
     if (!tl)
         return;
@@ -985,7 +985,7 @@ void vfmig_tcp_listener_close(vfmig_tcp_listener *tl)
 
 /* ---------------- links from the embedder's connections ---------------- */
 
-int vfmig_tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen)
+int vfmig__tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen)
 {
     int own[VFMIG_MAX_STREAMS + 1];
     for (unsigned i = 0; i <= n; i++) {
@@ -993,7 +993,7 @@ int vfmig_tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *
         socklen_t tl = sizeof(type);
         int fl = fcntl(fds[i], F_GETFL);
         if (fl < 0 || getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM) {
-            vfmig_seterr(err, errlen, "connection %u (fd %d) is not a connected stream socket", i, fds[i]);
+            vfmig__seterr(err, errlen, "connection %u (fd %d) is not a connected stream socket", i, fds[i]);
             return VFMIG_EINVAL;
         }
         own[i] = fds[i];
@@ -1006,6 +1006,6 @@ int vfmig_tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *
     }
     int r = tcp_link_make(own, n, out);
     if (r)
-        vfmig_seterr(err, errlen, "out of memory for link buffers");
+        vfmig__seterr(err, errlen, "out of memory for link buffers");
     return r;
 }

@@ -41,7 +41,7 @@ static void pack_fields(const vfmig_frame *f, uint8_t out[VFMIG_FRAME_HDR_BYTES]
     vfmig_put_u64(out + 24, f->aux);
 }
 
-void vfmig_frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int niov,
+void vfmig__frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int niov,
                           uint8_t out[VFMIG_FRAME_HDR_BYTES])
 {
     pack_fields(f, out);
@@ -57,13 +57,13 @@ void vfmig_frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int nio
     vfmig_put_u64(out + 32, XXH3_64bits_digest(&st));
 }
 
-void vfmig_frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFMIG_FRAME_HDR_BYTES])
+void vfmig__frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFMIG_FRAME_HDR_BYTES])
 {
     pack_fields(f, out);
     vfmig_put_u64(out + 32, frame_csum(out, payload, f->len));
 }
 
-int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
+int vfmig__frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
                        uint64_t *csum)
 {
     uint32_t len = vfmig_get_u32(in + 4);
@@ -84,12 +84,12 @@ int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_paylo
     return VFMIG_OK;
 }
 
-int vfmig_frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len)
+int vfmig__frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len)
 {
     return frame_csum(hdr, payload, len) == vfmig_get_u64(hdr + 32) ? VFMIG_OK : VFMIG_ECHECKSUM;
 }
 
-uint64_t vfmig_frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
+uint64_t vfmig__frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
                            size_t blen)
 {
     XXH3_state_t st;

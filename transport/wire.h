@@ -64,23 +64,23 @@ typedef struct vfmig_frame {
 } vfmig_frame;
 
 /** Writes the 40-byte header for f and its payload (checksum computed here). */
-void vfmig_frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFMIG_FRAME_HDR_BYTES]);
-/** As vfmig_frame_pack, the payload (f->len bytes) gathered from iov[0..niov). */
+void vfmig__frame_pack(const vfmig_frame *f, const void *payload, uint8_t out[VFMIG_FRAME_HDR_BYTES]);
+/** As vfmig__frame_pack, the payload (f->len bytes) gathered from iov[0..niov). */
 struct iovec;
-void vfmig_frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int niov,
+void vfmig__frame_pack_iov(const vfmig_frame *f, const struct iovec *iov, int niov,
                           uint8_t out[VFMIG_FRAME_HDR_BYTES]);
 /**
  * Parses a header. Returns VFMIG_OK, or VFMIG_EPROTO for an unknown type or a length over
  * max_payload. *csum receives the checksum to verify once the payload is read.
  */
-int vfmig_frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
+int vfmig__frame_unpack(const uint8_t in[VFMIG_FRAME_HDR_BYTES], size_t max_payload, vfmig_frame *f,
                        uint64_t *csum);
 /** The checksum of a frame whose payload is a followed by b (a keyed frame's payload and tag,
  *  kept apart), equal to the one of the joined payload. */
-uint64_t vfmig_frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
+uint64_t vfmig__frame_csum2(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *a, size_t alen, const void *b,
                            size_t blen);
 /** VFMIG_OK if the checksum in hdr matches hdr and payload, else VFMIG_ECHECKSUM. */
-int vfmig_frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len);
+int vfmig__frame_check(const uint8_t hdr[VFMIG_FRAME_HDR_BYTES], const void *payload, size_t len);
 
 /* Little-endian helpers for payload encoding (handshake, verdict). */
 static inline void vfmig_put_u32(uint8_t *p, uint32_t v)

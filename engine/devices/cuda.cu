@@ -53,7 +53,7 @@ static uint64_t now_ns(clockid_t c)
  * shuffles, the i^1 values fetched from the neighbour lane, then the block's scramble. All lanes
  * return the hash.
  */
-__device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned lane, const vfmig_ph_keys *keys)
+static __device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned lane, const vfmig_ph_keys *keys)
 {
     const unsigned full = 0xffffffffu, i = lane % 8;
     uint64_t init[8];
@@ -81,7 +81,7 @@ __device__ uint64_t warp_page_hash(const uint8_t *page, uint64_t len, unsigned l
 
 /* Pages [first, first+n) of `vram`: hash each; with `bitmap`, set bit (page - first) when it
  * differs from its reference (or has none); with `out`, store the hash at out[page - first]. */
-__global__ void k_scan(const uint8_t *vram, uint64_t first, uint64_t n, uint64_t ps, const uint64_t *ref,
+static __global__ void k_scan(const uint8_t *vram, uint64_t first, uint64_t n, uint64_t ps, const uint64_t *ref,
                        const uint8_t *valid, unsigned long long *bitmap, uint64_t *out)
 {
     /* Keys in shared memory: the lanes of a warp read different ones at once, which constant
@@ -106,7 +106,7 @@ __global__ void k_scan(const uint8_t *vram, uint64_t first, uint64_t n, uint64_t
 }
 
 /* References of pages [first, first+n) from their staged copy `stage` (page first at stage[0]). */
-__global__ void k_set_ref(const uint8_t *stage, uint64_t first, uint64_t n, uint64_t ps, uint64_t *ref,
+static __global__ void k_set_ref(const uint8_t *stage, uint64_t first, uint64_t n, uint64_t ps, uint64_t *ref,
                           uint8_t *valid)
 {
     /* Keys in shared memory: the lanes of a warp read different ones at once, which constant
@@ -127,7 +127,7 @@ __global__ void k_set_ref(const uint8_t *stage, uint64_t first, uint64_t n, uint
     }
 }
 
-__device__ uint64_t cu_mix(uint64_t z)
+static __device__ uint64_t cu_mix(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -136,7 +136,7 @@ __device__ uint64_t cu_mix(uint64_t z)
 
 /* Content of word w of VRAM, kind by 1 MiB chunk for "mix": zero 40%, texture-like (small values
  * repeating along a row) 25%, tensor-like float32 25%, random 10%. */
-__device__ uint64_t content_word(int content, uint64_t w, uint64_t seed, uint64_t gen)
+static __device__ uint64_t content_word(int content, uint64_t w, uint64_t seed, uint64_t gen)
 {
     int kind = content;
     if (content == VFMIG_CONTENT_MIX) {
@@ -152,14 +152,14 @@ __device__ uint64_t content_word(int content, uint64_t w, uint64_t seed, uint64_
     }
 }
 
-__global__ void k_fill(uint64_t *vram, uint64_t nwords, int content, uint64_t seed)
+static __global__ void k_fill(uint64_t *vram, uint64_t nwords, int content, uint64_t seed)
 {
     for (uint64_t w = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; w < nwords; w += (uint64_t)gridDim.x * blockDim.x)
         vram[w] = content_word(content, w, seed, 0);
 }
 
 /* One workload step: block b writes 4 KiB at a random 4 KiB slot of the hot set. */
-__global__ void k_workload(uint64_t *vram, uint64_t hot_slots, int content, uint64_t seed, uint64_t gen)
+static __global__ void k_workload(uint64_t *vram, uint64_t hot_slots, int content, uint64_t seed, uint64_t gen)
 {
     uint64_t slot = cu_mix(seed ^ (gen * 0x100000001b3ull + blockIdx.x)) % hot_slots;
     uint64_t *p = vram + slot * 512;
@@ -167,7 +167,7 @@ __global__ void k_workload(uint64_t *vram, uint64_t hot_slots, int content, uint
         p[k] = content_word(content, slot * 512 + k, seed, gen * 4096 + blockIdx.x + 1);
 }
 
-__global__ void k_compare(const uint64_t *a, const uint64_t *b, uint64_t nwords, int *differ)
+static __global__ void k_compare(const uint64_t *a, const uint64_t *b, uint64_t nwords, int *differ)
 {
     for (uint64_t w = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; w < nwords; w += (uint64_t)gridDim.x * blockDim.x)
         if (a[w] != b[w]) {

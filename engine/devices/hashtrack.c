@@ -90,7 +90,7 @@ static uint64_t mix64(uint64_t z)
  * line of every page is still caught early on most pages). Any deterministic function of the
  * bytes is sound: equal folds only send the page on to the full hash.
  */
-uint64_t vfmig_ht_sample_fold(const uint8_t *page, uint64_t ps, uint64_t g, unsigned samples)
+uint64_t vfmig__ht_sample_fold(const uint8_t *page, uint64_t ps, uint64_t g, unsigned samples)
 {
     uint64_t lines = ps / 64, acc = g * 0x9e3779b97f4a7c15ull;
     if (samples > lines)
@@ -118,7 +118,7 @@ static ht_hash_fn pick_hash(void)
 {
 #if defined(VFMIG_HT_AVX2) && (defined(__x86_64__) || defined(__i386__))
     if (__builtin_cpu_supports("avx2"))
-        return vfmig_ht_hash_avx2;
+        return vfmig__ht_hash_avx2;
 #endif
     return hash_baseline;
 }
@@ -133,7 +133,7 @@ static void prefetch_samples(const uint8_t *page, uint64_t ps, uint64_t g, unsig
         __builtin_prefetch(page + (j * stretch + pick) * 64);
 }
 
-uint64_t vfmig_ht_page_hash(const void *page, uint64_t ps)
+uint64_t vfmig__ht_page_hash(const void *page, uint64_t ps)
 {
     return pick_hash()(page, ps);
 }
@@ -170,7 +170,7 @@ static int page_dirty(vfmig_hashtrack *t, scan_job *j, uint64_t g, const uint8_t
     if (!atomic_load_explicit(&t->valid[g], memory_order_acquire))
         return 1;
     if (j->samples &&
-        vfmig_ht_sample_fold(p, t->ps, g, j->samples) !=
+        vfmig__ht_sample_fold(p, t->ps, g, j->samples) !=
             atomic_load_explicit(&t->samp[g], memory_order_relaxed)) {
         j->sampled++;
         return 1;
@@ -391,7 +391,7 @@ static int op_read(void *dev, uint64_t offset, void *dst, size_t len)
         atomic_store_explicit(&t->valid[g], 0, memory_order_relaxed);
         atomic_store_explicit(&t->hash[g], t->hash_fn(pg, t->ps), memory_order_relaxed);
         if (t->cfg.samples)
-            atomic_store_explicit(&t->samp[g], vfmig_ht_sample_fold(pg, t->ps, g, t->cfg.samples),
+            atomic_store_explicit(&t->samp[g], vfmig__ht_sample_fold(pg, t->ps, g, t->cfg.samples),
                                   memory_order_relaxed);
         atomic_store_explicit(&t->valid[g], 1, memory_order_release);
         n++;

@@ -6,7 +6,7 @@
 
 #include "engine/devices/hashtrack_priv.h"
 
-uint64_t vfmig_ht_hash_avx2(const void *page, uint64_t ps)
+uint64_t vfmig__ht_hash_avx2(const void *page, uint64_t ps)
 {
     return XXH3_64bits(page, (size_t)ps);
 }

@@ -306,7 +306,7 @@ static int writer_write_one(vfmig_simvf *sim, simvf_writer *w)
     }
     /* Texture writes re-render the page's gradient with new noise; the other kinds get fresh
      * values of their kind. Generated before the busy window to keep pause() waits short. */
-    simvf_generate(w->buf, (size_t)((len + 7) / 8), kind, page_key(sim, g), simvf_next(&w->rng),
+    vfmig__simvf_generate(w->buf, (size_t)((len + 7) / 8), kind, page_key(sim, g), simvf_next(&w->rng),
                    off / 8);
 
     atomic_store(&w->busy, 1);
@@ -784,7 +784,7 @@ static void *fill_main(void *arg)
                     z[o] = 0;
                 continue;
             }
-            simvf_generate((uint64_t *)(void *)(sim->vram + (g << sim->page_shift)), psz / 8, kind,
+            vfmig__simvf_generate((uint64_t *)(void *)(sim->vram + (g << sim->page_shift)), psz / 8, kind,
                            page_key(sim, g), simvf_hash2(sim->cfg.seed ^ 0x1417u, g), 0);
         }
     }
@@ -794,7 +794,7 @@ static void *fill_main(void *arg)
 static void fill_content(vfmig_simvf *sim)
 {
     if (sim->cfg.content == VFMIG_CONTENT_MIX)
-        simvf_mix_layout(sim->kinds, sim->npages, sim->cfg.page_size, sim->cfg.seed);
+        vfmig__simvf_mix_layout(sim->kinds, sim->npages, sim->cfg.page_size, sim->cfg.seed);
     else
         memset(sim->kinds, (int)sim->cfg.content, sim->npages);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);

@@ -105,7 +105,7 @@ static void gen_random(uint64_t *dst, size_t nwords, uint64_t key, uint64_t word
         dst[i] = simvf_mix(base + (word_pos + i) * 0x9e3779b97f4a7c15ull);
 }
 
-void simvf_generate(uint64_t *dst, size_t nwords, int kind, uint64_t page_key, uint64_t noise_key,
+void vfmig__simvf_generate(uint64_t *dst, size_t nwords, int kind, uint64_t page_key, uint64_t noise_key,
                     uint64_t word_pos)
 {
     switch (kind) {
@@ -124,7 +124,7 @@ void simvf_generate(uint64_t *dst, size_t nwords, int kind, uint64_t page_key, u
     }
 }
 
-void simvf_mix_layout(uint8_t *kinds, uint64_t npages, uint64_t page_size, uint64_t seed)
+void vfmig__simvf_mix_layout(uint8_t *kinds, uint64_t npages, uint64_t page_size, uint64_t seed)
 {
     static const unsigned share[SIMVF_KINDS] = {40, 25, 25, 10}; /* percent */
     uint64_t total = npages * page_size;

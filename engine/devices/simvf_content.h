@@ -42,7 +42,7 @@ static inline uint64_t simvf_below(uint64_t *s, uint64_t n)
  * whose look is set by `page_key` (texture gradient); `noise_key` varies the fine detail (a write
  * re-renders the same texture with fresh noise). SIMVF_ZERO writes zeros.
  */
-void simvf_generate(uint64_t *dst, size_t nwords, int kind, uint64_t page_key, uint64_t noise_key,
+void vfmig__simvf_generate(uint64_t *dst, size_t nwords, int kind, uint64_t page_key, uint64_t noise_key,
                     uint64_t word_pos);
 
 /*
@@ -50,6 +50,6 @@ void simvf_generate(uint64_t *dst, size_t nwords, int kind, uint64_t page_key, u
  * VRAM so the mix still shows), kinds drawn 40/25/25/10 % with a quota correction so that the
  * byte shares land close to those targets at any size. Deterministic in `seed`.
  */
-void simvf_mix_layout(uint8_t *kinds, uint64_t npages, uint64_t page_size, uint64_t seed);
+void vfmig__simvf_mix_layout(uint8_t *kinds, uint64_t npages, uint64_t page_size, uint64_t seed);
 
 #endif

@@ -30,26 +30,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *in = malloc(len ? len : 1);
     uint8_t *ref = malloc(FUZZ_CODEC_DST);
     uint8_t *dst = malloc(FUZZ_CODEC_DST);
-    size_t cap = vfmig_codec_bound(FUZZ_CODEC_DST);
+    size_t cap = vfmig__codec_bound(FUZZ_CODEC_DST);
     uint8_t *enc = malloc(cap);
     uint8_t *again = malloc(FUZZ_CODEC_DST);
     vfmig_codec_ctx *c = NULL;
-    if (!in || !ref || !dst || !enc || !again || vfmig_codec_ctx_create(FUZZ_CODEC_DST, &c))
+    if (!in || !ref || !dst || !enc || !again || vfmig__codec_ctx_create(FUZZ_CODEC_DST, &c))
         abort();
     memcpy(in, data + 1, len);
     make_ref(ref);
-    int rc = vfmig_decode(c, codec, in, len, ref, dst, FUZZ_CODEC_DST);
+    int rc = vfmig__decode(c, codec, in, len, ref, dst, FUZZ_CODEC_DST);
     if (rc != VFMIG_OK && rc != VFMIG_ECODEC && rc != VFMIG_EINVAL)
         abort();
     if (rc == VFMIG_OK) {
         size_t elen = 0;
-        rc = vfmig_encode(c, codec, 1, dst, FUZZ_CODEC_DST, ref, enc, cap, &elen);
+        rc = vfmig__encode(c, codec, 1, dst, FUZZ_CODEC_DST, ref, enc, cap, &elen);
         if (rc != VFMIG_OK ||
-            vfmig_decode(c, codec, enc, elen, ref, again, FUZZ_CODEC_DST) != VFMIG_OK ||
+            vfmig__decode(c, codec, enc, elen, ref, again, FUZZ_CODEC_DST) != VFMIG_OK ||
             memcmp(dst, again, FUZZ_CODEC_DST) != 0)
             abort();
     }
-    vfmig_codec_ctx_destroy(c);
+    vfmig__codec_ctx_destroy(c);
     free(again);
     free(enc);
     free(dst);

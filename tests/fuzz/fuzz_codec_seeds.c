@@ -38,7 +38,7 @@ int main(int argc, char **argv)
     }
     static uint8_t ref[PAGE], page[PAGE], enc[2 * PAGE + 64];
     vfmig_codec_ctx *c;
-    if (vfmig_codec_ctx_create(PAGE, &c))
+    if (vfmig__codec_ctx_create(PAGE, &c))
         return 1;
     make_ref(ref);
     uint64_t x = 12345;
@@ -60,7 +60,7 @@ int main(int argc, char **argv)
             if ((codec == VFMIG_CODEC_RAW && k != 3) ||
                 (k == 3 && codec != VFMIG_CODEC_RAW && codec != VFMIG_CODEC_LZ4) ||
                 (codec == VFMIG_CODEC_DELTA && k != 2) ||
-                vfmig_encode(c, codec, 1, page, PAGE, ref, enc, sizeof(enc), &n))
+                vfmig__encode(c, codec, 1, page, PAGE, ref, enc, sizeof(enc), &n))
                 continue;
             char name[64];
             snprintf(name, sizeof(name), "%s-%s", vfmig_codec_name(codec), kinds[k]);
@@ -74,6 +74,6 @@ int main(int argc, char **argv)
             }
         }
     }
-    vfmig_codec_ctx_destroy(c);
+    vfmig__codec_ctx_destroy(c);
     return err ? 1 : 0;
 }

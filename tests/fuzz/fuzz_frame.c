@@ -21,19 +21,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vfmig_frame f;
     uint64_t csum;
     /* The max_payload a receiver would use: the bytes it has room for. */
-    int r = vfmig_frame_unpack(hdr, avail, &f, &csum);
+    int r = vfmig__frame_unpack(hdr, avail, &f, &csum);
     if (r != VFMIG_OK && r != VFMIG_EPROTO)
         __builtin_trap();
     if (r)
         return 0;
     if (f.len > avail || f.type < VFMIG_F_HELLO || f.type > VFMIG_F_TYPE_MAX)
         __builtin_trap();
-    r = vfmig_frame_check(hdr, payload, f.len);
+    r = vfmig__frame_check(hdr, payload, f.len);
     if (r != VFMIG_OK && r != VFMIG_ECHECKSUM)
         __builtin_trap();
     if (r == VFMIG_OK) {
         uint8_t again[VFMIG_FRAME_HDR_BYTES];
-        vfmig_frame_pack(&f, payload, again);
+        vfmig__frame_pack(&f, payload, again);
         if (memcmp(again, hdr, sizeof(hdr)))
             __builtin_trap();
     }

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vfmig_hello h;
     char err[256];
     err[0] = 0;
-    int rc = vfmig_hello_decode(data, size, &h, err, sizeof(err));
+    int rc = vfmig__hello_decode(data, size, &h, err, sizeof(err));
     if (rc != VFMIG_OK && rc != VFMIG_EPROTO && rc != VFMIG_EVERSION)
         abort();
     if (rc != VFMIG_OK) {
@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     uint8_t again[VFMIG_HELLO_MAX_BYTES];
-    size_t n = vfmig_hello_encode(&h, again);
+    size_t n = vfmig__hello_encode(&h, again);
     if (n != size || memcmp(again, data, size))
         abort();
 
@@ -39,11 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += h.range_size[i] + h.page_size; /* gaps, as the simulated VF places them */
     }
     err[0] = 0;
-    if (vfmig_hello_match_layout(&h, h.page_size, h.nranges, r, err, sizeof(err)) != VFMIG_OK)
+    if (vfmig__hello_match_layout(&h, h.page_size, h.nranges, r, err, sizeof(err)) != VFMIG_OK)
         abort();
     /* ... and is matched against a fixed local one: 32 MiB in 2 ranges of 64 KiB pages. */
     const vfmig_range local[2] = {{0, 16u << 20}, {32u << 20, 16u << 20}};
-    rc = vfmig_hello_match_layout(&h, 64u << 10, 2, local, err, sizeof(err));
+    rc = vfmig__hello_match_layout(&h, 64u << 10, 2, local, err, sizeof(err));
     if (rc != VFMIG_OK && (rc != VFMIG_ELAYOUT || !err[0] || !memchr(err, 0, sizeof(err))))
         abort();
     return 0;

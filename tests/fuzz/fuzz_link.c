@@ -1,6 +1,6 @@
 /*
  * tests/fuzz/fuzz_link.c - libFuzzer target for the link's read path (transport/link.c
- * vfmig_link_recv, recv_sealed, recv_tagged over transport/tcp.c tcp_read): the input after a
+ * vfmig__link_recv, recv_sealed, recv_tagged over transport/tcp.c tcp_read): the input after a
  * 2-byte prefix is what a peer sent on the control stream of a socketpair link. Prefix byte 0
  * picks the mode (plain, AES-256-GCM, Poly1305-tagged, under fixed keys), byte 1 the receive
  * buffer / max payload. Frames are read until the bytes run out: every call must return one of
@@ -40,22 +40,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     shutdown(sv[0], SHUT_WR);
     vfmig_link *l;
     int fd = sv[1];
-    if (vfmig_tcp_link_from_fds(&fd, 0, &l, NULL, 0)) {
+    if (vfmig__tcp_link_from_fds(&fd, 0, &l, NULL, 0)) {
         close(sv[0]);
         return 0;
     }
     size_t cap = 64u << (data[1] % 12); /* 64 B .. 128 KiB */
-    vfmig_link_set_max_payload(l, data[1] & 0x80 ? VFMIG_FRAME_MAX_PAYLOAD : cap);
-    vfmig_link_set_timeout(l, 100);
+    vfmig__link_set_max_payload(l, data[1] & 0x80 ? VFMIG_FRAME_MAX_PAYLOAD : cap);
+    vfmig__link_set_timeout(l, 100);
     int mode = data[0] % 3;
-    if (mode == 1 && vfmig_link_enable_aead(l, K1, K2))
+    if (mode == 1 && vfmig__link_enable_aead(l, K1, K2))
         __builtin_trap();
-    if (mode == 2 && vfmig_link_enable_mac(l, K1, K2))
+    if (mode == 2 && vfmig__link_enable_mac(l, K1, K2))
         __builtin_trap();
     uint8_t *buf = malloc(cap);
     for (int i = 0; i < 10000; i++) {
         vfmig_frame f;
-        int r = vfmig_link_recv(l, 0, &f, buf, cap, 0);
+        int r = vfmig__link_recv(l, 0, &f, buf, cap, 0);
         if (r == VFMIG_OK) {
             if (f.len > cap || f.type < VFMIG_F_HELLO || f.type > VFMIG_F_TYPE_MAX)
                 __builtin_trap();

@@ -43,13 +43,13 @@ int main(int argc, char **argv)
             return 1;
         vfmig_link *l;
         int fd = sv[0];
-        if (vfmig_tcp_link_from_fds(&fd, 0, &l, NULL, 0))
+        if (vfmig__tcp_link_from_fds(&fd, 0, &l, NULL, 0))
             return 1;
-        vfmig_link_set_max_payload(l, 4096);
+        vfmig__link_set_max_payload(l, 4096);
         /* The receiving end (fuzz_link) keys rx with K2: this end sends with tx = K2. */
-        if (mode == 1 && vfmig_link_enable_aead(l, K2, K1))
+        if (mode == 1 && vfmig__link_enable_aead(l, K2, K1))
             return 1;
-        if (mode == 2 && vfmig_link_enable_mac(l, K2, K1))
+        if (mode == 2 && vfmig__link_enable_mac(l, K2, K1))
             return 1;
         uint8_t pay[3000];
         for (size_t i = 0; i < sizeof(pay); i++)
@@ -60,9 +60,9 @@ int main(int argc, char **argv)
                             {.type = VFMIG_F_COMMIT, .page = 0x1234, .aux = 0x5678},
                             {.type = VFMIG_F_ABORT, .len = 11, .aux = (uint64_t)(int64_t)VFMIG_EPROTO}};
         for (size_t i = 0; i < sizeof(fr) / sizeof(fr[0]); i++)
-            if (vfmig_link_send(l, 0, &fr[i], pay))
+            if (vfmig__link_send(l, 0, &fr[i], pay))
                 return 1;
-        if (vfmig_link_flush(l, 0))
+        if (vfmig__link_flush(l, 0))
             return 1;
         shutdown(sv[0], SHUT_WR);
         static uint8_t cap[64 << 10];

@@ -7,7 +7,7 @@
  *   rdma_link_bw --cpu [FRAME]                 what the link's own per-byte work costs here:
  *                                              memcpy and the frame checksum, MiB/s (one thread)
  *
- * One sender thread per data QP pushes FRAME-byte page frames (vfmig_link_send, flush at the end)
+ * One sender thread per data QP pushes FRAME-byte page frames (vfmig__link_send, flush at the end)
  * to one receiver thread per QP; the last frame of each QP carries a checksum of everything
  * sent on it. Prints "rdma_link_bw: N MiB in S s: X MiB/s" (payload bytes, all QPs).
  */
@@ -57,13 +57,13 @@ static void *sender(void *p)
         buf[0] = (uint8_t)(off >> 12); /* every frame differs a little */
         w->sum = mix(w->sum, buf, w->frame);
         vfmig_frame f = {.type = VFMIG_F_PAGES, .len = w->frame, .page = off >> 12};
-        w->status = vfmig_link_send(w->l, w->s, &f, buf);
+        w->status = vfmig__link_send(w->l, w->s, &f, buf);
     }
     vfmig_frame end = {.type = VFMIG_F_PAGES, .len = 0, .page = w->sum};
     if (!w->status)
-        w->status = vfmig_link_send(w->l, w->s, &end, NULL);
+        w->status = vfmig__link_send(w->l, w->s, &end, NULL);
     if (!w->status)
-        w->status = vfmig_link_flush(w->l, w->s);
+        w->status = vfmig__link_flush(w->l, w->s);
     free(buf);
     return NULL;
 }
@@ -78,7 +78,7 @@ static void *receiver(void *p)
     }
     for (;;) {
         vfmig_frame f;
-        w->status = vfmig_link_recv(w->l, w->s, &f, buf, w->frame, 30000);
+        w->status = vfmig__link_recv(w->l, w->s, &f, buf, w->frame, 30000);
         if (w->status)
             break;
         if (f.len == 0) {
@@ -125,7 +125,7 @@ static int cpu_costs(uint32_t frame)
     for (uint64_t n = 0; n < total; n += frame) {
         vfmig_frame f = {.type = VFMIG_F_PAGES, .len = frame, .page = n};
         a[0] = (uint8_t)n;
-        vfmig_frame_pack(&f, a, hdr);
+        vfmig__frame_pack(&f, a, hdr);
     }
     double t2 = now_s();
     printf("rdma_link_bw: cpu: memcpy %.0f MiB/s, frame checksum %.0f MiB/s (%u-byte frames; b[0]=%u)\n",
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
         pthread_join(tr[i], NULL);
         if (ws[i].status || wr[i].status) {
             fprintf(stderr, "rdma_link_bw: QP %u: send %s, receive %s (%s)\n", i + 1,
-                    vfmig_strerror(ws[i].status), vfmig_strerror(wr[i].status), vfmig_link_stream_error(b, i + 1));
+                    vfmig_strerror(ws[i].status), vfmig_strerror(wr[i].status), vfmig__link_stream_error(b, i + 1));
             bad = 1;
         }
     }
