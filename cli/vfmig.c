@@ -76,6 +76,7 @@ typedef struct report {
     int byte_compare; /* local: -1 not done, 0 differs, 1 equal */
     double pre_rate;  /* workload bytes/s measured just before the migration (0: none) */
     double cpu0, cpu; /* process CPU seconds when the migration started, and spent in it */
+    double slowdown;  /* workload rate before / during pre-copy (1: no workload) */
     cbctx cb;
     char endpoint[400];
     const char *dirty_source;       /* the source VF's (--device) */
@@ -773,6 +774,7 @@ static double process_cpu_s(void)
 static void collect(report *r, vfmig_session *s, int rc)
 {
     r->cpu = r->cpu0 > 0 ? process_cpu_s() - r->cpu0 : 0;
+    r->slowdown = workload_slowdown(r); /* now: the VF is gone by the time the report prints */
     r->status = rc;
     if (rc && !r->error[0])
         snprintf(r->error, sizeof(r->error), "%s", vfmig_session_last_error(s));
@@ -869,7 +871,7 @@ static void print_json(const opts *o, const report *r)
     fprintf(f, ",\"predicted_blackout_ms\":%.3f,\"switchover_reason\":\"%s\",\"throttle_min_percent\":%u"
                ",\"workload_slowdown\":%.3f,\"wire_rate\":%.0f,\"verify\":\"%s\",\"delta_cache_bytes\":%" PRIu64,
             st->predicted_blackout_ms, vfmig_switch_reason_name(st->switch_reason),
-            st->throttle_min_percent ? st->throttle_min_percent : 100, workload_slowdown(r), st->wire_rate,
+            st->throttle_min_percent ? st->throttle_min_percent : 100, r->slowdown, st->wire_rate,
             verify_name(st->verify), st->delta_cache_bytes);
     fprintf(f, ",\"rounds\":%u,\"switch_reason\":\"%s\",\"streams\":%u,\"threads\":%u", st->rounds,
             vfmig_switch_reason_name(st->switch_reason), st->streams, st->threads);
@@ -943,7 +945,7 @@ static void print_human(const opts *o, const report *r)
                "wire %.0f MiB/s\n",
                ms(st->total_ns), st->rounds, vfmig_switch_reason_name(st->switch_reason), mib(st->bytes_wire),
                mib(st->bytes_vram), st->ratio, st->wire_rate / 1048576.0);
-        double slow = workload_slowdown(r);
+        double slow = r->slowdown;
         if (st->throttle_min_percent && st->throttle_min_percent < 100)
             printf("the VF was THROTTLED down to %u%% of its speed during pre-copy (workload %.2fx slower)\n",
                    st->throttle_min_percent, slow);
@@ -1271,7 +1273,7 @@ static void serve_configure(void *user, const vfmig_incoming *in, vfmig_session 
 static void serve_finished(void *user, const vfmig_incoming *in, vfmig_session *s, int status, void *dev_user)
 {
     serve_ctx *c = user;
-    report r = {.role = "target", .byte_compare = -1};
+    report r = {.role = "target", .byte_compare = -1, .slowdown = 1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s (migration %" PRIu64 ")", in->peer, in->id);
     if (s) {
         collect(&r, s, status);
@@ -1346,7 +1348,7 @@ static int cmd_serve(const opts *o, sigwatch *w)
 
 static int cmd_source(const opts *o, sigwatch *w)
 {
-    report r = {.role = "source", .byte_compare = -1};
+    report r = {.role = "source", .byte_compare = -1, .slowdown = 1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
     cli_vf vf;
     vfmig_session *s = NULL;
@@ -1447,7 +1449,7 @@ static void *target_server_main(void *arg)
 
 static int cmd_target(const opts *o, sigwatch *w)
 {
-    report r = {.role = "target", .byte_compare = -1};
+    report r = {.role = "target", .byte_compare = -1, .slowdown = 1};
     snprintf(r.endpoint, sizeof(r.endpoint), "%s", o->endpoint);
     target_ctx c = {.o = o, .r = &r};
     int rc = vf_create(o, true, &c.vf, r.error, sizeof(r.error));
@@ -1543,7 +1545,7 @@ static void *local_target_main(void *arg)
 
 static int cmd_local(const opts *o)
 {
-    report r = {.role = "local", .byte_compare = -1};
+    report r = {.role = "local", .byte_compare = -1, .slowdown = 1};
     const char *ep = o->endpoint ? o->endpoint : "tcp://127.0.0.1:0";
     cli_vf src_vf, dst_vf;
     vfmig_session *src = NULL;

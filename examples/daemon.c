@@ -406,7 +406,10 @@ static int make_session(const config *c, vfmig_role role, memdev *d, vfmig_sessi
     }
     if ((rc = vfmig_session_set_psk(*s, c->psk, sizeof(c->psk))) ||
         (c->budget_ms && (rc = vfmig_session_set_param(*s, VFMIG_P_BUDGET_MS, c->budget_ms))) ||
-        (rc = vfmig_session_set_param(*s, VFMIG_P_ENCRYPT, c->encrypt))) {
+        (rc = vfmig_session_set_param(*s, VFMIG_P_ENCRYPT, c->encrypt)) ||
+        /* A daemon that must move the VF even when the budget cannot be met (a host being
+         * drained) says so; the default keeps the VF here and fails with VFMIG_EBUDGET. */
+        (rc = vfmig_session_set_param(*s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH))) {
         fprintf(stderr, "daemon: session settings refused: %s\n", vfmig_strerror(rc));
         return rc;
     }

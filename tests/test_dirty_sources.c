@@ -628,6 +628,7 @@ static void run_migration(int kind, uint64_t seed)
     ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &sd, &s, err, sizeof err));
     ASSERT_OK(vfmig_session_create(VFMIG_ROLE_TARGET, &td, &tr.s, err, sizeof err));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, 200)); /* a shared CI machine */
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH)); /* under sanitizers */
     ASSERT_OK(vfmig_listen("tcp://127.0.0.1:0?streams=2", &tr.l, err, sizeof err));
     char ep[64];
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d?streams=2", vfmig_listener_port(tr.l));

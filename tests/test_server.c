@@ -251,6 +251,8 @@ static void *src_main(void *arg)
     ASSERT_OK(vfmig_session_set_param(r->s, VFMIG_P_TIMEOUT_MS, 4000));
     ASSERT_OK(vfmig_session_set_param(r->s, VFMIG_P_THREADS, 2));
     ASSERT_OK(vfmig_session_set_param(r->s, VFMIG_P_MAX_ROUNDS, 4));
+    /* Checked here: the image and the server, not a budget (none is met under sanitizers). */
+    ASSERT_OK(vfmig_session_set_param(r->s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH));
     ASSERT_OK(vfmig_session_set_pinning(r->s, "none"));
     if (r->key)
         ASSERT_OK(vfmig_session_set_psk(r->s, r->key, strlen(r->key)));

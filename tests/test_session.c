@@ -135,6 +135,7 @@ static void test_phases_and_run_once(void)
     tgt t = {0};
     vfmig_session *s;
     ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &da, &s, NULL, 0));
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH)); /* sanitizers */
     ASSERT_OK(vfmig_session_create(VFMIG_ROLE_TARGET, &db, &t.s, NULL, 0));
     phases ps = {0}, pt = {0};
     vfmig_session_set_callback(s, on_event, &ps);
@@ -318,6 +319,7 @@ static void test_link_from_fds(void)
     vfmig_session *s;
     fd_tgt t = {.link = lb};
     ASSERT_OK(vfmig_session_create(VFMIG_ROLE_SOURCE, &dva, &s, NULL, 0));
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_ON_BUDGET_MISS, VFMIG_BUDGET_MISS_SWITCH)); /* sanitizers */
     ASSERT_OK(vfmig_session_create(VFMIG_ROLE_TARGET, &dvb, &t.s, NULL, 0));
     static const char key[] = "a daemon's own channel, still authenticated";
     ASSERT_OK(vfmig_session_set_psk(s, key, sizeof(key) - 1));
