@@ -21,6 +21,7 @@
 #include "vfmig_sim.h"
 
 #include "engine/devices/pagehash.h"
+#include "transport/wire.h" /* little-endian field helpers for the state blobs */
 
 #include <cuda_runtime.h>
 
@@ -445,20 +446,6 @@ static int op_resume(void *dev)
     return rc;
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static int op_save_immutable(void *dev, void *buf, uint64_t *size)
 {
     vfmig_cuda *c = (vfmig_cuda *)dev;
@@ -467,10 +454,10 @@ static int op_save_immutable(void *dev, void *buf, uint64_t *size)
     if (buf) {
         if (*size < 32)
             return VFMIG_EINVAL;
-        put64((uint8_t *)buf, CU_IMM_MAGIC);
-        put64((uint8_t *)buf + 8, c->cfg.state_version);
-        put64((uint8_t *)buf + 16, c->size);
-        put64((uint8_t *)buf + 24, c->ps);
+        vfmig_put_u64((uint8_t *)buf, CU_IMM_MAGIC);
+        vfmig_put_u64((uint8_t *)buf + 8, c->cfg.state_version);
+        vfmig_put_u64((uint8_t *)buf + 16, c->size);
+        vfmig_put_u64((uint8_t *)buf + 24, c->ps);
     }
     *size = 32;
     return VFMIG_OK;
@@ -480,9 +467,9 @@ static int op_restore_immutable(void *dev, const void *buf, uint64_t size)
 {
     vfmig_cuda *c = (vfmig_cuda *)dev;
     const uint8_t *b = (const uint8_t *)buf;
-    if (!b || size != 32 || get64(b) != CU_IMM_MAGIC)
+    if (!b || size != 32 || vfmig_get_u64(b) != CU_IMM_MAGIC)
         return VFMIG_EINVAL;
-    if (get64(b + 8) != c->cfg.state_version || get64(b + 16) != c->size || get64(b + 24) != c->ps)
+    if (vfmig_get_u64(b + 8) != c->cfg.state_version || vfmig_get_u64(b + 16) != c->size || vfmig_get_u64(b + 24) != c->ps)
         return VFMIG_EINCOMPAT;
     return VFMIG_OK;
 }
@@ -497,8 +484,8 @@ static int op_save_mutable(void *dev, void *buf, uint64_t *size)
     if (buf) {
         if (*size < 16)
             return VFMIG_EINVAL;
-        put64((uint8_t *)buf, CU_MUT_MAGIC);
-        put64((uint8_t *)buf + 8, c->size);
+        vfmig_put_u64((uint8_t *)buf, CU_MUT_MAGIC);
+        vfmig_put_u64((uint8_t *)buf + 8, c->size);
     }
     *size = 16;
     return VFMIG_OK;
@@ -510,7 +497,7 @@ static int op_restore_mutable(void *dev, const void *buf, uint64_t size)
     if (c->cfg.cb.restore_mutable)
         return c->cfg.cb.restore_mutable(c->cfg.cb.user, buf, size);
     const uint8_t *b = (const uint8_t *)buf;
-    if (!b || size != 16 || get64(b) != CU_MUT_MAGIC || get64(b + 8) != c->size)
+    if (!b || size != 16 || vfmig_get_u64(b) != CU_MUT_MAGIC || vfmig_get_u64(b + 8) != c->size)
         return VFMIG_EINVAL;
     return VFMIG_OK;
 }
@@ -912,9 +899,9 @@ static int sim_save_mut(void *u, void *buf, uint64_t *size)
         if (*size < 24)
             return VFMIG_EINVAL;
         pthread_mutex_lock(&s->m);
-        put64((uint8_t *)buf, CU_MUT_MAGIC);
-        put64((uint8_t *)buf + 8, s->writes);
-        put64((uint8_t *)buf + 16, s->gen);
+        vfmig_put_u64((uint8_t *)buf, CU_MUT_MAGIC);
+        vfmig_put_u64((uint8_t *)buf + 8, s->writes);
+        vfmig_put_u64((uint8_t *)buf + 16, s->gen);
         pthread_mutex_unlock(&s->m);
     }
     *size = 24;
@@ -924,7 +911,7 @@ static int sim_save_mut(void *u, void *buf, uint64_t *size)
 static int sim_restore_mut(void *u, const void *buf, uint64_t size)
 {
     vfmig_cuda_sim *s = (vfmig_cuda_sim *)u;
-    if (!buf || size != 24 || get64((const uint8_t *)buf) != CU_MUT_MAGIC)
+    if (!buf || size != 24 || vfmig_get_u64((const uint8_t *)buf) != CU_MUT_MAGIC)
         return VFMIG_EINVAL;
     uint8_t *copy = (uint8_t *)malloc((size_t)size);
     if (!copy)

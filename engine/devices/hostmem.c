@@ -18,6 +18,8 @@
  */
 #include "vfmig.h"
 
+#include "transport/wire.h" /* little-endian field helpers for the state blobs */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -456,20 +458,6 @@ static int op_resume(void *dev)
     return rc;
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 /* Layout blob: the target refuses a region of another size, page size or version. */
 static int op_save_immutable(void *dev, void *buf, uint64_t *size)
 {
@@ -480,10 +468,10 @@ static int op_save_immutable(void *dev, void *buf, uint64_t *size)
         if (*size < HM_BLOB)
             return VFMIG_EINVAL;
         uint8_t *b = buf;
-        put64(b, HM_IMM_MAGIC);
-        put64(b + 8, h->cfg.state_version);
-        put64(b + 16, h->size);
-        put64(b + 24, h->ps);
+        vfmig_put_u64(b, HM_IMM_MAGIC);
+        vfmig_put_u64(b + 8, h->cfg.state_version);
+        vfmig_put_u64(b + 16, h->size);
+        vfmig_put_u64(b + 24, h->ps);
     }
     *size = HM_BLOB;
     return VFMIG_OK;
@@ -493,9 +481,9 @@ static int op_restore_immutable(void *dev, const void *buf, uint64_t size)
 {
     vfmig_hostmem *h = dev;
     const uint8_t *b = buf;
-    if (!b || size != HM_BLOB || get64(b) != HM_IMM_MAGIC)
+    if (!b || size != HM_BLOB || vfmig_get_u64(b) != HM_IMM_MAGIC)
         return VFMIG_EINVAL;
-    if (get64(b + 8) != h->cfg.state_version || get64(b + 16) != h->size || get64(b + 24) != h->ps)
+    if (vfmig_get_u64(b + 8) != h->cfg.state_version || vfmig_get_u64(b + 16) != h->size || vfmig_get_u64(b + 24) != h->ps)
         return VFMIG_EINCOMPAT;
     return VFMIG_OK;
 }
@@ -510,8 +498,8 @@ static int op_save_mutable(void *dev, void *buf, uint64_t *size)
     if (buf) {
         if (*size < 16)
             return VFMIG_EINVAL;
-        put64(buf, HM_MUT_MAGIC);
-        put64((uint8_t *)buf + 8, h->size);
+        vfmig_put_u64(buf, HM_MUT_MAGIC);
+        vfmig_put_u64((uint8_t *)buf + 8, h->size);
     }
     *size = 16;
     return VFMIG_OK;
@@ -522,7 +510,7 @@ static int op_restore_mutable(void *dev, const void *buf, uint64_t size)
     vfmig_hostmem *h = dev;
     if (h->cfg.cb.restore_mutable)
         return h->cfg.cb.restore_mutable(h->cfg.cb.user, buf, size);
-    if (!buf || size != 16 || get64(buf) != HM_MUT_MAGIC || get64((const uint8_t *)buf + 8) != h->size)
+    if (!buf || size != 16 || vfmig_get_u64(buf) != HM_MUT_MAGIC || vfmig_get_u64((const uint8_t *)buf + 8) != h->size)
         return VFMIG_EINVAL;
     return VFMIG_OK;
 }

@@ -14,6 +14,7 @@
 #include "vfmig_sim.h"
 
 #include "engine/devices/simvf_content.h"
+#include "transport/wire.h" /* little-endian field helpers for the state blobs */
 
 #include <errno.h>
 #include <pthread.h>
@@ -110,34 +111,6 @@ static inline void cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
 }
 
 /* Checksum of a blob, its checksum field (bytes 40..47) left out. */
@@ -586,17 +559,17 @@ static int op_save_immutable(void *dev, void *buf, uint64_t *size)
         return VFMIG_EINVAL;
     uint8_t *b = buf;
     memset(b, 0, SIMVF_BLOB_HDR);
-    put32(b + 0, SIMVF_IMM_MAGIC);
-    put32(b + 4, SIMVF_BLOB_FORMAT);
-    put32(b + 8, sim->cfg.state_version);
-    put32(b + 12, sim->cfg.nranges);
-    put64(b + 16, sim->cfg.vram_bytes);
-    put64(b + 24, sim->cfg.page_size);
-    put64(b + 32, need);
+    vfmig_put_u32(b + 0, SIMVF_IMM_MAGIC);
+    vfmig_put_u32(b + 4, SIMVF_BLOB_FORMAT);
+    vfmig_put_u32(b + 8, sim->cfg.state_version);
+    vfmig_put_u32(b + 12, sim->cfg.nranges);
+    vfmig_put_u64(b + 16, sim->cfg.vram_bytes);
+    vfmig_put_u64(b + 24, sim->cfg.page_size);
+    vfmig_put_u64(b + 32, need);
     /* Driver/firmware data: fixed for a version and layout, the same on any host. */
     blob_fill(b + SIMVF_BLOB_HDR, need - SIMVF_BLOB_HDR,
               simvf_hash2(sim->cfg.state_version, sim->cfg.vram_bytes ^ sim->cfg.page_size));
-    put64(b + 40, blob_sum(b, need));
+    vfmig_put_u64(b + 40, blob_sum(b, need));
     *size = need;
     return VFMIG_OK;
 }
@@ -605,8 +578,8 @@ static int op_save_immutable(void *dev, void *buf, uint64_t *size)
 static int blob_check(const void *buf, uint64_t size, uint32_t magic)
 {
     const uint8_t *b = buf;
-    if (!b || size < SIMVF_BLOB_HDR || get32(b) != magic || get32(b + 4) != SIMVF_BLOB_FORMAT ||
-        get64(b + 32) != size || get64(b + 40) != blob_sum(b, size))
+    if (!b || size < SIMVF_BLOB_HDR || vfmig_get_u32(b) != magic || vfmig_get_u32(b + 4) != SIMVF_BLOB_FORMAT ||
+        vfmig_get_u64(b + 32) != size || vfmig_get_u64(b + 40) != blob_sum(b, size))
         return VFMIG_EINVAL;
     return VFMIG_OK;
 }
@@ -623,15 +596,15 @@ static int op_restore_immutable(void *dev, const void *buf, uint64_t size)
         snprintf(sim->why, sizeof(sim->why), "the immutable state blob is damaged or not a simulated VF's");
     if (rc == VFMIG_OK) {
         const uint8_t *b = buf;
-        if (get32(b + 8) != sim->cfg.state_version) {
-            snprintf(sim->why, sizeof(sim->why), "state version %u, this host's VF runs version %u", get32(b + 8),
+        if (vfmig_get_u32(b + 8) != sim->cfg.state_version) {
+            snprintf(sim->why, sizeof(sim->why), "state version %u, this host's VF runs version %u", vfmig_get_u32(b + 8),
                      sim->cfg.state_version);
             rc = VFMIG_EINCOMPAT;
-        } else if (get32(b + 12) != sim->cfg.nranges || get64(b + 16) != sim->cfg.vram_bytes ||
-                   get64(b + 24) != sim->cfg.page_size) {
+        } else if (vfmig_get_u32(b + 12) != sim->cfg.nranges || vfmig_get_u64(b + 16) != sim->cfg.vram_bytes ||
+                   vfmig_get_u64(b + 24) != sim->cfg.page_size) {
             snprintf(sim->why, sizeof(sim->why), "a VF of %u ranges, %llu bytes, %llu-byte pages; this one has %u, "
-                     "%llu, %llu", get32(b + 12), (unsigned long long)get64(b + 16),
-                     (unsigned long long)get64(b + 24), sim->cfg.nranges, (unsigned long long)sim->cfg.vram_bytes,
+                     "%llu, %llu", vfmig_get_u32(b + 12), (unsigned long long)vfmig_get_u64(b + 16),
+                     (unsigned long long)vfmig_get_u64(b + 24), sim->cfg.nranges, (unsigned long long)sim->cfg.vram_bytes,
                      (unsigned long long)sim->cfg.page_size);
             rc = VFMIG_EINCOMPAT;
         }
@@ -664,22 +637,22 @@ static int op_save_mutable(void *dev, void *buf, uint64_t *size)
     vfmig_simvf_counters c;
     vfmig_simvf_get_counters(sim, &c);
     memset(b, 0, SIMVF_BLOB_HDR);
-    put32(b + 0, SIMVF_MUT_MAGIC);
-    put32(b + 4, SIMVF_BLOB_FORMAT);
-    put32(b + 8, sim->nw);
-    put32(b + 12, atomic_load(&sim->throttle));
-    put64(b + 16, c.writes);
-    put64(b + 24, c.bytes_written);
-    put64(b + 32, need);
+    vfmig_put_u32(b + 0, SIMVF_MUT_MAGIC);
+    vfmig_put_u32(b + 4, SIMVF_BLOB_FORMAT);
+    vfmig_put_u32(b + 8, sim->nw);
+    vfmig_put_u32(b + 12, atomic_load(&sim->throttle));
+    vfmig_put_u64(b + 16, c.writes);
+    vfmig_put_u64(b + 24, c.bytes_written);
+    vfmig_put_u64(b + 32, need);
     /* The workload's state: each writer's counters (stable while paused), then bytes that
      * follow from them, so the blob changes whenever the VF did any work. */
     uint64_t pos = SIMVF_BLOB_HDR;
     for (uint32_t i = 0; i < sim->nw && pos + 16 <= need; i++, pos += 16) {
-        put64(b + pos, atomic_load(&sim->w[i].writes));
-        put64(b + pos + 8, atomic_load(&sim->w[i].bytes));
+        vfmig_put_u64(b + pos, atomic_load(&sim->w[i].writes));
+        vfmig_put_u64(b + pos + 8, atomic_load(&sim->w[i].bytes));
     }
     blob_fill(b + pos, need - pos, simvf_hash2(c.writes ^ sim->cfg.seed, c.bytes_written));
-    put64(b + 40, blob_sum(b, need));
+    vfmig_put_u64(b + 40, blob_sum(b, need));
     *size = need;
     return VFMIG_OK;
 }
