@@ -47,6 +47,7 @@ typedef uint64_t (*ht_hash_fn)(const void *page, uint64_t ps);
 
 struct vfmig_hashtrack {
     vfmig_device inner;
+    vfmig_device_ops ops; /* ht_ops, less what the inner device lacks */
     vfmig_range ranges[VFMIG_MAX_RANGES];
     vfmig_hashtrack_config cfg;
     uint64_t ps;
@@ -496,22 +497,6 @@ static const vfmig_device_ops ht_ops = {
     .throttle = op_throttle,
 };
 
-/* Same table without throttle, for an inner device that has none (the engine checks for NULL). */
-static const vfmig_device_ops ht_ops_nothrottle = {
-    .prepare = op_prepare,
-    .end = op_end,
-    .start_tracking = op_start_tracking,
-    .stop_tracking = op_stop_tracking,
-    .query_dirty = op_query_dirty,
-    .read = op_read,
-    .write = op_write,
-    .pause = op_pause,
-    .resume = op_resume,
-    .save_immutable = op_save_immutable,
-    .save_mutable = op_save_mutable,
-    .restore_immutable = op_restore_immutable,
-    .restore_mutable = op_restore_mutable,
-};
 
 /* ----------------------------------------------------------------------------------------- */
 /* Public API                                                                                 */
@@ -561,6 +546,9 @@ int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_conf
     if (!t)
         return VFMIG_ENOMEM;
     t->inner = *inner;
+    t->ops = ht_ops;
+    if (!inner->ops->throttle)
+        t->ops.throttle = NULL; /* offer no throttle the inner device lacks (the engine checks NULL) */
     memcpy(t->ranges, inner->ranges, inner->nranges * sizeof(vfmig_range));
     t->inner.ranges = t->ranges;
     t->cfg = c;
@@ -619,7 +607,7 @@ void vfmig_hashtrack_device(vfmig_hashtrack *t, vfmig_device *out)
         return;
     out->size = sizeof(*out);
     out->ops_size = sizeof(vfmig_device_ops);
-    out->ops = t->inner.ops->throttle ? &ht_ops : &ht_ops_nothrottle;
+    out->ops = &t->ops;
     out->dev = t;
     out->page_size = t->ps;
     out->nranges = t->inner.nranges;
