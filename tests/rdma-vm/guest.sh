@@ -91,12 +91,17 @@ if wanted local; then
     check migrate_local $W/local.log 'verified: yes' 'resumed-on-target' '^exit 0$'
 fi
 
+# Two processes over a network address: a target refuses to listen there without a key (issue
+# 13), so both ends share one, as an operator's would.
+vfmig keygen $W/key >/dev/null 2>&1 || echo "vfmig keygen failed" >&2
+K="--psk-file $W/key"
+
 if wanted two_process; then
     P=7471
-    vfmig target --listen "rdma://$ADDR:$P" --vram 256M --accept-timeout-ms 60000 >$W/tgt.log 2>&1 &
+    vfmig target $K --listen "rdma://$ADDR:$P" --vram 256M --accept-timeout-ms 60000 >$W/tgt.log 2>&1 &
     tp=$!
     if waitfor $W/tgt.log 'waiting for a source' 60; then
-        timeout 600 vfmig source --connect "rdma://$ADDR:$P?qps=2" --vram 256M --dirty-rate 50M --on-budget-miss switch \
+        timeout 600 vfmig source $K --connect "rdma://$ADDR:$P?qps=2" --vram 256M --dirty-rate 50M --on-budget-miss switch \
             --pattern hot:32M >$W/src.log 2>&1
         echo "exit $?" >>$W/src.log
     else
@@ -112,11 +117,11 @@ if wanted fault; then
     # The target dies in round 0 (the link capped so that round 0 lasts ~10 s): the source must
     # end with a clear error, its VF still running.
     P=7472
-    vfmig target --listen "rdma://$ADDR:$P" --vram 512M --accept-timeout-ms 60000 -v >$W/ft.log 2>&1 &
+    vfmig target $K --listen "rdma://$ADDR:$P" --vram 512M --accept-timeout-ms 60000 -v >$W/ft.log 2>&1 &
     tp=$!
     waitfor $W/ft.log 'waiting for a source' 60
     t0=$(date +%s)
-    vfmig source --connect "rdma://$ADDR:$P?qps=2" --vram 512M --dirty-rate 20M --max-bandwidth 50M \
+    vfmig source $K --connect "rdma://$ADDR:$P?qps=2" --vram 512M --dirty-rate 20M --max-bandwidth 50M \
         --content random -v >$W/fs.log 2>&1 &
     sp=$!
     if waitfor $W/ft.log 'phase pre-copy' 60; then
@@ -132,11 +137,11 @@ if wanted fault; then
 
     # The source dies in round 0: the target must not resume.
     P=7473
-    vfmig target --listen "rdma://$ADDR:$P" --vram 512M --accept-timeout-ms 60000 -v >$W/gt.log 2>&1 &
+    vfmig target $K --listen "rdma://$ADDR:$P" --vram 512M --accept-timeout-ms 60000 -v >$W/gt.log 2>&1 &
     tp=$!
     waitfor $W/gt.log 'waiting for a source' 60
     t0=$(date +%s)
-    vfmig source --connect "rdma://$ADDR:$P?qps=2" --vram 512M --dirty-rate 20M --max-bandwidth 50M \
+    vfmig source $K --connect "rdma://$ADDR:$P?qps=2" --vram 512M --dirty-rate 20M --max-bandwidth 50M \
         --content random -v >$W/gs.log 2>&1 &
     sp=$!
     if waitfor $W/gs.log 'phase pre-copy' 60; then
