@@ -407,9 +407,19 @@ enum {
     O_INSECURE, O_MAXSESS /* serve (issue 13) */
 };
 
-/* A key file: 32..256 bytes (one trailing newline of a key written with echo is not part of
- * it). Shorter keys are refused: a captured handshake lets anyone test guesses offline, so a
- * key must be too random to guess - 'vfmig keygen' writes 32 random bytes. */
+/* Printable text (a key typed or written with echo), as opposed to random bytes. */
+static bool key_is_text(const uint8_t *key, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((key[i] < 0x20 || key[i] > 0x7e) && key[i] != '\t')
+            return false;
+    return true;
+}
+
+/* A key file: 32..256 bytes. The line end of a text key (written with echo) is not part of it;
+ * a random key keeps every byte, a last one of 0x0a or 0x0d included (1 in 128 of keygen's).
+ * Shorter keys are refused: a captured handshake lets anyone test guesses offline, so a key
+ * must be too random to guess - 'vfmig keygen' writes 32 random bytes. */
 static size_t read_key(const char *path, uint8_t key[257])
 {
     FILE *f = fopen(path, "rb");
@@ -417,8 +427,11 @@ static size_t read_key(const char *path, uint8_t key[257])
         usage_error("--psk-file %s: %s", path, strerror(errno));
     size_t n = fread(key, 1, 257, f);
     fclose(f);
-    while (n && n <= 256 && (key[n - 1] == '\n' || key[n - 1] == '\r'))
-        n--;
+    size_t text = n;
+    while (text && (key[text - 1] == '\n' || key[text - 1] == '\r'))
+        text--;
+    if (n <= 256 && key_is_text(key, text))
+        n = text;
     if (n < 32 || n > 256)
         usage_error("--psk-file %s: the key must be 32 to 256 bytes long (it is %s%zu); make one with "
                     "'vfmig keygen %s'", path, n > 256 ? "over " : "", n > 256 ? (size_t)256 : n, path);

@@ -87,6 +87,17 @@ cmp -s "$TMP/key" "$TMP/badkey" && fail "keygen wrote the same key twice"
 "$V" keygen "$TMP/key" 2>/dev/null && fail "keygen replaced an existing key"
 printf 'correct horse battery staple\n' >"$TMP/shortkey"
 usage_fails "32 to 256 bytes" source --connect 127.0.0.1:1 --psk-file "$TMP/shortkey"
+printf 'correct horse battery staple, again\n' >"$TMP/textkey" # 35 characters and a line end
+printf '\001\002\003\004\005\006\007\010\011\013\014\016\017\020\021\022' >"$TMP/binkey"
+printf '\023\024\025\026\027\030\031\032\033\034\035\036\037\200\377\n' >>"$TMP/binkey"
+# A random key ending in a newline byte (as 1 in 128 of keygen's do) is 32 bytes, not 31: it is
+# accepted, and the text key's line end is not part of it.
+for k in binkey textkey; do
+    err=$("$V" source --connect 127.0.0.1:1 --timeout-ms 500 --psk-file "$TMP/$k" 2>&1 >/dev/null)
+    rc=$?
+    [ $rc -eq 1 ] || fail "$k: exit $rc (not 1, a connect failure): $err"
+    case "$err" in *"32 to 256"*) fail "$k refused: $err" ;; esac
+done
 # No key beyond loopback: refused before anything is bound.
 usage_fails "without a key" target --listen 0.0.0.0:0
 usage_fails "without a key" serve --listen "tcp://0.0.0.0:0"
