@@ -13,16 +13,6 @@ static void say(char *err, size_t errlen)
         snprintf(err, errlen, "%s", NO_CUDA);
 }
 
-void vfmig_cuda_config_init(vfmig_cuda_config *cfg)
-{
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof *cfg);
-    cfg->page_size = 64u << 10;
-    cfg->staging_bytes = 4u << 20;
-    cfg->state_version = 1;
-}
-
 int vfmig_cuda_available(char *err, size_t errlen)
 {
     say(err, errlen);

@@ -1,7 +1,7 @@
 # Dirty sources (issue 10). The CUDA device needs nvcc and the CUDA runtime (see cuda_lang.cmake);
 # without the toolkit
 # cuda_none.c answers every CUDA call with VFMIG_ENODEV and a message naming CUDA.
-target_sources(vfmig_devices PRIVATE hashtrack.c hostmem.c)
+target_sources(vfmig_devices PRIVATE cuda_config.c hashtrack.c hostmem.c)
 # The hash tracker's XXH3 also in an AVX2 build, picked at run time where the CPU has it.
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   target_sources(vfmig_devices PRIVATE hashtrack_avx2.c)
