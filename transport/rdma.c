@@ -378,6 +378,18 @@ static int rdma_send_frame(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FR
     return r;
 }
 
+/* A keyed frame's tag: appended to the same send ring as its frame, so the payload is copied once
+ * (into the registered buffer) and never gathered with its tag first. */
+static int rdma_send_tail(vfmig_link *l, unsigned s, const void *tail, size_t n)
+{
+    rdma_link *rl = l->impl;
+    rstream *st = &rl->st[s];
+    pthread_mutex_lock(&st->lock);
+    int r = st->err ? st->err : append(l, s, st, tail, n);
+    pthread_mutex_unlock(&st->lock);
+    return r;
+}
+
 static int rdma_flush(vfmig_link *l, unsigned s)
 {
     rstream *st = &((rdma_link *)l->impl)->st[s];
@@ -572,6 +584,7 @@ static void rdma_close(vfmig_link *l)
 static const vfmig_link_ops rdma_ops = {
     .name = "rdma",
     .send = rdma_send_frame,
+    .send_tail = rdma_send_tail,
     .flush = rdma_flush,
     .read = rdma_read,
     .close = rdma_close,
@@ -835,8 +848,7 @@ static unsigned pending_qps(const vfmig_rdma_listener *L)
 
 /* A connection request: validate, find or start its group, set the stream up, accept.
  * *destroy: the request was rejected and its id is to be destroyed once the event is acked. */
-static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *destroy, char *err,
-                      size_t errlen)
+static void on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *destroy)
 {
     struct rdma_cm_id *id = ev->id;
     *destroy = 1;
@@ -844,19 +856,18 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
     if (ev->param.conn.private_data_len < PRIV_BYTES || vfmig_get_u32(p) != RMAGIC ||
         vfmig_get_u32(p + 4) != VFMIG_WIRE_VERSION || vfmig_get_u32(p + 24) != RCHUNK) {
         reject(id, 0, VFMIG_EPROTO); /* a stranger or another version */
-        return VFMIG_OK;
+        return;
     }
     uint64_t cookie = vfmig_get_u64(p + 8);
     uint32_t index = vfmig_get_u32(p + 16), n = vfmig_get_u32(p + 20);
     if (n < 1 || n > L->max_streams) {
+        /* The peer learns why from the status; the listener goes on, as over TCP. */
         reject(id, cookie, VFMIG_EINVAL);
-        vfmig__seterr(err, errlen, "refused a connection: peer asked for %u queue pairs; this listener allows 1-%u",
-                     n, L->max_streams);
-        return VFMIG_EINVAL;
+        return;
     }
     if (index > n) {
         reject(id, cookie, VFMIG_EPROTO);
-        return VFMIG_OK;
+        return;
     }
     rgroup *g = NULL;
     for (unsigned i = 0; i < L->ng; i++)
@@ -864,12 +875,12 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
             g = &L->g[i];
     if (pending_qps(L) >= RPENDING_QPS) {
         reject(id, cookie, VFMIG_ENOMEM); /* busy: too many half-made links */
-        return VFMIG_OK;
+        return;
     }
     if (!g) {
         if (L->ng == RGROUPS || rdma_link_new(n, &L->g[L->ng].l)) {
             reject(id, cookie, VFMIG_ENOMEM);
-            return VFMIG_OK;
+            return;
         }
         g = &L->g[L->ng++];
         g->cookie = cookie;
@@ -883,7 +894,7 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
     if (index > n || n != g->n || rl->st[index].id || link_pd(rl, id, e2, sizeof(e2)) ||
         stream_setup(&rl->st[index], id, rl->pd, e2, sizeof(e2))) {
         reject(id, cookie, VFMIG_EPROTO);
-        return VFMIG_OK;
+        return;
     }
     id->context = g->l;
     *destroy = 0; /* the stream owns the id now */
@@ -897,7 +908,6 @@ static int on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *des
         /* The id now belongs to the stream: the group is torn down on its next event/expiry. */
         g->since_ns = 0;
     }
-    return VFMIG_OK;
 }
 
 int vfmig__rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
@@ -940,12 +950,10 @@ int vfmig__rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out,
         struct rdma_cm_id *id = ev->id;
         if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
             int destroy;
-            r = on_request(L, ev, &destroy, err, errlen);
+            on_request(L, ev, &destroy);
             rdma_ack_cm_event(ev);
             if (destroy)
                 rdma_destroy_id(id);
-            if (r)
-                return r;
             continue;
         }
         enum rdma_cm_event_type t = ev->event;
