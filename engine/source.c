@@ -598,13 +598,6 @@ int vfmig__source_run(vfmig_session *s, vfmig_link *link)
         rc = vfmig__fail(s, VFMIG_ENOMEM, "out of memory for dirty bitmaps");
         goto out_free;
     }
-    char nic[64] = "";
-    vfmig__link_local_ifname(link, nic, sizeof(nic));
-    if ((rc = vfmig__pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
-                                  sizeof(perr)))) {
-        rc = vfmig__fail(s, rc, "pinning: %s", perr);
-        goto out_free;
-    }
     if (s->params[VFMIG_P_MAX_BANDWIDTH])
         vfmig__link_set_max_bandwidth(link, (uint64_t)s->params[VFMIG_P_MAX_BANDWIDTH]);
 
@@ -617,6 +610,15 @@ int vfmig__source_run(vfmig_session *s, vfmig_link *link)
     double rtt_ms = 0;
     if ((rc = handshake(&src, &rtt_ms)))
         goto out_fail;
+    /* Only after the HELLO: loading the topology takes tens of ms, a window in which a target
+     * under a flood of connections could expire this one as idle. */
+    char nic[64] = "";
+    vfmig__link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig__pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &src.pinner, perr,
+                                  sizeof(perr)))) {
+        rc = vfmig__fail(s, rc, "pinning: %s", perr);
+        goto out_fail;
+    }
 
     unsigned threads = vfmig__session_threads(s);
     vfmig_pipeline_cfg pc = {

@@ -365,13 +365,6 @@ int vfmig__target_run(vfmig_session *s, vfmig_link *link)
         rc = vfmig__fail(s, VFMIG_ENOMEM, "out of memory");
         goto out;
     }
-    char perr[128], nic[64] = "";
-    vfmig__link_local_ifname(link, nic, sizeof(nic));
-    if ((rc = vfmig__pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &t->pinner, perr,
-                                  sizeof(perr)))) {
-        rc = vfmig__fail(s, rc, "pinning: %s", perr);
-        goto out;
-    }
     vfmig__set_phase(s, VFMIG_PHASE_HANDSHAKE);
     if ((rc = t->ops->prepare(t->dev, VFMIG_ROLE_TARGET))) {
         rc = vfmig__dev_fail(s, rc, "prepare");
@@ -380,6 +373,14 @@ int vfmig__target_run(vfmig_session *s, vfmig_link *link)
     t->prepared = true;
     if ((rc = handshake(t)))
         goto out;
+    /* After the handshake, as on the source: the topology load is not the peer's wait. */
+    char perr[128], nic[64] = "";
+    vfmig__link_local_ifname(link, nic, sizeof(nic));
+    if ((rc = vfmig__pinner_create(s->pinning, (int)s->params[VFMIG_P_NUMA_NODE], nic, &t->pinner, perr,
+                                  sizeof(perr)))) {
+        rc = vfmig__fail(s, rc, "pinning: %s", perr);
+        goto out;
+    }
     pthread_mutex_lock(&s->lock);
     s->stats.streams = t->nstreams;
     s->stats.verify = (uint32_t)s->params[VFMIG_P_VERIFY];
