@@ -551,8 +551,8 @@ int vfmig__receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out)
     rx->zeros = calloc(1, cfg->batch_bytes);
     if (!rx->page_round || !rx->zeros)
         return vfmig__fail(s, VFMIG_ENOMEM, "out of memory for %" PRIu64 " page records", s->npages);
-    /* In place only if every range maps and payloads arrive as they were sent. */
-    if (rx->ops->map && !vfmig__link_payload_transformed(cfg->link)) {
+    /* In place only if every range maps and payloads arrive as they were sent (plain or tagged). */
+    if (rx->ops->map && vfmig__link_payload_placeable(cfg->link)) {
         bool all = true;
         for (uint32_t r = 0; r < s->dev.nranges; r++)
             all = all && (rx->map[r] = rx->ops->map(rx->dev, s->ranges[r].offset, s->ranges[r].size)) != NULL;

@@ -165,8 +165,9 @@ static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, con
         return vfmig__link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
     if (r)
         return vfmig__link_fail(l, stream, r, "frame MAC failed in the crypto library");
-    /* The checksum stays the plain one over what travels (payload + tag): corruption is told
-     * apart from forgery, as on encrypted links. */
+    /* The checksum covers header and tag only: the tag already covers the payload, and a second
+     * pass over it on each end would cost more than the MAC's margin over a plain link. A
+     * corrupted payload is then reported as failing authentication. */
     const void *wire_payload = payload;
     uint8_t *joined = NULL;
     if (!l->ops->send_tail) {
@@ -176,7 +177,7 @@ static int send_tagged(vfmig_link *l, unsigned stream, const vfmig_frame *f, con
         memcpy(joined + f->len, tag, sizeof(tag));
         wire_payload = joined;
     }
-    vfmig_put_u64(hdr + 32, vfmig__frame_csum2(hdr, payload, f->len, tag, sizeof(tag)));
+    vfmig_put_u64(hdr + 32, vfmig__frame_csum2(hdr, tag, sizeof(tag), NULL, 0));
     size_t wire = VFMIG_FRAME_HDR_BYTES + (size_t)g.len;
     r = last ? VFMIG_OK : vfmig__ratelimit_acquire(&l->rl, wire, l->intr_fd); /* a last word is tiny */
     if (r)
@@ -234,6 +235,11 @@ static int link_send(vfmig_link *l, unsigned stream, const vfmig_frame *f, const
 bool vfmig__link_payload_transformed(const vfmig_link *l)
 {
     return l && l->aead;
+}
+
+bool vfmig__link_payload_placeable(const vfmig_link *l)
+{
+    return l && (!l->aead || vfmig__aead_mac_only(l->aead));
 }
 
 /* Copies a gathered payload into the stream's scratch (grown as needed; one sender per stream). */
@@ -351,42 +357,63 @@ static int recv_sealed(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_F
 }
 
 /* The rest of vfmig__link_recv on a MAC-keyed link: payload straight into the caller's buffer,
- * then the tag; checksum, then the tag's check. */
+ * or where `place` puts it, then the tag; the checksum (header and tag), then the tag's check.
+ * A placed payload is written before it is authenticated: on a failed tag it is zeroed and the
+ * stream fails, so the caller never takes it (a target whose pages fail never resumes). */
 static int recv_tagged(vfmig_link *l, unsigned stream, const uint8_t hdr[VFMIG_FRAME_HDR_BYTES],
-                       vfmig_frame *f, void *payload, size_t cap, uint64_t deadline)
+                       vfmig_frame *f, void *payload, size_t cap, vfmig_recv_place_fn place, void *ctx,
+                       bool *placed, uint64_t deadline)
 {
     if (f->len < VFMIG_AEAD_TAG_BYTES)
         return vfmig__link_fail(l, stream, VFMIG_EAUTH,
                                "type %u frame of %u bytes has no authentication tag (peer not keyed?)",
                                f->type, f->len);
     size_t plain = f->len - VFMIG_AEAD_TAG_BYTES;
-    if (plain > cap)
-        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
-                               "frame payload of %zu bytes larger than the %zu-byte buffer", plain, cap);
     if (plain > vfmig__aead_cap(l->aead))
         return vfmig__link_fail(l, stream, VFMIG_EPROTO,
                                "frame payload of %zu bytes over the %zu-byte limit of keyed links", plain,
                                vfmig__aead_cap(l->aead));
+    vfmig_frame pf = *f;
+    pf.len = (uint32_t)plain; /* the placer sees the payload as sent */
+    void *dst = place && plain ? place(ctx, &pf) : NULL;
+    if (dst) {
+        payload = dst;
+        cap = plain;
+    }
+    if (plain > cap)
+        return vfmig__link_fail(l, stream, VFMIG_EPROTO,
+                               "frame payload of %zu bytes larger than the %zu-byte buffer", plain, cap);
     uint8_t tag[VFMIG_AEAD_TAG_BYTES];
     int r = plain ? l->ops->read(l, stream, payload, plain, vfmig__ms_left(deadline), &deadline) : VFMIG_OK;
     if (!r)
         r = l->ops->read(l, stream, tag, sizeof(tag), vfmig__ms_left(deadline), &deadline);
     if (r)
         return r;
-    if (vfmig__frame_csum2(hdr, payload, plain, tag, sizeof(tag)) != vfmig_get_u64(hdr + 32))
+    if (vfmig__frame_csum2(hdr, tag, sizeof(tag), NULL, 0) != vfmig_get_u64(hdr + 32)) {
+        /* Only on this error path: a plain frame's checksum covers all it carries. */
+        bool plain_frame = vfmig__frame_csum2(hdr, payload, plain, tag, sizeof(tag)) == vfmig_get_u64(hdr + 32);
+        if (plain)
+            memset(payload, 0, plain);
+        if (plain_frame)
+            return vfmig__link_fail(l, stream, VFMIG_EAUTH,
+                                   "frame failed authentication: a plain frame without a tag (peer not keyed?)");
         return vfmig__link_fail(l, stream, VFMIG_ECHECKSUM,
                                "checksum mismatch on a type %u frame of %u bytes", f->type, f->len);
+    }
     r = vfmig__aead_verify(l->aead, stream, hdr, payload, plain, tag);
     if (r == VFMIG_EAUTH) {
         if (plain)
             memset(payload, 0, plain); /* never leave unauthenticated bytes to the caller */
-        return vfmig__link_fail(l, stream, r, "frame failed authentication (tampered, replayed or wrong key)");
+        return vfmig__link_fail(l, stream, r,
+                               "frame failed authentication (corrupted, tampered, replayed or wrong key)");
     }
     if (r == VFMIG_EPROTO)
         return vfmig__link_fail(l, stream, r, "frame counter exhausted: the link needs new keys");
     if (r)
         return vfmig__link_fail(l, stream, r, "frame MAC failed in the crypto library");
     f->len = (uint32_t)plain;
+    if (dst && placed)
+        *placed = true;
     return VFMIG_OK;
 }
 
@@ -423,7 +450,7 @@ int vfmig__link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void
     }
     /* After a refused frame the stream is out of step: the caller must treat it as fatal. */
     if (l->aead && vfmig__aead_mac_only(l->aead))
-        return recv_tagged(l, stream, hdr, f, payload, cap, deadline);
+        return recv_tagged(l, stream, hdr, f, payload, cap, place, ctx, placed, deadline);
     if (l->aead)
         return recv_sealed(l, stream, hdr, f, payload, cap, deadline);
     void *dst = place && f->len ? place(ctx, f) : NULL;

@@ -48,6 +48,10 @@ int vfmig__link_sendv(vfmig_link *l, unsigned stream, const vfmig_frame *f, cons
 /** True when payloads are sealed or authenticated per frame: they must then be stable while
  *  sent and cannot be received in place (the engine takes its copying path). */
 bool vfmig__link_payload_transformed(const vfmig_link *l);
+/** True when payloads arrive as they were sent (no encryption), so vfmig__link_recv_placed may
+ *  read them straight into their destination; on a MAC-keyed link that destination is zeroed if
+ *  the frame then fails its tag. */
+bool vfmig__link_payload_placeable(const vfmig_link *l);
 /** Sends and flushes a frame even after vfmig__link_interrupt, never blocking (what the socket
  *  does not take at once is lost): a canceled session's last word, its ABORT. Same returns. */
 int vfmig__link_send_last(vfmig_link *l, unsigned stream, const vfmig_frame *f, const void *payload);
@@ -65,7 +69,9 @@ int vfmig__link_recv(vfmig_link *l, unsigned stream, vfmig_frame *f, void *paylo
  * the payload goes instead: a pointer to at least f->len writable bytes (e.g. straight into
  * VRAM), or NULL for `payload`. *placed tells which was used. The checksum is verified wherever
  * the payload landed (a caller placing a payload must treat those bytes as untrusted until this
- * returns OK). On links that transform payloads `place` is not called.
+ * returns OK). On a MAC-keyed link `place` sees the payload's length without the tag and the
+ * tag is checked wherever the payload landed (zeroed there if it fails); on an encrypted link
+ * `place` is not called.
  */
 typedef void *(*vfmig_recv_place_fn)(void *ctx, const vfmig_frame *f);
 int vfmig__link_recv_placed(vfmig_link *l, unsigned stream, vfmig_frame *f, void *payload, size_t cap,
