@@ -1,10 +1,11 @@
 /* tests/test_link_rdma.c - RDMA links. Without a device: listen and connect fail cleanly with
  * VFMIG_ENODEV and the exact message, then the test skips (77). With a device (soft-RoCE or a
  * NIC on 127.0.0.1 / the address in VFMIG_TEST_RDMA_ADDR; tests/rdma-vm/run.sh makes one):
- * round trips on 1 and 4 QPs; a listener that outlives strangers, half-made links and a peer
+ * round trips on 1 and 4 QPs with the link's interface, peer name and control readiness; a listener that outlives strangers, half-made links and a peer
  * asking for too many QPs; a peer's close seen as a disconnect by a blocked reader. */
 #include <netdb.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include <rdma/rdma_cma.h>
 
@@ -51,6 +52,25 @@ static void roundtrip(const char *addr, unsigned n)
     pthread_join(t, NULL);
     if (r || c.st)
         T_FAIL("rdma accept/connect: %s / %s", err, c.err);
+    /* The medium's questions: which interface carries the link (for NIC-local pinning), who the
+     * peer is (for logs), and whether control bytes wait (a server telling idle from busy). */
+    char name[80];
+    ASSERT_OK(vfmig__link_local_ifname(b, name, sizeof(name)));
+    ASSERT_TRUE(name[0] != 0);
+    ASSERT_OK(vfmig__link_peer_name(b, name, sizeof(name)));
+    ASSERT_TRUE(strstr(name, addr) == name);
+    ASSERT_EQ(vfmig__link_control_readable(b), 0);
+    {
+        vfmig_frame f = {.type = VFMIG_F_GO}, g;
+        ASSERT_OK(vfmig__link_send(c.l, 0, &f, NULL));
+        ASSERT_OK(vfmig__link_flush(c.l, 0));
+        uint64_t until = vfmig__now_ns() + 10000000000ull; /* arrival is asynchronous: wait for it */
+        while (!vfmig__link_control_readable(b) && vfmig__now_ns() < until)
+            sched_yield();
+        ASSERT_EQ(vfmig__link_control_readable(b), 1);
+        ASSERT_OK(vfmig__link_recv(b, 0, &g, NULL, 0, 5000));
+        ASSERT_EQ(vfmig__link_control_readable(b), 0);
+    }
     static uint8_t buf[1 << 20], got[1 << 20];
     for (size_t i = 0; i < sizeof(buf); i++)
         buf[i] = (uint8_t)(i * 7);

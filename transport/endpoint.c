@@ -54,21 +54,21 @@ int vfmig__endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_st
     if (!s || !*s)
         return EADDR_("endpoint is empty (expected tcp://HOST:PORT, rdma://HOST:PORT or HOST:PORT)");
     const char *p = s;
-    const char *opt_name = "streams";
-    ep->kind = VFMIG_LINK_TCP;
+    ep->kind = VFMIG_LINK_TCP; /* no scheme: tcp */
     const char *sep = strstr(s, "://");
     if (sep) {
-        if ((size_t)(sep - s) == 3 && !strncmp(s, "tcp", 3)) {
-            ep->kind = VFMIG_LINK_TCP;
-        } else if ((size_t)(sep - s) == 4 && !strncmp(s, "rdma", 4)) {
-            ep->kind = VFMIG_LINK_RDMA;
-            opt_name = "qps";
-        } else {
-            return EADDR_("endpoint '%s': unknown scheme '%.*s' (expected tcp or rdma)", s,
-                          (int)(sep - s), s);
+        ep->kind = vfmig__link_scheme_kind(s, (size_t)(sep - s));
+        if (!ep->kind) {
+            char known[64] = "";
+            for (int k = 1; vfmig__link_scheme(k); k++)
+                snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", k > 1 ? " or " : "",
+                         vfmig__link_scheme(k)->name);
+            return EADDR_("endpoint '%s': unknown scheme '%.*s' (expected %s)", s, (int)(sep - s), s, known);
         }
         p = sep + 3;
     }
+    const vfmig_link_scheme *sc = vfmig__link_scheme(ep->kind);
+    const char *opt_name = sc->count_opt;
     /* Host: [v6] or up to the last ':' before '?'. */
     const char *q = strchr(p, '?');
     const char *end = q ? q : p + strlen(p);
@@ -137,7 +137,7 @@ int vfmig__endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_st
         size_t nlen = (size_t)((eq ? eq : oe) - o);
         if (nlen != strlen(opt_name) || strncmp(o, opt_name, nlen))
             return EADDR_("endpoint '%s': unknown option '%.*s' (%s endpoints take '%s')", s,
-                          (int)nlen, o, ep->kind == VFMIG_LINK_RDMA ? "rdma" : "tcp", opt_name);
+                          (int)nlen, o, sc->name, opt_name);
         if (!eq)
             return EADDR_("endpoint '%s': option '%s' needs a value", s, opt_name);
         size_t vlen = (size_t)(oe - eq - 1);

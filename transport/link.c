@@ -1,6 +1,9 @@
 /* transport/link.c - the medium-independent half of a link: framing, checks, cap, counters,
  * interruption, errors; and the public listen/accept/connect entry points. */
 #include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,10 +17,39 @@
 #include "transport/link_impl.h"
 
 struct vfmig_listener {
-    int kind;
-    vfmig_tcp_listener *tcp;
-    vfmig_rdma_listener *rdma;
+    const vfmig_link_scheme *sc;
+    void *impl; /* the scheme's own listener */
 };
+
+/* Indexed by endpoint kind (VFMIG_LINK_*). */
+static const vfmig_link_scheme *const schemes[] = {
+    [VFMIG_LINK_TCP] = &vfmig__tcp_scheme,
+    [VFMIG_LINK_RDMA] = &vfmig__rdma_scheme,
+};
+#define NSCHEMES (int)(sizeof(schemes) / sizeof(schemes[0]))
+
+const vfmig_link_scheme *vfmig__link_scheme(int kind)
+{
+    return kind > 0 && kind < NSCHEMES ? schemes[kind] : NULL;
+}
+
+int vfmig__link_scheme_kind(const char *name, size_t len)
+{
+    for (int k = 1; k < NSCHEMES; k++)
+        if (schemes[k] && strlen(schemes[k]->name) == len && !strncmp(schemes[k]->name, name, len))
+            return k;
+    return 0;
+}
+
+/* The answer for an operation a scheme lacks. */
+static int unsupported(const vfmig_link_scheme *sc, const char *what, char *err, size_t errlen)
+{
+    if (sc->missing)
+        vfmig__seterr(err, errlen, "%s://: %s", sc->name, sc->missing);
+    else
+        vfmig__seterr(err, errlen, "%s:// links cannot %s", sc->name, what);
+    return VFMIG_ENOTSUP;
+}
 
 int vfmig__errno_status(int e)
 {
@@ -549,6 +581,50 @@ const char *vfmig__link_stream_error(const vfmig_link *l, unsigned stream)
     return l->errs[stream];
 }
 
+int vfmig__link_local_ifname(vfmig_link *l, char *name, size_t len)
+{
+    struct sockaddr_storage ss;
+    struct ifaddrs *ifs;
+    if (!l || !l->ops->local_addr || l->ops->local_addr(l, &ss) || getifaddrs(&ifs))
+        return VFMIG_ENOTSUP;
+    int rc = VFMIG_ENOTSUP;
+    for (struct ifaddrs *i = ifs; i && rc; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != ss.ss_family)
+            continue;
+        bool same = ss.ss_family == AF_INET
+                        ? ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr == ((struct sockaddr_in *)&ss)->sin_addr.s_addr
+                        : ss.ss_family == AF_INET6 &&
+                              !memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+                                      &((struct sockaddr_in6 *)&ss)->sin6_addr, sizeof(struct in6_addr));
+        if (same) {
+            snprintf(name, len, "%s", i->ifa_name);
+            rc = VFMIG_OK;
+        }
+    }
+    freeifaddrs(ifs);
+    return rc;
+}
+
+int vfmig__link_control_readable(vfmig_link *l)
+{
+    return l && l->ops->control_readable ? l->ops->control_readable(l) : 0;
+}
+
+int vfmig__link_peer_name(vfmig_link *l, char *name, size_t len)
+{
+    struct sockaddr_storage ss;
+    char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+    socklen_t sl = sizeof(ss);
+    if (!l || !l->ops->peer_addr || l->ops->peer_addr(l, &ss) ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV)) {
+        snprintf(name, len, "?");
+        return VFMIG_ENOTSUP;
+    }
+    snprintf(name, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+    return VFMIG_OK;
+}
+
 int vfmig_link_streams(const vfmig_link *link)
 {
     return link ? (int)link->nstreams : 0;
@@ -572,12 +648,14 @@ int vfmig_listen(const char *endpoint, vfmig_listener **out, char *err, size_t e
     int r = vfmig__endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
     if (r)
         return r;
+    const vfmig_link_scheme *sc = vfmig__link_scheme(ep.kind);
+    if (!sc->listen)
+        return unsupported(sc, "listen", err, errlen);
     vfmig_listener *L = calloc(1, sizeof(*L));
     if (!L)
         return VFMIG_ENOMEM;
-    L->kind = ep.kind;
-    r = ep.kind == VFMIG_LINK_TCP ? vfmig__tcp_listen(&ep, explicit_streams, &L->tcp, err, errlen)
-                                  : vfmig__rdma_listen(&ep, explicit_streams, &L->rdma, err, errlen);
+    L->sc = sc;
+    r = sc->listen(&ep, explicit_streams, &L->impl, err, errlen);
     if (r) {
         free(L);
         return r;
@@ -590,7 +668,7 @@ int vfmig_listener_port(const vfmig_listener *l)
 {
     if (!l)
         return VFMIG_EINVAL;
-    return l->kind == VFMIG_LINK_TCP ? vfmig__tcp_listener_port(l->tcp) : vfmig__rdma_listener_port(l->rdma);
+    return l->sc->listener_port ? l->sc->listener_port(l->impl) : VFMIG_ENOTSUP;
 }
 
 int vfmig_accept(vfmig_listener *l, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
@@ -598,18 +676,17 @@ int vfmig_accept(vfmig_listener *l, int timeout_ms, vfmig_link **out, char *err,
     if (!l || !out)
         return VFMIG_EINVAL;
     *out = NULL;
-    return l->kind == VFMIG_LINK_TCP ? vfmig__tcp_accept(l->tcp, timeout_ms, out, err, errlen)
-                                     : vfmig__rdma_accept(l->rdma, timeout_ms, out, err, errlen);
+    if (!l->sc->accept)
+        return unsupported(l->sc, "accept", err, errlen);
+    return l->sc->accept(l->impl, timeout_ms, out, err, errlen);
 }
 
 void vfmig_listener_close(vfmig_listener *l)
 {
     if (!l)
         return;
-    if (l->kind == VFMIG_LINK_TCP)
-        vfmig__tcp_listener_close(l->tcp);
-    else
-        vfmig__rdma_listener_close(l->rdma);
+    if (l->sc->listener_close)
+        l->sc->listener_close(l->impl);
     free(l);
 }
 
@@ -623,14 +700,16 @@ int vfmig_connect(const char *endpoint, int timeout_ms, vfmig_link **out, char *
     int r = vfmig__endpoint_parse_ex(endpoint, &ep, &explicit_streams, err, errlen);
     if (r)
         return r;
+    const vfmig_link_scheme *sc = vfmig__link_scheme(ep.kind);
+    if (!sc->connect)
+        return unsupported(sc, "connect", err, errlen);
     if (!explicit_streams) {
         /* Auto: one stream per CPU, up to 8: each stream is one receiver (decoder) on the
          * target, and past a few streams a link gains nothing but buffers. */
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         ep.streams = n < 1 ? 1 : n > 8 ? 8 : (uint32_t)n;
     }
-    return ep.kind == VFMIG_LINK_TCP ? vfmig__tcp_connect(&ep, timeout_ms, out, err, errlen)
-                                     : vfmig__rdma_connect(&ep, timeout_ms, out, err, errlen);
+    return sc->connect(&ep, timeout_ms, out, err, errlen);
 }
 
 int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfmig_link **out, char *err,
@@ -653,5 +732,7 @@ int vfmig_link_from_fds(int control_fd, const int *data_fds, unsigned ndata, vfm
                 vfmig__seterr(err, errlen, "connection %u: fd %d is invalid or given twice", i, fds[i]);
                 return VFMIG_EINVAL;
             }
-    return vfmig__tcp_link_from_fds(fds, ndata, out, err, errlen);
+    /* Connected stream sockets of any family (TCP, vsock, UNIX) are the tcp scheme's byte pipes. */
+    const vfmig_link_scheme *sc = vfmig__link_scheme(VFMIG_LINK_TCP);
+    return sc->from_fds(fds, ndata, out, err, errlen);
 }

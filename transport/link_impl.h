@@ -11,6 +11,9 @@
  *   read  - exactly n bytes; waits first_ms for the first byte, then until *deadline_ns
  *           (set by the back-end when the first byte arrives, if it was 0) for the rest
  *   close - free everything
+ * plus optional questions about the medium (addresses, control bytes waiting). How links of a
+ * kind are made (listen, accept, connect, from fds) is the kind's vfmig_link_scheme, one table
+ * per back-end that link.c and the endpoint parser look up by kind or name.
  * Stream 0 is control; 1..nstreams carry data.
  */
 #ifndef VFMIG_TRANSPORT_LINK_IMPL_H
@@ -20,6 +23,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "transport/link.h"
 #include "transport/ratelimit.h"
@@ -39,7 +43,36 @@ typedef struct vfmig_link_ops {
     int (*send_tail)(vfmig_link *l, unsigned s, const void *tail, size_t n);
     int (*read)(vfmig_link *l, unsigned s, void *dst, size_t n, int first_ms, uint64_t *deadline_ns);
     void (*close)(vfmig_link *l);
+    /* Optional questions about the medium (NULL: cannot be told, VFMIG_ENOTSUP / 0). */
+    /* This end's and the peer's address of the control connection. */
+    int (*local_addr)(vfmig_link *l, struct sockaddr_storage *ss);
+    int (*peer_addr)(vfmig_link *l, struct sockaddr_storage *ss);
+    /* 1 if bytes the peer sent on the control stream wait to be read; any thread. */
+    int (*control_readable)(vfmig_link *l);
 } vfmig_link_ops;
+
+/*
+ * One endpoint scheme (tcp://, rdma://): how links of that kind are made. A NULL entry is an
+ * operation the scheme does not have; link.c then answers VFMIG_ENOTSUP with `missing` (or a
+ * generic message). Listener handles are the back-end's own, opaque to link.c.
+ */
+typedef struct vfmig_link_scheme {
+    const char *name;      /* as written in endpoints, before "://" */
+    const char *count_opt; /* the endpoint option giving the stream count ("streams", "qps") */
+    const char *missing;   /* why operations are absent (a build without the medium), or NULL */
+    int (*listen)(const vfmig_endpoint *ep, int explicit_streams, void **listener, char *err, size_t errlen);
+    int (*listener_port)(const void *listener);
+    int (*accept)(void *listener, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+    void (*listener_close)(void *listener);
+    int (*connect)(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+    /* fds[0] control, fds[1..n] data: connections the embedder made, taken over. */
+    int (*from_fds)(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen);
+} vfmig_link_scheme;
+
+/** The scheme of an endpoint kind (VFMIG_LINK_*), or NULL for an unknown kind. */
+const vfmig_link_scheme *vfmig__link_scheme(int kind);
+/** The kind whose scheme is named name[0..len) (no "://"), or 0. */
+int vfmig__link_scheme_kind(const char *name, size_t len);
 
 struct vfmig_link {
     const vfmig_link_ops *ops;
@@ -88,13 +121,7 @@ int vfmig__endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_st
                             size_t errlen);
 
 /* tcp.c */
-typedef struct vfmig_tcp_listener vfmig_tcp_listener;
-int vfmig__tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
-                     char *err, size_t errlen);
-int vfmig__tcp_listener_port(const vfmig_tcp_listener *tl);
-int vfmig__tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
-void vfmig__tcp_listener_close(vfmig_tcp_listener *tl);
-int vfmig__tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen);
+extern const vfmig_link_scheme vfmig__tcp_scheme;
 /** A link over connections the embedder made (fds[0] control, fds[1..n] data), taken over. */
 int vfmig__tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen);
 /** Test hook: the socket of a stream (to break it on purpose). -1 if not TCP. */
@@ -105,15 +132,7 @@ int vfmig__tcp_stream_fd(vfmig_link *l, unsigned s);
  *  streams (off by default: slower on loopback). Call before the first send/recv. */
 void vfmig__tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy);
 
-/* rdma.c */
-typedef struct vfmig_rdma_listener vfmig_rdma_listener;
-int vfmig__rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
-                      char *err, size_t errlen);
-int vfmig__rdma_listener_port(const vfmig_rdma_listener *rl);
-int vfmig__rdma_accept(vfmig_rdma_listener *rl, int timeout_ms, vfmig_link **out, char *err,
-                      size_t errlen);
-void vfmig__rdma_listener_close(vfmig_rdma_listener *rl);
-int vfmig__rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err,
-                       size_t errlen);
+/* rdma.c, or rdma_none.c in a build without verbs */
+extern const vfmig_link_scheme vfmig__rdma_scheme;
 
 #endif

@@ -581,6 +581,37 @@ static void rdma_close(vfmig_link *l)
     vfmig__link_free(l);
 }
 
+static int rdma_addr(vfmig_link *l, struct sockaddr_storage *ss, int peer)
+{
+    rdma_link *rl = l->impl;
+    struct rdma_cm_id *id = rl->st[0].id;
+    const struct sockaddr *sa = !id ? NULL : peer ? rdma_get_peer_addr(id) : rdma_get_local_addr(id);
+    if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+        return VFMIG_ENOTSUP;
+    memcpy(ss, sa, sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    return VFMIG_OK;
+}
+
+static int rdma_local_addr(vfmig_link *l, struct sockaddr_storage *ss)
+{
+    return rdma_addr(l, ss, 0);
+}
+
+static int rdma_peer_addr(vfmig_link *l, struct sockaddr_storage *ss)
+{
+    return rdma_addr(l, ss, 1);
+}
+
+/* Completions not yet polled count too: they are what the peer has sent. */
+static int rdma_control_readable(vfmig_link *l)
+{
+    rstream *st = &((rdma_link *)l->impl)->st[0];
+    pthread_mutex_lock(&st->lock);
+    int r = !st->err && progress(l, 0, st) >= 0 && !vfmig_rxq_empty(&st->rxq);
+    pthread_mutex_unlock(&st->lock);
+    return r;
+}
+
 static const vfmig_link_ops rdma_ops = {
     .name = "rdma",
     .send = rdma_send_frame,
@@ -588,6 +619,9 @@ static const vfmig_link_ops rdma_ops = {
     .flush = rdma_flush,
     .read = rdma_read,
     .close = rdma_close,
+    .local_addr = rdma_local_addr,
+    .peer_addr = rdma_peer_addr,
+    .control_readable = rdma_control_readable,
 };
 
 static int rdma_link_new(unsigned n, vfmig_link **out)
@@ -672,7 +706,7 @@ static int expect(struct rdma_event_channel *ec, enum rdma_cm_event_type want, u
          : got == RDMA_CM_EVENT_ADDR_ERROR ? VFMIG_EADDR : VFMIG_EIO;
 }
 
-int vfmig__rdma_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+static int rdma_connect_ep(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
     if (no_device(err, errlen))
         return VFMIG_ENODEV;
@@ -761,6 +795,7 @@ typedef struct rgroup {
     vfmig_link *l;
 } rgroup;
 
+typedef struct vfmig_rdma_listener vfmig_rdma_listener;
 struct vfmig_rdma_listener {
     struct rdma_event_channel *ec;
     struct rdma_cm_id *lid;
@@ -770,8 +805,7 @@ struct vfmig_rdma_listener {
     unsigned ng;
 };
 
-int vfmig__rdma_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_rdma_listener **out,
-                      char *err, size_t errlen)
+static int rdma_listen_ep(const vfmig_endpoint *ep, int explicit_streams, void **out, char *err, size_t errlen)
 {
     if (no_device(err, errlen))
         return VFMIG_ENODEV;
@@ -820,9 +854,10 @@ err_res:
     return r;
 }
 
-int vfmig__rdma_listener_port(const vfmig_rdma_listener *L)
+static int rdma_listener_port(const void *listener)
 {
-    return L ? L->port : VFMIG_EINVAL;
+    const vfmig_rdma_listener *L = listener;
+    return L->port;
 }
 
 static void reject(struct rdma_cm_id *id, uint64_t cookie, int status)
@@ -910,8 +945,9 @@ static void on_request(vfmig_rdma_listener *L, struct rdma_cm_event *ev, int *de
     }
 }
 
-int vfmig__rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+static int rdma_accept_link(void *listener, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
+    vfmig_rdma_listener *L = listener;
     uint64_t deadline = vfmig__deadline(timeout_ms);
     uint64_t stale = (uint64_t)VFMIG_LINK_DEFAULT_TIMEOUT_MS * 1000000ull;
     for (;;) {
@@ -974,8 +1010,9 @@ int vfmig__rdma_accept(vfmig_rdma_listener *L, int timeout_ms, vfmig_link **out,
     }
 }
 
-void vfmig__rdma_listener_close(vfmig_rdma_listener *L)
+static void rdma_listener_close(void *listener)
 {
+    vfmig_rdma_listener *L = listener;
     if (!L)
         return;
     while (L->ng)
@@ -984,3 +1021,13 @@ void vfmig__rdma_listener_close(vfmig_rdma_listener *L)
     rdma_destroy_event_channel(L->ec);
     free(L);
 }
+
+const vfmig_link_scheme vfmig__rdma_scheme = {
+    .name = "rdma",
+    .count_opt = "qps",
+    .listen = rdma_listen_ep,
+    .listener_port = rdma_listener_port,
+    .accept = rdma_accept_link,
+    .listener_close = rdma_listener_close,
+    .connect = rdma_connect_ep,
+};

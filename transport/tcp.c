@@ -25,7 +25,6 @@
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
 #include <fcntl.h>
-#include <ifaddrs.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -378,6 +377,10 @@ static void tcp_close(vfmig_link *l)
     vfmig__link_free(l);
 }
 
+static int tcp_local_addr(vfmig_link *l, struct sockaddr_storage *ss);
+static int tcp_peer_addr(vfmig_link *l, struct sockaddr_storage *ss);
+static int tcp_control_readable(vfmig_link *l);
+
 static const vfmig_link_ops tcp_ops = {
     .name = "tcp",
     .send = tcp_send,
@@ -386,6 +389,9 @@ static const vfmig_link_ops tcp_ops = {
     .send_tail = tcp_send_tail,
     .read = tcp_read,
     .close = tcp_close,
+    .local_addr = tcp_local_addr,
+    .peer_addr = tcp_peer_addr,
+    .control_readable = tcp_control_readable,
 };
 
 /* Makes a link over fds[0..n] (taking them over, even on failure). */
@@ -426,51 +432,22 @@ int vfmig__tcp_stream_fd(vfmig_link *l, unsigned s)
     return stream_of(l, s)->fd;
 }
 
-int vfmig__link_local_ifname(vfmig_link *l, char *name, size_t len)
+static int tcp_local_addr(vfmig_link *l, struct sockaddr_storage *ss)
 {
-    int fd = vfmig__tcp_stream_fd(l, 0);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    struct ifaddrs *ifs;
-    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) || getifaddrs(&ifs))
-        return VFMIG_ENOTSUP;
-    int rc = VFMIG_ENOTSUP;
-    for (struct ifaddrs *i = ifs; i && rc; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != ss.ss_family)
-            continue;
-        bool same = ss.ss_family == AF_INET
-                        ? ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr == ((struct sockaddr_in *)&ss)->sin_addr.s_addr
-                        : !memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
-                                  &((struct sockaddr_in6 *)&ss)->sin6_addr, sizeof(struct in6_addr));
-        if (same) {
-            snprintf(name, len, "%s", i->ifa_name);
-            rc = VFMIG_OK;
-        }
-    }
-    freeifaddrs(ifs);
-    return rc;
+    socklen_t sl = sizeof(*ss);
+    return getsockname(stream_of(l, 0)->fd, (struct sockaddr *)ss, &sl) ? VFMIG_ENOTSUP : VFMIG_OK;
 }
 
-int vfmig__link_control_readable(vfmig_link *l)
+static int tcp_peer_addr(vfmig_link *l, struct sockaddr_storage *ss)
 {
-    int fd = vfmig__tcp_stream_fd(l, 0);
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+    socklen_t sl = sizeof(*ss);
+    return getpeername(stream_of(l, 0)->fd, (struct sockaddr *)ss, &sl) ? VFMIG_ENOTSUP : VFMIG_OK;
 }
 
-int vfmig__link_peer_name(vfmig_link *l, char *name, size_t len)
+static int tcp_control_readable(vfmig_link *l)
 {
-    int fd = vfmig__tcp_stream_fd(l, 0);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) ||
-        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV)) {
-        snprintf(name, len, "?");
-        return VFMIG_ENOTSUP;
-    }
-    snprintf(name, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
-    return VFMIG_OK;
+    struct pollfd p = {.fd = stream_of(l, 0)->fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
 void vfmig__tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy)
@@ -573,7 +550,7 @@ static int send_small(int fd, const vfmig_frame *f, const void *payload)
     return send(fd, buf, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
 }
 
-int vfmig__tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+static int tcp_connect(const vfmig_endpoint *ep, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
     uint64_t deadline = vfmig__deadline(timeout_ms);
     struct addrinfo *res;
@@ -687,6 +664,7 @@ typedef struct group {
     int fds[VFMIG_MAX_STREAMS + 1];
 } group;
 
+typedef struct vfmig_tcp_listener vfmig_tcp_listener;
 struct vfmig_tcp_listener {
     int fd;
     int port;
@@ -697,8 +675,7 @@ struct vfmig_tcp_listener {
     unsigned ng;
 };
 
-int vfmig__tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_listener **out,
-                     char *err, size_t errlen)
+static int tcp_listen(const vfmig_endpoint *ep, int explicit_streams, void **out, char *err, size_t errlen)
 {
     struct addrinfo *res;
     int r = resolve(ep, 1, &res, err, errlen);
@@ -744,8 +721,9 @@ int vfmig__tcp_listen(const vfmig_endpoint *ep, int explicit_streams, vfmig_tcp_
     return VFMIG_OK;
 }
 
-int vfmig__tcp_listener_port(const vfmig_tcp_listener *tl)
+static int tcp_listener_port(const void *listener)
 {
+    const vfmig_tcp_listener *tl = listener;
     return tl->port;
 }
 
@@ -872,8 +850,9 @@ static void classify(vfmig_tcp_listener *tl, unsigned i)
         p->identified = 1;
 }
 
-int vfmig__tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
+static int tcp_accept(void *listener, int timeout_ms, vfmig_link **out, char *err, size_t errlen)
 {
+    vfmig_tcp_listener *tl = listener;
     uint64_t deadline = vfmig__deadline(timeout_ms);
     struct pollfd pf[MAX_PENDING + 1];
     for (;;) {
@@ -971,8 +950,9 @@ int vfmig__tcp_accept(vfmig_tcp_listener *tl, int timeout_ms, vfmig_link **out, 
     }
 }
 
-void vfmig__tcp_listener_close(vfmig_tcp_listener *tl)
+static void tcp_listener_close(void *listener)
 {
+    vfmig_tcp_listener *tl = listener;
     if (!tl)
         return;
     while (tl->np)
@@ -1009,3 +989,14 @@ int vfmig__tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char 
         vfmig__seterr(err, errlen, "out of memory for link buffers");
     return r;
 }
+
+const vfmig_link_scheme vfmig__tcp_scheme = {
+    .name = "tcp",
+    .count_opt = "streams",
+    .listen = tcp_listen,
+    .listener_port = tcp_listener_port,
+    .accept = tcp_accept,
+    .listener_close = tcp_listener_close,
+    .connect = tcp_connect,
+    .from_fds = vfmig__tcp_link_from_fds,
+};
