@@ -10,9 +10,15 @@
  * each candidate once, and re-probes another candidate every `probe_every` batches so that a
  * change of content is noticed. Everything is a pure function of the feedback: no clocks, no
  * randomness, so tests drive it with synthetic numbers.
+ *
+ * All of that is learned per content class (vfmig__content_class: an entropy estimate of a few
+ * KiB sampled from the batch, ~1 us per MiB): on a VF mixing textures, tensors and random data
+ * one set of averages sends tensors through lz4 (which gives up on them) and random pages
+ * through zstd, where per class each gets its own best codec.
  */
 #include "compress/codec.h"
 
+#include <math.h>
 #include <string.h>
 
 #define EWMA_ALPHA 0.25
@@ -28,6 +34,14 @@
 #define SPEED_STEP 4.0
 #define OUTLIER_FACTOR 3.0
 #define OUTLIER_SKIP 2
+/* The link counts as saturated when it carries at least this fraction of its capacity, and as
+ * starved (the CPUs bound) below the second; the price of CPU time moves by LAMBDA_STEP per
+ * measurement towards the balance, within [LAMBDA_MIN, LAMBDA_MAX]. */
+#define LINK_BUSY 0.85
+#define LINK_IDLE 0.70
+#define LAMBDA_STEP 1.5
+#define LAMBDA_MIN 0.01
+#define LAMBDA_MAX 100.0
 #define MIN_SPEED 1e6
 #define MAX_SPEED 1e12
 
@@ -37,19 +51,78 @@ void vfmig__chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t worke
     ch->fixed_codec = codec;
     ch->level = level;
     ch->workers = workers ? workers : 1;
-    ch->probe_every = 16;
+    ch->probe_every = 64; /* per class the estimates hold longer: probes cost wire (a texture probed with lz4) */
     ch->cpu_share = 1.0;
+    ch->link_busy = -1.0;
+    /* Where a capped link starts: textures through lz4 at 10 Gbit, zstd at 1 Gbit, tensors
+     * through zstd only at 1 Gbit (by this machine's codec speeds). */
+    ch->lambda = 0.4;
     /* Priors from the codec table, used only until a codec has a sample. */
-    for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
-        const vfmig_codec_desc *d = vfmig__codec_desc_of(c);
-        ch->ratio[c] = 1.0;
-        ch->speed[c] = d ? d->speed : 1e9;
+    for (unsigned k = 0; k < VFMIG_CONTENT_CLASSES; k++)
+        for (int c = 0; c < VFMIG_CODEC_COUNT; c++) {
+            const vfmig_codec_desc *d = vfmig__codec_desc_of(c);
+            ch->est[k].ratio[c] = 1.0;
+            ch->est[k].speed[c] = d ? d->speed : 1e9;
+        }
+}
+
+void vfmig__chooser_set_class(vfmig_chooser *ch, unsigned cls)
+{
+    ch->cls = cls < VFMIG_CONTENT_CLASSES ? cls : VFMIG_CONTENT_CLASSES - 1;
+}
+
+/* Upper bounds (bits per byte) of classes 0..6; the rest is class 7. Finer near 8 bits, where
+ * float tensors (~6.5-7.5: skewed exponent bytes, random mantissas) sit just below random data,
+ * and the whole difference between "zstd shrinks it" and "nothing does" is there. */
+static const double class_bound[VFMIG_CONTENT_CLASSES - 1] = {1.0, 3.0, 5.0, 6.0, 6.75, 7.25, 7.75};
+
+unsigned vfmig__content_class(const void *p, size_t len)
+{
+    enum { SPANS = 8, SPAN = 512 };
+    const uint8_t *b = p;
+    uint32_t hist[256] = {0};
+    size_t n = 0;
+    if (len <= (size_t)SPANS * SPAN) {
+        for (; n < len; n++)
+            hist[b[n]]++;
+    } else {
+        /* Spans spread over the batch: a batch may straddle two kinds of content. */
+        size_t step = (len - SPAN) / (SPANS - 1);
+        for (unsigned k = 0; k < SPANS; k++) {
+            const uint8_t *s = b + (size_t)k * step;
+            for (unsigned i = 0; i < SPAN; i++)
+                hist[s[i]]++;
+        }
+        n = (size_t)SPANS * SPAN;
     }
+    if (!n)
+        return 0;
+    double h = 0;
+    for (unsigned v = 0; v < 256; v++)
+        if (hist[v]) {
+            double q = (double)hist[v] / (double)n;
+            h -= q * log2(q);
+        }
+    unsigned c = 0;
+    while (c < VFMIG_CONTENT_CLASSES - 1 && h >= class_bound[c])
+        c++;
+    return c;
 }
 
 void vfmig__chooser_set_link(vfmig_chooser *ch, double link_bps)
 {
     ch->link_bps = link_bps > 0 ? link_bps : 0;
+}
+
+void vfmig__chooser_set_link_busy(vfmig_chooser *ch, double fraction)
+{
+    ch->link_busy = fraction < 0 ? -1.0 : fraction;
+    if (fraction < 0)
+        return;
+    if (fraction >= LINK_BUSY && ch->lambda > LAMBDA_MIN)
+        ch->lambda /= LAMBDA_STEP;
+    else if (fraction < LINK_IDLE && ch->lambda < LAMBDA_MAX)
+        ch->lambda *= LAMBDA_STEP;
 }
 
 void vfmig__chooser_set_cpu_share(vfmig_chooser *ch, double share)
@@ -63,24 +136,52 @@ static double workers_of(const vfmig_chooser *ch)
     return (ch->workers ? (double)ch->workers : 1.0) * ch->cpu_share;
 }
 
+/* The estimates of the batch at hand's class. */
+static const vfmig_codec_estimates *est_of(const vfmig_chooser *ch)
+{
+    return &ch->est[ch->cls];
+}
+
 static bool zstd_allowed(const vfmig_chooser *ch)
 {
     return ch->link_bps > 0 &&
-           ch->link_bps < ZSTD_LINK_FRACTION * ch->speed[VFMIG_CODEC_LZ4] * workers_of(ch);
+           ch->link_bps < ZSTD_LINK_FRACTION * est_of(ch)->speed[VFMIG_CODEC_LZ4] * workers_of(ch);
 }
 
-/* Seconds per input byte with codec c: CPU and link overlap, the slower one bounds. */
+static double cpu_of(const vfmig_chooser *ch, int c)
+{
+    return 1.0 / (est_of(ch)->speed[c] * workers_of(ch));
+}
+
+static double wire_of(const vfmig_chooser *ch, int c)
+{
+    return est_of(ch)->ratio[c] / ch->link_bps;
+}
+
+/*
+ * Seconds per input byte with codec c. CPU and link overlap, so over the stream the total of
+ * the saturated resource bounds the time, not the larger of the two modelled per batch: on a
+ * link-bound mix of textures and incompressible pages zstd's CPU on the textures is free (the
+ * cores wait for the wire anyway), and the model's CPU figures (encode time scaled by the core
+ * share) cannot see how much CPU the rest of the pipeline leaves. So once the link's load is
+ * measured, a codec costs its wire time plus its CPU time at a price `lambda` that the load
+ * moves: while the link is saturated CPU gets cheaper (more compression, starting where it
+ * saves the most wire per CPU second), while it is starved dearer. The price settles where the
+ * CPUs just keep the link full. Unmeasured: the larger of the two per batch.
+ */
 static double cost(const vfmig_chooser *ch, int c)
 {
-    double cpu = 1.0 / (ch->speed[c] * workers_of(ch));
-    double wire = ch->ratio[c] / ch->link_bps;
+    double cpu = cpu_of(ch, c), wire = wire_of(ch, c);
+    /* The price already holds what the core share would say, measured where it counts. */
+    if (ch->link_busy >= 0)
+        return wire + ch->lambda * cpu * ch->cpu_share;
     return cpu > wire ? cpu : wire;
 }
 
 /* Cost for deciding whether a probe is worth it: cost() or, with the link unknown, CPU. */
 static double probe_cost(const vfmig_chooser *ch, int c)
 {
-    return ch->link_bps > 0 ? cost(ch, c) : 1.0 / (ch->speed[c] * workers_of(ch));
+    return ch->link_bps > 0 ? cost(ch, c) : 1.0 / (est_of(ch)->speed[c] * workers_of(ch));
 }
 
 static int best_codec(const vfmig_chooser *ch, bool has_ref, bool zstd_ok)
@@ -99,9 +200,9 @@ static int best_codec(const vfmig_chooser *ch, bool has_ref, bool zstd_ok)
         int best = VFMIG_CODEC_RAW;
         double bs = 0;
         for (int i = 1; i < n; i++)
-            if (ch->ratio[cand[i]] <= VERY_GOOD_RATIO && ch->speed[cand[i]] > bs) {
+            if (est_of(ch)->ratio[cand[i]] <= VERY_GOOD_RATIO && est_of(ch)->speed[cand[i]] > bs) {
                 best = cand[i];
-                bs = ch->speed[cand[i]];
+                bs = est_of(ch)->speed[cand[i]];
             }
         return best;
     }
@@ -117,25 +218,19 @@ static int best_codec(const vfmig_chooser *ch, bool has_ref, bool zstd_ok)
     return best;
 }
 
-int vfmig__chooser_pick(vfmig_chooser *ch, bool has_ref)
+static int choose(vfmig_chooser *ch, bool has_ref)
 {
-    int f = ch->fixed_codec;
-    if (f != VFMIG_CODEC_AUTO) {
-        if (f == VFMIG_CODEC_DELTA && !has_ref)
-            return VFMIG_CODEC_LZ4;
-        if (f <= VFMIG_CODEC_AUTO || f >= VFMIG_CODEC_COUNT || f == VFMIG_CODEC_ZERO)
-            return VFMIG_CODEC_RAW;
-        return f;
-    }
     ch->batches++;
     bool zstd_ok = zstd_allowed(ch);
     /* Bootstrap: one sample of every candidate before trusting the model (RAW's prior is
      * good enough: it is a copy). */
-    if (ch->samples[VFMIG_CODEC_LZ4] == 0)
+    const vfmig_codec_estimates *e = est_of(ch);
+    /* Two samples of lz4 where a link cap makes compression matter: the faster stands. */
+    if (e->samples[VFMIG_CODEC_LZ4] < (ch->link_bps > 0 ? 2u : 1u))
         return VFMIG_CODEC_LZ4;
-    if (has_ref && ch->samples[VFMIG_CODEC_DELTA] == 0)
+    if (has_ref && e->samples[VFMIG_CODEC_DELTA] == 0)
         return VFMIG_CODEC_DELTA;
-    if (zstd_ok && ch->samples[VFMIG_CODEC_ZSTD] == 0)
+    if (zstd_ok && e->samples[VFMIG_CODEC_ZSTD] == 0)
         return VFMIG_CODEC_ZSTD;
 
     int best = best_codec(ch, has_ref, zstd_ok);
@@ -159,6 +254,19 @@ int vfmig__chooser_pick(vfmig_chooser *ch, bool has_ref)
     return best;
 }
 
+int vfmig__chooser_pick(vfmig_chooser *ch, bool has_ref)
+{
+    int f = ch->fixed_codec;
+    if (f != VFMIG_CODEC_AUTO) {
+        if (f == VFMIG_CODEC_DELTA && !has_ref)
+            return VFMIG_CODEC_LZ4;
+        if (f <= VFMIG_CODEC_AUTO || f >= VFMIG_CODEC_COUNT || f == VFMIG_CODEC_ZERO)
+            return VFMIG_CODEC_RAW;
+        return f;
+    }
+    return choose(ch, has_ref);
+}
+
 void vfmig__chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out, uint64_t ns)
 {
     if (codec <= VFMIG_CODEC_AUTO || codec >= VFMIG_CODEC_COUNT || codec == VFMIG_CODEC_ZERO ||
@@ -172,28 +280,35 @@ void vfmig__chooser_feedback(vfmig_chooser *ch, int codec, size_t in, size_t out
         s = MIN_SPEED;
     if (s > MAX_SPEED)
         s = MAX_SPEED;
-    if (ch->samples[codec] == 0) {
-        ch->ratio[codec] = r;
-        ch->speed[codec] = s;
+    vfmig_codec_estimates *e = &ch->est[ch->cls];
+    if (e->samples[codec] == 0) {
+        e->ratio[codec] = r;
+        e->speed[codec] = s;
+    } else if (e->samples[codec] == 1) {
+        /* The first batch of a class often runs cold (faults, caches, a preemption): of the
+         * first two speeds the faster stands, or one bad start keeps a codec out for good. */
+        e->ratio[codec] = 0.5 * (e->ratio[codec] + r);
+        if (s > e->speed[codec])
+            e->speed[codec] = s;
     } else {
         /* A preempted worker makes one batch look many times slower. Ignore the speed of an
          * isolated far-too-slow sample (a second one in a row too), and bound how far any
          * sample pulls the estimate; real content changes persist, and show in the ratio at
          * once anyway. */
-        double cur = ch->speed[codec];
-        if (s < cur / OUTLIER_FACTOR && ch->slow_run[codec] < OUTLIER_SKIP) {
-            ch->slow_run[codec]++;
+        double cur = e->speed[codec];
+        if (s < cur / OUTLIER_FACTOR && e->slow_run[codec] < OUTLIER_SKIP) {
+            e->slow_run[codec]++;
             s = cur;
         } else if (s >= cur / OUTLIER_FACTOR) {
-            ch->slow_run[codec] = 0;
+            e->slow_run[codec] = 0;
         }
         if (s < cur / SPEED_STEP)
             s = cur / SPEED_STEP;
         if (s > cur * SPEED_STEP)
             s = cur * SPEED_STEP;
-        ch->ratio[codec] += EWMA_ALPHA * (r - ch->ratio[codec]);
-        ch->speed[codec] += EWMA_ALPHA * (s - cur);
+        e->ratio[codec] += EWMA_ALPHA * (r - e->ratio[codec]);
+        e->speed[codec] += EWMA_ALPHA * (s - cur);
     }
-    if (ch->samples[codec] != UINT32_MAX)
-        ch->samples[codec]++;
+    if (e->samples[codec] != UINT32_MAX)
+        e->samples[codec]++;
 }

@@ -113,29 +113,50 @@ void vfmig__delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats
  * Adaptive codec choice per batch, by content (what recent batches of each kind gave) and by
  * bottleneck (link bytes/s against codec bytes/s). One chooser per worker (not thread-safe).
  */
+/* What the chooser has learned of one content class: EWMA of ratio (out/in) and speed (in
+ * bytes/s) per codec. */
+typedef struct vfmig_codec_estimates {
+    double ratio[VFMIG_CODEC_COUNT];
+    double speed[VFMIG_CODEC_COUNT];
+    uint32_t samples[VFMIG_CODEC_COUNT];
+    uint32_t slow_run[VFMIG_CODEC_COUNT]; /* consecutive samples far slower than the estimate */
+} vfmig_codec_estimates;
+
+/* Content classes: a worker meets textures, tensors and random data mixed batch by batch, and
+ * the same codec pays very differently on each (lz4 gives up on float tensors that zstd's
+ * entropy stage shrinks by a fifth), so one average over all of them picks wrong for most. */
+#define VFMIG_CONTENT_CLASSES 8
+
 typedef struct vfmig_chooser {
     int fixed_codec;       /* VFMIG_CODEC_AUTO or a fixed codec */
     int level;
     double link_bps;       /* current estimate of the link's bytes/s (0 = unknown) */
-    /* learned: EWMA of ratio (out/in) and speed (in bytes/s) per codec */
-    double ratio[VFMIG_CODEC_COUNT];
-    double speed[VFMIG_CODEC_COUNT];
-    uint32_t samples[VFMIG_CODEC_COUNT];
     uint32_t batches;      /* batches seen; drives periodic re-probing */
     uint32_t workers;      /* encode workers sharing the link */
-    /* added by compress/: */
-    uint32_t probe_every;  /* re-probe another codec every this many batches (init: 16) */
+    uint32_t probe_every;  /* re-probe another codec every this many batches (init: 64) */
     uint32_t probe_next;   /* round-robin position of the next re-probe */
-    uint32_t slow_run[VFMIG_CODEC_COUNT]; /* consecutive samples far slower than the estimate */
     double cpu_share;      /* fraction of a core the workers actually get (1 = all of one each) */
+    unsigned cls;          /* content class of the batch at hand (vfmig__chooser_set_class) */
+    double link_busy;      /* bytes the link carried / its capacity, recently (< 0: unknown) */
+    double lambda;         /* price of a CPU second against a wire second, moved by link_busy */
+    vfmig_codec_estimates est[VFMIG_CONTENT_CLASSES];
 } vfmig_chooser;
 
+/** Content class (0 .. VFMIG_CONTENT_CLASSES-1) of len bytes at p, from the order-0 entropy of
+ *  up to 4 KiB sampled across them: 0 for near-constant bytes, the last for random ones. */
+unsigned vfmig__content_class(const void *p, size_t len);
 void vfmig__chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
 /** Sets the link estimate (bytes/s for all workers together). */
 void vfmig__chooser_set_link(vfmig_chooser *ch, double link_bps);
+/** Sets what the link recently carried as a fraction of link_bps (< 0: unknown): whether the
+ *  link or the CPUs bound the stream, which decides what a codec's cost is. */
+void vfmig__chooser_set_link_busy(vfmig_chooser *ch, double fraction);
 /** Sets the share of a core each worker gets (time running / time runnable): on a busy host a
  *  codec's CPU cost is its speed on a whole core divided by this. */
 void vfmig__chooser_set_cpu_share(vfmig_chooser *ch, double share);
+/** The content class of the next batches' pick and feedback (0 until set; out of range: the
+ *  last class). */
+void vfmig__chooser_set_class(vfmig_chooser *ch, unsigned cls);
 /** Codec for a non-zero batch. has_ref: a delta reference exists for every page of it.
  *  Deterministic given the feedback. A fixed DELTA without has_ref gives LZ4; a fixed ZERO
  *  (meaningless for a non-zero batch) gives RAW. */

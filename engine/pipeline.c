@@ -39,6 +39,7 @@
 #define BATCH_RUNS 64u
 /* Batches between two looks at the scheduler's times (a /proc read each). */
 #define SHARE_BATCHES 8u
+#define LINK_WINDOW_NS 50000000ull
 
 typedef struct run {
     uint64_t page;    /* global index of the first page */
@@ -82,6 +83,8 @@ typedef struct worker {
     uint64_t run_mark, wait_mark; /* scheduler times at the last share measurement */
     uint64_t lin_full;     /* this round: delta pages whose linear hash was computed whole */
     uint32_t since_share;  /* batches since */
+    uint64_t wire_mark, wire_mark_ns; /* link bytes sent, and when, at the last such point */
+    double link_busy;      /* smoothed fraction of the cap the link carried (< 0: none yet) */
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
 
@@ -180,6 +183,8 @@ static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *
 {
     vfmig_pipeline *p = w->p;
     const size_t len = (size_t)(n * p->page_size);
+    if (w->chooser.fixed_codec == VFMIG_CODEC_AUTO)
+        vfmig__chooser_set_class(&w->chooser, vfmig__content_class(pieces[0].iov_base, pieces[0].iov_len));
     int codec = vfmig__chooser_pick(&w->chooser, false);
     struct iovec one;
     const struct iovec *payload = pieces;
@@ -414,6 +419,25 @@ static void *worker_main(void *arg)
         uint64_t cpu = thread_cpu_ns() - c0;
         /* Every few batches: the share of its core this worker got, for the codec choice. */
         uint64_t ran, waited;
+        if (bps > 0) {
+            /* How busy the capped link is: which of link and CPU bounds. Over windows of at
+             * least LINK_WINDOW_NS and smoothed, as frames are handed to socket buffers that
+             * hold several of them. */
+            uint64_t now = vfmig__now_ns(), sent = vfmig__link_bytes_sent(p->cfg.link);
+            if (!w->wire_mark_ns) {
+                /* Until measured, a capped link is presumed the bottleneck: a round starts
+                 * with all its pages to send. */
+                vfmig__chooser_set_link_busy(&w->chooser, 1.0);
+                w->wire_mark = sent;
+                w->wire_mark_ns = now;
+            } else if (now - w->wire_mark_ns >= LINK_WINDOW_NS) {
+                double busy = (double)(sent - w->wire_mark) * 1e9 / (double)(now - w->wire_mark_ns) / bps;
+                w->link_busy = w->link_busy < 0 ? busy : 0.5 * w->link_busy + 0.5 * busy;
+                vfmig__chooser_set_link_busy(&w->chooser, w->link_busy);
+                w->wire_mark = sent;
+                w->wire_mark_ns = now;
+            }
+        }
         if (++w->since_share >= SHARE_BATCHES && sched_times(&ran, &waited)) {
             uint64_t dr = ran - w->run_mark, dw = waited - w->wait_mark;
             if (w->run_mark && dr + dw > 0)
@@ -492,6 +516,7 @@ int vfmig__pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
             vfmig__codec_ctx_create(batch_bytes, &w->codec))
             return vfmig__fail(p->s, VFMIG_ENOMEM, "out of memory for worker buffers");
         vfmig__chooser_init(&w->chooser, cfg->codec, cfg->level, cfg->nworkers);
+        w->link_busy = -1;
         if (pthread_create(&w->thread, NULL, worker_main, w))
             return vfmig__fail(p->s, VFMIG_ENOMEM, "cannot start worker thread %u", i);
         w->started = true;
