@@ -1,5 +1,5 @@
 /*
- * cli/vfmig.c - the `vfmig` command: migrate a simulated VF between two processes (source,
+ * cli/main.c - the `vfmig` command: migrate a simulated VF between two processes (source,
  * target) or inside one (local), printing a round table and blackout breakdown for people, or
  * one JSON object for tools (--json).
  *
