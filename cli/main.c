@@ -392,7 +392,8 @@ static void help(const char *cmd)
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
            "      --progress P         auto | bar | json | none: live progress on stderr every 200 ms (auto:\n"
-           "                           a bar when stderr is a terminal; json: one object per line)\n"
+           "                           a bar when stderr is a terminal; json: one object per line), the\n"
+           "                           VF's setup (its VRAM filled) first\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
            "  -q, --quiet              only the summary line\n"
            "  -h, --help               this text\n"
@@ -1036,6 +1037,38 @@ static int vf_cb_restore_mut(void *u, const void *b, uint64_t n)
 
 static const char *vf_kind(const opts *o) { return o->device_str ? o->device_str : "sim"; }
 
+/* The simulated VF's initial fill (seconds for a few GiB), shown like a migration's progress:
+ * json lines with phase "setup", or the bar; every 200 ms, plus its start and end. */
+typedef struct setup_view {
+    const opts *o;
+    const char *role;
+    uint64_t t0, last;
+} setup_view;
+
+static void on_setup(void *user, uint64_t done, uint64_t total)
+{
+    setup_view *v = user;
+    uint64_t now = now_ns();
+    if (!v->t0)
+        v->t0 = now;
+    if (done && done < total && now - v->last < 200000000ull)
+        return;
+    v->last = now;
+    double ms = (double)(now - v->t0) / 1e6;
+    if (v->o->progress == PROGRESS_JSON) {
+        fprintf(stderr, "{\"progress\":{\"phase\":\"setup\",\"role\":\"%s\",\"bytes_done\":%" PRIu64
+                        ",\"bytes_total\":%" PRIu64 ",\"elapsed_ms\":%.1f}}\n",
+                v->role, done, total, ms);
+    } else if (done >= total) {
+        fprintf(stderr, "\r\033[K");
+    } else {
+        fprintf(stderr, "\rsetup     %s VF %5.1f%% of %8.1f MiB  %7.1f MiB/s\033[K", v->role,
+                total ? 100.0 * (double)done / (double)total : 0, (double)total / 1048576.0,
+                ms > 0 ? (double)done / 1048576.0 / (ms / 1e3) : 0);
+    }
+    fflush(stderr);
+}
+
 static int vf_create(const opts *o, bool target, cli_vf *vf, char *err, size_t errlen)
 {
     memset(vf, 0, sizeof *vf);
@@ -1063,6 +1096,11 @@ static int vf_create(const opts *o, bool target, cli_vf *vf, char *err, size_t e
     }
     if (!strcmp(kind, "hostmem"))
         c.nranges = 1; /* one region */
+    setup_view view = {.o = o, .role = target ? "target" : "source"};
+    if (o->progress != PROGRESS_NONE) {
+        c.setup_progress = on_setup;
+        c.setup_user = &view;
+    }
     int rc = vfmig_simvf_create(&c, &vf->sim);
     if (rc) {
         snprintf(err, errlen, "cannot create the simulated VF: %s", vfmig_strerror(rc));
