@@ -73,6 +73,10 @@ typedef struct report {
     vfmig_stats st;
     vfmig_round_stats *rounds;
     uint32_t nrounds;
+    /* Per-codec figures, asked of the library by codec index: ncodecs for the session, then
+     * ncodecs for each round (row 1 + round index). */
+    vfmig_codec_stats *codecs;
+    unsigned ncodecs;
     int byte_compare; /* local: -1 not done, 0 differs, 1 equal */
     double pre_rate;  /* workload bytes/s measured just before the migration (0: none) */
     double cpu0, cpu; /* process CPU seconds when the migration started, and spent in it */
@@ -797,6 +801,28 @@ static void collect(report *r, vfmig_session *s, int rc)
     r->rounds = calloc(r->nrounds ? r->nrounds : 1, sizeof(vfmig_round_stats));
     for (uint32_t i = 0; r->rounds && i < r->nrounds; i++)
         vfmig_session_get_round(s, i, &r->rounds[i]);
+    r->ncodecs = vfmig_codec_count();
+    r->codecs = calloc(((size_t)r->nrounds + 1) * r->ncodecs, sizeof(vfmig_codec_stats));
+    if (!r->codecs)
+        r->ncodecs = 0; /* the output then names no codec */
+    for (unsigned c = 0; c < r->ncodecs; c++) {
+        vfmig_session_get_codec_stats(s, c, &r->codecs[c], sizeof(vfmig_codec_stats));
+        for (uint32_t i = 0; i < r->nrounds; i++)
+            vfmig_session_get_round_codec_stats(s, i, c, &r->codecs[(i + 1) * r->ncodecs + c],
+                                                sizeof(vfmig_codec_stats));
+    }
+}
+
+/* The per-codec figures of the session (row 0) or of round record i (row i + 1). */
+static const vfmig_codec_stats *codec_row(const report *r, uint32_t row)
+{
+    return r->codecs ? &r->codecs[(size_t)row * r->ncodecs] : NULL;
+}
+
+static void report_free(report *r)
+{
+    free(r->rounds);
+    free(r->codecs);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -822,15 +848,16 @@ static void json_str(FILE *f, const char *s)
 }
 
 /* ,"codec_bytes":{"raw":{"in":N,"out":N},...} for the codecs that carried anything */
-static void json_codec_bytes(FILE *f, const uint64_t *in, const uint64_t *out)
+static void json_codec_bytes(FILE *f, const report *r, uint32_t row)
 {
     fprintf(f, ",\"codec_bytes\":{");
     bool first = true;
-    for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
-        if (!in[c])
+    const vfmig_codec_stats *cs = codec_row(r, row);
+    for (unsigned c = 0; c < r->ncodecs; c++) {
+        if (!cs[c].bytes_in)
             continue;
-        fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", first ? "" : ",", vfmig_codec_name(c),
-                in[c], out[c]);
+        fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", first ? "" : ",", cs[c].name,
+                cs[c].bytes_in, cs[c].bytes_out);
         first = false;
     }
     fprintf(f, "}");
@@ -893,7 +920,7 @@ static void print_json(const opts *o, const report *r)
                ",\"pages\":%" PRIu64 ",\"page_size\":%" PRIu64 ",\"pages_sent\":%" PRIu64 ",\"zero_pages\":%" PRIu64,
             st->bytes_vram, st->bytes_wire, st->bytes_raw, st->pages, st->page_size, st->pages_sent, st->zero_pages);
     fprintf(f, ",\"ratio\":%.4f,\"cpu_s\":%.3f", st->ratio, r->cpu);
-    json_codec_bytes(f, st->codec_in, st->codec_out);
+    json_codec_bytes(f, r, 0);
     fprintf(f, ",\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
             st->mutable_bytes);
     fprintf(f, ",\"workload\":{\"vram\":%" PRIu64 ",\"page\":%" PRIu64 ",\"dirty_rate\":%" PRIu64
@@ -911,7 +938,7 @@ static void print_json(const opts *o, const report *r)
                 rs->bytes_raw, rs->bytes_wire, ms(rs->duration_ns), rs->throughput, rs->dirty_rate,
                 rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns),
                 ms(rs->cpu_ns), ms(rs->peer_cpu_ns));
-        json_codec_bytes(f, rs->codec_in, rs->codec_out);
+        json_codec_bytes(f, r, i + 1);
         fprintf(f, "}");
     }
     fprintf(f, "]}\n");
@@ -967,9 +994,10 @@ static void print_human(const opts *o, const report *r)
             printf("the VF ran at full speed (workload slowdown %.2fx)\n", slow);
         if (!o->quiet) {
             printf("codecs:");
-            for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++)
-                if (st->codec_in[c])
-                    printf(" %s %.1f->%.1f MiB", vfmig_codec_name(c), mib(st->codec_in[c]), mib(st->codec_out[c]));
+            const vfmig_codec_stats *cs = codec_row(r, 0);
+            for (unsigned c = 0; c < r->ncodecs; c++)
+                if (cs[c].bytes_in)
+                    printf(" %s %.1f->%.1f MiB", cs[c].name, mib(cs[c].bytes_in), mib(cs[c].bytes_out));
             printf("\n");
         }
     } else {
@@ -995,7 +1023,7 @@ static int finish(const opts *o, report *r)
         print_human(o, r);
     if (r->status && o->json)
         fprintf(stderr, "vfmig: migration failed: %s\n", r->error);
-    free(r->rounds);
+    report_free(r);
     if (r->st.vf_state == VFMIG_VF_IN_DOUBT)
         return 3;
     return r->status ? 1 : 0;
@@ -1342,7 +1370,7 @@ static void serve_finished(void *user, const vfmig_incoming *in, vfmig_session *
         print_human(c->o, &r);
     fflush(stdout);
     pthread_mutex_unlock(&c->out_lock);
-    free(r.rounds);
+    report_free(&r);
     vfmig_simvf_destroy(dev_user);
 }
 
