@@ -53,14 +53,14 @@ int vfmig__recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint
                        const char *awaiting, const char *peer, bool patient)
 {
     int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
-    uint64_t deadline = vfmig__now_ns() + (uint64_t)timeout * 1000000ull;
+    uint64_t deadline = vfmig__deadline(timeout);
     for (;;) {
         if (vfmig__should_stop(s))
             return s->status;
         int rc = vfmig__link_recv(link, 0, f, buf, cap, VFMIG_WAIT_SLICE_MS);
         if (rc == VFMIG_ETIMEDOUT) {
             vfmig__progress_tick(s);
-            if (patient || vfmig__now_ns() < deadline)
+            if (patient || !vfmig__expired(deadline))
                 continue;
             return vfmig__fail(s, rc, "no %s from the %s within %d ms", awaiting, peer, timeout);
         }
@@ -80,8 +80,8 @@ void vfmig__find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, si
 {
     if (s->status != VFMIG_ECLOSED && s->status != VFMIG_EIO && s->status != VFMIG_ETIMEDOUT)
         return;
-    uint64_t deadline = vfmig__now_ns() + 200000000ull;
-    while (vfmig__now_ns() < deadline) {
+    uint64_t deadline = vfmig__deadline(200);
+    while (!vfmig__expired(deadline)) {
         vfmig_frame f;
         int rc = vfmig__link_recv(link, 0, &f, buf, cap, 20);
         if (rc == VFMIG_ETIMEDOUT)

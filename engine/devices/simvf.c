@@ -13,6 +13,7 @@
  */
 #include "vfmig_sim.h"
 
+#include "common/clock.h"
 #include "engine/devices/simvf_content.h"
 #include "transport/wire.h" /* little-endian field helpers for the state blobs */
 
@@ -90,13 +91,6 @@ struct vfmig_simvf {
 /* ----------------------------------------------------------------------------------------- */
 /* Small helpers                                                                              */
 /* ----------------------------------------------------------------------------------------- */
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void sleep_until(uint64_t t)
 {
     struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
@@ -311,16 +305,16 @@ static void *writer_main(void *arg)
     vfmig_simvf *sim = w->sim;
     uint64_t psz = sim->cfg.page_size;
     double op = (double)(sim->cfg.write_bytes < psz ? sim->cfg.write_bytes : psz);
-    uint64_t last = now_ns(), next = last;
+    uint64_t last = vfmig__now_ns(), next = last;
     double credit = 0;
     while (!atomic_load(&sim->quit)) {
         if (atomic_load(&sim->pause_req)) {
             writer_park(sim);
-            last = next = now_ns();
+            last = next = vfmig__now_ns();
             credit = 0;
             continue;
         }
-        uint64_t t = now_ns();
+        uint64_t t = vfmig__now_ns();
         unsigned pct = atomic_load_explicit(&sim->throttle, memory_order_relaxed);
         double rate = (double)atomic_load_explicit(&sim->rate, memory_order_relaxed) * pct / 100.0 /
                       sim->nw; /* this writer's */
@@ -335,7 +329,7 @@ static void *writer_main(void *arg)
             credit -= op;
         uint64_t tick = rate > 0 ? SIMVF_TICK_NS : SIMVF_IDLE_TICK_NS;
         next += tick;
-        t = now_ns();
+        t = vfmig__now_ns();
         if (next <= t) {
             /* Behind (a starved CPU): do not try to catch up by sleeping less forever. */
             next = t + (rate > 0 ? 0 : tick);
