@@ -8,6 +8,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* engine/devices/cuda.cu is C++ */
+#endif
+
 /** CLOCK_MONOTONIC in ns. */
 uint64_t vfmig__now_ns(void);
 /** CPU time of the calling thread in ns (CLOCK_THREAD_CPUTIME_ID). */
@@ -20,4 +24,7 @@ int vfmig__ms_left(uint64_t deadline_ns);
 /** True once a deadline (not 0) has passed. */
 bool vfmig__expired(uint64_t deadline_ns);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
