@@ -89,7 +89,8 @@ typedef struct vfmig_simvf_counters {
     uint32_t throttle_percent;
 } vfmig_simvf_counters;
 
-/** Defaults as documented in vfmig_simvf_config. */
+/** Defaults as documented in vfmig_simvf_config, size included. Writes the whole struct of this
+ *  header, so a caller built against an older vfmig_sim.h fills its struct itself (or rebuilds). */
 VFMIG_API void vfmig_simvf_config_init(vfmig_simvf_config *cfg);
 /** Allocates VRAM (zeroed) and fills it with the configured content, telling setup_progress how
  *  far it is. *out is the caller's; free with vfmig_simvf_destroy. Returns VFMIG_EINVAL for a bad
