@@ -21,6 +21,7 @@
 
 #include "baseline.h"
 #include "bench_opts.h"
+#include "common/json.h"
 #include "vfmig_sim.h"
 
 #define MAXL 8
@@ -482,27 +483,51 @@ int main(int argc, char **argv)
     if (c.json_out) {
         FILE *f = fopen(c.json_out, "w");
         if (f) {
-            fprintf(f, "{\"baseline_tcp_gbps\":%.3f,\"vram\":%llu,\"page\":%llu,\"rate\":%.0f,\"budget_ms\":%d,"
-                       "\"runs\":%d,\"tail\":\"%s\",\"configs\":[",
-                    base.gbps, (unsigned long long)c.vram, (unsigned long long)c.page, c.rate, c.budget_ms, c.runs,
-                    pname);
+            /* A NaN (no successful run) is written as 0, as the plot expects. */
+#define NZ(x) (isnan(x) ? 0 : (x))
+            vfmig_json j;
+            vfmig__json_init(&j, f);
+            vfmig__json_object(&j, NULL);
+            vfmig__json_num(&j, "baseline_tcp_gbps", base.gbps, 3);
+            vfmig__json_u64(&j, "vram", c.vram);
+            vfmig__json_u64(&j, "page", c.page);
+            vfmig__json_num(&j, "rate", c.rate, 0);
+            vfmig__json_i64(&j, "budget_ms", c.budget_ms);
+            vfmig__json_i64(&j, "runs", c.runs);
+            vfmig__json_str(&j, "tail", pname);
+            vfmig__json_array(&j, "configs");
             for (int i = 0; i < nres; i++) {
                 const result *r = &res[i];
-                fprintf(f, "%s{\"write_bytes\":%d,\"pattern\":\"%s\",\"hot_mib\":%d,\"throttle\":%s,\"runs_ok\":%d,"
-                           "\"blackout_p50_ms\":%.3f,\"blackout_tail_ms\":%.3f,\"predicted_p50_ms\":%.3f,"
-                           "\"prediction_error_p50\":%.4f,\"workload_slowdown_p50\":%.3f,\"throttle_min_percent\":%.0f,"
-                           "\"budget_miss\":%d,\"failures\":%d,\"reasons\":\"%s\"}",
-                        i ? "," : "", r->write_bytes, pattern_name(r->pattern), r->hot_mib,
-                        r->throttle ? "true" : "false", r->runs_ok, isnan(r->p50) ? 0 : r->p50,
-                        isnan(r->p95) ? 0 : r->p95, isnan(r->predicted_p50) ? 0 : r->predicted_p50,
-                        isnan(r->pred_err) ? 0 : r->pred_err, isnan(r->slowdown) ? 0 : r->slowdown, r->throttle_min,
-                        r->budget_miss, r->failures, r->reasons);
+                vfmig__json_object(&j, NULL);
+                vfmig__json_i64(&j, "write_bytes", r->write_bytes);
+                vfmig__json_str(&j, "pattern", pattern_name(r->pattern));
+                vfmig__json_i64(&j, "hot_mib", r->hot_mib);
+                vfmig__json_bool(&j, "throttle", r->throttle);
+                vfmig__json_i64(&j, "runs_ok", r->runs_ok);
+                vfmig__json_num(&j, "blackout_p50_ms", NZ(r->p50), 3);
+                vfmig__json_num(&j, "blackout_tail_ms", NZ(r->p95), 3);
+                vfmig__json_num(&j, "predicted_p50_ms", NZ(r->predicted_p50), 3);
+                vfmig__json_num(&j, "prediction_error_p50", NZ(r->pred_err), 4);
+                vfmig__json_num(&j, "workload_slowdown_p50", NZ(r->slowdown), 3);
+                vfmig__json_num(&j, "throttle_min_percent", r->throttle_min, 0);
+                vfmig__json_i64(&j, "budget_miss", r->budget_miss);
+                vfmig__json_i64(&j, "failures", r->failures);
+                vfmig__json_str(&j, "reasons", r->reasons);
+                vfmig__json_end(&j);
             }
-            fprintf(f, "],\"idle\":[");
-            for (int i = 0; i < c.nidle; i++)
-                fprintf(f, "%s{\"vram\":%llu,\"blackout_p50_ms\":%.3f}", i ? "," : "",
-                        (unsigned long long)c.idle[i], isnan(idle[i]) ? 0 : idle[i]);
-            fprintf(f, "],\"failures\":%d}\n", failures);
+            vfmig__json_end(&j);
+            vfmig__json_array(&j, "idle");
+            for (int i = 0; i < c.nidle; i++) {
+                vfmig__json_object(&j, NULL);
+                vfmig__json_u64(&j, "vram", c.idle[i]);
+                vfmig__json_num(&j, "blackout_p50_ms", NZ(idle[i]), 3);
+                vfmig__json_end(&j);
+            }
+            vfmig__json_end(&j);
+            vfmig__json_i64(&j, "failures", failures);
+            vfmig__json_end(&j);
+            fputc('\n', f);
+#undef NZ
             fclose(f);
         }
     }

@@ -17,6 +17,7 @@
 #include <zstd.h>
 
 #include "bench_opts.h"
+#include "common/json.h"
 #include "compress/codec.h"
 #include "vfmig_sim.h"
 
@@ -166,19 +167,25 @@ static double total_out(const struct bufs *b)
 
 /* ---- output ----------------------------------------------------------------------------------- */
 
-static int rows_printed;
+static vfmig_json jw; /* --json: {"bench":"codec",...,"rows":[ one row a line ]} on stdout */
 
 static void row(const struct opts *o, const char *kind, const char *what, double ratio,
                 double ours_gbs, double bare_gbs, const char *note)
 {
     if (o->json) {
-        printf("%s{\"kind\":\"%s\",\"codec\":\"%s\",\"ratio\":%.4f,\"ours_gbs\":%.3f", rows_printed ? ",\n" : "",
-               kind, what, ratio, ours_gbs);
-        if (bare_gbs > 0)
-            printf(",\"bare_gbs\":%.3f,\"ours_over_bare\":%.3f", bare_gbs, ours_gbs / bare_gbs);
+        vfmig__json_newline(&jw);
+        vfmig__json_object(&jw, NULL);
+        vfmig__json_str(&jw, "kind", kind);
+        vfmig__json_str(&jw, "codec", what);
+        vfmig__json_num(&jw, "ratio", ratio, 4);
+        vfmig__json_num(&jw, "ours_gbs", ours_gbs, 3);
+        if (bare_gbs > 0) {
+            vfmig__json_num(&jw, "bare_gbs", bare_gbs, 3);
+            vfmig__json_num(&jw, "ours_over_bare", ours_gbs / bare_gbs, 3);
+        }
         if (note && *note)
-            printf(",\"note\":\"%s\"", note);
-        printf("}");
+            vfmig__json_str(&jw, "note", note);
+        vfmig__json_end(&jw);
     } else {
         printf("%-8s %-16s %8.3f %9.3f ", kind, what, ratio, ours_gbs);
         if (bare_gbs > 0)
@@ -187,7 +194,6 @@ static void row(const struct opts *o, const char *kind, const char *what, double
             printf("%9s %8s", "-", "-");
         printf("  %s\n", note ? note : "");
     }
-    rows_printed++;
 }
 
 /* Encode with ours and with the bare library, alternating, best of reps each. */
@@ -428,10 +434,15 @@ int main(int argc, char **argv)
     memset(b.out, 0, b.npages * b.slot);
     memset(b.dec, 0, b.bytes);
 
-    if (o.json)
-        printf("{\"bench\":\"codec\",\"mib\":%zu,\"page\":%u,\"reps\":%d,\"rows\":[\n", o.mib, PAGE,
-               o.reps);
-    else
+    if (o.json) {
+        vfmig__json_init(&jw, stdout);
+        vfmig__json_object(&jw, NULL);
+        vfmig__json_str(&jw, "bench", "codec");
+        vfmig__json_u64(&jw, "mib", o.mib);
+        vfmig__json_u64(&jw, "page", PAGE);
+        vfmig__json_i64(&jw, "reps", o.reps);
+        vfmig__json_array(&jw, "rows");
+    } else
         printf("bench_codec: %zu MiB per kind, %u KiB pages, best of %d, lz4 %s, zstd %s\n"
                "%-8s %-16s %8s %9s %9s %8s\n",
                o.mib, PAGE / 1024, o.reps, LZ4_versionString(), ZSTD_versionString(), "kind",
@@ -478,8 +489,12 @@ int main(int argc, char **argv)
         if (k == K_TENSOR)
             scaling_rows(&o, &b, k, VFMIG_CODEC_LZ4, 0, "pool lz4");
     }
-    if (o.json)
-        printf("\n]}\n");
+    if (o.json) {
+        vfmig__json_newline(&jw);
+        vfmig__json_end(&jw);
+        vfmig__json_end(&jw);
+        putchar('\n');
+    }
     ZSTD_freeCCtx(x.zc);
     ZSTD_freeDCtx(x.zd);
     vfmig__codec_ctx_destroy(x.c);

@@ -15,6 +15,7 @@
 
 #include "baseline.h"
 #include "bench_opts.h"
+#include "common/json.h"
 
 static double cpu_of(int who)
 {
@@ -98,7 +99,15 @@ int main(int argc, char **argv)
     int st;
     waitpid(pid, &st, 0);
     double gb = (double)bytes / 1e9;
-    printf("{\"bytes\":%llu,\"seconds\":%.4f,\"gbps\":%.3f,\"sender_cpu_s_per_gb\":%.3f,\"receiver_cpu_s_per_gb\":%.3f}\n",
-           (unsigned long long)bytes, t, gb / t, tx_cpu / gb, rx_cpu / gb);
+    vfmig_json j;
+    vfmig__json_init(&j, stdout);
+    vfmig__json_object(&j, NULL);
+    vfmig__json_u64(&j, "bytes", bytes);
+    vfmig__json_num(&j, "seconds", t, 4);
+    vfmig__json_num(&j, "gbps", gb / t, 3);
+    vfmig__json_num(&j, "sender_cpu_s_per_gb", tx_cpu / gb, 3);
+    vfmig__json_num(&j, "receiver_cpu_s_per_gb", rx_cpu / gb, 3);
+    vfmig__json_end(&j);
+    putchar('\n');
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
 }

@@ -33,6 +33,8 @@ typedef struct vfmig_codec_desc {
 
 /** The row of a codec id, NULL for AUTO or an unknown id (a frame's codec byte from the wire). */
 const vfmig_codec_desc *vfmig__codec_desc_of(int codec);
+/** Row `index` of the table (0 .. vfmig_codec_count()-1), NULL beyond it. */
+const vfmig_codec_desc *vfmig__codec_desc_at(unsigned index);
 /** State for runs of up to max_src_bytes. */
 int vfmig__codec_ctx_create(size_t max_src_bytes, vfmig_codec_ctx **out);
 void vfmig__codec_ctx_destroy(vfmig_codec_ctx *c);

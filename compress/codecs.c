@@ -41,6 +41,25 @@ const vfmig_codec_desc *vfmig__codec_desc_of(int codec)
     return NULL;
 }
 
+/* The public per-codec figures live in fixed id slots inside the stats structs. */
+_Static_assert(VFMIG_CODEC_COUNT <= VFMIG_CODEC_SLOTS, "codec ids must fit the stats slots");
+
+const vfmig_codec_desc *vfmig__codec_desc_at(unsigned index)
+{
+    return index < sizeof(table) / sizeof(table[0]) ? &table[index] : NULL;
+}
+
+unsigned vfmig_codec_count(void)
+{
+    return (unsigned)(sizeof(table) / sizeof(table[0]));
+}
+
+int vfmig_codec_at(unsigned index)
+{
+    const vfmig_codec_desc *d = vfmig__codec_desc_at(index);
+    return d ? d->id : VFMIG_EINVAL;
+}
+
 const char *vfmig_codec_name(int codec)
 {
     if (codec == VFMIG_CODEC_AUTO)

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <sys/uio.h>
 
+#include "common/clock.h"
 #include "engine/image.h"
 #include "transport/link.h"
 
@@ -130,13 +131,6 @@ static bool sched_times(uint64_t *run_ns, uint64_t *wait_ns)
     return ok;
 }
 
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static int send_frame(vfmig_pipeline *p, unsigned stream, const vfmig_frame *f, const struct iovec *iov, int niov)
 {
     stream_tx *st = &p->streams[stream];
@@ -201,9 +195,9 @@ static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *
             src = w->buf;
         }
         /* Thread CPU time: a worker preempted mid-encode must not make the codec look slow. */
-        uint64_t t0 = thread_cpu_ns();
+        uint64_t t0 = vfmig__thread_cpu_ns();
         int rc = vfmig__encode(w->codec, codec, p->cfg.level, src, len, NULL, w->enc, w->enc_cap, &out);
-        uint64_t dt = thread_cpu_ns() - t0;
+        uint64_t dt = vfmig__thread_cpu_ns() - t0;
         w->acc.encode_ns += dt;
         if (rc)
             return vfmig__fail(p->s, rc, "encoding pages %llu+%llu with %s failed",
@@ -258,10 +252,10 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     const uint64_t ps = p->page_size;
     const size_t len = (size_t)((j - i) * ps);
     size_t out = 0;
-    uint64_t t0 = thread_cpu_ns();
+    uint64_t t0 = vfmig__thread_cpu_ns();
     /* Output at least as large as the pages is not worth sending: cap it there. */
     int rc = vfmig__delta_encode_pages(w->src + i, w->copy + i, (size_t)(j - i), (size_t)ps, w->enc, len, &out);
-    uint64_t dt = thread_cpu_ns() - t0;
+    uint64_t dt = vfmig__thread_cpu_ns() - t0;
     w->acc.encode_ns += dt;
     vfmig__chooser_feedback(&w->chooser, VFMIG_CODEC_DELTA, len, rc ? len : out, dt);
     int codec = VFMIG_CODEC_DELTA;
@@ -411,12 +405,12 @@ static void *worker_main(void *arg)
         memcpy(&bps, &bits, sizeof(bps));
         vfmig__chooser_set_link(&w->chooser, bps);
         unsigned stream = 1 + b->seq % p->cfg.nstreams;
-        uint64_t base = 0, c0 = thread_cpu_ns();
+        uint64_t base = 0, c0 = vfmig__thread_cpu_ns();
         for (uint32_t k = 0; k < b->nruns && !atomic_load(&p->s->failed); k++) {
             process_run(w, &b->runs[k], stream, base);
             base += b->runs[k].npages;
         }
-        uint64_t cpu = thread_cpu_ns() - c0;
+        uint64_t cpu = vfmig__thread_cpu_ns() - c0;
         /* Every few batches: the share of its core this worker got, for the codec choice. */
         uint64_t ran, waited;
         if (bps > 0) {

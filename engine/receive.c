@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "compress/codec.h"
 #include "transport/link.h"
 
@@ -88,13 +89,6 @@ struct vfmig_receive {
     size_t nbufs, nfree, jhead, jtail; /* jtail - jhead = queued jobs */
     bool pquit;
 };
-
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void wake_all(vfmig_receive *rx)
 {
@@ -368,10 +362,10 @@ static void *decoder_main(void *arg)
         }
         pool_job j = rx->jobs[rx->jhead++ % rx->nbufs];
         pthread_mutex_unlock(&rx->plock);
-        uint64_t c0 = thread_cpu_ns();
+        uint64_t c0 = vfmig__thread_cpu_ns();
         if (!atomic_load(&rx->s->failed))
             decode_apply(rx, &d->ap, j.r->stream, &j.f, j.buf);
-        atomic_fetch_add(&d->cpu_ns, thread_cpu_ns() - c0);
+        atomic_fetch_add(&d->cpu_ns, vfmig__thread_cpu_ns() - c0);
         pthread_mutex_lock(&rx->plock);
         rx->freebufs[rx->nfree++] = j.buf;
         j.r->queued--;
@@ -395,7 +389,7 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
         return vfmig__fail(s, VFMIG_EPROTO,
                           "stream %u: round %u ended after %" PRIu64 " frames, but the source sent round %u with %" PRIu64,
                           r->stream, r->round, r->frames, f->round, f->aux);
-    uint64_t cpu_now = thread_cpu_ns();
+    uint64_t cpu_now = vfmig__thread_cpu_ns();
     pthread_mutex_lock(&rx->lock);
     rx->round_cpu_ns += cpu_now - r->cpu_mark;
     if (++rx->arrived == rx->cfg.nstreams) {
@@ -424,7 +418,7 @@ static int on_round_end(receiver *r, const vfmig_frame *f)
     while (rx->completed < r->round + 1 && !vfmig__should_stop(s))
         vfmig__cond_wait_slice(&rx->cond, &rx->lock);
     pthread_mutex_unlock(&rx->lock);
-    r->cpu_mark = thread_cpu_ns();
+    r->cpu_mark = vfmig__thread_cpu_ns();
     r->round++;
     r->frames = 0;
     return vfmig__should_stop(s) ? s->status : VFMIG_OK;
@@ -441,7 +435,7 @@ static void *receiver_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     vfmig__pinner_bind(rx->cfg.pinner, r->stream - 1);
     r->last_frame_ns = vfmig__now_ns();
-    r->cpu_mark = thread_cpu_ns();
+    r->cpu_mark = vfmig__thread_cpu_ns();
     bool in_place = rx->map[0] != NULL;
     uint8_t *buf = r->payload; /* with a pool: a pool buffer, taken before each receive */
     while (!atomic_load(&rx->quit) && !vfmig__should_stop(s)) {
@@ -610,7 +604,7 @@ void vfmig__receive_commit(vfmig_receive *rx, uint32_t final_round)
 uint32_t vfmig__receive_wait(vfmig_receive *rx, uint32_t rounds, uint64_t deadline_ns)
 {
     pthread_mutex_lock(&rx->lock);
-    while (rx->completed < rounds && !vfmig__should_stop(rx->s) && vfmig__now_ns() < deadline_ns)
+    while (rx->completed < rounds && !vfmig__should_stop(rx->s) && !vfmig__expired(deadline_ns))
         vfmig__cond_wait_slice(&rx->cond, &rx->lock);
     uint32_t done = rx->completed;
     pthread_mutex_unlock(&rx->lock);

@@ -42,7 +42,7 @@ int vfmig__receive_start(const vfmig_receive_cfg *cfg, vfmig_receive **out);
 /** COMMIT of `final_round` arrived: frames of later rounds are refused from now on, and streams
  *  closing after it are the source finishing. */
 void vfmig__receive_commit(vfmig_receive *rx, uint32_t final_round);
-/** Waits until `rounds` rounds are complete on every stream, a failure, or the deadline;
+/** Waits until `rounds` rounds are complete on every stream, a failure, or the deadline (0: none);
  *  returns the number of complete rounds. */
 uint32_t vfmig__receive_wait(vfmig_receive *rx, uint32_t rounds, uint64_t deadline_ns);
 /** Rounds complete on every stream so far. */

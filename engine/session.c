@@ -12,6 +12,7 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
+#include "compress/codec.h"
 #include "engine/image.h"
 #include "engine/proto.h"
 
@@ -52,14 +53,14 @@ int vfmig__recv_control(vfmig_session *s, vfmig_link *link, vfmig_frame *f, uint
                        const char *awaiting, const char *peer, bool patient)
 {
     int timeout = (int)s->params[VFMIG_P_TIMEOUT_MS];
-    uint64_t deadline = vfmig__now_ns() + (uint64_t)timeout * 1000000ull;
+    uint64_t deadline = vfmig__deadline(timeout);
     for (;;) {
         if (vfmig__should_stop(s))
             return s->status;
         int rc = vfmig__link_recv(link, 0, f, buf, cap, VFMIG_WAIT_SLICE_MS);
         if (rc == VFMIG_ETIMEDOUT) {
             vfmig__progress_tick(s);
-            if (patient || vfmig__now_ns() < deadline)
+            if (patient || !vfmig__expired(deadline))
                 continue;
             return vfmig__fail(s, rc, "no %s from the %s within %d ms", awaiting, peer, timeout);
         }
@@ -79,8 +80,8 @@ void vfmig__find_peer_abort(vfmig_session *s, vfmig_link *link, uint8_t *buf, si
 {
     if (s->status != VFMIG_ECLOSED && s->status != VFMIG_EIO && s->status != VFMIG_ETIMEDOUT)
         return;
-    uint64_t deadline = vfmig__now_ns() + 200000000ull;
-    while (vfmig__now_ns() < deadline) {
+    uint64_t deadline = vfmig__deadline(200);
+    while (!vfmig__expired(deadline)) {
         vfmig_frame f;
         int rc = vfmig__link_recv(link, 0, &f, buf, cap, 20);
         if (rc == VFMIG_ETIMEDOUT)
@@ -595,15 +596,22 @@ void vfmig_session_get_stats(const vfmig_session *s, vfmig_stats *out)
     pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
 }
 
+/* A library-filled struct into the caller's `size` bytes: the fields it knows, zeros for those of
+ * a newer header (unknown here). */
+static void copy_sized(void *out, size_t size, const void *src, size_t src_size)
+{
+    memcpy(out, src, size < src_size ? size : src_size);
+    if (size > src_size)
+        memset((char *)out + src_size, 0, size - src_size);
+}
+
 int vfmig_session_get_stats_sized(const vfmig_session *s, vfmig_stats *out, size_t size)
 {
     if (!s || !out || !size)
         return VFMIG_EINVAL;
     vfmig_stats st;
     vfmig_session_get_stats(s, &st);
-    memcpy(out, &st, size < sizeof(st) ? size : sizeof(st));
-    if (size > sizeof(st))
-        memset((char *)out + sizeof(st), 0, size - sizeof(st)); /* fields of a newer header: unknown */
+    copy_sized(out, size, &st, sizeof(st));
     return VFMIG_OK;
 }
 
@@ -615,10 +623,40 @@ int vfmig_session_get_round_sized(const vfmig_session *s, uint32_t index, vfmig_
     int rc = vfmig_session_get_round(s, index, &r);
     if (rc)
         return rc;
-    memcpy(out, &r, size < sizeof(r) ? size : sizeof(r));
-    if (size > sizeof(r))
-        memset((char *)out + sizeof(r), 0, size - sizeof(r));
+    copy_sized(out, size, &r, sizeof(r));
     return VFMIG_OK;
+}
+
+/* The engine still counts per codec id in the fixed slots; the query reads them in the codec
+ * table's order, so callers need not know ids or how many slots there are. */
+static int codec_stats(const uint64_t *in, const uint64_t *outb, unsigned index, vfmig_codec_stats *out, size_t size)
+{
+    const vfmig_codec_desc *d = vfmig__codec_desc_at(index);
+    if (!d || !out || !size)
+        return VFMIG_EINVAL;
+    vfmig_codec_stats cs = {.codec = d->id, .name = d->name, .bytes_in = in[d->id], .bytes_out = outb[d->id]};
+    copy_sized(out, size, &cs, sizeof(cs));
+    return VFMIG_OK;
+}
+
+int vfmig_session_get_codec_stats(const vfmig_session *s, unsigned codec_index, vfmig_codec_stats *out,
+                                  size_t out_size)
+{
+    if (!s)
+        return VFMIG_EINVAL;
+    vfmig_stats st;
+    vfmig_session_get_stats(s, &st);
+    return codec_stats(st.codec_in, st.codec_out, codec_index, out, out_size);
+}
+
+int vfmig_session_get_round_codec_stats(const vfmig_session *s, uint32_t round_index, unsigned codec_index,
+                                        vfmig_codec_stats *out, size_t out_size)
+{
+    vfmig_round_stats r;
+    int rc = vfmig_session_get_round(s, round_index, &r);
+    if (rc)
+        return rc;
+    return codec_stats(r.codec_in, r.codec_out, codec_index, out, out_size);
 }
 
 uint32_t vfmig_session_round_count(const vfmig_session *s)

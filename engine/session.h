@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "vfmig.h"
+#include "common/clock.h"
 #include "transport/link.h"
 #include "transport/ratelimit.h"
 

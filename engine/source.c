@@ -523,12 +523,11 @@ static int blackout(source *src, uint32_t round)
 static int wait_go_ack(source *src)
 {
     vfmig_session *s = src->s;
-    uint64_t limit_ns = 2 * (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
-    uint64_t deadline = vfmig__now_ns() + limit_ns;
+    uint64_t deadline = vfmig__deadline((int)(2 * s->params[VFMIG_P_TIMEOUT_MS])); /* at most 2 days: an int */
     for (;;) {
         vfmig_frame f;
         int rc = vfmig__link_recv(src->link, 0, &f, src->frame_buf, src->frame_cap, VFMIG_WAIT_SLICE_MS);
-        if (rc == VFMIG_ETIMEDOUT && vfmig__now_ns() < deadline)
+        if (rc == VFMIG_ETIMEDOUT && !vfmig__expired(deadline))
             continue;
         if (!rc && f.type == VFMIG_F_GO_ACK)
             return VFMIG_OK;

@@ -222,7 +222,7 @@ static int commit(target *t, const vfmig_frame *f, uint64_t *verify_ns, uint64_t
 {
     vfmig_session *s = t->s;
     uint64_t t0 = vfmig__now_ns();
-    uint64_t deadline = t0 + (uint64_t)s->params[VFMIG_P_TIMEOUT_MS] * 1000000ull;
+    uint64_t deadline = vfmig__deadline((int)s->params[VFMIG_P_TIMEOUT_MS]);
     bool full = f->len == 16;
     if (f->len != 0 && !full)
         return vfmig__fail(s, VFMIG_EPROTO, "COMMIT with a %u-byte payload", f->len);

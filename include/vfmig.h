@@ -228,12 +228,21 @@ typedef enum vfmig_codec {
     VFMIG_CODEC_DELTA = 5, /* XOR against the copy last sent, then run-length coded */
     VFMIG_CODEC_COUNT = 6
 } vfmig_codec;
-/* Per-codec figures in the statistics have room for this many codec ids, so the structs keep
- * their size when codecs are added. */
+/* Deprecated: the fixed per-codec slots (codec_in/codec_out) of vfmig_stats and
+ * vfmig_round_stats have room for this many codec ids. They stay filled for binaries that read
+ * them; new code asks vfmig_session_get_codec_stats, which has no such limit. */
 #define VFMIG_CODEC_SLOTS 16
 
-/** Short name of a codec ("raw", "lz4", ...). Never NULL. */
+/** Short name of a codec id ("raw", "lz4", ...; "auto" for VFMIG_CODEC_AUTO, "?" for an
+ *  unknown id). Never NULL; static. Any thread. */
 VFMIG_API const char *vfmig_codec_name(int codec);
+/** Number of codecs this library has (AUTO, a choice rather than a codec, not counted): indexes
+ *  0 .. count-1 of vfmig_codec_at and vfmig_session_get_codec_stats. A later library may have
+ *  more. Any thread. */
+VFMIG_API unsigned vfmig_codec_count(void);
+/** The codec id (vfmig_codec) at `index`, in the library's own order (raw, zero, lz4, zstd,
+ *  delta today); VFMIG_EINVAL for index >= vfmig_codec_count(). Any thread. */
+VFMIG_API int vfmig_codec_at(unsigned index);
 
 /* Parameters. Values are pinned; vfmig_param_bounds gives the range and default of each. */
 typedef enum vfmig_param {
@@ -354,6 +363,7 @@ typedef struct vfmig_round_stats {
     double throughput;         /* raw page bytes/s moved this round */
     double predicted_blackout_ms; /* what the policy expected a switch-over now to cost */
     uint32_t throttle_percent; /* device throttle in force during the round */
+    /* Deprecated (see VFMIG_CODEC_SLOTS): vfmig_session_get_round_codec_stats. */
     uint64_t codec_in[VFMIG_CODEC_SLOTS];  /* raw page bytes per codec id */
     uint64_t codec_out[VFMIG_CODEC_SLOTS]; /* encoded bytes per codec id */
 } vfmig_round_stats;
@@ -396,6 +406,7 @@ typedef struct vfmig_stats {
     uint64_t delta_cache_bytes;       /* delta cache actually used (grows to the re-dirtied set,
                                          up to VFMIG_P_DELTA_CACHE_BYTES) */
     uint64_t immutable_bytes, mutable_bytes;
+    /* Deprecated (see VFMIG_CODEC_SLOTS): vfmig_session_get_codec_stats. */
     uint64_t codec_in[VFMIG_CODEC_SLOTS];  /* per codec id, as in the round statistics */
     uint64_t codec_out[VFMIG_CODEC_SLOTS];
     double ratio;              /* codec-in bytes / codec-out bytes over the session */
@@ -510,6 +521,25 @@ VFMIG_API int vfmig_session_get_round(const vfmig_session *s, uint32_t index, vf
 /** vfmig_session_get_round into a struct of `size` bytes, as vfmig_session_get_stats_sized. */
 VFMIG_API int vfmig_session_get_round_sized(const vfmig_session *s, uint32_t index, vfmig_round_stats *out,
                                             size_t size);
+/** What one codec carried, over the session or one round. Fields are only ever appended. */
+typedef struct vfmig_codec_stats {
+    int codec;                 /* vfmig_codec id */
+    const char *name;          /* vfmig_codec_name(codec): static */
+    uint64_t bytes_in;         /* raw page bytes the codec was given (source: encoded; target:
+                                  decoded) */
+    uint64_t bytes_out;        /* bytes it produced on the wire, frame headers not included */
+} vfmig_codec_stats;
+
+/** The figures of the codec at `codec_index` (0 .. vfmig_codec_count()-1) over the session so
+ *  far (complete after run returns), into a struct of `out_size` bytes as the caller compiled it
+ *  (sizeof(vfmig_codec_stats)): a smaller (older) struct gets the fields it knows, a larger one
+ *  zeros beyond ours. VFMIG_EINVAL for NULL, a size of 0 or an index out of range. Any thread. */
+VFMIG_API int vfmig_session_get_codec_stats(const vfmig_session *s, unsigned codec_index, vfmig_codec_stats *out,
+                                            size_t out_size);
+/** The same for round record `round_index` (as vfmig_session_get_round). VFMIG_EINVAL also for
+ *  a round index out of range. Any thread. */
+VFMIG_API int vfmig_session_get_round_codec_stats(const vfmig_session *s, uint32_t round_index, unsigned codec_index,
+                                                  vfmig_codec_stats *out, size_t out_size);
 /** Detailed message of the last failure ("" if none). Valid until the session is destroyed. */
 VFMIG_API const char *vfmig_session_last_error(const vfmig_session *s);
 

@@ -33,7 +33,17 @@ typedef enum vfmig_content {
     VFMIG_CONTENT_MIX = 4      /* regions of each of the above (zero 40%, texture 25%, tensor 25%, random 10%) */
 } vfmig_content;
 
+/** Called by vfmig_simvf_create while it fills VRAM with the configured content (first touch of
+ *  every page: seconds for a few GiB), on the thread that called it: first with done = 0, then
+ *  every 10 ms or so, last with done = total. `total` is vram_bytes. Must not call back into the
+ *  sim being created (there is none yet). */
+typedef void (*vfmig_simvf_setup_cb)(void *user, uint64_t bytes_done, uint64_t bytes_total);
+
 typedef struct vfmig_simvf_config {
+    /* sizeof(vfmig_simvf_config) as the caller compiled it; vfmig_simvf_config_init sets it.
+     * vfmig_simvf_create reads only the fields within it (those beyond are taken as zero/NULL)
+     * and refuses a size smaller than this struct had when the field came (up to setup_user). */
+    uint32_t size;
     uint64_t vram_bytes;       /* total VRAM, split into nranges equal ranges; default 1 GiB */
     uint64_t page_size;        /* tracking page; default 64 KiB */
     uint32_t nranges;          /* default 1; ranges are placed with gaps between them */
@@ -50,6 +60,9 @@ typedef struct vfmig_simvf_config {
     uint64_t mutable_bytes;    /* mutable state blob size; default 64 KiB (at least 64) */
     uint32_t state_version;    /* stamped in the immutable blob; restore refuses a mismatch */
     uint64_t seed;             /* content and workload seed; same seed = same initial image */
+    /* Fields are only appended from here on (see size). */
+    vfmig_simvf_setup_cb setup_progress; /* optional: progress of the initial fill; NULL = none */
+    void *setup_user;                    /* passed back to setup_progress */
 } vfmig_simvf_config;
 
 /*
@@ -76,10 +89,12 @@ typedef struct vfmig_simvf_counters {
     uint32_t throttle_percent;
 } vfmig_simvf_counters;
 
-/** Defaults as documented in vfmig_simvf_config. */
+/** Defaults as documented in vfmig_simvf_config, size included. Writes the whole struct of this
+ *  header, so a caller built against an older vfmig_sim.h fills its struct itself (or rebuilds). */
 VFMIG_API void vfmig_simvf_config_init(vfmig_simvf_config *cfg);
-/** Allocates VRAM (zeroed) and fills it with the configured content. *out is the caller's; free
- *  with vfmig_simvf_destroy. Returns VFMIG_EINVAL for a bad size or page size. */
+/** Allocates VRAM (zeroed) and fills it with the configured content, telling setup_progress how
+ *  far it is. *out is the caller's; free with vfmig_simvf_destroy. Returns VFMIG_EINVAL for a bad
+ *  size or page size, or a cfg->size that is too small. */
 VFMIG_API int vfmig_simvf_create(const vfmig_simvf_config *cfg, vfmig_simvf **out);
 /** Stops the workload and frees everything. Accepts NULL. */
 VFMIG_API void vfmig_simvf_destroy(vfmig_simvf *sim);

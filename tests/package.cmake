@@ -17,3 +17,5 @@ if(VFMIG_BUILD_BENCH)
            $<TARGET_FILE:bench_codec> $<TARGET_FILE:bench_link> $<TARGET_FILE:bench_blackout>)
   set_tests_properties(bench_options PROPERTIES TIMEOUT 30 LABELS package)
 endif()
+# The JSON writer of the command and the benchmarks (common/json.h).
+vfmig_add_test(test_json SOURCES test_json.c LIBS vfmig_json LABELS package TIMEOUT 30)

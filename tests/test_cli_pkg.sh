@@ -79,20 +79,31 @@ wait $TPID || fail "target exited $?: $(cat "$TMP/target.err")"
 
 "$PY" "$VALIDATE" "$SCHEMA" "$TMP"/*.json || fail "a --json result does not match $SCHEMA"
 # Live progress: one object per line on stderr, each valid, bytes_sent never going back, at
-# least 3 of them from a run the cap keeps over 1.3 s long (one every 200 ms).
+# least 3 of them from a run the cap keeps over 1.3 s long (one every 200 ms). Before them, the
+# setup of each VF: from 0 to the whole VRAM (256 MiB), source first.
 "$V" local --vram 256M --content random --max-bandwidth 200M --progress json --json >"$TMP/progress_run.out" \
     2>"$TMP/progress.err" || fail "local with --progress json: $(cat "$TMP/progress.err")"
 PSCHEMA="$(dirname "$SCHEMA")/vfmig-progress.schema.json"
-n=0 last=0
+n=0 last=0 setups=""
 while IFS= read -r line; do
     [[ $line == '{"progress":'* ]] || continue
     n=$((n + 1))
     printf '%s\n' "$line" >"$TMP/progress$n.pjson"
+    if [[ $line == '{"progress":{"phase":"setup",'* ]]; then
+        [ "$last" -eq 0 ] || fail "a setup line after the migration started: $line"
+        role=$(sed -n 's/.*"role":"\([a-z]*\)".*/\1/p' <<<"$line")
+        done_=$(sed -n 's/.*"bytes_done":\([0-9]*\).*/\1/p' <<<"$line")
+        [[ $line == *'"bytes_total":268435456,'* ]] || fail "setup total is not the VRAM: $line"
+        [ "$done_" -eq 0 ] && setups+=" $role:start"
+        [ "$done_" -eq 268435456 ] && setups+=" $role:end"
+        continue
+    fi
     sent=$(sed -n 's/.*"bytes_sent":\([0-9]*\).*/\1/p' <<<"$line")
     [ "$sent" -ge "$last" ] || fail "bytes_sent went back: $last then $sent"
     last=$sent
 done <"$TMP/progress.err"
-[ "$n" -ge 3 ] || fail "only $n progress lines: $(cat "$TMP/progress.err")"
+[ "$setups" = " source:start source:end target:start target:end" ] || fail "setup lines:$setups"
+[ "$n" -ge 7 ] || fail "only $n progress lines: $(cat "$TMP/progress.err")"
 "$PY" "$VALIDATE" "$PSCHEMA" "$TMP"/progress*.pjson || fail "a progress line does not match $PSCHEMA"
 # The schema is a contract, not a formality: it refuses an unknown key and a success that is not
 # verified.

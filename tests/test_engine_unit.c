@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "compress/codec.h"
 #include "engine/bitmap.h"
 #include "engine/image.h"
@@ -353,8 +354,34 @@ static void test_image(void)
     ASSERT_TRUE(d1.lo != d2.lo || d1.hi != d2.hi);
 }
 
+/* The shared clock and deadlines (common/clock.h): 0 is "no deadline", waits round up. */
+static void test_clock(void)
+{
+    uint64_t a = vfmig__now_ns(), b = vfmig__now_ns();
+    ASSERT_TRUE(a > 0 && b >= a);
+    uint64_t c0 = vfmig__thread_cpu_ns();
+    for (volatile int i = 0; i < 1000000; i++) {
+    }
+    ASSERT_TRUE(vfmig__thread_cpu_ns() > c0);
+    ASSERT_EQ(vfmig__deadline(-1), 0);
+    ASSERT_EQ(vfmig__ms_left(0), -1);
+    ASSERT_TRUE(!vfmig__expired(0));
+    uint64_t d = vfmig__deadline(1000);
+    ASSERT_TRUE(d >= b + 1000000000ull);
+    int left = vfmig__ms_left(d);
+    ASSERT_TRUE(left > 990 && left <= 1000);
+    ASSERT_TRUE(!vfmig__expired(d));
+    uint64_t now = vfmig__deadline(0);
+    ASSERT_EQ(vfmig__ms_left(now), 0);
+    ASSERT_TRUE(vfmig__expired(now));
+    left = vfmig__ms_left(vfmig__now_ns() + 1500000); /* rounded up: 2, or 1 if 0.5 ms went by */
+    ASSERT_TRUE(left == 2 || left == 1);
+    ASSERT_EQ(vfmig__ms_left(UINT64_MAX), 0x7fffffff);
+}
+
 int main(void)
 {
+    test_clock();
     test_bitmap();
     test_image();
     test_policy();

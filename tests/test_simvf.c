@@ -5,6 +5,8 @@
 
 #include <lz4.h>
 #include <math.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <time.h>
 #include <zstd.h>
 
@@ -744,6 +746,70 @@ static void test_target_resume_starts(void)
     vfmig_simvf_destroy(s);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The initial fill reports progress on the creating thread, from 0 to the whole VRAM, without
+ * changing the image; the config's size is honoured. */
+typedef struct setup_log {
+    pthread_t thread;
+    unsigned calls, other_thread, went_back;
+    uint64_t first, last, total;
+} setup_log;
+
+static void on_setup(void *user, uint64_t done, uint64_t total)
+{
+    setup_log *l = user;
+    if (!pthread_equal(pthread_self(), l->thread))
+        l->other_thread++;
+    if (l->calls == 0)
+        l->first = done;
+    else if (done < l->last)
+        l->went_back++;
+    l->calls++;
+    l->last = done;
+    l->total = total;
+}
+
+static void test_setup_progress(void)
+{
+    const uint64_t vram = 64u << 20; /* above 32 MiB: filled by several threads */
+    vfmig_simvf_config c = small_cfg(vram, 64u << 10, 2);
+    c.content = VFMIG_CONTENT_MIX;
+    c.seed = 5;
+    vfmig_simvf *plain = make(&c);
+    setup_log log = {.thread = pthread_self()};
+    c.setup_progress = on_setup;
+    c.setup_user = &log;
+    vfmig_simvf *watched = make(&c);
+    ASSERT_TRUE(log.calls >= 2);
+    ASSERT_EQ(log.first, 0);
+    ASSERT_EQ(log.last, vram);
+    ASSERT_EQ(log.total, vram);
+    ASSERT_EQ(log.went_back, 0);
+    ASSERT_EQ(log.other_thread, 0);
+    uint64_t n;
+    const uint8_t *a = vfmig_simvf_vram(plain, &n), *b = vfmig_simvf_vram(watched, NULL);
+    ASSERT_TRUE(memcmp(a, b, n) == 0); /* watching changes nothing in the image */
+    vfmig_simvf_destroy(plain);
+    vfmig_simvf_destroy(watched);
+
+    /* A size from before the size field (or none) is refused; a newer caller's larger struct is
+     * read as far as this library knows it. */
+    vfmig_simvf *s = (vfmig_simvf *)1;
+    c = small_cfg(1u << 20, 4096, 1);
+    c.size = 0;
+    ASSERT_EQ(vfmig_simvf_create(&c, &s), VFMIG_EINVAL);
+    ASSERT_TRUE(s == NULL);
+    c.size = (uint32_t)offsetof(vfmig_simvf_config, setup_progress);
+    ASSERT_EQ(vfmig_simvf_create(&c, &s), VFMIG_EINVAL);
+    struct {
+        vfmig_simvf_config cfg;
+        uint64_t future_field;
+    } newer = {.cfg = small_cfg(1u << 20, 4096, 1), .future_field = 0};
+    newer.cfg.size = (uint32_t)sizeof newer;
+    ASSERT_OK(vfmig_simvf_create(&newer.cfg, &s));
+    vfmig_simvf_destroy(s);
+}
+
 #define RUN(call)                                                                                  \
     do {                                                                                           \
         double t0_ = now_s();                                                                      \
@@ -763,6 +829,7 @@ int main(void)
     RUN(test_rate());
     RUN(test_blobs());
     RUN(test_target_resume_starts());
+    RUN(test_setup_progress());
     fprintf(stderr, "test_simvf: all passed\n");
     return 0;
 }

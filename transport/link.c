@@ -73,22 +73,6 @@ int vfmig__errno_status(int e)
     }
 }
 
-uint64_t vfmig__deadline(int timeout_ms)
-{
-    return timeout_ms < 0 ? 0 : vfmig__now_ns() + (uint64_t)timeout_ms * 1000000ull;
-}
-
-int vfmig__ms_left(uint64_t deadline_ns)
-{
-    if (!deadline_ns)
-        return -1;
-    uint64_t now = vfmig__now_ns();
-    if (now >= deadline_ns)
-        return 0;
-    uint64_t ms = (deadline_ns - now + 999999) / 1000000;
-    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
-}
-
 int vfmig__link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms)
 {
     struct pollfd p[3] = {{.fd = fd, .events = events},

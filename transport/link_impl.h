@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/clock.h" /* deadlines: absolute monotonic ns, 0 = none */
 #include "transport/link.h"
 #include "transport/ratelimit.h"
 
@@ -109,10 +110,6 @@ int vfmig__errno_status(int e);
  * VFMIG_ECANCELED or VFMIG_EIO.
  */
 int vfmig__link_wait(vfmig_link *l, int fd, short events, int fd2, int timeout_ms);
-/** Milliseconds left until deadline_ns (0 = none: -1), at least 0. */
-int vfmig__ms_left(uint64_t deadline_ns);
-/** timeout_ms (<0: none) to an absolute deadline (0 = none). */
-uint64_t vfmig__deadline(int timeout_ms);
 
 /* endpoint.c */
 void vfmig__seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

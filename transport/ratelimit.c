@@ -8,19 +8,13 @@
 #include <poll.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "vfmig.h"
 
 /* Bursts of ~5 ms of rate: enough to keep a few frames in flight, small enough that a cap
  * measured over 100 ms is respected within a few percent. */
 #define BURST_NS 5000000ull
 #define MIN_BURST (64 << 10)
-
-uint64_t vfmig__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 void vfmig__ratelimit_init(vfmig_ratelimit *rl)
 {

@@ -22,6 +22,5 @@ void vfmig__ratelimit_set(vfmig_ratelimit *rl, uint64_t bytes_per_s);
  * polled while sleeping: readable means interrupted and gives VFMIG_ECANCELED.
  */
 int vfmig__ratelimit_acquire(vfmig_ratelimit *rl, uint64_t bytes, int intr_fd);
-uint64_t vfmig__now_ns(void);
 
 #endif

@@ -20,6 +20,7 @@
  */
 #include "vfmig_sim.h"
 
+#include "common/clock.h"
 #include "engine/devices/pagehash.h"
 #include "transport/wire.h" /* little-endian field helpers for the state blobs */
 
@@ -36,13 +37,6 @@
 #define CU_MUT_MAGIC 0x554d4d43u /* "CMMU" */
 
 __constant__ vfmig_ph_keys cu_keys;
-
-static uint64_t now_ns(clockid_t c)
-{
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ----------------------------------------------------------------------------------------- */
 /* Kernels                                                                                    */
@@ -376,7 +370,7 @@ static int op_query_dirty(void *dev, uint32_t range, uint64_t first, uint64_t np
         return VFMIG_OK;
     }
     c->cached = 0;
-    uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+    uint64_t t0 = vfmig__now_ns(), c0 = vfmig__thread_cpu_ns();
     CU_TRY(cudaSetDevice(c->cfg.gpu));
     CU_TRY(cudaMemsetAsync(c->d_bitmap, 0, (size_t)words * 8, c->scan_st));
     k_scan<<<c->grid, 256, 0, c->scan_st>>>(c->vram, first, npages, c->ps, c->d_ref, c->d_valid, c->d_bitmap, NULL);
@@ -387,7 +381,7 @@ static int op_query_dirty(void *dev, uint32_t range, uint64_t first, uint64_t np
     uint64_t dirty = 0;
     for (uint64_t w = 0; w < words; w++)
         dirty += (uint64_t)__builtin_popcountll(bitmap[w]);
-    record_scan(c, now_ns(CLOCK_MONOTONIC) - t0, now_ns(CLOCK_THREAD_CPUTIME_ID) - c0, npages * c->ps, dirty);
+    record_scan(c, vfmig__now_ns() - t0, vfmig__thread_cpu_ns() - c0, npages * c->ps, dirty);
     if (!clear && first == 0 && npages == c->npages) {
         memcpy(c->cache, bitmap, (size_t)words * 8);
         c->cached = 1;
@@ -808,7 +802,7 @@ static void *sim_main(void *arg)
 {
     vfmig_cuda_sim *s = (vfmig_cuda_sim *)arg;
     cudaSetDevice(s->gpu);
-    uint64_t last = now_ns(CLOCK_MONOTONIC);
+    uint64_t last = vfmig__now_ns();
     double credit = 0;
     pthread_mutex_lock(&s->m);
     while (!s->quit) {
@@ -818,11 +812,11 @@ static void *sim_main(void *arg)
             while (s->pause_req && !s->quit)
                 pthread_cond_wait(&s->cv, &s->m);
             s->parked = 0;
-            last = now_ns(CLOCK_MONOTONIC);
+            last = vfmig__now_ns();
             credit = 0;
             continue;
         }
-        uint64_t t = now_ns(CLOCK_MONOTONIC);
+        uint64_t t = vfmig__now_ns();
         credit += (double)s->rate * (double)(t - last) * 1e-9;
         last = t;
         if (credit > (double)s->rate * 4e-3 + 4096)

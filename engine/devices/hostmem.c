@@ -18,6 +18,7 @@
  */
 #include "vfmig.h"
 
+#include "common/clock.h"
 #include "transport/wire.h" /* little-endian field helpers for the state blobs */
 
 #include <errno.h>
@@ -86,13 +87,6 @@ struct vfmig_hostmem {
     pthread_mutex_t lock;
     vfmig_tracking_stats st;
 };
-
-static uint64_t now_ns(clockid_t c)
-{
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ----------------------------------------------------------------------------------------- */
 /* Trackers                                                                                   */
@@ -376,11 +370,11 @@ static int op_start_tracking(void *dev)
          * before are in round 0's full read. */
         struct uffdio_writeprotect wp = {.range = {.start = (uintptr_t)h->base, .len = h->size},
                                          .mode = UFFDIO_WRITEPROTECT_MODE_WP};
-        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        uint64_t t0 = vfmig__now_ns();
         if (ioctl(h->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
             return VFMIG_EDEVICE;
         pthread_mutex_lock(&h->lock);
-        h->st.total_ns += now_ns(CLOCK_MONOTONIC) - t0;
+        h->st.total_ns += vfmig__now_ns() - t0;
         pthread_mutex_unlock(&h->lock);
     } else {
         memset(h->carry, 0, (size_t)((h->npages + 63) / 64) * 8);
@@ -414,11 +408,11 @@ static int op_query_dirty(void *dev, uint32_t range, uint64_t first_page, uint64
     if (npages == 0)
         return VFMIG_OK;
     memset(bitmap, 0, (size_t)((npages + 63) / 64) * 8);
-    uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID), dirty = 0;
+    uint64_t t0 = vfmig__now_ns(), c0 = vfmig__thread_cpu_ns(), dirty = 0;
     int rc = h->source == VFMIG_DIRTY_UFFD_WP ? uffd_query(h, first_page, npages, bitmap, clear, &dirty)
                                               : softdirty_query(h, first_page, npages, bitmap, clear, &dirty);
     if (rc == VFMIG_OK)
-        record_scan(h, now_ns(CLOCK_MONOTONIC) - t0, now_ns(CLOCK_THREAD_CPUTIME_ID) - c0, npages << h->shift,
+        record_scan(h, vfmig__now_ns() - t0, vfmig__thread_cpu_ns() - c0, npages << h->shift,
                     dirty);
     return rc;
 }

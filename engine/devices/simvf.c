@@ -13,12 +13,14 @@
  */
 #include "vfmig_sim.h"
 
+#include "common/clock.h"
 #include "engine/devices/simvf_content.h"
 #include "transport/wire.h" /* little-endian field helpers for the state blobs */
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,13 +91,6 @@ struct vfmig_simvf {
 /* ----------------------------------------------------------------------------------------- */
 /* Small helpers                                                                              */
 /* ----------------------------------------------------------------------------------------- */
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void sleep_until(uint64_t t)
 {
     struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
@@ -310,16 +305,16 @@ static void *writer_main(void *arg)
     vfmig_simvf *sim = w->sim;
     uint64_t psz = sim->cfg.page_size;
     double op = (double)(sim->cfg.write_bytes < psz ? sim->cfg.write_bytes : psz);
-    uint64_t last = now_ns(), next = last;
+    uint64_t last = vfmig__now_ns(), next = last;
     double credit = 0;
     while (!atomic_load(&sim->quit)) {
         if (atomic_load(&sim->pause_req)) {
             writer_park(sim);
-            last = next = now_ns();
+            last = next = vfmig__now_ns();
             credit = 0;
             continue;
         }
-        uint64_t t = now_ns();
+        uint64_t t = vfmig__now_ns();
         unsigned pct = atomic_load_explicit(&sim->throttle, memory_order_relaxed);
         double rate = (double)atomic_load_explicit(&sim->rate, memory_order_relaxed) * pct / 100.0 /
                       sim->nw; /* this writer's */
@@ -334,7 +329,7 @@ static void *writer_main(void *arg)
             credit -= op;
         uint64_t tick = rate > 0 ? SIMVF_TICK_NS : SIMVF_IDLE_TICK_NS;
         next += tick;
-        t = now_ns();
+        t = vfmig__now_ns();
         if (next <= t) {
             /* Behind (a starved CPU): do not try to catch up by sleeping less forever. */
             next = t + (rate > 0 ? 0 : tick);
@@ -732,6 +727,8 @@ static const vfmig_device_ops simvf_ops = {
 typedef struct fill_job {
     vfmig_simvf *sim;
     unsigned index, count;
+    _Atomic uint64_t *done;    /* bytes filled so far, all threads */
+    _Atomic unsigned *running; /* fill threads not finished yet (progress only) */
 } fill_job;
 
 /* Thread `index` of `count` fills every count-th 1 MiB block (interleaved so the zero regions,
@@ -760,7 +757,17 @@ static void *fill_main(void *arg)
             vfmig__simvf_generate((uint64_t *)(void *)(sim->vram + (g << sim->page_shift)), psz / 8, kind,
                            page_key(sim, g), simvf_hash2(sim->cfg.seed ^ 0x1417u, g), 0);
         }
+        atomic_fetch_add_explicit(j->done, (g1 - g0) * psz, memory_order_relaxed);
     }
+    return NULL;
+}
+
+/* A fill thread when someone watches the progress: says when it is done. */
+static void *fill_watched(void *arg)
+{
+    fill_job *j = arg;
+    fill_main(j);
+    atomic_fetch_sub_explicit(j->running, 1, memory_order_release);
     return NULL;
 }
 
@@ -777,18 +784,42 @@ static void fill_content(vfmig_simvf *sim)
     fill_job jobs[4];
     pthread_t tids[4];
     int up[4] = {0};
+    _Atomic uint64_t done = 0;
+    _Atomic unsigned running = 0;
+    vfmig_simvf_setup_cb cb = sim->cfg.setup_progress;
+    uint64_t total = sim->cfg.vram_bytes;
     for (unsigned i = 0; i < n; i++)
-        jobs[i] = (fill_job){sim, i, n};
-    for (unsigned i = 1; i < n; i++)
-        up[i] = pthread_create(&tids[i], NULL, fill_main, &jobs[i]) == 0;
-    fill_main(&jobs[0]);
+        jobs[i] = (fill_job){sim, i, n, &done, &running};
+    if (cb)
+        cb(sim->cfg.setup_user, 0, total);
+    /* With a progress callback this thread watches (every 10 ms) while all shares fill on their
+     * own threads, so the callback runs on the caller's thread and never waits on a share. */
+    unsigned first = cb ? 0 : 1;
+    for (unsigned i = first; i < n; i++) {
+        if (cb)
+            atomic_fetch_add(&running, 1);
+        up[i] = pthread_create(&tids[i], NULL, cb ? fill_watched : fill_main, &jobs[i]) == 0;
+        if (cb && !up[i])
+            atomic_fetch_sub(&running, 1);
+    }
+    if (!cb)
+        fill_main(&jobs[0]);
+    while (cb && atomic_load_explicit(&running, memory_order_acquire)) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+        uint64_t d = atomic_load_explicit(&done, memory_order_relaxed);
+        if (d < total) /* the end is said once, below */
+            cb(sim->cfg.setup_user, d, total);
+    }
     /* A share whose thread did not start is done here: the image never depends on threads. */
-    for (unsigned i = 1; i < n; i++) {
+    for (unsigned i = first; i < n; i++) {
         if (up[i])
             pthread_join(tids[i], NULL);
         else
             fill_main(&jobs[i]);
     }
+    if (cb)
+        cb(sim->cfg.setup_user, total, total);
 }
 
 void vfmig_simvf_config_init(vfmig_simvf_config *cfg)
@@ -796,6 +827,7 @@ void vfmig_simvf_config_init(vfmig_simvf_config *cfg)
     if (!cfg)
         return;
     memset(cfg, 0, sizeof *cfg);
+    cfg->size = (uint32_t)sizeof *cfg;
     cfg->vram_bytes = 1ull << 30;
     cfg->page_size = 64u << 10;
     cfg->nranges = 1;
@@ -831,11 +863,21 @@ static int config_valid(const vfmig_simvf_config *c)
     return 1;
 }
 
-int vfmig_simvf_create(const vfmig_simvf_config *cfg, vfmig_simvf **out)
+/* The smallest config that has a size field: the struct as it was when size came (ends with
+ * setup_user). Fields appended later are zero when the caller's size does not reach them. */
+#define SIMVF_CFG_MIN_SIZE (offsetof(vfmig_simvf_config, setup_user) + sizeof(void *))
+
+int vfmig_simvf_create(const vfmig_simvf_config *cfg_in, vfmig_simvf **out)
 {
-    if (!cfg || !out)
+    if (!cfg_in || !out)
         return VFMIG_EINVAL;
     *out = NULL;
+    if (cfg_in->size < SIMVF_CFG_MIN_SIZE)
+        return VFMIG_EINVAL;
+    vfmig_simvf_config cfg_copy = {0};
+    memcpy(&cfg_copy, cfg_in, cfg_in->size < sizeof cfg_copy ? cfg_in->size : sizeof cfg_copy);
+    cfg_copy.size = (uint32_t)sizeof cfg_copy;
+    const vfmig_simvf_config *cfg = &cfg_copy;
     if (!config_valid(cfg))
         return VFMIG_EINVAL;
     vfmig_simvf *sim = calloc(1, sizeof *sim);
@@ -895,6 +937,8 @@ int vfmig_simvf_create(const vfmig_simvf_config *cfg, vfmig_simvf **out)
         }
     }
     fill_content(sim);
+    sim->cfg.setup_progress = NULL; /* the caller's context need not outlive create */
+    sim->cfg.setup_user = NULL;
     *out = sim;
     return VFMIG_OK;
 }

@@ -1,4 +1,4 @@
-/* engine/status.c - status names and messages, version, enum names. */
+/* common/status.c - status names and messages, version, enum names. */
 #include "vfmig.h"
 
 unsigned vfmig_version_number(void)

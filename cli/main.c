@@ -1,5 +1,5 @@
 /*
- * cli/vfmig.c - the `vfmig` command: migrate a simulated VF between two processes (source,
+ * cli/main.c - the `vfmig` command: migrate a simulated VF between two processes (source,
  * target) or inside one (local), printing a round table and blackout breakdown for people, or
  * one JSON object for tools (--json).
  *
@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "vfmig_sim.h"
+
+#include "common/json.h"
 
 /* An option not given keeps the library's default. */
 #define NOTSET INT64_MIN
@@ -73,6 +75,10 @@ typedef struct report {
     vfmig_stats st;
     vfmig_round_stats *rounds;
     uint32_t nrounds;
+    /* Per-codec figures, asked of the library by codec index: ncodecs for the session, then
+     * ncodecs for each round (row 1 + round index). */
+    vfmig_codec_stats *codecs;
+    unsigned ncodecs;
     int byte_compare; /* local: -1 not done, 0 differs, 1 equal */
     double pre_rate;  /* workload bytes/s measured just before the migration (0: none) */
     double cpu0, cpu; /* process CPU seconds when the migration started, and spent in it */
@@ -392,7 +398,8 @@ static void help(const char *cmd)
            "\noutput:\n"
            "      --json               one JSON object on stdout, nothing else\n"
            "      --progress P         auto | bar | json | none: live progress on stderr every 200 ms (auto:\n"
-           "                           a bar when stderr is a terminal; json: one object per line)\n"
+           "                           a bar when stderr is a terminal; json: one object per line), the\n"
+           "                           VF's setup (its VRAM filled) first\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
            "  -q, --quiet              only the summary line\n"
            "  -h, --help               this text\n"
@@ -676,6 +683,22 @@ static double workload_slowdown(const report *r)
     return during > 0 ? r->pre_rate / during : 0;
 }
 
+/* A --progress json line on stderr: {"progress":{"phase":...,...}} (schema/vfmig-progress). */
+static void progress_line(vfmig_json *j, const char *phase)
+{
+    vfmig__json_init(j, stderr);
+    vfmig__json_object(j, NULL);
+    vfmig__json_object(j, "progress");
+    vfmig__json_str(j, "phase", phase);
+}
+
+static void progress_line_end(vfmig_json *j)
+{
+    vfmig__json_end(j);
+    vfmig__json_end(j);
+    fputc('\n', stderr);
+}
+
 static void on_event(const vfmig_event *ev, void *user)
 {
     cbctx *c = user;
@@ -691,12 +714,21 @@ static void on_event(const vfmig_event *ev, void *user)
         /* the other end of a local migration */
     } else if (ev->type == VFMIG_EV_PROGRESS && ev->progress && o->progress == PROGRESS_JSON) {
         const vfmig_progress *p = ev->progress;
-        fprintf(stderr, "{\"progress\":{\"phase\":\"%s\",\"round\":%u,\"bytes_sent\":%" PRIu64
-                        ",\"bytes_done\":%" PRIu64 ",\"bytes_remaining\":%" PRIu64 ",\"wire_rate\":%.0f"
-                        ",\"dirty_rate\":%.0f,\"expected_blackout_ms\":%.3f,\"eta_ms\":%.1f,\"throttle\":%u"
-                        ",\"elapsed_ms\":%.1f}}\n",
-                vfmig_phase_name(p->phase), p->round, p->bytes_sent, p->bytes_done, p->bytes_remaining, p->wire_rate,
-                p->dirty_rate, p->expected_blackout_ms, p->eta_ms, p->throttle_percent, (double)p->elapsed_ns / 1e6);
+        vfmig_json j;
+        flockfile(stderr); /* one whole line, whatever else writes to stderr */
+        progress_line(&j, vfmig_phase_name(p->phase));
+        vfmig__json_u64(&j, "round", p->round);
+        vfmig__json_u64(&j, "bytes_sent", p->bytes_sent);
+        vfmig__json_u64(&j, "bytes_done", p->bytes_done);
+        vfmig__json_u64(&j, "bytes_remaining", p->bytes_remaining);
+        vfmig__json_num(&j, "wire_rate", p->wire_rate, 0);
+        vfmig__json_num(&j, "dirty_rate", p->dirty_rate, 0);
+        vfmig__json_num(&j, "expected_blackout_ms", p->expected_blackout_ms, 3);
+        vfmig__json_num(&j, "eta_ms", p->eta_ms, 1);
+        vfmig__json_u64(&j, "throttle", p->throttle_percent);
+        vfmig__json_num(&j, "elapsed_ms", (double)p->elapsed_ns / 1e6, 1);
+        progress_line_end(&j);
+        funlockfile(stderr);
     } else if (ev->type == VFMIG_EV_PROGRESS && ev->progress && o->progress == PROGRESS_BAR) {
         const vfmig_progress *p = ev->progress;
         double pct = p->round_total ? 100.0 * (double)p->round_done / (double)p->round_total : 0;
@@ -796,6 +828,28 @@ static void collect(report *r, vfmig_session *s, int rc)
     r->rounds = calloc(r->nrounds ? r->nrounds : 1, sizeof(vfmig_round_stats));
     for (uint32_t i = 0; r->rounds && i < r->nrounds; i++)
         vfmig_session_get_round(s, i, &r->rounds[i]);
+    r->ncodecs = vfmig_codec_count();
+    r->codecs = calloc(((size_t)r->nrounds + 1) * r->ncodecs, sizeof(vfmig_codec_stats));
+    if (!r->codecs)
+        r->ncodecs = 0; /* the output then names no codec */
+    for (unsigned c = 0; c < r->ncodecs; c++) {
+        vfmig_session_get_codec_stats(s, c, &r->codecs[c], sizeof(vfmig_codec_stats));
+        for (uint32_t i = 0; i < r->nrounds; i++)
+            vfmig_session_get_round_codec_stats(s, i, c, &r->codecs[(i + 1) * r->ncodecs + c],
+                                                sizeof(vfmig_codec_stats));
+    }
+}
+
+/* The per-codec figures of the session (row 0) or of round record i (row i + 1). */
+static const vfmig_codec_stats *codec_row(const report *r, uint32_t row)
+{
+    return r->codecs ? &r->codecs[(size_t)row * r->ncodecs] : NULL;
+}
+
+static void report_free(report *r)
+{
+    free(r->rounds);
+    free(r->codecs);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -805,34 +859,20 @@ static void collect(report *r, vfmig_session *s, int rc)
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
 static double ms(uint64_t ns) { return (double)ns / 1e6; }
 
-static void json_str(FILE *f, const char *s)
+/* "codec_bytes":{"raw":{"in":N,"out":N},...} for the codecs that carried anything */
+static void json_codec_bytes(vfmig_json *j, const report *r, uint32_t row)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
-/* ,"codec_bytes":{"raw":{"in":N,"out":N},...} for the codecs that carried anything */
-static void json_codec_bytes(FILE *f, const uint64_t *in, const uint64_t *out)
-{
-    fprintf(f, ",\"codec_bytes\":{");
-    bool first = true;
-    for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++) {
-        if (!in[c])
+    vfmig__json_object(j, "codec_bytes");
+    const vfmig_codec_stats *cs = codec_row(r, row);
+    for (unsigned c = 0; c < r->ncodecs; c++) {
+        if (!cs[c].bytes_in)
             continue;
-        fprintf(f, "%s\"%s\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "}", first ? "" : ",", vfmig_codec_name(c),
-                in[c], out[c]);
-        first = false;
+        vfmig__json_object(j, cs[c].name);
+        vfmig__json_u64(j, "in", cs[c].bytes_in);
+        vfmig__json_u64(j, "out", cs[c].bytes_out);
+        vfmig__json_end(j);
     }
-    fprintf(f, "}");
+    vfmig__json_end(j);
 }
 
 static const char *verify_name(uint32_t v)
@@ -840,80 +880,127 @@ static const char *verify_name(uint32_t v)
     return v == VFMIG_VERIFY_APPLIED ? "applied" : v == VFMIG_VERIFY_FULL ? "full" : "readback";
 }
 
+/* Milliseconds with three decimals, the unit of every duration in the result. */
+static void json_ms(vfmig_json *j, const char *key, uint64_t ns)
+{
+    vfmig__json_num(j, key, ms(ns), 3);
+}
+
 static void print_json(const opts *o, const report *r)
 {
     const vfmig_stats *st = &r->st;
-    FILE *f = stdout;
-    fprintf(f, "{\"schema_version\":%d,\"status\":\"%s\",\"error\":", VFMIG_CLI_SCHEMA_VERSION,
-            r->status ? "error" : "ok");
-    if (r->status) {
-        json_str(f, r->error);
-        fprintf(f, ",\"error_code\":\"%s\"", vfmig_status_name(r->status));
-    } else {
-        fprintf(f, "null");
-    }
-    fprintf(f, ",\"role\":\"%s\",\"endpoint\":", r->role);
-    json_str(f, r->endpoint);
+    vfmig_json j;
+    vfmig__json_init(&j, stdout);
+    vfmig__json_object(&j, NULL);
+    vfmig__json_i64(&j, "schema_version", VFMIG_CLI_SCHEMA_VERSION);
+    vfmig__json_str(&j, "status", r->status ? "error" : "ok");
+    vfmig__json_str(&j, "error", r->status ? r->error : NULL);
+    if (r->status)
+        vfmig__json_str(&j, "error_code", vfmig_status_name(r->status));
+    vfmig__json_str(&j, "role", r->role);
+    vfmig__json_str(&j, "endpoint", r->endpoint);
     if (r->dirty_source) {
         const vfmig_tracking_stats *tk = &r->tracking;
         /* One scan a round: last_* is the final (blackout) query, avg_* the mean over rounds. */
         double avg = tk->total_bytes ? (double)tk->total_cpu_ns * 1073741824.0 / (double)tk->total_bytes : 0;
-        fprintf(f, ",\"dirty_source\":\"%s\",\"tracking\":{\"scans\":%" PRIu64 ",\"last_ms\":%.3f,\"last_cpu_ms\":%.3f"
-                   ",\"total_ms\":%.3f,\"total_cpu_ms\":%.3f,\"cpu_ns_per_gib\":%.0f,\"avg_cpu_ns_per_gib\":%.0f"
-                   ",\"pages_hashed\":%" PRIu64 ",\"pages_sampled\":%" PRIu64 ",\"pages_read_hashed\":%" PRIu64 "}",
-                r->dirty_source, tk->scans, ms(tk->last_ns), ms(tk->last_cpu_ns), ms(tk->total_ns), ms(tk->total_cpu_ns),
-                tk->cpu_ns_per_gib, avg, tk->pages_hashed, tk->pages_sampled, tk->pages_read_hashed);
+        vfmig__json_str(&j, "dirty_source", r->dirty_source);
+        vfmig__json_object(&j, "tracking");
+        vfmig__json_u64(&j, "scans", tk->scans);
+        json_ms(&j, "last_ms", tk->last_ns);
+        json_ms(&j, "last_cpu_ms", tk->last_cpu_ns);
+        json_ms(&j, "total_ms", tk->total_ns);
+        json_ms(&j, "total_cpu_ms", tk->total_cpu_ns);
+        vfmig__json_num(&j, "cpu_ns_per_gib", tk->cpu_ns_per_gib, 0);
+        vfmig__json_num(&j, "avg_cpu_ns_per_gib", avg, 0);
+        vfmig__json_u64(&j, "pages_hashed", tk->pages_hashed);
+        vfmig__json_u64(&j, "pages_sampled", tk->pages_sampled);
+        vfmig__json_u64(&j, "pages_read_hashed", tk->pages_read_hashed);
+        vfmig__json_end(&j);
     }
-    fprintf(f, ",\"vf_state\":\"%s\",\"verified\":%s", vfmig_vf_state_name(st->vf_state),
-            st->verified && r->byte_compare != 0 ? "true" : "false");
+    vfmig__json_str(&j, "vf_state", vfmig_vf_state_name(st->vf_state));
+    vfmig__json_bool(&j, "verified", st->verified && r->byte_compare != 0);
     if (r->byte_compare >= 0)
-        fprintf(f, ",\"byte_compare\":%s", r->byte_compare ? "true" : "false");
-    fprintf(f, ",\"blackout_ms\":%.3f,\"total_ms\":%.3f,\"precopy_ms\":%.3f", ms(st->blackout_ns),
-            ms(st->total_ns), ms(st->precopy_ns));
-    fprintf(f, ",\"blackout\":{\"final_pages_ms\":%.3f,\"mutable_state_ms\":%.3f,\"verify_ms\":%.3f,"
-               "\"restore_ms\":%.3f,\"final_dirty_pages\":%" PRIu64 ",\"predicted_ms\":%.3f,\"budget_ms\":%" PRId64,
-            ms(st->blackout_final_pages_ns), ms(st->blackout_mutable_ns), ms(st->blackout_verify_ns),
-            ms(st->blackout_restore_ns), st->final_dirty_pages, st->predicted_blackout_ms,
-            o->budget_ms != NOTSET ? o->budget_ms : 50);
-    fprintf(f, ",\"predicted_pages_ms\":%.3f,\"predicted_fixed_ms\":%.3f", st->predicted_pages_ms,
-            st->predicted_fixed_ms);
-    fprintf(f, ",\"stages\":{\"pause_ms\":%.3f,\"query_ms\":%.3f,\"send_ms\":%.3f,\"target_ms\":%.3f,"
-               "\"roundtrip_ms\":%.3f},\"full_verify_ms\":%.3f}",
-            ms(st->blackout_pause_ns), ms(st->blackout_query_ns), ms(st->blackout_send_ns),
-            ms(st->blackout_target_ns), ms(st->blackout_roundtrip_ns), ms(st->blackout_full_verify_ns));
-    fprintf(f, ",\"predicted_blackout_ms\":%.3f,\"switchover_reason\":\"%s\",\"throttle_min_percent\":%u"
-               ",\"workload_slowdown\":%.3f,\"wire_rate\":%.0f,\"verify\":\"%s\",\"delta_cache_bytes\":%" PRIu64,
-            st->predicted_blackout_ms, vfmig_switch_reason_name(st->switch_reason),
-            st->throttle_min_percent ? st->throttle_min_percent : 100, r->slowdown, st->wire_rate,
-            verify_name(st->verify), st->delta_cache_bytes);
-    fprintf(f, ",\"rounds\":%u,\"switch_reason\":\"%s\",\"streams\":%u,\"threads\":%u", st->rounds,
-            vfmig_switch_reason_name(st->switch_reason), st->streams, st->threads);
-    fprintf(f, ",\"bytes_vram\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"bytes_raw\":%" PRIu64
-               ",\"pages\":%" PRIu64 ",\"page_size\":%" PRIu64 ",\"pages_sent\":%" PRIu64 ",\"zero_pages\":%" PRIu64,
-            st->bytes_vram, st->bytes_wire, st->bytes_raw, st->pages, st->page_size, st->pages_sent, st->zero_pages);
-    fprintf(f, ",\"ratio\":%.4f,\"cpu_s\":%.3f", st->ratio, r->cpu);
-    json_codec_bytes(f, st->codec_in, st->codec_out);
-    fprintf(f, ",\"state_bytes\":{\"immutable\":%" PRIu64 ",\"mutable\":%" PRIu64 "}", st->immutable_bytes,
-            st->mutable_bytes);
-    fprintf(f, ",\"workload\":{\"vram\":%" PRIu64 ",\"page\":%" PRIu64 ",\"dirty_rate\":%" PRIu64
-               ",\"pattern\":\"%s\",\"content\":\"%s\",\"write_bytes\":%u,\"rate_before\":%.0f}",
-            o->sim.vram_bytes, o->sim.page_size, o->sim.dirty_rate, o->pattern_str, o->content_str,
-            o->sim.write_bytes, r->pre_rate);
-    fprintf(f, ",\"round_stats\":[");
+        vfmig__json_bool(&j, "byte_compare", r->byte_compare);
+    json_ms(&j, "blackout_ms", st->blackout_ns);
+    json_ms(&j, "total_ms", st->total_ns);
+    json_ms(&j, "precopy_ms", st->precopy_ns);
+    vfmig__json_object(&j, "blackout");
+    json_ms(&j, "final_pages_ms", st->blackout_final_pages_ns);
+    json_ms(&j, "mutable_state_ms", st->blackout_mutable_ns);
+    json_ms(&j, "verify_ms", st->blackout_verify_ns);
+    json_ms(&j, "restore_ms", st->blackout_restore_ns);
+    vfmig__json_u64(&j, "final_dirty_pages", st->final_dirty_pages);
+    vfmig__json_num(&j, "predicted_ms", st->predicted_blackout_ms, 3);
+    vfmig__json_i64(&j, "budget_ms", o->budget_ms != NOTSET ? o->budget_ms : 50);
+    vfmig__json_num(&j, "predicted_pages_ms", st->predicted_pages_ms, 3);
+    vfmig__json_num(&j, "predicted_fixed_ms", st->predicted_fixed_ms, 3);
+    vfmig__json_object(&j, "stages");
+    json_ms(&j, "pause_ms", st->blackout_pause_ns);
+    json_ms(&j, "query_ms", st->blackout_query_ns);
+    json_ms(&j, "send_ms", st->blackout_send_ns);
+    json_ms(&j, "target_ms", st->blackout_target_ns);
+    json_ms(&j, "roundtrip_ms", st->blackout_roundtrip_ns);
+    vfmig__json_end(&j);
+    json_ms(&j, "full_verify_ms", st->blackout_full_verify_ns);
+    vfmig__json_end(&j);
+    vfmig__json_num(&j, "predicted_blackout_ms", st->predicted_blackout_ms, 3);
+    vfmig__json_str(&j, "switchover_reason", vfmig_switch_reason_name(st->switch_reason));
+    vfmig__json_u64(&j, "throttle_min_percent", st->throttle_min_percent ? st->throttle_min_percent : 100);
+    vfmig__json_num(&j, "workload_slowdown", r->slowdown, 3);
+    vfmig__json_num(&j, "wire_rate", st->wire_rate, 0);
+    vfmig__json_str(&j, "verify", verify_name(st->verify));
+    vfmig__json_u64(&j, "delta_cache_bytes", st->delta_cache_bytes);
+    vfmig__json_u64(&j, "rounds", st->rounds);
+    vfmig__json_str(&j, "switch_reason", vfmig_switch_reason_name(st->switch_reason));
+    vfmig__json_u64(&j, "streams", st->streams);
+    vfmig__json_u64(&j, "threads", st->threads);
+    vfmig__json_u64(&j, "bytes_vram", st->bytes_vram);
+    vfmig__json_u64(&j, "bytes_wire", st->bytes_wire);
+    vfmig__json_u64(&j, "bytes_raw", st->bytes_raw);
+    vfmig__json_u64(&j, "pages", st->pages);
+    vfmig__json_u64(&j, "page_size", st->page_size);
+    vfmig__json_u64(&j, "pages_sent", st->pages_sent);
+    vfmig__json_u64(&j, "zero_pages", st->zero_pages);
+    vfmig__json_num(&j, "ratio", st->ratio, 4);
+    vfmig__json_num(&j, "cpu_s", r->cpu, 3);
+    json_codec_bytes(&j, r, 0);
+    vfmig__json_object(&j, "state_bytes");
+    vfmig__json_u64(&j, "immutable", st->immutable_bytes);
+    vfmig__json_u64(&j, "mutable", st->mutable_bytes);
+    vfmig__json_end(&j);
+    vfmig__json_object(&j, "workload");
+    vfmig__json_u64(&j, "vram", o->sim.vram_bytes);
+    vfmig__json_u64(&j, "page", o->sim.page_size);
+    vfmig__json_u64(&j, "dirty_rate", o->sim.dirty_rate);
+    vfmig__json_str(&j, "pattern", o->pattern_str);
+    vfmig__json_str(&j, "content", o->content_str);
+    vfmig__json_u64(&j, "write_bytes", o->sim.write_bytes);
+    vfmig__json_num(&j, "rate_before", r->pre_rate, 0);
+    vfmig__json_end(&j);
+    vfmig__json_array(&j, "round_stats");
     for (uint32_t i = 0; i < r->nrounds; i++) {
         const vfmig_round_stats *rs = &r->rounds[i];
-        fprintf(f, "%s{\"round\":%u,\"blackout\":%s,\"pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64
-                   ",\"bytes_raw\":%" PRIu64 ",\"bytes_wire\":%" PRIu64 ",\"ms\":%.3f,\"throughput\":%.0f"
-                   ",\"dirty_rate\":%.0f,\"predicted_blackout_ms\":%.3f,\"throttle\":%u,\"encode_ms\":%.3f"
-                   ",\"cpu_ms\":%.3f,\"peer_cpu_ms\":%.3f",
-                i ? "," : "", rs->round, rs->in_blackout ? "true" : "false", rs->dirty_pages, rs->zero_pages,
-                rs->bytes_raw, rs->bytes_wire, ms(rs->duration_ns), rs->throughput, rs->dirty_rate,
-                rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, rs->throttle_percent, ms(rs->encode_ns),
-                ms(rs->cpu_ns), ms(rs->peer_cpu_ns));
-        json_codec_bytes(f, rs->codec_in, rs->codec_out);
-        fprintf(f, "}");
+        vfmig__json_object(&j, NULL);
+        vfmig__json_u64(&j, "round", rs->round);
+        vfmig__json_bool(&j, "blackout", rs->in_blackout);
+        vfmig__json_u64(&j, "pages", rs->dirty_pages);
+        vfmig__json_u64(&j, "zero_pages", rs->zero_pages);
+        vfmig__json_u64(&j, "bytes_raw", rs->bytes_raw);
+        vfmig__json_u64(&j, "bytes_wire", rs->bytes_wire);
+        json_ms(&j, "ms", rs->duration_ns);
+        vfmig__json_num(&j, "throughput", rs->throughput, 0);
+        vfmig__json_num(&j, "dirty_rate", rs->dirty_rate, 0);
+        vfmig__json_num(&j, "predicted_blackout_ms", rs->in_blackout ? 0.0 : rs->predicted_blackout_ms, 3);
+        vfmig__json_u64(&j, "throttle", rs->throttle_percent);
+        json_ms(&j, "encode_ms", rs->encode_ns);
+        json_ms(&j, "cpu_ms", rs->cpu_ns);
+        json_ms(&j, "peer_cpu_ms", rs->peer_cpu_ns);
+        json_codec_bytes(&j, r, i + 1);
+        vfmig__json_end(&j);
     }
-    fprintf(f, "]}\n");
+    vfmig__json_end(&j);
+    vfmig__json_end(&j);
+    fputc('\n', stdout);
 }
 
 static void print_human(const opts *o, const report *r)
@@ -966,9 +1053,10 @@ static void print_human(const opts *o, const report *r)
             printf("the VF ran at full speed (workload slowdown %.2fx)\n", slow);
         if (!o->quiet) {
             printf("codecs:");
-            for (int c = VFMIG_CODEC_RAW; c < VFMIG_CODEC_COUNT; c++)
-                if (st->codec_in[c])
-                    printf(" %s %.1f->%.1f MiB", vfmig_codec_name(c), mib(st->codec_in[c]), mib(st->codec_out[c]));
+            const vfmig_codec_stats *cs = codec_row(r, 0);
+            for (unsigned c = 0; c < r->ncodecs; c++)
+                if (cs[c].bytes_in)
+                    printf(" %s %.1f->%.1f MiB", cs[c].name, mib(cs[c].bytes_in), mib(cs[c].bytes_out));
             printf("\n");
         }
     } else {
@@ -994,7 +1082,7 @@ static int finish(const opts *o, report *r)
         print_human(o, r);
     if (r->status && o->json)
         fprintf(stderr, "vfmig: migration failed: %s\n", r->error);
-    free(r->rounds);
+    report_free(r);
     if (r->st.vf_state == VFMIG_VF_IN_DOUBT)
         return 3;
     return r->status ? 1 : 0;
@@ -1036,6 +1124,44 @@ static int vf_cb_restore_mut(void *u, const void *b, uint64_t n)
 
 static const char *vf_kind(const opts *o) { return o->device_str ? o->device_str : "sim"; }
 
+/* The simulated VF's initial fill (seconds for a few GiB), shown like a migration's progress:
+ * json lines with phase "setup", or the bar; every 200 ms, plus its start and end. */
+typedef struct setup_view {
+    const opts *o;
+    const char *role;
+    uint64_t t0, last;
+} setup_view;
+
+static void on_setup(void *user, uint64_t done, uint64_t total)
+{
+    setup_view *v = user;
+    uint64_t now = now_ns();
+    if (!v->t0)
+        v->t0 = now;
+    if (done && done < total && now - v->last < 200000000ull)
+        return;
+    v->last = now;
+    double elapsed = (double)(now - v->t0) / 1e6;
+    if (v->o->progress == PROGRESS_JSON) {
+        vfmig_json j;
+        flockfile(stderr);
+        progress_line(&j, "setup");
+        vfmig__json_str(&j, "role", v->role);
+        vfmig__json_u64(&j, "bytes_done", done);
+        vfmig__json_u64(&j, "bytes_total", total);
+        vfmig__json_num(&j, "elapsed_ms", elapsed, 1);
+        progress_line_end(&j);
+        funlockfile(stderr);
+    } else if (done >= total) {
+        fprintf(stderr, "\r\033[K");
+    } else {
+        fprintf(stderr, "\rsetup     %s VF %5.1f%% of %8.1f MiB  %7.1f MiB/s\033[K", v->role,
+                total ? 100.0 * (double)done / (double)total : 0, (double)total / 1048576.0,
+                elapsed > 0 ? (double)done / 1048576.0 / (elapsed / 1e3) : 0);
+    }
+    fflush(stderr);
+}
+
 static int vf_create(const opts *o, bool target, cli_vf *vf, char *err, size_t errlen)
 {
     memset(vf, 0, sizeof *vf);
@@ -1063,6 +1189,11 @@ static int vf_create(const opts *o, bool target, cli_vf *vf, char *err, size_t e
     }
     if (!strcmp(kind, "hostmem"))
         c.nranges = 1; /* one region */
+    setup_view view = {.o = o, .role = target ? "target" : "source"};
+    if (o->progress != PROGRESS_NONE) {
+        c.setup_progress = on_setup;
+        c.setup_user = &view;
+    }
     int rc = vfmig_simvf_create(&c, &vf->sim);
     if (rc) {
         snprintf(err, errlen, "cannot create the simulated VF: %s", vfmig_strerror(rc));
@@ -1304,7 +1435,7 @@ static void serve_finished(void *user, const vfmig_incoming *in, vfmig_session *
         print_human(c->o, &r);
     fflush(stdout);
     pthread_mutex_unlock(&c->out_lock);
-    free(r.rounds);
+    report_free(&r);
     vfmig_simvf_destroy(dev_user);
 }
 
