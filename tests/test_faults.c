@@ -557,8 +557,9 @@ static void run_pcase(const pcase *c)
     else
         vfmig_session_get_stats(t.s, &ts);
     fprintf(stderr, "fault: %s\n", rep.hit);
-    fprintf(stderr, "source: %s after %.0f ms, vf %s: %s\n", vfmig_status_name(rc), t_src,
-            vfmig_vf_state_name(ss.vf_state), vfmig_session_last_error(s));
+    fprintf(stderr, "source: %s after %.0f ms, %u rounds (switch: %s), vf %s: %s\n", vfmig_status_name(rc), t_src,
+            ss.rounds, vfmig_switch_reason_name(ss.switch_reason), vfmig_vf_state_name(ss.vf_state),
+            vfmig_session_last_error(s));
     fprintf(stderr, "target: %s after %.0f ms, vf %s: %s\n", vfmig_status_name(t.rc), t_tgt,
             vfmig_vf_state_name(ts.vf_state), t.err);
     if (!rep.fired)
