@@ -282,8 +282,95 @@ static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint6
     free(p.mem);
 }
 
+/* The scan split over threads (contiguous slices of the query's bitmap, 64-page aligned, at
+ * least 1024 pages each): a changed page is never missed, whatever slice or window edge it is
+ * on. One range of 5000 pages (not a multiple of 64), windows that start off the slice grid. */
+static void run_parallel_scan(unsigned threads, int with_view, unsigned samples, uint64_t seed)
+{
+    const uint64_t ps = 4096, np = 5000;
+    plain_dev p = {0};
+    p.range_size = np * ps;
+    p.mem = malloc(2 * p.range_size); /* plain_dev has two ranges; only the first is used */
+    p.ranges[0] = (vfmig_range){0, p.range_size};
+    p.ranges[1] = (vfmig_range){p.range_size, p.range_size};
+    uint64_t rng = seed;
+    for (uint64_t i = 0; i < p.range_size; i += 8) {
+        uint64_t v = t_rand(&rng);
+        memcpy(p.mem + i, &v, 8);
+    }
+    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = &p, .page_size = ps, .nranges = 1, .ranges = p.ranges};
+    vfmig_hashtrack_config hc;
+    vfmig_hashtrack_config_init(&hc);
+    hc.threads = threads;
+    hc.samples = samples;
+    hc.sample_threshold_pct = 0;
+    hc.host_view = with_view ? p.mem : NULL;
+    vfmig_hashtrack *t;
+    ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
+    vfmig_device d;
+    vfmig_hashtrack_device(t, &d);
+    uint8_t *sent = malloc(p.range_size);
+    uint64_t *bm = calloc((np + 63) / 64, 8);
+    ASSERT_OK(d.ops->start_tracking(d.dev));
+    ASSERT_OK(d.ops->read(d.dev, 0, sent, p.range_size));
+    uint64_t changed = 0;
+    for (int round = 0; round < 12; round++) {
+        /* Windows: the whole range, then ones starting off the 64-page grid. */
+        uint64_t first = round % 3 == 0 ? 0 : 1 + t_rand(&rng) % 700, n = np - first - (round % 3 == 2 ? 333 : 0);
+        unsigned slices = threads;
+        if (n / 1024 < slices)
+            slices = (unsigned)(n / 1024);
+        if (slices < 1)
+            slices = 1;
+        /* Pages on each side of every slice edge (as the tracker cuts: word k*words/slices), the
+         * window's first and last, and some at random. */
+        uint64_t words = (n + 63) / 64, pick[64];
+        int npick = 0;
+        for (unsigned k = 1; k < slices; k++) {
+            uint64_t edge = words * k / slices * 64;
+            pick[npick++] = edge - 1;
+            pick[npick++] = edge;
+        }
+        pick[npick++] = 0;
+        pick[npick++] = n - 1;
+        while (npick < 24)
+            pick[npick++] = t_rand(&rng) % n;
+        for (int k = 0; k < npick; k++) {
+            uint64_t g = first + pick[k];
+            changed += (uint64_t)mutate(p.mem + g * ps, sent + g * ps, ps, g, samples ? samples : 4, &rng);
+        }
+        if (round == 11)
+            ASSERT_OK(d.ops->pause(d.dev));
+        /* Every query here scans: a windowed peek keeps no answer, and the only full-range
+         * queries clear (a full peek's answer would be reused by the next clear query). */
+        ASSERT_OK(d.ops->query_dirty(d.dev, 0, first, n, bm, first == 0 || round % 2));
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t g = first + i;
+            int differs = memcmp(p.mem + g * ps, sent + g * ps, ps) != 0;
+            if (bit(bm, i) != differs)
+                T_FAIL("threads %u view %d samples %u round %d window %" PRIu64 "+%" PRIu64 ": page %" PRIu64
+                       " reported %d, differs %d", threads, with_view, samples, round, first, n, g, bit(bm, i), differs);
+            if (bit(bm, i))
+                ASSERT_OK(d.ops->read(d.dev, g * ps, sent + g * ps, ps));
+        }
+    }
+    ASSERT_TRUE(memcmp(sent, p.mem, p.range_size) == 0);
+    ASSERT_TRUE(changed > 100);
+    vfmig_hashtrack_destroy(t);
+    free(bm);
+    free(sent);
+    free(p.mem);
+}
+
 static void test_hashtrack_never_misses(uint64_t seed)
 {
+    /* Split scans: 1 thread (the reference), 2, 3 and 8 (the cap; 4 slices of this window). */
+    static const unsigned threads[] = {1, 2, 3, 8};
+    for (unsigned k = 0; k < 4; k++) {
+        run_parallel_scan(threads[k], 1, 0, seed + 10 + k);
+        run_parallel_scan(threads[k], 0, 0, seed + 20 + k);
+        run_parallel_scan(threads[k], 1, 4, seed + 30 + k);
+    }
     run_never_misses(4096, 1, 4, seed);
     run_never_misses(4096, 0, 4, seed + 1);
     run_never_misses(4096, 1, 0, seed + 2);
@@ -377,6 +464,7 @@ static void run_race(int kind, uint64_t ps, uint32_t nranges, uint64_t pages, ui
         vfmig_hashtrack_config hc;
         vfmig_hashtrack_config_init(&hc);
         hc.host_view = kind == 0 ? vram : NULL;
+        hc.threads = 4; /* a range of 4096+ pages is scanned in 4 slices at once */
         ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
         vfmig_hashtrack_device(t, &d);
     } else {
@@ -437,6 +525,7 @@ static void run_race(int kind, uint64_t ps, uint32_t nranges, uint64_t pages, ui
 static void test_races(uint64_t seed)
 {
     run_race(0, 4096, 2, 3000, seed);
+    run_race(0, 4096, 1, 6000, seed + 5); /* split scans (4 slices) under racing writers */
     run_race(1, 8192, 3, 900, seed + 1);
     run_race(2, 4096, 1, 4000, seed + 2);
     run_race(2, 16384, 1, 500, seed + 3);

@@ -9,10 +9,12 @@
  * collision (2^-64 a page).
  *
  * Cost. A clean page costs the sampled lines plus one full XXH3 (inlined, ~1.05 passes over it);
- * a page whose samples differ costs only the samples. Reads cost one XXH3 of what was read, in
- * the engine's worker threads (overlapped with the transfer). A clear query that follows a peek
- * of the same range reuses the peek's answer (see the header), so the engine's peek-then-fetch
- * round costs one scan, not two.
+ * a page whose samples differ costs only the samples. Without samples (the usual case, and the
+ * final scan's) an in-place scan prefetches pages ahead and runs at the speed of a plain read of
+ * the same memory, split over `threads` contiguous slices: without dirty bits, the floor of the
+ * blackout. Reads cost one XXH3 of what was read, in the engine's worker threads (overlapped with
+ * the transfer). A clear query that follows a peek of the same range reuses the peek's answer (see
+ * the header), so the engine's peek-then-fetch round costs one scan, not two.
  */
 #include "vfmig.h"
 
@@ -42,6 +44,10 @@
 #define HT_MAX_THREADS 8u
 #define HT_CHUNK_BYTES (256u << 10) /* per read when scanning without a host view: fits L2 */
 #define HT_MIN_PAGES_PER_THREAD 1024u
+/* In place, a scan prefetches the page this far ahead of the one it hashes: the hardware
+ * prefetcher stops at 4 KiB boundaries and XXH3 alone keeps too few misses in flight to stream
+ * memory (512 MiB on one core here: 27 ms without, 17 ms with, the speed of a plain read). */
+#define HT_PREFETCH_AHEAD (8u << 10)
 
 typedef uint64_t (*ht_hash_fn)(const void *page, uint64_t ps);
 
@@ -200,6 +206,9 @@ static void *scan_main(void *arg)
         j->rc = VFMIG_ENOMEM;
         return NULL;
     }
+    /* Whole pages ahead only when every page is hashed (no pre-filter): with samples, a page whose
+     * samples differ is never read whole, and its samples are fetched ahead instead. */
+    uint64_t ahead = view && !j->samples ? (HT_PREFETCH_AHEAD + t->ps - 1) >> t->shift : 0;
     for (uint64_t i = j->i0; i < j->i1;) {
         uint64_t n = j->i1 - i < chunk_pages ? j->i1 - i : chunk_pages;
         uint64_t p0 = j->first + i;
@@ -219,6 +228,9 @@ static void *scan_main(void *arg)
              * arrive while this page is hashed (in place they cost ~50% more otherwise). */
             if (j->samples && k + 4 < n)
                 prefetch_samples(src + ((k + 4) << t->shift), t->ps, base_g + p0 + k + 4, j->samples);
+            else if (ahead && i + k + ahead < j->i1)
+                for (uint64_t o = 0; o < t->ps; o += 64)
+                    __builtin_prefetch(src + ((k + ahead) << t->shift) + o);
             if (page_dirty(t, j, base_g + p0 + k, src + (k << t->shift))) {
                 j->bitmap[(i + k) / 64] |= 1ull << ((i + k) % 64);
                 j->dirty++;
