@@ -125,6 +125,26 @@ static uint64_t floor_pass(const uint8_t *mem, uint64_t bytes, uint64_t ps, unsi
     return wall_ns() - t0;
 }
 
+/* A tracker over the simulated VF whose references are set by reading every page through it
+ * once, as round 0 does. */
+static vfmig_hashtrack *tracker_after_round0(vfmig_simvf *sim, const vfmig_hashtrack_config *hc, uint64_t vram,
+                                             vfmig_device *d)
+{
+    vfmig_device inner;
+    vfmig_simvf_device(sim, &inner);
+    vfmig_hashtrack *ht;
+    if (vfmig_hashtrack_create(&inner, hc, &ht))
+        return NULL;
+    vfmig_hashtrack_device(ht, d);
+    d->ops->start_tracking(d->dev);
+    uint64_t chunk = 256u << 10;
+    uint8_t *buf = malloc(chunk);
+    for (uint64_t off = 0; buf && off < vram; off += chunk)
+        d->ops->read(d->dev, d->ranges[0].offset + off, buf, chunk);
+    free(buf);
+    return ht;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t vram = 1024ull << 20, ps = 4096;
@@ -188,24 +208,16 @@ int main(int argc, char **argv)
     printf("\n%-44s %12s %10s %14s %14s\n", "hash tracker scan", "CPU ms/GiB", "wall ms", "plain ms/GiB", "x plain XXH3");
     for (int view = 1; view >= 0; view--) {
         for (unsigned samples = 4; ; samples = 0) {
-            vfmig_device inner;
-            vfmig_simvf_device(sim, &inner);
             vfmig_hashtrack_config hc;
             vfmig_hashtrack_config_init(&hc);
             hc.threads = threads;
             hc.samples = samples;
             hc.sample_threshold_pct = 0; /* measure the pre-filter itself */
             hc.host_view = view ? mem : NULL;
-            vfmig_hashtrack *ht;
-            if (vfmig_hashtrack_create(&inner, &hc, &ht))
-                return 1;
             vfmig_device d;
-            vfmig_hashtrack_device(ht, &d);
-            d.ops->start_tracking(d.dev);
-            uint64_t chunk = 256u << 10;
-            uint8_t *buf = malloc(chunk);
-            for (uint64_t off = 0; off < vram; off += chunk)
-                d.ops->read(d.dev, d.ranges[0].offset + off, buf, chunk);
+            vfmig_hashtrack *ht = tracker_after_round0(sim, &hc, vram, &d);
+            if (!ht)
+                return 1;
             uint64_t *bm = calloc((npages + 63) / 64, 8);
             static const int pcts[] = {0, 10, 50, 100}; /* where the pre-filter starts to pay */
             for (unsigned pi = 0; pi < sizeof pcts / sizeof pcts[0]; pi++) {
@@ -231,7 +243,6 @@ int main(int argc, char **argv)
                        c / pm);
             }
             free(bm);
-            free(buf);
             vfmig_hashtrack_destroy(ht);
             if (samples == 0)
                 break;
@@ -241,21 +252,14 @@ int main(int argc, char **argv)
     /* The blackout's scan against the floor, interleaved rep by rep. The tracker is configured
      * as the CLI's --device hash (defaults, host view); all pages clean, so all are hashed. */
     {
-        vfmig_device inner, d;
-        vfmig_simvf_device(sim, &inner);
         vfmig_hashtrack_config hc;
         vfmig_hashtrack_config_init(&hc);
         hc.threads = threads;
         hc.host_view = mem;
-        vfmig_hashtrack *ht;
-        if (vfmig_hashtrack_create(&inner, &hc, &ht))
+        vfmig_device d;
+        vfmig_hashtrack *ht = tracker_after_round0(sim, &hc, vram, &d);
+        if (!ht)
             return 1;
-        vfmig_hashtrack_device(ht, &d);
-        d.ops->start_tracking(d.dev);
-        uint64_t chunk = 256u << 10;
-        uint8_t *buf = malloc(chunk);
-        for (uint64_t off = 0; off < vram; off += chunk)
-            d.ops->read(d.dev, d.ranges[0].offset + off, buf, chunk);
         uint64_t *bm = calloc((npages + 63) / 64, 8), rd[100], xx[100], scan_ns[100];
         for (int r = 0; r < reps; r++) {
             rd[r] = floor_pass(mem, vram, ps, threads, 0, &sink);
@@ -271,7 +275,6 @@ int main(int argc, char **argv)
         printf("  plain XXH3 pass (tracker's build)      %10.2f %10.1f %12.2f\n", mx / 1e6, (double)vram / mx, mx / mr);
         printf("  tracker scan, all clean (the final)    %10.2f %10.1f %12.2f\n", ms / 1e6, (double)vram / ms, ms / mr);
         free(bm);
-        free(buf);
         vfmig_hashtrack_destroy(ht);
     }
 

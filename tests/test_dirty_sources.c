@@ -151,6 +151,25 @@ static int mutate(uint8_t *pg, const uint8_t *sent, uint64_t ps, uint64_t g, uns
     return memcmp(pg, sent, ps) != 0;
 }
 
+/* A hash tracker over plain_dev's first `nranges` ranges, the pre-filter always on when
+ * `samples` (it is what is under test), in place when with_view. */
+static vfmig_hashtrack *plain_tracker(plain_dev *p, uint32_t nranges, uint64_t ps, unsigned threads, unsigned samples,
+                                      int with_view, vfmig_device *d)
+{
+    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = p, .page_size = ps, .nranges = nranges,
+                          .ranges = p->ranges};
+    vfmig_hashtrack_config hc;
+    vfmig_hashtrack_config_init(&hc);
+    hc.samples = samples;
+    hc.sample_threshold_pct = 0;
+    hc.threads = threads;
+    hc.host_view = with_view ? p->mem : NULL;
+    vfmig_hashtrack *t;
+    ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
+    vfmig_hashtrack_device(t, d);
+    return t;
+}
+
 static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint64_t seed)
 {
     const uint64_t ppr = 300; /* not a multiple of 64 */
@@ -164,17 +183,8 @@ static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint6
         uint64_t v = t_rand(&rng) & (i % 4096 < 1024 ? 0 : ~0ull); /* a quarter of each 4K zero */
         memcpy(p.mem + i, &v, 8);
     }
-    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = &p, .page_size = ps, .nranges = 2, .ranges = p.ranges};
-    vfmig_hashtrack_config hc;
-    vfmig_hashtrack_config_init(&hc);
-    hc.samples = samples;
-    hc.sample_threshold_pct = 0; /* always: the pre-filter is what is under test */
-    hc.threads = 2;
-    hc.host_view = with_view ? p.mem : NULL;
-    vfmig_hashtrack *t;
-    ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
     vfmig_device d;
-    vfmig_hashtrack_device(t, &d);
+    vfmig_hashtrack *t = plain_tracker(&p, 2, ps, 2, samples, with_view, &d);
     ASSERT_TRUE(d.ops->query_dirty != NULL && d.ops->throttle == NULL && d.tracking_cost != NULL);
     uint8_t *sent = calloc(2, p.range_size); /* the target's image: what reads returned */
     uint64_t *bm = calloc((ppr + 63) / 64, 8);
@@ -298,17 +308,8 @@ static void run_parallel_scan(unsigned threads, int with_view, unsigned samples,
         uint64_t v = t_rand(&rng);
         memcpy(p.mem + i, &v, 8);
     }
-    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = &p, .page_size = ps, .nranges = 1, .ranges = p.ranges};
-    vfmig_hashtrack_config hc;
-    vfmig_hashtrack_config_init(&hc);
-    hc.threads = threads;
-    hc.samples = samples;
-    hc.sample_threshold_pct = 0;
-    hc.host_view = with_view ? p.mem : NULL;
-    vfmig_hashtrack *t;
-    ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
     vfmig_device d;
-    vfmig_hashtrack_device(t, &d);
+    vfmig_hashtrack *t = plain_tracker(&p, 1, ps, threads, samples, with_view, &d);
     uint8_t *sent = malloc(p.range_size);
     uint64_t *bm = calloc((np + 63) / 64, 8);
     ASSERT_OK(d.ops->start_tracking(d.dev));
@@ -534,6 +535,31 @@ static void test_races(uint64_t seed)
 /* ------------------------------------------------------------------------------------------ */
 static void exact_pages(int share, vfmig_hostmem_tracker tr);
 
+/* Soft-dirty asked for explicitly over a fresh region: VFMIG_OK (the device says soft-dirty), or
+ * VFMIG_ENOTSUP with `err` naming what the kernel lacks. */
+static int softdirty_probe(char *err, size_t errlen)
+{
+    vfmig_hostmem *h = NULL;
+    vfmig_hostmem_config hc;
+    vfmig_hostmem_config_init(&hc);
+    uint8_t *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_TRUE(m != MAP_FAILED);
+    hc.base = m;
+    hc.size = 1 << 20;
+    hc.tracker = VFMIG_HOSTMEM_SOFT_DIRTY;
+    hc.cb = (vfmig_vf_callbacks){p_ok, p_ok, NULL, NULL, NULL, NULL};
+    int rc = vfmig_hostmem_create(&hc, &h, err, errlen);
+    if (rc) {
+        ASSERT_EQ(rc, VFMIG_ENOTSUP);
+        ASSERT_TRUE(strstr(err, "soft-dirty") != NULL);
+    } else {
+        ASSERT_EQ(vfmig_hostmem_dirty_source(h), VFMIG_DIRTY_SOFT_DIRTY);
+    }
+    vfmig_hostmem_destroy(h);
+    munmap(m, 1 << 20);
+    return rc;
+}
+
 static void test_hostmem_errors(void)
 {
     char err[300];
@@ -577,17 +603,8 @@ static void test_hostmem_errors(void)
         vfmig_hostmem_destroy(h);
     }
     /* Soft-dirty asked for explicitly: works, or says what the kernel lacks. */
-    hc.base = m;
-    hc.tracker = VFMIG_HOSTMEM_SOFT_DIRTY;
-    rc = vfmig_hostmem_create(&hc, &h, err, sizeof err);
-    if (rc) {
-        ASSERT_EQ(rc, VFMIG_ENOTSUP);
-        ASSERT_TRUE(strstr(err, "soft-dirty") != NULL);
+    if (softdirty_probe(err, sizeof err))
         fprintf(stderr, "soft-dirty: %s\n", err);
-    } else {
-        ASSERT_EQ(vfmig_hostmem_dirty_source(h), VFMIG_DIRTY_SOFT_DIRTY);
-        vfmig_hostmem_destroy(h);
-    }
     munmap(m, 1 << 20);
     /* Exact pages on private and on shared anonymous memory. */
     exact_pages(MAP_PRIVATE, VFMIG_HOSTMEM_AUTO);
@@ -776,21 +793,7 @@ static void run_migration(int kind, uint64_t seed)
 static int test_softdirty(const char *part, uint64_t seed)
 {
     char err[300];
-    vfmig_hostmem *h;
-    vfmig_hostmem_config hc;
-    vfmig_hostmem_config_init(&hc);
-    uint8_t *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ASSERT_TRUE(m != MAP_FAILED);
-    hc.base = m;
-    hc.size = 1 << 20;
-    hc.tracker = VFMIG_HOSTMEM_SOFT_DIRTY;
-    hc.cb = (vfmig_vf_callbacks){p_ok, p_ok, NULL, NULL, NULL, NULL};
-    int rc = vfmig_hostmem_create(&hc, &h, err, sizeof err);
-    vfmig_hostmem_destroy(h);
-    munmap(m, 1 << 20);
-    if (rc) {
-        ASSERT_EQ(rc, VFMIG_ENOTSUP);
-        ASSERT_TRUE(strstr(err, "soft-dirty") != NULL);
+    if (softdirty_probe(err, sizeof err)) {
         const char *req = getenv("VFMIG_TEST_REQUIRE_SOFT_DIRTY");
         if (req && !strcmp(req, "1"))
             T_FAIL("soft-dirty required (VFMIG_TEST_REQUIRE_SOFT_DIRTY=1) but not on this kernel: %s", err);
