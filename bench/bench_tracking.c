@@ -10,7 +10,7 @@
  * and GB/s beside a plain read of the same bytes and a plain XXH3 pass over them, both split over
  * the same --threads as the scan; no scan can beat the read.
  *
- *   bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]
+ *   bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N] [--rewrite]
  */
 #include "vfmig_sim.h"
 
@@ -57,16 +57,22 @@ static int nop(void *u)
     return 0;
 }
 
-/* Dirties `n` pages spread over the region (one 8-byte store each, at a varying offset). */
+/* --rewrite: dirty pages are rewritten whole (every word: the pre-filter's best case, its samples
+ * always differ) instead of by one 8-byte store at a varying offset (its worst: they seldom do). */
+static int rewrite_whole;
+
+/* Dirties `n` pages spread over the region. */
 static void dirty_pages(uint8_t *mem, uint64_t npages, uint64_t ps, uint64_t n, uint64_t salt)
 {
     for (uint64_t i = 0; i < n; i++) {
         uint64_t g = n >= npages ? i : (i * (npages / n) + salt % (npages / n));
         uint64_t off = ((g * 2654435761u + salt) % (ps / 8)) * 8;
-        uint64_t v;
-        memcpy(&v, mem + g * ps + off, 8);
-        v ^= 0x5a5a5a5a5a5a5a5aull + salt;
-        memcpy(mem + g * ps + off, &v, 8);
+        for (uint64_t w = rewrite_whole ? 0 : off; w < (rewrite_whole ? ps : off + 8); w += 8) {
+            uint64_t v;
+            memcpy(&v, mem + g * ps + w, 8);
+            v ^= 0x5a5a5a5a5a5a5a5aull + salt;
+            memcpy(mem + g * ps + w, &v, 8);
+        }
     }
 }
 
@@ -150,8 +156,14 @@ int main(int argc, char **argv)
     uint64_t vram = 1024ull << 20, ps = 4096;
     int reps = 5;
     unsigned threads = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--vram"))
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--rewrite")) {
+            rewrite_whole = 1;
+            i--;
+        } else if (i + 1 >= argc) {
+            fprintf(stderr, "bench_tracking: %s needs a value\n", argv[i]);
+            return 2;
+        } else if (!strcmp(argv[i], "--vram"))
             vram = strtoull(argv[i + 1], NULL, 10) << 20;
         else if (!strcmp(argv[i], "--page"))
             ps = strtoull(argv[i + 1], NULL, 10) << 10;
@@ -160,7 +172,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads"))
             threads = (unsigned)atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]\n");
+            fprintf(stderr, "usage: bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N] [--rewrite]\n");
             return 2;
         }
     }
@@ -178,8 +190,9 @@ int main(int argc, char **argv)
     uint64_t size, npages = vram / ps;
     uint8_t *mem = (uint8_t *)vfmig_simvf_vram(sim, &size);
     double gib = (double)vram / (double)(1ull << 30);
-    printf("memory %llu MiB, %llu KiB pages, content mix, %d reps (median), scan threads %u\n",
-           (unsigned long long)(vram >> 20), (unsigned long long)(ps >> 10), reps, threads);
+    printf("memory %llu MiB, %llu KiB pages, content mix, %d reps (median), scan threads %u, dirty pages %s\n",
+           (unsigned long long)(vram >> 20), (unsigned long long)(ps >> 10), reps, threads,
+           rewrite_whole ? "rewritten whole" : "one 8-byte store each");
 
     /* Plain XXH3 passes. */
     uint64_t t[100], sink = 0;

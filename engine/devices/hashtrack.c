@@ -69,6 +69,7 @@ struct vfmig_hashtrack {
     uint64_t range_scan_ns[VFMIG_MAX_RANGES];
     double range_dirty_frac[VFMIG_MAX_RANGES]; /* of the range's latest scan; 0 before any */
     int paused;               /* session thread only */
+    int inplace;              /* scans hash cfg.host_view (not under TSan, see HT_NO_INPLACE) */
     unsigned threads;
     ht_hash_fn hash_fn;
 
@@ -194,10 +195,8 @@ static void *scan_main(void *arg)
     const vfmig_range *rg = &t->ranges[j->range];
     uint64_t base_g = t->range_first[j->range];
     const uint8_t *view = NULL;
-#ifndef HT_NO_INPLACE
-    if (t->cfg.host_view)
-        view = t->cfg.host_view + ((base_g) << t->shift);
-#endif
+    if (t->inplace)
+        view = t->cfg.host_view + (base_g << t->shift);
     uint8_t *buf = NULL;
     uint64_t chunk_pages = HT_CHUNK_BYTES >> t->shift;
     if (chunk_pages == 0)
@@ -255,10 +254,13 @@ static int scan(vfmig_hashtrack *t, uint32_t r, uint64_t first, uint64_t npages,
     scan_job jobs[HT_MAX_THREADS];
     uint64_t words = (npages + 63) / 64;
     /* The pre-filter saves the hash of a page whose samples changed and costs the samples on
-     * every other page (10-30% of a hash, as extra misses): it pays only where many pages are
-     * dirty, so it runs when the range's previous scan found at least sample_threshold_pct % of
-     * it dirty. Either way a page whose samples match is hashed in full. */
-    unsigned samples = t->cfg.samples && t->range_dirty_frac[r] * 100.0 >= (double)t->cfg.sample_threshold_pct
+     * every other page (scattered misses). Through read() it pays from about half the range
+     * dirty (pages rewritten whole, bench_tracking --rewrite), so it runs where the previous scan
+     * found at least sample_threshold_pct % dirty. In place it never paid, up to 100% dirty: the
+     * direct scan streams at a read's speed (prefetch), the samples do not; there it runs only
+     * when asked always (0). Either way a page whose samples match is hashed in full. */
+    unsigned thr = t->cfg.sample_threshold_pct;
+    unsigned samples = t->cfg.samples && (thr == 0 || (!t->inplace && t->range_dirty_frac[r] * 100.0 >= (double)thr))
                            ? t->cfg.samples
                            : 0;
     for (unsigned k = 0; k < n; k++) {
@@ -531,7 +533,7 @@ void vfmig_hashtrack_config_init(vfmig_hashtrack_config *cfg)
         return;
     memset(cfg, 0, sizeof *cfg);
     cfg->samples = 4;
-    cfg->sample_threshold_pct = 12;
+    cfg->sample_threshold_pct = 50;
 }
 
 int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_config *cfg, vfmig_hashtrack **out)
@@ -564,6 +566,9 @@ int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_conf
     memcpy(t->ranges, inner->ranges, inner->nranges * sizeof(vfmig_range));
     t->inner.ranges = t->ranges;
     t->cfg = c;
+#ifndef HT_NO_INPLACE
+    t->inplace = c.host_view != NULL;
+#endif
     t->ps = ps;
     t->shift = (unsigned)__builtin_ctzll(ps);
     for (uint32_t r = 0; r < inner->nranges; r++) {
@@ -573,8 +578,7 @@ int vfmig_hashtrack_create(const vfmig_device *inner, const vfmig_hashtrack_conf
         }
         t->range_first[r] = t->npages;
         t->range_pages[r] = t->ranges[r].size >> t->shift;
-        /* The first scan hashes directly: in place that streams at a read's speed, which the
-         * pre-filter only beats where most pages are dirty (measured, bench_tracking). */
+        /* Nothing measured yet: the first scan hashes directly (see scan()). */
         t->range_dirty_frac[r] = 0.0;
         t->npages += t->range_pages[r];
     }
