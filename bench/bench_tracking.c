@@ -6,8 +6,11 @@
  *   uffd-wp       scan-and-re-protect (PAGEMAP_SCAN) time with 0, 100, 10k and all pages dirty;
  *   soft-dirty    the same with pagemap + clear_refs.
  * Single-threaded scans unless --threads says otherwise, so CPU and wall compare directly.
+ * The floor: the blackout's scan (in place, every page clean, so every page hashed) in wall time
+ * and GB/s beside a plain read of the same bytes and a plain XXH3 pass over them, both split over
+ * the same --threads as the scan; no scan can beat the read.
  *
- *   bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]
+ *   bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N] [--rewrite]
  */
 #include "vfmig_sim.h"
 
@@ -15,6 +18,7 @@
 
 #include <xxhash.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,17 +57,98 @@ static int nop(void *u)
     return 0;
 }
 
-/* Dirties `n` pages spread over the region (one 8-byte store each, at a varying offset). */
+/* --rewrite: dirty pages are rewritten whole (every word: the pre-filter's best case, its samples
+ * always differ) instead of by one 8-byte store at a varying offset (its worst: they seldom do). */
+static int rewrite_whole;
+
+/* Dirties `n` pages spread over the region. */
 static void dirty_pages(uint8_t *mem, uint64_t npages, uint64_t ps, uint64_t n, uint64_t salt)
 {
     for (uint64_t i = 0; i < n; i++) {
         uint64_t g = n >= npages ? i : (i * (npages / n) + salt % (npages / n));
         uint64_t off = ((g * 2654435761u + salt) % (ps / 8)) * 8;
-        uint64_t v;
-        memcpy(&v, mem + g * ps + off, 8);
-        v ^= 0x5a5a5a5a5a5a5a5aull + salt;
-        memcpy(mem + g * ps + off, &v, 8);
+        for (uint64_t w = rewrite_whole ? 0 : off; w < (rewrite_whole ? ps : off + 8); w += 8) {
+            uint64_t v;
+            memcpy(&v, mem + g * ps + w, 8);
+            v ^= 0x5a5a5a5a5a5a5a5aull + salt;
+            memcpy(mem + g * ps + w, &v, 8);
+        }
     }
+}
+
+/* One slice of a floor pass: every 8-byte word read (four XOR chains; the compiler vectorizes
+ * them; lines fetched 8 KiB ahead, as the tracker does, which the read needs too on one core), or
+ * every page hashed with the tracker's XXH3 (plainly: no prefetch). */
+typedef struct pass_job {
+    const uint8_t *p;
+    uint64_t bytes, ps, sink;
+    int hash;
+    pthread_t tid;
+} pass_job;
+
+static void *pass_main(void *arg)
+{
+    pass_job *j = arg;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    if (j->hash) {
+        for (uint64_t o = 0; o < j->bytes; o += j->ps)
+            a ^= vfmig__ht_page_hash(j->p + o, j->ps);
+    } else {
+        for (uint64_t o = 0; o + 32 <= j->bytes; o += 32) {
+            if (o % 64 == 0 && o + (8u << 10) < j->bytes)
+                __builtin_prefetch(j->p + o + (8u << 10));
+            uint64_t w[4];
+            memcpy(w, j->p + o, 32);
+            a ^= w[0];
+            b ^= w[1];
+            c ^= w[2];
+            d ^= w[3];
+        }
+    }
+    j->sink = a ^ b ^ c ^ d;
+    return NULL;
+}
+
+/* Wall ns of one pass over mem split into `threads` page-aligned slices, as the scan splits it. */
+static uint64_t floor_pass(const uint8_t *mem, uint64_t bytes, uint64_t ps, unsigned threads, int hash, uint64_t *sink)
+{
+    pass_job j[64];
+    if (threads < 1 || threads > 64)
+        threads = 1;
+    uint64_t pages = bytes / ps, t0 = wall_ns();
+    for (unsigned k = 0; k < threads; k++) {
+        uint64_t p0 = pages * k / threads, p1 = pages * (k + 1) / threads;
+        j[k] = (pass_job){.p = mem + p0 * ps, .bytes = (p1 - p0) * ps, .ps = ps, .hash = hash};
+        if (k && pthread_create(&j[k].tid, NULL, pass_main, &j[k]))
+            pass_main(&j[k]), j[k].tid = 0;
+    }
+    pass_main(&j[0]);
+    for (unsigned k = 0; k < threads; k++) {
+        if (k && j[k].tid)
+            pthread_join(j[k].tid, NULL);
+        *sink ^= j[k].sink;
+    }
+    return wall_ns() - t0;
+}
+
+/* A tracker over the simulated VF whose references are set by reading every page through it
+ * once, as round 0 does. */
+static vfmig_hashtrack *tracker_after_round0(vfmig_simvf *sim, const vfmig_hashtrack_config *hc, uint64_t vram,
+                                             vfmig_device *d)
+{
+    vfmig_device inner;
+    vfmig_simvf_device(sim, &inner);
+    vfmig_hashtrack *ht;
+    if (vfmig_hashtrack_create(&inner, hc, &ht))
+        return NULL;
+    vfmig_hashtrack_device(ht, d);
+    d->ops->start_tracking(d->dev);
+    uint64_t chunk = 256u << 10;
+    uint8_t *buf = malloc(chunk);
+    for (uint64_t off = 0; buf && off < vram; off += chunk)
+        d->ops->read(d->dev, d->ranges[0].offset + off, buf, chunk);
+    free(buf);
+    return ht;
 }
 
 int main(int argc, char **argv)
@@ -71,8 +156,14 @@ int main(int argc, char **argv)
     uint64_t vram = 1024ull << 20, ps = 4096;
     int reps = 5;
     unsigned threads = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--vram"))
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--rewrite")) {
+            rewrite_whole = 1;
+            i--;
+        } else if (i + 1 >= argc) {
+            fprintf(stderr, "bench_tracking: %s needs a value\n", argv[i]);
+            return 2;
+        } else if (!strcmp(argv[i], "--vram"))
             vram = strtoull(argv[i + 1], NULL, 10) << 20;
         else if (!strcmp(argv[i], "--page"))
             ps = strtoull(argv[i + 1], NULL, 10) << 10;
@@ -81,7 +172,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads"))
             threads = (unsigned)atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N]\n");
+            fprintf(stderr, "usage: bench_tracking [--vram MiB] [--page KiB] [--reps N] [--threads N] [--rewrite]\n");
             return 2;
         }
     }
@@ -99,8 +190,9 @@ int main(int argc, char **argv)
     uint64_t size, npages = vram / ps;
     uint8_t *mem = (uint8_t *)vfmig_simvf_vram(sim, &size);
     double gib = (double)vram / (double)(1ull << 30);
-    printf("memory %llu MiB, %llu KiB pages, content mix, %d reps (median), scan threads %u\n",
-           (unsigned long long)(vram >> 20), (unsigned long long)(ps >> 10), reps, threads);
+    printf("memory %llu MiB, %llu KiB pages, content mix, %d reps (median), scan threads %u, dirty pages %s\n",
+           (unsigned long long)(vram >> 20), (unsigned long long)(ps >> 10), reps, threads,
+           rewrite_whole ? "rewritten whole" : "one 8-byte store each");
 
     /* Plain XXH3 passes. */
     uint64_t t[100], sink = 0;
@@ -129,26 +221,20 @@ int main(int argc, char **argv)
     printf("\n%-44s %12s %10s %14s %14s\n", "hash tracker scan", "CPU ms/GiB", "wall ms", "plain ms/GiB", "x plain XXH3");
     for (int view = 1; view >= 0; view--) {
         for (unsigned samples = 4; ; samples = 0) {
-            vfmig_device inner;
-            vfmig_simvf_device(sim, &inner);
             vfmig_hashtrack_config hc;
             vfmig_hashtrack_config_init(&hc);
             hc.threads = threads;
             hc.samples = samples;
             hc.sample_threshold_pct = 0; /* measure the pre-filter itself */
             hc.host_view = view ? mem : NULL;
-            vfmig_hashtrack *ht;
-            if (vfmig_hashtrack_create(&inner, &hc, &ht))
-                return 1;
             vfmig_device d;
-            vfmig_hashtrack_device(ht, &d);
-            d.ops->start_tracking(d.dev);
-            uint64_t chunk = 256u << 10;
-            uint8_t *buf = malloc(chunk);
-            for (uint64_t off = 0; off < vram; off += chunk)
-                d.ops->read(d.dev, d.ranges[0].offset + off, buf, chunk);
+            vfmig_hashtrack *ht = tracker_after_round0(sim, &hc, vram, &d);
+            if (!ht)
+                return 1;
             uint64_t *bm = calloc((npages + 63) / 64, 8);
-            for (int pct = 0; pct <= 10; pct += 10) {
+            static const int pcts[] = {0, 10, 50, 100}; /* where the pre-filter starts to pay */
+            for (unsigned pi = 0; pi < sizeof pcts / sizeof pcts[0]; pi++) {
+                int pct = pcts[pi];
                 uint64_t cpu[100], wall[100], pl[100];
                 for (int r = 0; r < reps; r++) {
                     uint64_t c0 = cpu_ns();
@@ -170,11 +256,39 @@ int main(int argc, char **argv)
                        c / pm);
             }
             free(bm);
-            free(buf);
             vfmig_hashtrack_destroy(ht);
             if (samples == 0)
                 break;
         }
+    }
+
+    /* The blackout's scan against the floor, interleaved rep by rep. The tracker is configured
+     * as the CLI's --device hash (defaults, host view); all pages clean, so all are hashed. */
+    {
+        vfmig_hashtrack_config hc;
+        vfmig_hashtrack_config_init(&hc);
+        hc.threads = threads;
+        hc.host_view = mem;
+        vfmig_device d;
+        vfmig_hashtrack *ht = tracker_after_round0(sim, &hc, vram, &d);
+        if (!ht)
+            return 1;
+        uint64_t *bm = calloc((npages + 63) / 64, 8), rd[100], xx[100], scan_ns[100];
+        for (int r = 0; r < reps; r++) {
+            rd[r] = floor_pass(mem, vram, ps, threads, 0, &sink);
+            xx[r] = floor_pass(mem, vram, ps, threads, 1, &sink);
+            d.ops->query_dirty(d.dev, 0, 0, npages, bm, 1);
+            vfmig_tracking_stats st;
+            vfmig_hashtrack_get_stats(ht, &st);
+            scan_ns[r] = st.last_ns;
+        }
+        double mr = (double)median(rd, reps), mx = (double)median(xx, reps), ms = (double)median(scan_ns, reps);
+        printf("\nfloor, %u thread(s), wall (median)     %10s %10s %12s\n", threads, "ms", "GB/s", "x read");
+        printf("  plain read of every byte               %10.2f %10.1f %12.2f\n", mr / 1e6, (double)vram / mr, 1.0);
+        printf("  plain XXH3 pass (tracker's build)      %10.2f %10.1f %12.2f\n", mx / 1e6, (double)vram / mx, mx / mr);
+        printf("  tracker scan, all clean (the final)    %10.2f %10.1f %12.2f\n", ms / 1e6, (double)vram / ms, ms / mr);
+        free(bm);
+        vfmig_hashtrack_destroy(ht);
     }
 
     /* Kernel trackers on an anonymous region of the same size. */

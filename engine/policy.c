@@ -91,13 +91,18 @@ vfmig_policy_decision vfmig__policy_after_round(vfmig_policy *p, const vfmig_pol
 {
     vfmig_policy_decision d = {VFMIG_POLICY_CONTINUE, VFMIG_SWITCH_NONE, 0, {0}, p->throttle};
     learn(p, r);
-    d.stages = vfmig__policy_predict(p, r->pending_pages);
+    /* A scanning device: pages written while its last scan ran, after the scan had passed them
+     * (half its length on average), are not in pending_pages but will be in the final pass. */
+    double scan_ms = (double)r->scan_ns / 1e6;
+    uint64_t during_scan = p->dirty_rate > 0 && r->page_size ? (uint64_t)(p->dirty_rate * scan_ms / 2e3 / (double)r->page_size) : 0;
+    d.stages = vfmig__policy_predict(p, r->pending_pages + during_scan);
     d.predicted_ms = d.stages.total_ms;
 
     /* Round 0 sends everything, so "shrinking" is only judged between dirty rounds. */
     bool stalled = r->round > 0 && !r->warming && (double)r->pending_pages > POLICY_PROGRESS * (double)p->prev_pending;
     p->stalled_rounds = stalled ? p->stalled_rounds + 1 : 0;
-    bool shrinking = r->round == 0 || r->warming || (double)r->pending_pages < POLICY_HALVING * (double)p->prev_pending;
+    bool halved = r->round == 0 || (double)r->pending_pages < POLICY_HALVING * (double)p->prev_pending;
+    bool shrinking = halved || r->warming;
     p->prev_pending = r->pending_pages;
     bool at_limit = r->round + 1 >= p->cfg.max_rounds || r->precopy_ns >= p->cfg.max_precopy_ns;
     bool fits = d.predicted_ms <= p->cfg.budget_ms;
@@ -110,9 +115,13 @@ vfmig_policy_decision vfmig__policy_after_round(vfmig_policy *p, const vfmig_pol
     if (fits) {
         /* Fitting the budget is enough to switch, but while rounds still shrink the dirty set fast
          * one more round is cheap and the blackout gets shorter still: keep going as long as the
-         * final pass (not fixed cost) dominates the predicted blackout. */
-        bool worth_a_round = shrinking && d.stages.pages_ms > d.stages.fixed_ms && r->round + 2 < p->cfg.max_rounds &&
-                             r->precopy_ns < p->cfg.max_precopy_ns;
+         * final pass (not fixed cost) dominates the predicted blackout. A device's scan is left
+         * out of that fixed cost (no round moves it, so it makes a round no less worth it), but
+         * then only while rounds really halve the dirty set: each of them scans too, and what is
+         * written during one is a floor that more rounds do not lower. */
+        bool worth_a_round = ((shrinking && d.stages.pages_ms > d.stages.fixed_ms) ||
+                              (scan_ms > 0 && halved && d.stages.pages_ms > d.stages.fixed_ms - scan_ms)) &&
+                             r->round + 2 < p->cfg.max_rounds && r->precopy_ns < p->cfg.max_precopy_ns;
         if (!worth_a_round) {
             d.action = VFMIG_POLICY_SWITCH;
             d.reason = at_limit ? (r->round + 1 >= p->cfg.max_rounds ? VFMIG_SWITCH_MAX_ROUNDS : VFMIG_SWITCH_MAX_TIME)

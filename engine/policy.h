@@ -79,6 +79,8 @@ typedef struct vfmig_policy_round {
     uint64_t pending_pages;   /* dirty now, to be sent by the next round or the blackout */
     uint64_t page_size;
     uint64_t query_ns;        /* time the last dirty query took */
+    uint64_t scan_ns;         /* of it, a scan of all VRAM the device repeats in the blackout (a
+                                 device without dirty bits: vfmig_device.tracking_cost); 0 = none */
     uint64_t since_query_ns;  /* time over which pending pages were dirtied */
     uint64_t precopy_ns;      /* pre-copy so far */
     int warming;              /* the round filled the delta cache more than it used it: the next

@@ -315,7 +315,7 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         vfmig_policy_round in = {
             .round = round, .pages = rs.dirty_pages, .wire_bytes = rs.bytes_wire, .round_ns = rs.duration_ns,
             .src_cpu_ns = rs.cpu_ns, .dst_cpu_ns = rs.peer_cpu_ns, .pending_pages = pending,
-            .page_size = s->page_size, .query_ns = final_query_ns, .since_query_ns = now - t_query,
+            .page_size = s->page_size, .query_ns = final_query_ns, .scan_ns = track_ns, .since_query_ns = now - t_query,
             .precopy_ns = now - t_start,
             /* Mostly raw after round 0 with a delta cache: those copies make the next round a
              * delta round, which is what a final pass of the same pages would be too. And a

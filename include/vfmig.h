@@ -599,7 +599,8 @@ typedef struct vfmig_vf_callbacks {
  * pre-filter compares a few cache lines of each page first: a page whose samples differ is dirty
  * without hashing the rest; one whose samples match is hashed in full, so a changed page is never
  * missed (a write that puts back exactly the bytes that were sent is, rightly, not reported). The
- * pre-filter runs where it pays, on ranges the previous scan found largely dirty.
+ * pre-filter runs where it pays: on ranges the previous scan found largely dirty, read through
+ * the device's read op.
  * A query with clear == 0 scans and keeps its answer; the next clear query of the same range, if
  * the VF has not been paused since, returns that answer without a second scan (writes between
  * the two stay different from what was sent and are found by the next scan; every query made
@@ -610,9 +611,11 @@ typedef struct vfmig_hashtrack_config {
     uint32_t threads;        /* scan threads; 0 = one per CPU, up to 8 (default) */
     uint32_t samples;        /* cache lines sampled per page before hashing it; 0 = no pre-filter;
                                 default 4 */
-    uint32_t sample_threshold_pct; /* the pre-filter runs on a range whose previous scan found at
-                                least this % of it dirty (elsewhere the samples cost more than the
-                                hashes they save); 0 = always; default 12 */
+    uint32_t sample_threshold_pct; /* through the read op, the pre-filter runs on a range whose
+                                previous scan found at least this % of it dirty (below, the samples
+                                cost more than the hashes they save); in place (host_view) only
+                                when 0: a direct scan there streams at the memory's read speed,
+                                which scattered samples do not beat; 0 = always; default 50 */
     /* Optional host view of the device memory: the ranges back to back, like vfmig_simvf_vram.
      * With it, scans hash memory in place; without, they read it through the device's read op in
      * chunks. Must stay valid while the tracker lives. */

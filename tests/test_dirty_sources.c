@@ -6,8 +6,11 @@
  *   - the hash tracker and the userfaultfd tracker under racing writers never lose a write (the
  *     simulated VF's workload, its own bits hidden; rounds copy what the tracker reports);
  *   - a live migration over loopback through each (hash, hostmem) is verified byte for byte;
- *   - soft-dirty: used where the kernel has it, a clear error where it does not, and one where a
- *     region cannot be tracked at all.
+ *   - soft-dirty (part "softdirty", tracker forced by the config's `tracker` field): exact pages,
+ *     racing writers and a live migration verified byte for byte where the kernel has it; where it
+ *     does not, the clear error and a skip (77), or a failure when VFMIG_TEST_REQUIRE_SOFT_DIRTY=1
+ *     (tests/rdma-vm runs it so in a kernel that has it); and a clear error where a region cannot
+ *     be tracked at all.
  */
 #include "engine/devices/hashtrack_priv.h"
 #include "engine/devices/pagehash.h"
@@ -148,6 +151,25 @@ static int mutate(uint8_t *pg, const uint8_t *sent, uint64_t ps, uint64_t g, uns
     return memcmp(pg, sent, ps) != 0;
 }
 
+/* A hash tracker over plain_dev's first `nranges` ranges, the pre-filter always on when
+ * `samples` (it is what is under test), in place when with_view. */
+static vfmig_hashtrack *plain_tracker(plain_dev *p, uint32_t nranges, uint64_t ps, unsigned threads, unsigned samples,
+                                      int with_view, vfmig_device *d)
+{
+    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = p, .page_size = ps, .nranges = nranges,
+                          .ranges = p->ranges};
+    vfmig_hashtrack_config hc;
+    vfmig_hashtrack_config_init(&hc);
+    hc.samples = samples;
+    hc.sample_threshold_pct = 0;
+    hc.threads = threads;
+    hc.host_view = with_view ? p->mem : NULL;
+    vfmig_hashtrack *t;
+    ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
+    vfmig_hashtrack_device(t, d);
+    return t;
+}
+
 static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint64_t seed)
 {
     const uint64_t ppr = 300; /* not a multiple of 64 */
@@ -161,17 +183,8 @@ static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint6
         uint64_t v = t_rand(&rng) & (i % 4096 < 1024 ? 0 : ~0ull); /* a quarter of each 4K zero */
         memcpy(p.mem + i, &v, 8);
     }
-    vfmig_device inner = {VFMIG_DEVICE_SIZES, .ops = &plain_ops, .dev = &p, .page_size = ps, .nranges = 2, .ranges = p.ranges};
-    vfmig_hashtrack_config hc;
-    vfmig_hashtrack_config_init(&hc);
-    hc.samples = samples;
-    hc.sample_threshold_pct = 0; /* always: the pre-filter is what is under test */
-    hc.threads = 2;
-    hc.host_view = with_view ? p.mem : NULL;
-    vfmig_hashtrack *t;
-    ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
     vfmig_device d;
-    vfmig_hashtrack_device(t, &d);
+    vfmig_hashtrack *t = plain_tracker(&p, 2, ps, 2, samples, with_view, &d);
     ASSERT_TRUE(d.ops->query_dirty != NULL && d.ops->throttle == NULL && d.tracking_cost != NULL);
     uint8_t *sent = calloc(2, p.range_size); /* the target's image: what reads returned */
     uint64_t *bm = calloc((ppr + 63) / 64, 8);
@@ -279,8 +292,86 @@ static void run_never_misses(uint64_t ps, int with_view, unsigned samples, uint6
     free(p.mem);
 }
 
+/* The scan split over threads (contiguous slices of the query's bitmap, 64-page aligned, at
+ * least 1024 pages each): a changed page is never missed, whatever slice or window edge it is
+ * on. One range of 5000 pages (not a multiple of 64), windows that start off the slice grid. */
+static void run_parallel_scan(unsigned threads, int with_view, unsigned samples, uint64_t seed)
+{
+    const uint64_t ps = 4096, np = 5000;
+    plain_dev p = {0};
+    p.range_size = np * ps;
+    p.mem = malloc(2 * p.range_size); /* plain_dev has two ranges; only the first is used */
+    p.ranges[0] = (vfmig_range){0, p.range_size};
+    p.ranges[1] = (vfmig_range){p.range_size, p.range_size};
+    uint64_t rng = seed;
+    for (uint64_t i = 0; i < p.range_size; i += 8) {
+        uint64_t v = t_rand(&rng);
+        memcpy(p.mem + i, &v, 8);
+    }
+    vfmig_device d;
+    vfmig_hashtrack *t = plain_tracker(&p, 1, ps, threads, samples, with_view, &d);
+    uint8_t *sent = malloc(p.range_size);
+    uint64_t *bm = calloc((np + 63) / 64, 8);
+    ASSERT_OK(d.ops->start_tracking(d.dev));
+    ASSERT_OK(d.ops->read(d.dev, 0, sent, p.range_size));
+    uint64_t changed = 0;
+    for (int round = 0; round < 12; round++) {
+        /* Windows: the whole range, then ones starting off the 64-page grid. */
+        uint64_t first = round % 3 == 0 ? 0 : 1 + t_rand(&rng) % 700, n = np - first - (round % 3 == 2 ? 333 : 0);
+        unsigned slices = threads;
+        if (n / 1024 < slices)
+            slices = (unsigned)(n / 1024);
+        if (slices < 1)
+            slices = 1;
+        /* Pages on each side of every slice edge (as the tracker cuts: word k*words/slices), the
+         * window's first and last, and some at random. */
+        uint64_t words = (n + 63) / 64, pick[64];
+        int npick = 0;
+        for (unsigned k = 1; k < slices; k++) {
+            uint64_t edge = words * k / slices * 64;
+            pick[npick++] = edge - 1;
+            pick[npick++] = edge;
+        }
+        pick[npick++] = 0;
+        pick[npick++] = n - 1;
+        while (npick < 24)
+            pick[npick++] = t_rand(&rng) % n;
+        for (int k = 0; k < npick; k++) {
+            uint64_t g = first + pick[k];
+            changed += (uint64_t)mutate(p.mem + g * ps, sent + g * ps, ps, g, samples ? samples : 4, &rng);
+        }
+        if (round == 11)
+            ASSERT_OK(d.ops->pause(d.dev));
+        /* Every query here scans: a windowed peek keeps no answer, and the only full-range
+         * queries clear (a full peek's answer would be reused by the next clear query). */
+        ASSERT_OK(d.ops->query_dirty(d.dev, 0, first, n, bm, first == 0 || round % 2));
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t g = first + i;
+            int differs = memcmp(p.mem + g * ps, sent + g * ps, ps) != 0;
+            if (bit(bm, i) != differs)
+                T_FAIL("threads %u view %d samples %u round %d window %" PRIu64 "+%" PRIu64 ": page %" PRIu64
+                       " reported %d, differs %d", threads, with_view, samples, round, first, n, g, bit(bm, i), differs);
+            if (bit(bm, i))
+                ASSERT_OK(d.ops->read(d.dev, g * ps, sent + g * ps, ps));
+        }
+    }
+    ASSERT_TRUE(memcmp(sent, p.mem, p.range_size) == 0);
+    ASSERT_TRUE(changed > 100);
+    vfmig_hashtrack_destroy(t);
+    free(bm);
+    free(sent);
+    free(p.mem);
+}
+
 static void test_hashtrack_never_misses(uint64_t seed)
 {
+    /* Split scans: 1 thread (the reference), 2, 3 and 8 (the cap; 4 slices of this window). */
+    static const unsigned threads[] = {1, 2, 3, 8};
+    for (unsigned k = 0; k < 4; k++) {
+        run_parallel_scan(threads[k], 1, 0, seed + 10 + k);
+        run_parallel_scan(threads[k], 0, 0, seed + 20 + k);
+        run_parallel_scan(threads[k], 1, 4, seed + 30 + k);
+    }
     run_never_misses(4096, 1, 4, seed);
     run_never_misses(4096, 0, 4, seed + 1);
     run_never_misses(4096, 1, 0, seed + 2);
@@ -374,18 +465,13 @@ static void run_race(int kind, uint64_t ps, uint32_t nranges, uint64_t pages, ui
         vfmig_hashtrack_config hc;
         vfmig_hashtrack_config_init(&hc);
         hc.host_view = kind == 0 ? vram : NULL;
+        hc.threads = 4; /* a range of 4096+ pages is scanned in 4 slices at once */
         ASSERT_OK(vfmig_hashtrack_create(&inner, &hc, &t));
         vfmig_hashtrack_device(t, &d);
     } else {
         char err[300];
         int rc;
         h = hostmem_over(s, ps, kind == 2 ? VFMIG_HOSTMEM_UFFD_WP : VFMIG_HOSTMEM_SOFT_DIRTY, err, sizeof err, &rc);
-        if (rc == VFMIG_ENOTSUP && kind == 3) {
-            fprintf(stderr, "soft-dirty race: not on this kernel (%s)\n", err);
-            ASSERT_TRUE(strstr(err, "soft-dirty") != NULL);
-            vfmig_simvf_destroy(s);
-            return;
-        }
         if (rc)
             T_FAIL("hostmem: %s", err);
         ASSERT_EQ(vfmig_hostmem_dirty_source(h), kind == 2 ? VFMIG_DIRTY_UFFD_WP : VFMIG_DIRTY_SOFT_DIRTY);
@@ -440,14 +526,39 @@ static void run_race(int kind, uint64_t ps, uint32_t nranges, uint64_t pages, ui
 static void test_races(uint64_t seed)
 {
     run_race(0, 4096, 2, 3000, seed);
+    run_race(0, 4096, 1, 6000, seed + 5); /* split scans (4 slices) under racing writers */
     run_race(1, 8192, 3, 900, seed + 1);
     run_race(2, 4096, 1, 4000, seed + 2);
     run_race(2, 16384, 1, 500, seed + 3);
-    run_race(3, 4096, 1, 2000, seed + 4);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-static void exact_pages(int share);
+static void exact_pages(int share, vfmig_hostmem_tracker tr);
+
+/* Soft-dirty asked for explicitly over a fresh region: VFMIG_OK (the device says soft-dirty), or
+ * VFMIG_ENOTSUP with `err` naming what the kernel lacks. */
+static int softdirty_probe(char *err, size_t errlen)
+{
+    vfmig_hostmem *h = NULL;
+    vfmig_hostmem_config hc;
+    vfmig_hostmem_config_init(&hc);
+    uint8_t *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_TRUE(m != MAP_FAILED);
+    hc.base = m;
+    hc.size = 1 << 20;
+    hc.tracker = VFMIG_HOSTMEM_SOFT_DIRTY;
+    hc.cb = (vfmig_vf_callbacks){p_ok, p_ok, NULL, NULL, NULL, NULL};
+    int rc = vfmig_hostmem_create(&hc, &h, err, errlen);
+    if (rc) {
+        ASSERT_EQ(rc, VFMIG_ENOTSUP);
+        ASSERT_TRUE(strstr(err, "soft-dirty") != NULL);
+    } else {
+        ASSERT_EQ(vfmig_hostmem_dirty_source(h), VFMIG_DIRTY_SOFT_DIRTY);
+    }
+    vfmig_hostmem_destroy(h);
+    munmap(m, 1 << 20);
+    return rc;
+}
 
 static void test_hostmem_errors(void)
 {
@@ -492,37 +603,28 @@ static void test_hostmem_errors(void)
         vfmig_hostmem_destroy(h);
     }
     /* Soft-dirty asked for explicitly: works, or says what the kernel lacks. */
-    hc.base = m;
-    hc.tracker = VFMIG_HOSTMEM_SOFT_DIRTY;
-    rc = vfmig_hostmem_create(&hc, &h, err, sizeof err);
-    if (rc) {
-        ASSERT_EQ(rc, VFMIG_ENOTSUP);
-        ASSERT_TRUE(strstr(err, "soft-dirty") != NULL);
+    if (softdirty_probe(err, sizeof err))
         fprintf(stderr, "soft-dirty: %s\n", err);
-    } else {
-        ASSERT_EQ(vfmig_hostmem_dirty_source(h), VFMIG_DIRTY_SOFT_DIRTY);
-        vfmig_hostmem_destroy(h);
-    }
     munmap(m, 1 << 20);
     /* Exact pages on private and on shared anonymous memory. */
-    exact_pages(MAP_PRIVATE);
-    exact_pages(MAP_SHARED);
+    exact_pages(MAP_PRIVATE, VFMIG_HOSTMEM_AUTO);
+    exact_pages(MAP_SHARED, VFMIG_HOSTMEM_AUTO);
 }
 
-static void exact_pages(int share)
+/* tr: AUTO (uffd-wp on this machine's kernel) or SOFT_DIRTY (where the kernel has it). */
+static void exact_pages(int share, vfmig_hostmem_tracker tr)
 {
     char err[300];
     vfmig_hostmem *h;
     vfmig_hostmem_config hc;
     vfmig_hostmem_config_init(&hc);
-    hc.cb = (vfmig_vf_callbacks){sim_pause, sim_resume, NULL, NULL, NULL, NULL};
+    hc.cb = (vfmig_vf_callbacks){p_ok, p_ok, NULL, NULL, NULL, NULL}; /* no VF runs: soft-dirty's pauses are no-ops */
     uint8_t *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, share | MAP_ANONYMOUS, -1, 0);
     ASSERT_TRUE(m != MAP_FAILED);
     memset(m, 0x11, 1 << 19); /* half populated, half never touched */
     hc.base = m;
     hc.size = 1 << 20;
-    /* Auto: uffd-wp on this kernel. */
-    hc.tracker = VFMIG_HOSTMEM_AUTO;
+    hc.tracker = tr;
     if (vfmig_hostmem_create(&hc, &h, err, sizeof err))
         T_FAIL("hostmem (%s memory): %s", share == MAP_SHARED ? "shared" : "private", err);
     vfmig_device d;
@@ -559,7 +661,8 @@ static void exact_pages(int share)
         ASSERT_EQ(bit(bm, i), i == 10);
     vfmig_tracking_stats st;
     vfmig_hostmem_get_stats(h, &st);
-    ASSERT_TRUE(st.scans >= 5 && st.source == VFMIG_DIRTY_UFFD_WP);
+    ASSERT_TRUE(st.scans >= 5);
+    ASSERT_EQ(st.source, tr == VFMIG_HOSTMEM_SOFT_DIRTY ? VFMIG_DIRTY_SOFT_DIRTY : VFMIG_DIRTY_UFFD_WP);
     ASSERT_OK(d.ops->stop_tracking(d.dev));
     m[7 * 4096] = 1; /* unprotected again: plain memory */
     vfmig_hostmem_destroy(h);
@@ -586,7 +689,9 @@ static void *target_main(void *arg)
     return NULL;
 }
 
-/* kind: 0 hash tracker (sim with its bits hidden), 1 hostmem */
+/* kind: 0 hash tracker (sim with its bits hidden), 1 hostmem (auto tracker) on both ends,
+ * 2 hostmem forced to soft-dirty on the source (the target, hostmem too since the layout blob is
+ * hostmem's, never tracks: the one soft-dirty region per process that is tracked is the source's) */
 static void run_migration(int kind, uint64_t seed)
 {
     const uint64_t vram = 16u << 20, ps = 4096; /* small: it also runs under ThreadSanitizer */
@@ -614,9 +719,11 @@ static void run_migration(int kind, uint64_t seed)
         vfmig_hashtrack_device(t, &sd);
         vfmig_simvf_device(dst, &td);
     } else {
-        hs = hostmem_over(src, ps, VFMIG_HOSTMEM_AUTO, err, sizeof err, &rc);
+        hs = hostmem_over(src, ps, kind == 2 ? VFMIG_HOSTMEM_SOFT_DIRTY : VFMIG_HOSTMEM_AUTO, err, sizeof err, &rc);
         if (rc)
             T_FAIL("hostmem: %s", err);
+        if (kind == 2)
+            ASSERT_EQ(vfmig_hostmem_dirty_source(hs), VFMIG_DIRTY_SOFT_DIRTY);
         ht = hostmem_over(dst, ps, VFMIG_HOSTMEM_AUTO, err, sizeof err, &rc);
         if (rc)
             T_FAIL("hostmem: %s", err);
@@ -669,6 +776,8 @@ static void run_migration(int kind, uint64_t seed)
             vfmig_dirty_source_name(ts.source), st.rounds, (double)st.blackout_ns / 1e6, st.final_dirty_pages,
             k.writes, ts.scans, (double)ts.last_ns / 1e6);
     ASSERT_TRUE(k.writes > 0 && ts.scans >= 2);
+    if (kind == 2)
+        ASSERT_EQ(ts.source, VFMIG_DIRTY_SOFT_DIRTY);
     vfmig_session_destroy(s);
     vfmig_session_destroy(tr.s);
     vfmig_hashtrack_destroy(t);
@@ -678,10 +787,40 @@ static void run_migration(int kind, uint64_t seed)
     vfmig_simvf_destroy(dst);
 }
 
+/* Soft-dirty where the kernel has it. Where it does not: the clear error, then a skip, unless
+ * VFMIG_TEST_REQUIRE_SOFT_DIRTY=1 (a kernel known to have it, as in tests/rdma-vm) makes that a
+ * failure. `part`: softdirty (all), softdirty_pages, softdirty_race or softdirty_migrate. */
+static int test_softdirty(const char *part, uint64_t seed)
+{
+    char err[300];
+    if (softdirty_probe(err, sizeof err)) {
+        const char *req = getenv("VFMIG_TEST_REQUIRE_SOFT_DIRTY");
+        if (req && !strcmp(req, "1"))
+            T_FAIL("soft-dirty required (VFMIG_TEST_REQUIRE_SOFT_DIRTY=1) but not on this kernel: %s", err);
+        fprintf(stderr, "SKIP: soft-dirty not on this kernel: %s\n", err);
+        return T_SKIP;
+    }
+    int all = !strcmp(part, "softdirty");
+    if (all || !strcmp(part, "softdirty_pages")) {
+        exact_pages(MAP_PRIVATE, VFMIG_HOSTMEM_SOFT_DIRTY);
+        exact_pages(MAP_SHARED, VFMIG_HOSTMEM_SOFT_DIRTY);
+    }
+    if (all || !strcmp(part, "softdirty_race")) {
+        run_race(3, 4096, 1, 2000, seed);
+        run_race(3, 16384, 1, 500, seed + 1);
+    }
+    if (all || !strcmp(part, "softdirty_migrate"))
+        run_migration(2, seed + 2);
+    fprintf(stderr, "test_dirty_sources %s: ok\n", part);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t seed = t_seed();
     const char *only = argc > 1 ? argv[1] : NULL;
+    if (only && !strncmp(only, "softdirty", 9))
+        return test_softdirty(only, seed);
     if (!only || !strcmp(only, "hash")) {
         test_page_hash(seed);
         test_hashtrack_never_misses(seed);
@@ -694,6 +833,8 @@ int main(int argc, char **argv)
         run_migration(0, seed);
         run_migration(1, seed + 1);
     }
+    if (!only)
+        (void)test_softdirty("softdirty", seed + 3); /* a skip here still lets the rest pass */
     fprintf(stderr, "test_dirty_sources: ok\n");
     return 0;
 }

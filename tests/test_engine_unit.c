@@ -99,6 +99,25 @@ static void test_policy(void)
     ASSERT_EQ(d.reason, VFMIG_SWITCH_CONVERGED);
     ASSERT_TRUE(d.predicted_ms > 1.4 && d.predicted_ms < 1.6);
 
+    /* A device that scans all VRAM in the blackout (hash tracker: 20 ms, reported as scan_ns):
+     * 3000 pages (1.5 ms) left after round 0. The scan dominates the fixed cost, but no round
+     * moves it: one more round is still worth it. Pages written while the scan ran (100 MB/s
+     * dirtied over the round, half of the 20 ms scan: 244 pages) count in the final pass. */
+    vfmig__policy_init(&p, &cfg, 0);
+    r = rnd(0, 262144, 100, 1, 1, 3000, 100);
+    r.query_ns = r.scan_ns = 20000000;
+    r.since_query_ns = (uint64_t)(3000 * 4096 / 100e6 * 1e9);
+    d = vfmig__policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_CONTINUE);
+    ASSERT_TRUE(d.stages.fixed_ms > 20.8 && d.stages.fixed_ms < 20.95);
+    ASSERT_TRUE(d.stages.pages_ms > 1.6 && d.stages.pages_ms < 1.65); /* (3000 + 244) x 1 us / 2 */
+    /* Shrank to 300 pages: the final pass no longer outweighs the rest: switch. */
+    r = rnd(1, 3000, 5, 1, 1, 300, 105);
+    r.query_ns = r.scan_ns = 20000000;
+    d = vfmig__policy_after_round(&p, &r);
+    ASSERT_EQ(d.action, VFMIG_POLICY_SWITCH);
+    ASSERT_EQ(d.reason, VFMIG_SWITCH_CONVERGED);
+
     /* The prediction is per stage: the slower end bounds it; wall time does not enter it (the
      * workload competes in pre-copy, not in the blackout). */
     vfmig__policy_init(&p, &cfg, 0);

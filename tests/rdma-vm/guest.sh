@@ -1,6 +1,7 @@
 #!/bin/sh
 # tests/rdma-vm/guest.sh - /init of the RDMA test VM (busybox sh): brings soft-RoCE up on a dummy
-# interface and runs the checks. Each prints "RESULT PASS|FAIL name [detail]"; run.sh counts them.
+# interface and runs the checks (RDMA, and the soft-dirty tracker this Debian kernel has). Each
+# prints "RESULT PASS|FAIL name [detail]"; run.sh counts them.
 # Ordering between processes waits on log lines or exits, never on sleeps alone.
 export PATH=/opt/vfmig:/usr/bin:/bin:/sbin
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu
@@ -152,6 +153,30 @@ if wanted fault; then
     echo "exit $? $(($(date +%s) - t0)) s after the kill" >>$W/gt.log
     check fault_source_killed $W/gt.log '^exit 1 ' 'migration FAILED: .*(disconnected|closed)' \
         'VF state: not-resumed'
+fi
+
+# ---- soft-dirty: this kernel has CONFIG_MEM_SOFT_DIRTY (the build host's does not) ----
+# The hostmem device's soft-dirty tracker, forced by its config (tracker = soft-dirty): exact
+# pages, racing writers (never a lost write) and a live migration compared byte for byte.
+# VFMIG_TEST_REQUIRE_SOFT_DIRTY=1: a kernel without soft-dirty fails here instead of skipping.
+if wanted softdirty; then
+    for part in softdirty_pages softdirty_race softdirty_migrate; do
+        if VFMIG_TEST_REQUIRE_SOFT_DIRTY=1 timeout 600 test_dirty_sources_hash $part >$W/$part.log 2>&1; then
+            result PASS $part "$(grep -E '^(race|migration via)' $W/$part.log | tr '\n' ' ')"
+        else
+            result FAIL $part "exit $?"
+            cat $W/$part.log
+        fi
+    done
+    # The CLI's --device hostmem picks its tracker itself: uffd-wp needs UFFD_FEATURE_WP_ASYNC
+    # (Linux 6.7), so on an older kernel it must fall back to soft-dirty.
+    kv=$(uname -r | awk -F. '{print $1 * 1000 + $2}')
+    want=uffd-wp
+    [ "$kv" -lt 6007 ] && want=soft-dirty
+    timeout 600 vfmig local --device hostmem --vram 128M --pattern hot:16M --dirty-rate 20M --content mix \
+        --on-budget-miss switch >$W/hostmem.log 2>&1
+    echo "exit $?" >>$W/hostmem.log
+    check softdirty_cli_hostmem $W/hostmem.log 'verified: yes' "dirty source: $want" 'resumed-on-target' '^exit 0$'
 fi
 
 # ---- throughput: ib_write_bw against vfmig's RDMA link, same VM, same device, 1 QP each ----

@@ -6,7 +6,9 @@
 # ibverbs-providers (the rxe provider), iproute2 (`rdma`), perftest (ib_write_bw) and busybox,
 # plus this tree's binaries. Inside, a soft-RoCE device sits on a dummy interface (10.0.0.1):
 # nothing leaves the VM, and the VM has no network device at all. tests/rdma-vm/guest.sh runs
-# the checks there and the script collects their results from the serial console.
+# the checks there and the script collects their results from the serial console. The same VM
+# runs the hostmem device's soft-dirty tracker for real: Debian's kernel has CONFIG_MEM_SOFT_DIRTY,
+# this host's may not (the ctest case test_dirty_sources_softdirty then only skips).
 #
 #   bash tests/rdma-vm/run.sh
 #
@@ -119,7 +121,7 @@ else
     cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" >"$CACHE/build.log" 2>&1 ||
         { cat "$CACHE/build.log"; echo "rdma-vm: build failed" >&2; exit 1; }
 fi
-BINS=(vfmig tests/test_link_rdma tests/test_link_rdma_core tests/rdma_link_bw)
+BINS=(vfmig tests/test_link_rdma tests/test_link_rdma_core tests/rdma_link_bw tests/test_dirty_sources_hash)
 for b in "${BINS[@]}"; do
     [ -x "$BUILD/$b" ] || { echo "rdma-vm: $BUILD/$b was not built" >&2; exit 1; }
 done
