@@ -18,6 +18,7 @@
  */
 #include "vfmig.h"
 
+#include "common/clock.h"
 #include "engine/devices/hashtrack_priv.h"
 
 #define XXH_INLINE_ALL
@@ -77,13 +78,6 @@ struct vfmig_hashtrack {
     vfmig_tracking_stats st;
     _Atomic uint64_t read_hashed;
 };
-
-static uint64_t now_ns(clockid_t c)
-{
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t mix64(uint64_t z)
 {
@@ -191,7 +185,7 @@ static void *scan_main(void *arg)
 {
     scan_job *j = arg;
     vfmig_hashtrack *t = j->t;
-    uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+    uint64_t c0 = vfmig__thread_cpu_ns();
     const vfmig_range *rg = &t->ranges[j->range];
     uint64_t base_g = t->range_first[j->range];
     const uint8_t *view = NULL;
@@ -238,14 +232,14 @@ static void *scan_main(void *arg)
         i += n;
     }
     free(buf);
-    j->cpu_ns = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+    j->cpu_ns = vfmig__thread_cpu_ns() - c0;
     return NULL;
 }
 
 /* Scans pages [first, first+npages) of range r into bitmap (zeroed by the caller). */
 static int scan(vfmig_hashtrack *t, uint32_t r, uint64_t first, uint64_t npages, uint64_t *bitmap)
 {
-    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+    uint64_t t0 = vfmig__now_ns();
     unsigned n = t->threads;
     if (npages / HT_MIN_PAGES_PER_THREAD < n)
         n = (unsigned)(npages / HT_MIN_PAGES_PER_THREAD);
@@ -286,7 +280,7 @@ static int scan(vfmig_hashtrack *t, uint32_t r, uint64_t first, uint64_t npages,
         sampled += jobs[k].sampled;
         dirty += jobs[k].dirty;
     }
-    uint64_t wall = now_ns(CLOCK_MONOTONIC) - t0, bytes = npages << t->shift;
+    uint64_t wall = vfmig__now_ns() - t0, bytes = npages << t->shift;
     t->range_scan_ns[r] = wall;
     t->range_dirty_frac[r] = (double)dirty / (double)npages;
     pthread_mutex_lock(&t->lock);
