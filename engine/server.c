@@ -28,6 +28,7 @@
 #include "transport/link.h"
 
 #define HS_BUF 4096 /* handshake payloads: a HELLO is at most VFMIG_HELLO_MAX_BYTES */
+#define REFUSAL_LINGER_MS 200 /* how long a refused source gets to read why before we close */
 #define CONN_STACK (512u << 10)
 
 enum { INTR_DEADLINE = 1, INTR_EVICTED = 2, INTR_STOP = 3 };
@@ -42,6 +43,7 @@ typedef struct conn {
     _Atomic int state;
     _Atomic int interrupted;   /* why its link was interrupted: INTR_* */
     atomic_bool heard;         /* its HELLO arrived: not an idle connection */
+    bool told;                 /* refused with a reason it should get to read (its own thread) */
     uint64_t start_ns;
     vfmig_session *session;    /* under srv->lock, while C_SESSION */
     vfmig_incoming in;
@@ -210,6 +212,8 @@ static void refused(conn *c, int status, const char *why)
     pthread_mutex_lock(&srv->lock);
     srv->ctr.refused++;
     pthread_mutex_unlock(&srv->lock);
+    /* Not for links cut by a deadline, an eviction or a stop: those peers are idle or we leave. */
+    c->told = !atomic_load(&c->interrupted);
     if (srv->cb.refused)
         srv->cb.refused(srv->cb.user, c->in.peer, status, why);
 }
@@ -383,7 +387,9 @@ out:
     c->link = NULL;
     atomic_store(&c->state, C_DONE);
     pthread_mutex_unlock(&srv->lock);
-    vfmig_link_close(link);
+    /* After a refusal the source is to read why: closing on its unread frames would reset the
+     * connection and could lose the word. A bounded wait, on this connection's own thread. */
+    vfmig__link_close_after_word(link, c->told ? REFUSAL_LINGER_MS : 0);
     return NULL;
 }
 

@@ -589,6 +589,15 @@ int vfmig__link_local_ifname(vfmig_link *l, char *name, size_t len)
     return rc;
 }
 
+void vfmig__link_close_after_word(vfmig_link *l, int ms)
+{
+    if (!l)
+        return;
+    if (ms > 0 && l->ops->drain)
+        l->ops->drain(l, ms);
+    vfmig_link_close(l);
+}
+
 int vfmig__link_control_readable(vfmig_link *l)
 {
     return l && l->ops->control_readable ? l->ops->control_readable(l) : 0;

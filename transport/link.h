@@ -114,6 +114,9 @@ bool vfmig__link_aead_enabled(const vfmig_link *l);
 /** Any thread: 1 if the peer has sent bytes on the control stream that nobody has read yet,
  *  else 0 (also where it cannot be told). For a server telling idle connections from busy ones. */
 int vfmig__link_control_readable(vfmig_link *l);
+/** Closes the link after a last word (a refusal): stops sending, then discards what the peer
+ *  still sends until it closes or ms pass, so the word is not lost to a TCP reset. */
+void vfmig__link_close_after_word(vfmig_link *l, int ms);
 /** The peer's address ("127.0.0.1:40312") for logs; "?" and VFMIG_ENOTSUP where unknown. */
 int vfmig__link_peer_name(vfmig_link *l, char *name, size_t len);
 /** Human-readable description of the last error on a stream ("" if none). */

@@ -50,6 +50,9 @@ typedef struct vfmig_link_ops {
     int (*peer_addr)(vfmig_link *l, struct sockaddr_storage *ss);
     /* 1 if bytes the peer sent on the control stream wait to be read; any thread. */
     int (*control_readable)(vfmig_link *l);
+    /* Ends sending and reads the peer's leftovers until it closes or ms pass, so that a last
+     * word already sent is not lost to a reset (closing with unread bytes resets). */
+    void (*drain)(vfmig_link *l, int ms);
 } vfmig_link_ops;
 
 /*

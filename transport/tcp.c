@@ -380,6 +380,7 @@ static void tcp_close(vfmig_link *l)
 static int tcp_local_addr(vfmig_link *l, struct sockaddr_storage *ss);
 static int tcp_peer_addr(vfmig_link *l, struct sockaddr_storage *ss);
 static int tcp_control_readable(vfmig_link *l);
+static void tcp_drain(vfmig_link *l, int ms);
 
 static const vfmig_link_ops tcp_ops = {
     .name = "tcp",
@@ -392,6 +393,7 @@ static const vfmig_link_ops tcp_ops = {
     .local_addr = tcp_local_addr,
     .peer_addr = tcp_peer_addr,
     .control_readable = tcp_control_readable,
+    .drain = tcp_drain,
 };
 
 /* Makes a link over fds[0..n] (taking them over, even on failure). */
@@ -442,6 +444,27 @@ static int tcp_peer_addr(vfmig_link *l, struct sockaddr_storage *ss)
 {
     socklen_t sl = sizeof(*ss);
     return getpeername(stream_of(l, 0)->fd, (struct sockaddr *)ss, &sl) ? VFMIG_ENOTSUP : VFMIG_OK;
+}
+
+static void tcp_drain(vfmig_link *l, int ms)
+{
+    for (unsigned i = 0; i <= l->nstreams; i++)
+        shutdown(stream_of(l, i)->fd, SHUT_WR);
+    int fd = stream_of(l, 0)->fd;
+    uint64_t deadline = vfmig__deadline(ms);
+    char junk[4096];
+    size_t left = 1u << 20; /* a peer that keeps sending does not keep us */
+    while (left) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, vfmig__ms_left(deadline));
+        if (pr <= 0)
+            break;
+        ssize_t n = recv(fd, junk, sizeof(junk), 0);
+        if (n <= 0 && !(n < 0 && (errno == EINTR || errno == EAGAIN)))
+            break; /* the peer closed (it read our word) or the connection is gone */
+        if (n > 0)
+            left = (size_t)n >= left ? 0 : left - (size_t)n;
+    }
 }
 
 static int tcp_control_readable(vfmig_link *l)
