@@ -94,7 +94,8 @@ while IFS= read -r line; do
         role=$(sed -n 's/.*"role":"\([a-z]*\)".*/\1/p' <<<"$line")
         done_=$(sed -n 's/.*"bytes_done":\([0-9]*\).*/\1/p' <<<"$line")
         [[ $line == *'"bytes_total":268435456,'* ]] || fail "setup total is not the VRAM: $line"
-        [ "$done_" -eq 0 ] && setups+=" $role:start"
+        # A slow machine may report 0 bytes more than once before the fill gets going: one start.
+        [ "$done_" -eq 0 ] && [[ $setups != *" $role:start" ]] && setups+=" $role:start"
         [ "$done_" -eq 268435456 ] && setups+=" $role:end"
         continue
     fi

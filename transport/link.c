@@ -21,22 +21,24 @@ struct vfmig_listener {
     void *impl; /* the scheme's own listener */
 };
 
-/* Indexed by endpoint kind (VFMIG_LINK_*). */
-static const vfmig_link_scheme *const schemes[] = {
-    [VFMIG_LINK_TCP] = &vfmig__tcp_scheme,
-    [VFMIG_LINK_RDMA] = &vfmig__rdma_scheme,
-};
-#define NSCHEMES (int)(sizeof(schemes) / sizeof(schemes[0]))
-
+/* The schemes by endpoint kind (VFMIG_LINK_*, from 1 on). */
 const vfmig_link_scheme *vfmig__link_scheme(int kind)
 {
-    return kind > 0 && kind < NSCHEMES ? schemes[kind] : NULL;
+    switch (kind) {
+    case VFMIG_LINK_TCP:
+        return vfmig__tcp_scheme();
+    case VFMIG_LINK_RDMA:
+        return vfmig__rdma_scheme();
+    default:
+        return NULL;
+    }
 }
 
 int vfmig__link_scheme_kind(const char *name, size_t len)
 {
-    for (int k = 1; k < NSCHEMES; k++)
-        if (schemes[k] && strlen(schemes[k]->name) == len && !strncmp(schemes[k]->name, name, len))
+    const vfmig_link_scheme *sc;
+    for (int k = 1; (sc = vfmig__link_scheme(k)) != NULL; k++)
+        if (strlen(sc->name) == len && !strncmp(sc->name, name, len))
             return k;
     return 0;
 }

@@ -121,7 +121,8 @@ int vfmig__endpoint_parse_ex(const char *s, vfmig_endpoint *ep, int *explicit_st
                             size_t errlen);
 
 /* tcp.c */
-extern const vfmig_link_scheme vfmig__tcp_scheme;
+/* Functions, not exported data: data symbols of a library are ABI (and sanitizers decorate them). */
+const vfmig_link_scheme *vfmig__tcp_scheme(void);
 /** A link over connections the embedder made (fds[0] control, fds[1..n] data), taken over. */
 int vfmig__tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char *err, size_t errlen);
 /** Test hook: the socket of a stream (to break it on purpose). -1 if not TCP. */
@@ -133,6 +134,6 @@ int vfmig__tcp_stream_fd(vfmig_link *l, unsigned s);
 void vfmig__tcp_set_tuning(vfmig_link *l, size_t copy_threshold, size_t direct_read_min, int zerocopy);
 
 /* rdma.c, or rdma_none.c in a build without verbs */
-extern const vfmig_link_scheme vfmig__rdma_scheme;
+const vfmig_link_scheme *vfmig__rdma_scheme(void);
 
 #endif

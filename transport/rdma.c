@@ -1022,7 +1022,7 @@ static void rdma_listener_close(void *listener)
     free(L);
 }
 
-const vfmig_link_scheme vfmig__rdma_scheme = {
+static const vfmig_link_scheme rdma_scheme = {
     .name = "rdma",
     .count_opt = "qps",
     .listen = rdma_listen_ep,
@@ -1031,3 +1031,8 @@ const vfmig_link_scheme vfmig__rdma_scheme = {
     .listener_close = rdma_listener_close,
     .connect = rdma_connect_ep,
 };
+
+const vfmig_link_scheme *vfmig__rdma_scheme(void)
+{
+    return &rdma_scheme;
+}

@@ -7,8 +7,13 @@
 #include "transport/link_impl.h"
 
 /* No operations: link.c answers each with VFMIG_ENOTSUP and this reason. */
-const vfmig_link_scheme vfmig__rdma_scheme = {
+static const vfmig_link_scheme rdma_scheme = {
     .name = "rdma",
     .count_opt = "qps",
     .missing = "not built with RDMA (rebuild with libibverbs-dev and librdmacm-dev, VFMIG_RDMA=ON)",
 };
+
+const vfmig_link_scheme *vfmig__rdma_scheme(void)
+{
+    return &rdma_scheme;
+}

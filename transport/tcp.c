@@ -1013,7 +1013,7 @@ int vfmig__tcp_link_from_fds(const int *fds, unsigned n, vfmig_link **out, char 
     return r;
 }
 
-const vfmig_link_scheme vfmig__tcp_scheme = {
+static const vfmig_link_scheme tcp_scheme = {
     .name = "tcp",
     .count_opt = "streams",
     .listen = tcp_listen,
@@ -1023,3 +1023,8 @@ const vfmig_link_scheme vfmig__tcp_scheme = {
     .connect = tcp_connect,
     .from_fds = vfmig__tcp_link_from_fds,
 };
+
+const vfmig_link_scheme *vfmig__tcp_scheme(void)
+{
+    return &tcp_scheme;
+}
