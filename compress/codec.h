@@ -86,8 +86,9 @@ typedef struct vfmig_delta_cache vfmig_delta_cache;
 int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
                              vfmig_delta_cache **out);
 void vfmig__delta_cache_destroy(vfmig_delta_cache *dc);
-/** Faults in room for `pages` copies in all (up to the cap), so a round about to fill them does
- *  not take page faults in its workers. */
+/** Room for `pages` copies in all (up to the cap), populated by a background thread while the
+ *  round runs, so its workers mostly find the memory there and the link never waits for it.
+ *  Returns at once; one caller at a time (the pipeline's control thread). */
 void vfmig__delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages);
 /**
  * Pins the copies of pages [first, first+n) under one lock: copy[k] points at page first+k's

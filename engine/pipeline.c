@@ -41,6 +41,12 @@
 /* Batches between two looks at the scheduler's times (a /proc read each). */
 #define SHARE_BATCHES 8u
 #define LINK_WINDOW_NS 50000000ull
+/* Delta stops paying for the delta cache's copies when its attempts give more than this (pages
+ * rewritten whole): runs then skip the cache, but one in DELTA_PROBE_RUNS keeps it, so that a
+ * workload turning to small writes is seen again. */
+#define DELTA_NOT_PAYING 0.7
+#define DELTA_MIN_TRIES 8u
+#define DELTA_PROBE_RUNS 16u
 
 typedef struct run {
     uint64_t page;    /* global index of the first page */
@@ -86,6 +92,8 @@ typedef struct worker {
     uint32_t since_share;  /* batches since */
     uint64_t wire_mark, wire_mark_ns; /* link bytes sent, and when, at the last such point */
     double link_busy;      /* smoothed fraction of the cap the link carried (< 0: none yet) */
+    double delta_ratio;    /* EWMA of what delta attempts gave (out/in; 1 for a failed one) */
+    uint32_t delta_tries, cached_runs;
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
 
@@ -258,6 +266,9 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     uint64_t dt = vfmig__thread_cpu_ns() - t0;
     w->acc.encode_ns += dt;
     vfmig__chooser_feedback(&w->chooser, VFMIG_CODEC_DELTA, len, rc ? len : out, dt);
+    double got = rc ? 1.0 : (double)out / (double)len;
+    w->delta_ratio = w->delta_tries ? 0.75 * w->delta_ratio + 0.25 * got : got;
+    w->delta_tries++;
     int codec = VFMIG_CODEC_DELTA;
     if (rc) {
         /* Mostly rewritten pages: the copies are half updated; take fresh ones and send those. */
@@ -366,8 +377,17 @@ static int process_run(worker *w, const run *r, unsigned stream, uint64_t base)
     for (uint32_t k = 0; k < r->npages; k++)
         w->src[k] = src + (uint64_t)k * ps;
     w->acc.dirty_pages += r->npages;
-    if (p->delta && p->round > 0)
-        return process_cached(w, r, live, stream);
+    if (p->delta && p->round > 0) {
+        bool skip = w->delta_tries >= DELTA_MIN_TRIES && w->delta_ratio > DELTA_NOT_PAYING &&
+                    ++w->cached_runs % DELTA_PROBE_RUNS != 0;
+        if (!skip)
+            return process_cached(w, r, live, stream);
+        /* These pages go out without the cache: forget their copies (one lock for the run), or
+         * a later delta would be taken against a base the target no longer holds. */
+        vfmig__delta_cache_acquire_run(p->delta, r->page, r->npages, false, w->copy, w->hit);
+        memset(w->keep, 0, r->npages * sizeof(*w->keep));
+        vfmig__delta_cache_release_run(p->delta, r->page, r->npages, w->keep);
+    }
     for (uint32_t k = 0; k < r->npages; k++) {
         uint64_t h;
         w->zero[k] = vfmig__page_zero_or_hash(w->src[k], (size_t)ps, p->zero_hash, &h);
