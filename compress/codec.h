@@ -86,10 +86,6 @@ typedef struct vfmig_delta_cache vfmig_delta_cache;
 int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
                              vfmig_delta_cache **out);
 void vfmig__delta_cache_destroy(vfmig_delta_cache *dc);
-/** Room for `pages` copies in all (up to the cap), populated by a background thread while the
- *  round runs, so its workers mostly find the memory there and the link never waits for it.
- *  Returns at once; one caller at a time (the pipeline's control thread). */
-void vfmig__delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages);
 /**
  * Pins the copies of pages [first, first+n) under one lock: copy[k] points at page first+k's
  * copy with hit[k] = true when one is cached; on a miss with `allocate`, copy[k] is a fresh slot

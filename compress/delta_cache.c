@@ -11,9 +11,7 @@
  */
 #include "compress/codec.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -26,7 +24,6 @@ struct vfmig_delta_cache {
     size_t page_size;
     uint64_t npages;
     uint32_t nslots;     /* capacity */
-    uint32_t faulted;    /* slots whose memory is faulted in: the cache grows to what is used */
     uint32_t used;       /* slots ever handed out (0..used-1 are live or on the free stack) */
     uint32_t nfree;
     uint32_t hand;
@@ -36,24 +33,16 @@ struct vfmig_delta_cache {
     uint8_t *ref;        /* [nslots] CLOCK reference bits */
     uint8_t *pin;        /* [nslots] 1 while a worker holds the slot (never evicted then) */
     uint8_t *data;       /* nslots * page_size, reserved; faulted in as the cache grows */
-    /* Background population (vfmig__delta_cache_reserve), under mu: */
-    pthread_t pf_thread;
-    bool pf_started;     /* pf_thread exists (joined at destroy) */
-    bool pf_running;     /* it is still populating towards pf_want */
-    bool pf_stop;
-    uint32_t pf_want;
     vfmig_delta_cache_stats st;
 };
 
 /* The copies live in one reserved slab (huge pages where the kernel gives them) that is faulted
- * in as the cache grows: first-touch faults cost ~1.5-4 s/GB on a VM (round 1 of a 1 GiB
- * migration took 200 ms instead of 31 ms while it filled a fresh 64 MiB cache in its workers'
- * faults, each under this lock). Faulting it all in before the round instead kept the link idle
- * as long (170 ms at 1 Gbit, 760 ms on a loaded box). So a round's room is populated by a
- * background thread with MADV_POPULATE_WRITE, which maps pages without writing them and so is
- * safe beside workers already filling slots; a worker that gets ahead faults its own slot on
- * first write, outside the lock. The cache only costs memory for the set that is re-sent. */
-#define GROW_BYTES (2u << 20)
+ * in as slots are first written, by the worker filling them, outside the lock: first-touch
+ * faults cost ~1.5-4 s/GB on a VM. Faulting in chunks under the lock serialized the workers
+ * (round 1 of a 1 GiB migration took 200 ms instead of 31 ms filling a fresh 64 MiB cache),
+ * and faulting a round's room before it kept the link idle as long (170 ms at 1 Gbit); faults
+ * spread over the workers overlap with the link. The cache costs memory only for the set that
+ * is re-sent. */
 
 static uint8_t *alloc_slab(size_t bytes)
 {
@@ -68,32 +57,6 @@ static void free_slab(uint8_t *p, size_t bytes)
 {
     if (p)
         munmap(p, bytes);
-}
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL and slots fault lazily */
-#endif
-
-/* Populates slots towards pf_want in 2 MiB steps, the lock not held while the kernel works. */
-static void *prefault_main(void *arg)
-{
-    vfmig_delta_cache *dc = arg;
-    const uint32_t step = (uint32_t)(GROW_BYTES / dc->page_size ? GROW_BYTES / dc->page_size : 1);
-    pthread_mutex_lock(&dc->mu);
-    while (!dc->pf_stop && dc->faulted < dc->pf_want) {
-        uint32_t from = dc->faulted, to = dc->pf_want - from > step ? from + step : dc->pf_want;
-        pthread_mutex_unlock(&dc->mu);
-        int r = madvise(dc->data + (size_t)from * dc->page_size, (size_t)(to - from) * dc->page_size,
-                        MADV_POPULATE_WRITE);
-        pthread_mutex_lock(&dc->mu);
-        if (r && errno != EINTR && errno != EAGAIN)
-            break; /* not supported, or no memory now: workers fault their slots themselves */
-        if (!r && to > dc->faulted)
-            dc->faulted = to;
-    }
-    dc->pf_running = false;
-    pthread_mutex_unlock(&dc->mu);
-    return NULL;
 }
 
 int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t npages,
@@ -141,12 +104,6 @@ void vfmig__delta_cache_destroy(vfmig_delta_cache *dc)
 {
     if (!dc)
         return;
-    pthread_mutex_lock(&dc->mu);
-    dc->pf_stop = true;
-    bool join = dc->pf_started;
-    pthread_mutex_unlock(&dc->mu);
-    if (join)
-        pthread_join(dc->pf_thread, NULL);
     pthread_mutex_destroy(&dc->mu);
     free(dc->slot_of);
     free(dc->page_of);
@@ -155,33 +112,6 @@ void vfmig__delta_cache_destroy(vfmig_delta_cache *dc)
     free(dc->pin);
     free_slab(dc->data, (size_t)dc->nslots * dc->page_size);
     free(dc);
-}
-
-void vfmig__delta_cache_reserve(vfmig_delta_cache *dc, uint64_t pages)
-{
-    if (!dc)
-        return;
-    pthread_mutex_lock(&dc->mu);
-    /* Room for this many copies in all (a round's pages mostly have theirs already), up to the
-     * capacity. */
-    uint64_t want = pages;
-    if (want > dc->nslots)
-        want = dc->nslots;
-    if (want > dc->pf_want)
-        dc->pf_want = (uint32_t)want;
-    if (!dc->pf_running && !dc->pf_stop && dc->faulted < dc->pf_want) {
-        if (dc->pf_started) { /* the last one has finished: reap it before starting anew */
-            pthread_mutex_unlock(&dc->mu);
-            pthread_join(dc->pf_thread, NULL);
-            pthread_mutex_lock(&dc->mu);
-            dc->pf_started = false;
-        }
-        if (!dc->pf_running && pthread_create(&dc->pf_thread, NULL, prefault_main, dc) == 0) {
-            dc->pf_started = true;
-            dc->pf_running = true;
-        }
-    }
-    pthread_mutex_unlock(&dc->mu);
 }
 
 /* A slot for a new page: a freed one, a never used one, or the CLOCK victim among slots no
@@ -339,6 +269,6 @@ void vfmig__delta_cache_get_stats(vfmig_delta_cache *dc, vfmig_delta_cache_stats
         return;
     pthread_mutex_lock(&dc->mu);
     *out = dc->st;
-    out->bytes_used = (uint64_t)(dc->faulted > dc->used ? dc->faulted : dc->used) * dc->page_size;
+    out->bytes_used = (uint64_t)dc->used * dc->page_size;
     pthread_mutex_unlock(&dc->mu);
 }

@@ -543,13 +543,6 @@ bool vfmig__pipeline_in_place(const vfmig_pipeline *p)
     return p->in_place && p->map[0];
 }
 
-void vfmig__pipeline_expect(vfmig_pipeline *p, uint64_t pages)
-{
-    /* Round 0 fills nothing, and the final pass only uses copies that exist. */
-    if (p->round > 0 && !p->paused)
-        vfmig__delta_cache_reserve(p->delta, pages);
-}
-
 void vfmig__pipeline_digest(const vfmig_pipeline *p, vfmig_digest *out)
 {
     *out = (vfmig_digest){0, 0};

@@ -29,8 +29,6 @@ int vfmig__pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out);
 /** Starts round `round`: later submits belong to it. `paused`: the VF is paused (its memory
  *  holds still, so frames read in place are checksummed whole). */
 void vfmig__pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused);
-/** Tells the pipeline how many pages the round will send (grows the delta cache ahead). */
-void vfmig__pipeline_expect(vfmig_pipeline *p, uint64_t pages);
 /** Queues a run of pages (global index, within range `range`, at most batch_pages). Blocks while
  *  the queue is full. */
 int vfmig__pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uint64_t npages);

@@ -242,7 +242,6 @@ static int send_round(source *src, uint32_t round, bool all, bool blackout, uint
     vfmig_session *s = src->s;
     uint64_t t0 = vfmig__now_ns();
     vfmig__pipeline_begin_round(src->pipe, round, blackout);
-    vfmig__pipeline_expect(src->pipe, pages);
     vfmig__progress_round(s, round, pages * s->page_size);
     if (all)
         for (uint32_t r = 0; r < s->dev.nranges; r++)
