@@ -1129,6 +1129,7 @@ static const char *vf_kind(const opts *o) { return o->device_str ? o->device_str
 typedef struct setup_view {
     const opts *o;
     const char *role;
+    uint64_t session; /* serve: the migration it is for (its id), 0 elsewhere */
     uint64_t t0, last;
 } setup_view;
 
@@ -1147,6 +1148,8 @@ static void on_setup(void *user, uint64_t done, uint64_t total)
         flockfile(stderr);
         progress_line(&j, "setup");
         vfmig__json_str(&j, "role", v->role);
+        if (v->session)
+            vfmig__json_u64(&j, "session", v->session);
         vfmig__json_u64(&j, "bytes_done", done);
         vfmig__json_u64(&j, "bytes_total", total);
         vfmig__json_num(&j, "elapsed_ms", elapsed, 1);
@@ -1396,6 +1399,12 @@ static int serve_open(void *user, const vfmig_incoming *in, vfmig_device *dev, v
     cfg.immutable_bytes = in->immutable_bytes;
     if (c->o->target_state_version)
         cfg.state_version = c->o->target_state_version;
+    /* Setup lines carry the migration's id: several may be set up at once (no bar for that). */
+    setup_view view = {.o = c->o, .role = "target", .session = in->id};
+    if (c->o->progress == PROGRESS_JSON) {
+        cfg.setup_progress = on_setup;
+        cfg.setup_user = &view;
+    }
     vfmig_simvf *sim;
     int rc = vfmig_simvf_create(&cfg, &sim);
     if (rc)

@@ -163,9 +163,10 @@ wait_for() { # file pattern: waits (bounded) for a line to appear
 }
 
 # serve: keyed migrations one after another, a wrong key refused, one JSON line per migration;
-# SIGTERM while a migration runs cancels it (its source keeps the VF) and serve exits 0.
+# each incoming VF's setup shown on stderr with its migration's id; SIGTERM while a migration
+# runs cancels it (its source keeps the VF) and serve exits 0.
 "$V" serve --listen "tcp://127.0.0.1:0?streams=4" --psk-file "$TMP/key" --timeout-ms 3000 --json \
-    >"$TMP/serve.json" 2>"$TMP/serve.err" &
+    --progress json >"$TMP/serve.json" 2>"$TMP/serve.err" &
 SVPID=$!
 wait_for "$TMP/serve.err" "serving on port"
 SPORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$TMP/serve.err")
@@ -189,6 +190,13 @@ has_keys "$(cat "$TMP/s3.json")" '"status":"error"' '"vf_state":"running-on-sour
 [ "$(grep -c '"status":"ok"' "$TMP/serve.json")" -eq 2 ] || fail "serve JSON: $(cat "$TMP/serve.json")"
 [ "$(grep -c '"status":"error"' "$TMP/serve.json")" -eq 1 ] || fail "serve JSON: $(cat "$TMP/serve.json")"
 grep -q "stopped serving: 2 migrated" "$TMP/serve.err" || fail "serve summary: $(cat "$TMP/serve.err")"
+for sv in "1 16777216" "2 25165824"; do
+    set -- $sv
+    for done_ in 0 "$2"; do
+        grep -q "\"phase\":\"setup\",\"role\":\"target\",\"session\":$1,\"bytes_done\":$done_,\"bytes_total\":$2," \
+            "$TMP/serve.err" || fail "serve: no setup line for migration $1 at $done_ of $2: $(grep setup "$TMP/serve.err")"
+    done
+done
 
 # SIGINT on a source mid pre-copy: canceled, the VF runs on, the summary is printed, exit 1.
 start_target --vram 256M --psk-file "$TMP/key"
