@@ -150,9 +150,16 @@ static bool zstd_allowed(const vfmig_chooser *ch)
            ch->link_bps < ZSTD_LINK_FRACTION * est_of(ch)->speed[VFMIG_CODEC_LZ4] * workers_of(ch);
 }
 
+/* CPU seconds per input byte on the workers' whole cores... */
+static double core_cpu_of(const vfmig_chooser *ch, int c)
+{
+    return 1.0 / (est_of(ch)->speed[c] * (ch->workers ? (double)ch->workers : 1.0));
+}
+
+/* ... and in wall time, at the share of their cores they get. */
 static double cpu_of(const vfmig_chooser *ch, int c)
 {
-    return 1.0 / (est_of(ch)->speed[c] * workers_of(ch));
+    return core_cpu_of(ch, c) / ch->cpu_share;
 }
 
 static double wire_of(const vfmig_chooser *ch, int c)
@@ -173,17 +180,18 @@ static double wire_of(const vfmig_chooser *ch, int c)
  */
 static double cost(const vfmig_chooser *ch, int c)
 {
-    double cpu = cpu_of(ch, c), wire = wire_of(ch, c);
+    double wire = wire_of(ch, c);
     /* The price already holds what the core share would say, measured where it counts. */
     if (ch->link_busy >= 0)
-        return wire + ch->lambda * cpu * ch->cpu_share;
+        return wire + ch->lambda * core_cpu_of(ch, c);
+    double cpu = cpu_of(ch, c);
     return cpu > wire ? cpu : wire;
 }
 
 /* Cost for deciding whether a probe is worth it: cost() or, with the link unknown, CPU. */
 static double probe_cost(const vfmig_chooser *ch, int c)
 {
-    return ch->link_bps > 0 ? cost(ch, c) : 1.0 / (est_of(ch)->speed[c] * workers_of(ch));
+    return ch->link_bps > 0 ? cost(ch, c) : cpu_of(ch, c);
 }
 
 static int best_codec(const vfmig_chooser *ch, bool has_ref, bool zstd_ok)
