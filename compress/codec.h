@@ -142,7 +142,7 @@ typedef struct vfmig_chooser {
 } vfmig_chooser;
 
 /** Content class (0 .. VFMIG_CONTENT_CLASSES-1) of len bytes at p, from the order-0 entropy of
- *  up to 4 KiB sampled across them: 0 for near-constant bytes, the last for random ones. */
+ *  up to 2 KiB sampled across them: 0 for near-constant bytes, the last for random ones. */
 unsigned vfmig__content_class(const void *p, size_t len);
 void vfmig__chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
 /** Sets the link estimate (bytes/s for all workers together). */
