@@ -88,11 +88,12 @@ int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t 
 void vfmig__delta_cache_destroy(vfmig_delta_cache *dc);
 /**
  * Pins the copies of pages [first, first+n) under one lock: copy[k] points at page first+k's
- * copy with hit[k] = true when one is cached; on a miss with `allocate`, copy[k] is a fresh slot
- * for the caller to fill (hit[k] false), or NULL when every slot is pinned (or no capacity).
+ * copy with hit[k] = true when one is cached; on a miss with allocate[k] (allocate NULL: none),
+ * copy[k] is a fresh slot for the caller to fill (hit[k] false), or NULL when every slot is
+ * pinned (or no capacity).
  * The caller reads and writes pinned copies without locking; release unpins them.
  */
-void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
+void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *allocate,
                                    uint8_t **copy, bool *hit);
 /** Unpins a run; pages with keep[k] false are forgotten (keep NULL keeps all). */
 void vfmig__delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep);

@@ -36,21 +36,18 @@ struct vfmig_delta_cache {
     vfmig_delta_cache_stats st;
 };
 
-/* The copies live in one reserved slab (huge pages where the kernel gives them) that is faulted
- * in as slots are first written, by the worker filling them, outside the lock: first-touch
- * faults cost ~1.5-4 s/GB on a VM. Faulting in chunks under the lock serialized the workers
- * (round 1 of a 1 GiB migration took 200 ms instead of 31 ms filling a fresh 64 MiB cache),
- * and faulting a round's room before it kept the link idle as long (170 ms at 1 Gbit); faults
- * spread over the workers overlap with the link. The cache costs memory only for the set that
- * is re-sent. */
-
+/* The copies live in one reserved slab that is faulted in as slots are first written, by the
+ * worker filling them, outside the lock: first-touch faults cost ~2 us a page on a VM. Faulting
+ * in chunks under the lock serialized the workers (round 1 of a 1 GiB migration took 200 ms
+ * instead of 31 ms filling a fresh 64 MiB cache), and faulting a round's room before it kept the
+ * link idle as long (170 ms at 1 Gbit); faults spread over the workers overlap with the link.
+ * No huge pages: where the kernel compacts memory for them on demand (THP defrag "madvise", a
+ * common default) a first touch stalled for milliseconds, and copies are used a page at a time,
+ * where the TLB gains little. The cache costs memory only for the set that is re-sent. */
 static uint8_t *alloc_slab(size_t bytes)
 {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    madvise(p, bytes, MADV_HUGEPAGE);
-    return p;
+    return p == MAP_FAILED ? NULL : p;
 }
 
 static void free_slab(uint8_t *p, size_t bytes)
@@ -153,7 +150,7 @@ static void drop_locked(vfmig_delta_cache *dc, uint64_t page)
     }
 }
 
-void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, bool allocate,
+void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *allocate,
                                    uint8_t **copy, bool *hit)
 {
     for (uint32_t k = 0; k < n; k++) {
@@ -172,7 +169,7 @@ void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint3
             dc->st.hits++;
         } else {
             dc->st.misses++;
-            if (!allocate || (s = take_slot(dc)) == NO_SLOT)
+            if (!allocate || !allocate[k] || (s = take_slot(dc)) == NO_SLOT)
                 continue;
             dc->slot_of[page] = s;
             dc->page_of[s] = page;

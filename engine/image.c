@@ -219,25 +219,29 @@ int vfmig__lin_delta(const vfmig_lin *lin, const uint8_t *stream, size_t len, ui
     return ip == end ? VFMIG_OK : VFMIG_ECODEC;
 }
 
-bool vfmig__page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash)
+bool vfmig__page_is_zero(const void *page, size_t page_size)
 {
-    /* The zero test reads 64 bytes at a time and leaves at the first non-zero word: on data it
-     * costs a cache line, on zero pages it is the pass (and the hash is known). */
+    /* 64 bytes at a time, leaving at the first non-zero word: on data it costs a cache line. */
     const uint8_t *p = page;
     size_t i = 0;
     for (; i + 64 <= page_size; i += 64) {
         uint64_t w[8];
         memcpy(w, p + i, 64);
         if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
-            break;
+            return false;
     }
-    if (i + 64 > page_size) {
-        for (; i < page_size && !p[i]; i++)
-            ;
-        if (i == page_size) {
-            *hash = zero_hash;
-            return true;
-        }
+    for (; i < page_size; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+bool vfmig__page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash)
+{
+    /* On zero pages the zero test is the pass (and the hash is known). */
+    if (vfmig__page_is_zero(page, page_size)) {
+        *hash = zero_hash;
+        return true;
     }
     *hash = page_hash_fn(page, page_size) & ~VFMIG_HASH_LIN;
     return false;

@@ -73,6 +73,8 @@ static inline uint64_t vfmig_lin_after_delta(const vfmig_lin *lin, uint64_t old,
  * in their first bytes, so the hash is the only full pass over them.
  */
 bool vfmig__page_zero_or_hash(const void *page, size_t page_size, uint64_t zero_hash, uint64_t *hash);
+/** Whether the page is all zero; a data page is usually told by its first cache line. */
+bool vfmig__page_is_zero(const void *page, size_t page_size);
 
 /** Sets page p's hash to h in `table`, adding the change to `acc`. */
 void vfmig__image_set(uint64_t *table, vfmig_digest *acc, uint64_t p, uint64_t h);

@@ -44,6 +44,9 @@ bool vfmig__pipeline_in_place(const vfmig_pipeline *p);
 /** Of the last round's delta pages, those whose linear hash was computed whole (their first
  *  delta: later ones update it from the changed bytes alone, on both ends). */
 uint64_t vfmig__pipeline_lin_full_pages(const vfmig_pipeline *p);
+/** Pages the last round gave a delta-cache copy (sent raw or compressed this time, as deltas
+ *  against it next time). */
+uint64_t vfmig__pipeline_newly_cached_pages(const vfmig_pipeline *p);
 /** Memory the delta cache uses now. */
 uint64_t vfmig__pipeline_delta_cache_bytes(const vfmig_pipeline *p);
 /** Sets the link estimate the codec choice uses. */

@@ -316,14 +316,12 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
             .src_cpu_ns = rs.cpu_ns, .dst_cpu_ns = rs.peer_cpu_ns, .pending_pages = pending,
             .page_size = s->page_size, .query_ns = final_query_ns, .scan_ns = track_ns, .since_query_ns = now - t_query,
             .precopy_ns = now - t_start,
-            /* Mostly raw after round 0 with a delta cache: those copies make the next round a
+            /* A round that gave most of its data pages delta-cache copies makes the next one a
              * delta round, which is what a final pass of the same pages would be too. And a
              * page's first delta computes its linear hash whole on both ends; the ones after it
              * only touch the changed bytes: measure such a round before predicting from it. */
-            .warming = round > 0 && vfmig__pipeline_delta_cache_bytes(src->pipe) > 0 &&
-                       (rs.codec_in[VFMIG_CODEC_DELTA] < rs.codec_in[VFMIG_CODEC_RAW] + rs.codec_in[VFMIG_CODEC_LZ4] +
-                                                             rs.codec_in[VFMIG_CODEC_ZSTD] ||
-                        2 * vfmig__pipeline_lin_full_pages(src->pipe) > rs.dirty_pages),
+            .warming = round > 0 && (2 * vfmig__pipeline_newly_cached_pages(src->pipe) > rs.dirty_pages - rs.zero_pages ||
+                                     2 * vfmig__pipeline_lin_full_pages(src->pipe) > rs.dirty_pages),
         };
         if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)
             pol.cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;

@@ -6,7 +6,7 @@ add_executable(test_migrate test_migrate.c)
 target_include_directories(test_migrate PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
 target_link_libraries(test_migrate PRIVATE vfmig)
 foreach(case local local_streams4 local_ranges_4k local_seq_2m_pages decode_pool decode_pool_delta
-             codec_raw codec_lz4 codec_zstd codec_delta codec_auto_capped forced_switch_rounds two_procs
+             codec_raw codec_lz4 codec_zstd codec_delta codec_auto_capped delta_cache_small_writes forced_switch_rounds two_procs
              two_procs_copying local_copying codec_delta_copying auth_ok encrypted encrypted_required)
   add_test(NAME migrate_${case} COMMAND test_migrate ${case})
   set_tests_properties(migrate_${case} PROPERTIES TIMEOUT 120 LABELS integration)

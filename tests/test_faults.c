@@ -178,7 +178,9 @@ static const pcase pcases[] = {
     {"roundack_truncate", P_ROUND_ACK, TRUNC(20), BY_A(CLOSED)},
     /* a later pre-copy round */
     {"later_truncate", P_LATER, TRUNC(41), BY_A(CLOSED)},
-    {"later_flippayload", P_LATER, FLIP_PAY, BY_T(CHECKSUM)},
+    /* Copied out of VRAM (no map), so the checksum covers the payload; read in place, a page
+     * corrupted in a dirty round is as in round0_flippayload_inplace. */
+    {"later_flippayload", P_LATER, FLIP_PAY, .no_map = true, BY_T(CHECKSUM)},
     {"later_dup", P_LATER, DUP, BY_T(PROTO)},
     {"later_drop", P_LATER, DROP, BY_T(PROTO)},
     {"later_delayshort", P_LATER, DELAY_SHORT, BENIGN},

@@ -8,6 +8,7 @@
  * the restored mutable state against the source's; every failing case checks a clear error on
  * both ends, the source VF running (its workload still writing), the target not resumed.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@ typedef struct tcase {
     bool src_encrypt, dst_encrypt;
     bool full_verify; /* both ends VFMIG_VERIFY_FULL */
     bool no_map;      /* devices without in-place access: pages through read/write */
+    bool scripted;    /* no workload: the source's query writes (see query_scripted) */
     int expect; /* VFMIG_OK or the status the source must end with (0 = any error) */
     bool expect_error;
 } tcase;
@@ -149,11 +151,51 @@ static void target_setup(target_run *t, const tcase *c, vfmig_listener *l)
 }
 
 /* Source side: runs the migration with the fault wrapper; returns the status. */
+/* Scripted writes, made by the source's collecting query itself (so before the round that sends
+ * them, on the session's thread: the same bytes on every run): each round the 32 pages from
+ * SCRIPT_WHOLE are rewritten whole and the 16 from SCRIPT_SMALL get one 8-byte write each (at a
+ * place that moves every round). Those 48 pages always read as dirty; with a query cost floor
+ * of 2 ms the 1 ms budget is never met, so the rounds run to MAX_ROUNDS. */
+#define SCRIPT_WHOLE 64u
+#define SCRIPT_SMALL 128u
+static int query_scripted(void *d, uint32_t r, uint64_t fp, uint64_t n, uint64_t *bm, int clear)
+{
+    fault_dev *f = FD(d);
+    struct timespec ts = {0, 2000000};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+    int rc = f_query(d, r, fp, n, bm, clear);
+    const uint64_t ps = f->inner.page_size, base = f->inner.ranges[0].offset;
+    static uint64_t calls; /* one source per process */
+    uint8_t page[64 << 10];
+    if (rc == VFMIG_OK && clear && ps <= sizeof(page)) {
+        calls++;
+        for (uint64_t p = SCRIPT_WHOLE; p < SCRIPT_WHOLE + 32; p++) {
+            uint64_t x = calls * 0x9e3779b97f4a7c15ull ^ p;
+            for (uint64_t i = 0; i < ps; i += 8) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                memcpy(page + i, &x, 8);
+            }
+            ASSERT_OK(f->inner.ops->write(f->inner.dev, base + p * ps, page, (size_t)ps));
+        }
+        for (uint64_t p = SCRIPT_SMALL; p < SCRIPT_SMALL + 16; p++) {
+            uint64_t x = calls ^ p << 32;
+            ASSERT_OK(f->inner.ops->write(f->inner.dev, base + p * ps + (calls * 8) % ps, &x, 8));
+        }
+    }
+    for (uint64_t p = fp; rc == VFMIG_OK && r == 0 && p < fp + n; p++)
+        if ((p >= SCRIPT_WHOLE && p < SCRIPT_WHOLE + 32) || (p >= SCRIPT_SMALL && p < SCRIPT_SMALL + 16))
+            bm[(p - fp) / 64] |= 1ull << ((p - fp) % 64);
+    return rc;
+}
+
 static int source_run(const tcase *c, const char *ep, vfmig_simvf *sim, fault_dev *fd, vfmig_session **out)
 {
     int op = c->fault_end == 1 ? c->fault_op : -1;
     fault_wrap_ex(fd, sim, op, c->fault_after, c->fault_end == 1 ? c->fault_action : ACT_NONE,
                   !c->no_map && op != OP_READ && op != OP_WRITE);
+    if (c->scripted)
+        fd->ops.query_dirty = query_scripted;
     vfmig_session *s = make_session(c, VFMIG_ROLE_SOURCE, &fd->outer);
     fd->cancel = s;
     *out = s;
@@ -231,6 +273,20 @@ static void run_in_process(const tcase *c)
         ASSERT_EQ(tc.resumes, 1);
         ASSERT_EQ(tc.ends, 1);
         ASSERT_TRUE(ss.blackout_ns > 0 && ss.rounds >= 1);
+        if (c->scripted) {
+            /* Rounds 1..4 and the final pass each send the 48 pages. The small writes leave the
+             * pages' marks alone (or nearly all: one may land on a marked word), so those take
+             * copies in round 1 and go as deltas from round 2 on; the pages rewritten whole
+             * never take a copy, so never cost one. */
+            const uint64_t ps = c->page;
+            ASSERT_EQ(ss.rounds, (uint32_t)c->max_rounds);
+            if (ss.delta_cache_bytes > 16 * ps)
+                T_FAIL("delta cache holds %llu pages: more than the 16 written in small pieces",
+                       (unsigned long long)(ss.delta_cache_bytes / ps));
+            if (ss.codec_in[VFMIG_CODEC_DELTA] < 3 * 14 * ps)
+                T_FAIL("%llu pages went as deltas: the 16 written in small pieces should, from round 2 on",
+                       (unsigned long long)(ss.codec_in[VFMIG_CODEC_DELTA] / ps));
+        }
     } else {
         ASSERT_TRUE(rc != VFMIG_OK);
         ASSERT_TRUE(t.rc != VFMIG_OK);
@@ -360,6 +416,9 @@ static const tcase cases[] = {
     {"codec_zstd", BASE, .codec = VFMIG_CODEC_ZSTD, .streams = 2},
     {"codec_delta", BASE, .codec = VFMIG_CODEC_DELTA, .streams = 3, .budget_ms = 1, .max_rounds = 6},
     {"codec_auto_capped", BASE, .codec = VFMIG_CODEC_AUTO, .bandwidth = 400 * MiB},
+    /* which pages the delta cache keeps copies of: only those that change little */
+    {"delta_cache_small_writes", .vram = 16 * MiB, .page = 4096, .ranges = 1, .content = VFMIG_CONTENT_RANDOM,
+     .codec = VFMIG_CODEC_AUTO, .streams = 2, .budget_ms = 1, .max_rounds = 5, .scripted = true},
     {"forced_switch_rounds", .vram = 64 * MiB, .page = 64 << 10, .ranges = 1, .rate = 400 * MiB,
      .pattern = VFMIG_PATTERN_HOT, .hot = 8 * MiB, .content = VFMIG_CONTENT_MIX, .budget_ms = 1, .max_rounds = 3},
     /* two processes compare their whole VRAMs (full verification) before the target resumes */
