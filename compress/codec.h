@@ -88,13 +88,13 @@ int vfmig__delta_cache_create(size_t capacity_bytes, size_t page_size, uint64_t 
 void vfmig__delta_cache_destroy(vfmig_delta_cache *dc);
 /**
  * Pins the copies of pages [first, first+n) under one lock: copy[k] points at page first+k's
- * copy with hit[k] = true when one is cached; on a miss with allocate[k] (allocate NULL: none),
- * copy[k] is a fresh slot for the caller to fill (hit[k] false), or NULL when every slot is
- * pinned (or no capacity).
- * The caller reads and writes pinned copies without locking; release unpins them.
+ * copy with hit[k] = true when one is cached, else copy[k] is NULL (see fill_run). The caller
+ * reads and writes pinned copies without locking; release unpins them.
  */
-void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *allocate,
-                                   uint8_t **copy, bool *hit);
+void vfmig__delta_cache_acquire_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, uint8_t **copy, bool *hit);
+/** After an acquire: fresh pinned slots (into copy[k]) for the pages that missed and have want[k]
+ *  (copy[k] stays NULL when every slot is pinned). One lock; for deciding on misses only. */
+void vfmig__delta_cache_fill_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *want, uint8_t **copy);
 /** Unpins a run; pages with keep[k] false are forgotten (keep NULL keeps all). */
 void vfmig__delta_cache_release_run(vfmig_delta_cache *dc, uint64_t first, uint32_t n, const bool *keep);
 /** One-page calls, copying under the lock (safe however threads share pages). */

@@ -45,12 +45,11 @@
  * rewritten whole): runs then skip the cache, but one in DELTA_PROBE_RUNS keeps it, so that a
  * workload turning to small writes is seen again. */
 #define DELTA_NOT_PAYING 0.7
-/* Whether a page showed a small change is judged from one 32-bit mark per page (page_mark) taken
- * when it was last sent. A miss takes a cache slot only when that word is
- * unchanged: a page rewritten whole (the word changed) would cost a copy and a fresh slot's
- * first touch (zeroing) for a delta that cannot pay - on a 1 GiB mix VF with 4 KiB writes,
- * round 1 took 2x raw's time filling 3k slots. A page turning to small writes is cached the
- * round after its mark settles. */
+/* Whether a page changed little since it was last sent is judged from a 64-bit mark per page
+ * (page_mark). A miss takes a cache slot only when it did: a page rewritten whole would cost a
+ * copy and a fresh slot's first touch (zeroing) for a delta that cannot pay - on a 1 GiB mix VF
+ * with 4 KiB writes round 1 took 2x raw's time filling 3k slots. A page turning to small
+ * writes takes its copy the round after its mark settles. */
 #define DELTA_MIN_TRIES 8u
 #define DELTA_PROBE_RUNS 16u
 
@@ -110,7 +109,7 @@ struct vfmig_pipeline {
     uint64_t page_size;
     uint64_t zero_hash;
     vfmig_delta_cache *delta;
-    uint32_t *mark;        /* [npages] with the delta cache: each page's mark when last sent */
+    uint64_t *mark;        /* [npages] with the delta cache: each page's mark when last sent */
     const uint8_t *map[VFMIG_MAX_RANGES]; /* in-place view of each range, or NULL */
     bool in_place;         /* payloads may be sent straight from VRAM (no per-frame crypto) */
     stream_tx streams[VFMIG_MAX_STREAMS + 1];
@@ -314,20 +313,34 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     return rc;
 }
 
-/* Page `index`'s mark: four words of it, one in each quarter at places that differ from page to
- * page (no layout of the workload's writes keeps missing them), folded to 32 bits. All four
- * unchanged says most of the page is: a page with a fraction f of its words rewritten keeps its
- * mark with odds (1-f)^4 - 2% for a texture's noise (f ~ 0.6, where delta does not pay), 85%
- * for 20 8-byte writes (f = 0.04). */
-static inline uint32_t page_mark(const uint8_t *pg, uint64_t index, uint64_t page_size)
+/* Page `index`'s mark: eight words of it, one in each eighth at places that differ from page to
+ * page (no layout of the workload's writes keeps missing them), each folded to a byte. A page
+ * counts as changed little when at most MARK_CHANGED of them differ: with a fraction f of its
+ * words rewritten that holds with odds 96% at f = 0.1 (50 8-byte writes to a 4 KiB page), 55% at
+ * 0.3, 5% at 0.6 (a texture's noise redrawn, where delta does not pay) and never for a page
+ * rewritten whole. All eight unchanged would have left a third of a hot set swept by 8-byte
+ * writes without copies for a round, and its deltas a round later (the blackout 20-40% longer). */
+#define MARK_CHANGED 2
+static inline uint64_t page_mark(const uint8_t *pg, uint64_t index, uint64_t page_size)
 {
-    uint64_t quarter = page_size / 32, h = index * 0x9e3779b97f4a7c15ull, x = 0;
-    for (unsigned q = 0; q < 4; q++) {
+    uint64_t eighth = page_size / 64, h = index * 0x9e3779b97f4a7c15ull, m = 0;
+    for (unsigned q = 0; q < 8; q++) {
         uint64_t v;
-        memcpy(&v, pg + (q * quarter + (h >> (16 * q + 8)) % quarter) * 8, sizeof(v));
-        x ^= v << (16 * q) | (q ? v >> (64 - 16 * q) : 0);
+        memcpy(&v, pg + (q * eighth + ((h >> (8 * q)) & 0xff) % eighth) * 8, sizeof(v));
+        v ^= v >> 32;
+        v ^= v >> 16;
+        v ^= v >> 8;
+        m |= (v & 0xff) << (8 * q);
     }
-    return (uint32_t)(x ^ (x >> 32));
+    return m;
+}
+
+static inline bool changed_little(uint64_t was, uint64_t now)
+{
+    unsigned changed = 0;
+    for (uint64_t x = was ^ now; x; x >>= 8)
+        changed += (x & 0xff) != 0;
+    return changed <= MARK_CHANGED;
 }
 
 static void set_marks(worker *w, const run *r)
@@ -344,13 +357,24 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
     vfmig_session *s = p->s;
     const uint64_t ps = p->page_size;
     const uint32_t n = r->npages;
-    /* In the final pass a fresh copy would never serve as a base: only existing ones are used. */
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t m = page_mark(w->src[k], r->page + k, ps), *was = &p->mark[r->page + k];
-        w->want[k] = !p->paused && *was == m;
-        *was = m;
+    vfmig__delta_cache_acquire_run(p->delta, r->page, n, w->copy, w->hit);
+    /* Misses that changed little since last sent take copies. Hits keep the mark of their last
+     * miss (read apart from the delta pass, four words a page cost a TLB miss each time: the
+     * final pass of a 64 MiB hot set took 7-8 ms instead of 4.5-6). In the final pass a fresh
+     * copy would never serve as a base: only existing ones are used. */
+    if (!p->paused) {
+        bool any = false;
+        for (uint32_t k = 0; k < n; k++) {
+            w->want[k] = false;
+            if (w->hit[k])
+                continue;
+            uint64_t m = page_mark(w->src[k], r->page + k, ps), *was = &p->mark[r->page + k];
+            any |= w->want[k] = changed_little(*was, m);
+            *was = m;
+        }
+        if (any)
+            vfmig__delta_cache_fill_run(p->delta, r->page, n, w->want, w->copy);
     }
-    vfmig__delta_cache_acquire_run(p->delta, r->page, n, w->want, w->copy, w->hit);
     for (uint32_t k = 0; k < n; k++) {
         uint64_t h;
         w->keep[k] = true;
@@ -425,7 +449,7 @@ static int process_run(worker *w, const run *r, unsigned stream, uint64_t base)
             return process_cached(w, r, live, stream);
         /* These pages go out without the cache: forget their copies (one lock for the run), or
          * a later delta would be taken against a base the target no longer holds. */
-        vfmig__delta_cache_acquire_run(p->delta, r->page, r->npages, NULL, w->copy, w->hit);
+        vfmig__delta_cache_acquire_run(p->delta, r->page, r->npages, w->copy, w->hit);
         memset(w->keep, 0, r->npages * sizeof(*w->keep));
         vfmig__delta_cache_release_run(p->delta, r->page, r->npages, w->keep);
     }

@@ -489,6 +489,41 @@ static void test_cache(void)
     vfmig__delta_cache_put(dc, 1, a);
     ASSERT_TRUE(!vfmig__delta_cache_get(dc, 1, b));
     vfmig__delta_cache_destroy(dc);
+
+    /* Runs: acquire pins hits only; fill gives slots to the wanted misses; pinned slots are
+     * never evicted, so a fill with every slot pinned gives none; release forgets keep=false. */
+    ASSERT_OK(vfmig__delta_cache_create(3 * ps, ps, 20, &dc));
+    uint8_t *copy[4];
+    bool hit[4], want[4] = {true, false, true, true}, keep[4] = {true, true, false, true};
+    vfmig__delta_cache_acquire_run(dc, 4, 4, copy, hit);
+    for (int k = 0; k < 4; k++)
+        ASSERT_TRUE(!hit[k] && !copy[k]);
+    vfmig__delta_cache_fill_run(dc, 4, 4, want, copy);
+    ASSERT_TRUE(copy[0] && !copy[1] && copy[2] && copy[3]);
+    ASSERT_TRUE(copy[0] != copy[2] && copy[2] != copy[3] && copy[0] != copy[3]);
+    for (int k = 0; k < 4; k++)
+        if (copy[k])
+            fill_page(copy[k], ps, 4 + (uint64_t)k, 3);
+    uint8_t *other[1];
+    bool ohit[1], owant[1] = {true};
+    vfmig__delta_cache_acquire_run(dc, 12, 1, other, ohit);
+    vfmig__delta_cache_fill_run(dc, 12, 1, owant, other);
+    ASSERT_TRUE(!ohit[0] && !other[0]); /* all three slots pinned by the run */
+    vfmig__delta_cache_release_run(dc, 4, 4, keep);
+    vfmig__delta_cache_acquire_run(dc, 4, 4, copy, hit);
+    ASSERT_TRUE(hit[0] && !hit[1] && !hit[2] && hit[3]); /* page 6 was forgotten */
+    fill_page(a, ps, 4, 3);
+    ASSERT_TRUE(memcmp(copy[0], a, ps) == 0);
+    fill_page(a, ps, 7, 3);
+    ASSERT_TRUE(memcmp(copy[3], a, ps) == 0);
+    vfmig__delta_cache_release_run(dc, 4, 4, NULL);
+    vfmig__delta_cache_fill_run(dc, 12, 1, owant, other); /* page 6's slot is free again */
+    ASSERT_TRUE(other[0] != NULL);
+    vfmig__delta_cache_release_run(dc, 12, 1, NULL);
+    vfmig__delta_cache_get_stats(dc, &st);
+    ASSERT_EQ(st.pages_cached, 3);
+    ASSERT_EQ(st.evictions, 0);
+    vfmig__delta_cache_destroy(dc);
 }
 
 struct cache_thr {
