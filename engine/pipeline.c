@@ -343,12 +343,6 @@ static inline bool changed_little(uint64_t was, uint64_t now)
     return changed <= MARK_CHANGED;
 }
 
-static void set_marks(worker *w, const run *r)
-{
-    for (uint32_t k = 0; k < r->npages; k++)
-        w->p->mark[r->page + k] = page_mark(w->src[k], r->page + k, w->p->page_size);
-}
-
 /* Rounds after the first with the delta cache: pages with a copy go as deltas against it, pages
  * that changed little since last sent get one. */
 static int process_cached(worker *w, const run *r, bool live, unsigned stream)
@@ -359,7 +353,7 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
     const uint32_t n = r->npages;
     vfmig__delta_cache_acquire_run(p->delta, r->page, n, w->copy, w->hit);
     /* Misses that changed little since last sent take copies. Hits keep the mark of their last
-     * miss (read apart from the delta pass, four words a page cost a TLB miss each time: the
+     * miss (read apart from the delta pass, the words of a mark cost a TLB miss a page: the
      * final pass of a 64 MiB hot set took 7-8 ms instead of 4.5-6). In the final pass a fresh
      * copy would never serve as a base: only existing ones are used. */
     if (!p->paused) {
@@ -457,9 +451,9 @@ static int process_run(worker *w, const run *r, unsigned stream, uint64_t base)
         uint64_t h;
         w->zero[k] = vfmig__page_zero_or_hash(w->src[k], (size_t)ps, p->zero_hash, &h);
         vfmig__image_set(s->page_hash, &w->digest, r->page + k, h);
+        if (p->mark) /* while the page is in cache */
+            p->mark[r->page + k] = w->zero[k] ? 0 : page_mark(w->src[k], r->page + k, ps);
     }
-    if (p->mark)
-        set_marks(w, r);
     return send_plain(w, r, 0, r->npages, live, stream);
 }
 
