@@ -323,10 +323,11 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
 #define MARK_CHANGED 2
 static inline uint64_t page_mark(const uint8_t *pg, uint64_t index, uint64_t page_size)
 {
+    /* Words per eighth: a power of two (so are page sizes), the place a mask, not a division. */
     uint64_t eighth = page_size / 64, h = index * 0x9e3779b97f4a7c15ull, m = 0;
     for (unsigned q = 0; q < 8; q++) {
         uint64_t v;
-        memcpy(&v, pg + (q * eighth + ((h >> (8 * q)) & 0xff) % eighth) * 8, sizeof(v));
+        memcpy(&v, pg + (q * eighth + ((h >> (8 * q)) & (eighth - 1) & 0xff)) * 8, sizeof(v));
         v ^= v >> 32;
         v ^= v >> 16;
         v ^= v >> 8;
