@@ -99,7 +99,7 @@ typedef struct worker {
     uint64_t wire_mark, wire_mark_ns; /* link bytes sent, and when, at the last such point */
     double link_busy;      /* smoothed fraction of the cap the link carried (< 0: none yet) */
     double delta_ratio;    /* EWMA of what delta attempts gave (out/in; 1 for a failed one) */
-    uint32_t delta_tries, cached_runs;
+    uint32_t delta_tries, cached_runs, class_reuse;
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
 
@@ -110,6 +110,7 @@ struct vfmig_pipeline {
     uint64_t zero_hash;
     vfmig_delta_cache *delta;
     uint64_t *mark;        /* [npages] with the delta cache: each page's mark when last sent */
+    uint8_t *page_class;   /* [npages] with auto: 1 + each page's content class when last measured, 0 none */
     const uint8_t *map[VFMIG_MAX_RANGES]; /* in-place view of each range, or NULL */
     bool in_place;         /* payloads may be sent straight from VRAM (no per-frame crypto) */
     stream_tx streams[VFMIG_MAX_STREAMS + 1];
@@ -182,6 +183,22 @@ static int send_zero(worker *w, uint64_t first, uint64_t n, unsigned stream)
     return rc;
 }
 
+/* The content class of a batch. One of a few pages takes the class its first page was last given:
+ * rounds after the first are batches of one page, where classifying cost as much as sending the
+ * page raw (~4 ms of a 3k-page round 1). One such batch in CLASS_RECHECK is measured again, so a
+ * buffer whose content changed kind is seen. Pages of a batch are this worker's alone. */
+#define CLASS_FEW_PAGES 4u
+#define CLASS_RECHECK 8u
+static unsigned batch_class(worker *w, uint64_t first, uint64_t n, const struct iovec *pieces)
+{
+    uint8_t *known = w->p->page_class + first;
+    if (n <= CLASS_FEW_PAGES && *known && ++w->class_reuse % CLASS_RECHECK)
+        return *known - 1u;
+    unsigned c = vfmig__content_class(pieces[0].iov_base, pieces[0].iov_len);
+    memset(known, (int)(c + 1), (size_t)n);
+    return c;
+}
+
 /*
  * Sends n non-zero pages given as `niov` pieces (contiguous pages when niov is 1): raw straight
  * from those buffers, or encoded with what the chooser picks (contiguous input only; scattered
@@ -194,7 +211,7 @@ static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *
     vfmig_pipeline *p = w->p;
     const size_t len = (size_t)(n * p->page_size);
     if (w->chooser.fixed_codec == VFMIG_CODEC_AUTO)
-        vfmig__chooser_set_class(&w->chooser, vfmig__content_class(pieces[0].iov_base, pieces[0].iov_len));
+        vfmig__chooser_set_class(&w->chooser, batch_class(w, first, n, pieces));
     int codec = vfmig__chooser_pick(&w->chooser, false);
     struct iovec one;
     const struct iovec *payload = pieces;
@@ -353,18 +370,23 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
     const uint64_t ps = p->page_size;
     const uint32_t n = r->npages;
     vfmig__delta_cache_acquire_run(p->delta, r->page, n, w->copy, w->hit);
-    /* Misses that changed little since last sent take copies. Hits keep the mark of their last
-     * miss (read apart from the delta pass, the words of a mark cost a TLB miss a page: the
-     * final pass of a 64 MiB hot set took 7-8 ms instead of 4.5-6). In the final pass a fresh
-     * copy would never serve as a base: only existing ones are used. */
-    if (!p->paused) {
+    /* Misses that changed little since last sent take copies (zero pages need none). Hits keep
+     * the mark of their last miss (read apart from the delta pass, the words of a mark cost a TLB
+     * miss a page: the final pass of a 64 MiB hot set took 7-8 ms instead of 4.5-6). In the final
+     * pass a fresh copy would never serve as a base: only existing ones are used. */
+    const bool judge = !p->paused;
+    if (judge) {
         bool any = false;
         for (uint32_t k = 0; k < n; k++) {
             w->want[k] = false;
             if (w->hit[k])
                 continue;
-            uint64_t m = page_mark(w->src[k], r->page + k, ps), *was = &p->mark[r->page + k];
-            any |= w->want[k] = changed_little(*was, m);
+            uint64_t *was = &p->mark[r->page + k], m = 0;
+            w->zero[k] = vfmig__page_is_zero(w->src[k], (size_t)ps);
+            if (!w->zero[k]) {
+                m = page_mark(w->src[k], r->page + k, ps);
+                any |= w->want[k] = changed_little(*was, m);
+            }
             *was = m;
         }
         if (any)
@@ -378,7 +400,7 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
             continue;
         }
         const uint8_t *pg = w->src[k];
-        if (w->copy[k] && !vfmig__page_is_zero(pg, (size_t)ps)) {
+        if (w->copy[k]) {
             /* The snapshot that is sent, hashed and kept as the next delta's base. */
             memcpy(w->copy[k], pg, (size_t)ps);
             h = vfmig__page_hash(w->copy[k], (size_t)ps);
@@ -386,9 +408,13 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
             w->kind[k] = PK_CACHED_RAW;
             w->newly_cached++;
         } else {
-            w->zero[k] = vfmig__page_zero_or_hash(pg, (size_t)ps, p->zero_hash, &h);
+            /* Judged zero just now: sent as such (if written since, it is dirty again). */
+            if (judge && w->zero[k])
+                h = p->zero_hash;
+            else
+                w->zero[k] = vfmig__page_zero_or_hash(pg, (size_t)ps, p->zero_hash, &h);
             w->kind[k] = w->zero[k] ? PK_ZERO : PK_PLAIN;
-            w->keep[k] = false; /* a zero page's slot, or none */
+            w->keep[k] = false; /* no copy */
         }
         vfmig__image_set(s->page_hash, &w->digest, r->page + k, h);
     }
@@ -563,6 +589,8 @@ int vfmig__pipeline_start(const vfmig_pipeline_cfg *cfg, vfmig_pipeline **out)
         return vfmig__fail(p->s, VFMIG_ENOMEM, "cannot allocate the delta cache");
     if (p->delta && !(p->mark = calloc(p->s->npages ? p->s->npages : 1, sizeof(*p->mark))))
         return vfmig__fail(p->s, VFMIG_ENOMEM, "cannot allocate the delta cache's page marks");
+    if (cfg->codec == VFMIG_CODEC_AUTO && !(p->page_class = calloc(p->s->npages ? p->s->npages : 1, 1)))
+        return vfmig__fail(p->s, VFMIG_ENOMEM, "cannot allocate the pages' content classes");
     /* In place only where every frame may leave straight from VRAM: not through frame
      * encryption, which needs a stable copy to seal. */
     vfmig_session *s = p->s;
@@ -772,6 +800,7 @@ void vfmig__pipeline_stop(vfmig_pipeline *p)
     free(p->workers);
     vfmig__delta_cache_destroy(p->delta);
     free(p->mark);
+    free(p->page_class);
     for (unsigned i = 0; i <= VFMIG_MAX_STREAMS; i++)
         pthread_mutex_destroy(&p->streams[i].lock);
     pthread_cond_destroy(&p->qnonempty);
