@@ -379,7 +379,7 @@ static void help(const char *cmd)
            "      --codec C            auto | raw | lz4 | zstd[:LEVEL] | delta (default auto)\n"
            "      --max-bandwidth RATE cap on the link, all streams (e.g. 10Gbit; default none)\n"
            "      --delta-cache SIZE   cap on the copies kept for delta encoding; the cache grows to the\n"
-           "                           set re-sent round after round (default 1G)\n"
+           "                           pages re-sent that changed little since last sent (default 1G)\n"
            "      --batch SIZE         largest page run per frame (default 1M)\n"
            "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
            "      --verify V           applied | readback | full: what the target checks before it may\n"

@@ -257,8 +257,8 @@ typedef enum vfmig_param {
     VFMIG_P_CODEC_LEVEL = 7,       /* level for lz4 (acceleration) / zstd; default 0 = codec's own */
     VFMIG_P_MAX_BANDWIDTH = 8,     /* bytes/s on the wire, all streams together; 0 = unlimited */
     VFMIG_P_DELTA_CACHE_BYTES = 9, /* cap on the copies kept for delta encoding; the cache grows
-                                      to the pages re-sent after round 0 (stats.delta_cache_bytes);
-                                      default 1 GiB */
+                                      to the pages re-sent after round 0 that changed little since
+                                      last sent (stats.delta_cache_bytes); default 1 GiB */
     VFMIG_P_BATCH_BYTES = 10,      /* largest page run per frame; default 1 MiB (fewer system calls
                                       per byte on both ends: target CPU -22% against 256 KiB) */
     VFMIG_P_THROTTLE = 11,         /* 1: ask the device to throttle when not converging; default 1 */
@@ -403,8 +403,8 @@ typedef struct vfmig_stats {
     uint32_t throttle_min_percent;    /* lowest throttle asked of the VF (100 = never throttled) */
     uint32_t verify;                  /* vfmig_verify in force */
     double wire_rate;                 /* bytes/s on the link over pre-copy (source) */
-    uint64_t delta_cache_bytes;       /* delta cache actually used (grows to the re-dirtied set,
-                                         up to VFMIG_P_DELTA_CACHE_BYTES) */
+    uint64_t delta_cache_bytes;       /* delta cache actually used (grows to the re-dirtied pages
+                                         that changed little, up to VFMIG_P_DELTA_CACHE_BYTES) */
     uint64_t immutable_bytes, mutable_bytes;
     /* Deprecated (see VFMIG_CODEC_SLOTS): vfmig_session_get_codec_stats. */
     uint64_t codec_in[VFMIG_CODEC_SLOTS];  /* per codec id, as in the round statistics */
