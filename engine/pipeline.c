@@ -45,11 +45,6 @@
  * rewritten whole): runs then skip the cache, but one in DELTA_PROBE_RUNS keeps it, so that a
  * workload turning to small writes is seen again. */
 #define DELTA_NOT_PAYING 0.7
-/* Whether a page changed little since it was last sent is judged from a 64-bit mark per page
- * (page_mark). A miss takes a cache slot only when it did: a page rewritten whole would cost a
- * copy and a fresh slot's first touch (zeroing) for a delta that cannot pay - on a 1 GiB mix VF
- * with 4 KiB writes round 1 took 2x raw's time filling 3k slots. A page turning to small
- * writes takes its copy the round after its mark settles. */
 #define DELTA_MIN_TRIES 8u
 #define DELTA_PROBE_RUNS 16u
 
@@ -330,9 +325,12 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     return rc;
 }
 
-/* Page `index`'s mark: eight words of it, one in each eighth at places that differ from page to
- * page (no layout of the workload's writes keeps missing them), each folded to a byte. A page
- * counts as changed little when at most MARK_CHANGED of them differ: with a fraction f of its
+/* A page missing from the delta cache takes a copy only when it changed little since it was last
+ * sent, as its mark tells: a page rewritten whole would cost a copy and a fresh slot's first
+ * touch for a delta that cannot pay (on a 1 GiB mix VF with 4 KiB writes, round 1 took 2x raw's
+ * time filling 3k slots). Page `index`'s mark: eight words of it, one in each eighth at places
+ * that differ from page to page (no layout of the workload's writes keeps missing them), each
+ * folded to a byte. A page counts as changed little when at most MARK_CHANGED of them differ: with a fraction f of its
  * words rewritten that holds with odds 96% at f = 0.1 (50 8-byte writes to a 4 KiB page), 55% at
  * 0.3, 5% at 0.6 (a texture's noise redrawn, where delta does not pay) and never for a page
  * rewritten whole. All eight unchanged would have left a third of a hot set swept by 8-byte
