@@ -94,7 +94,7 @@ typedef struct worker {
     uint64_t wire_mark, wire_mark_ns; /* link bytes sent, and when, at the last such point */
     double link_busy;      /* smoothed fraction of the cap the link carried (< 0: none yet) */
     double delta_ratio;    /* EWMA of what delta attempts gave (out/in; 1 for a failed one) */
-    uint32_t delta_tries, cached_runs, class_reuse;
+    uint32_t delta_tries, cached_runs, class_reuse, untimed;
     vfmig_round_stats acc; /* this round's share; harvested by end_round */
 } worker;
 
@@ -194,6 +194,28 @@ static unsigned batch_class(worker *w, uint64_t first, uint64_t n, const struct 
     return c;
 }
 
+/* Codec time of a frame, on the thread's CPU clock (a worker preempted mid-encode must not make
+ * the codec look slow). That clock is a system call, ~1-2 us on a VM: two per one-page frame
+ * were 18% of the workers' samples in a final pass of 46k pages in 13k frames, as much as its
+ * deltas cost per frame. Small frames are timed while their codec's class has fewer than two
+ * samples and then one in FRAME_TIMING_EVERY; the others are charged at the codec's current
+ * speed, so the chooser still learns their ratio. */
+#define TIMED_FRAME_BYTES (64u << 10)
+#define FRAME_TIMING_EVERY 16u
+static bool frame_timed(worker *w, int codec, size_t len)
+{
+    return len >= TIMED_FRAME_BYTES || w->chooser.est[w->chooser.cls].samples[codec] < 2 ||
+           ++w->untimed % FRAME_TIMING_EVERY == 0;
+}
+
+static uint64_t frame_ns(worker *w, int codec, size_t len, bool timed, uint64_t t0)
+{
+    if (timed)
+        return vfmig__thread_cpu_ns() - t0;
+    double speed = w->chooser.est[w->chooser.cls].speed[codec];
+    return speed > 0 ? (uint64_t)((double)len * 1e9 / speed) : 0;
+}
+
 /*
  * Sends n non-zero pages given as `niov` pieces (contiguous pages when niov is 1): raw straight
  * from those buffers, or encoded with what the chooser picks (contiguous input only; scattered
@@ -222,10 +244,10 @@ static int send_data(worker *w, uint64_t first, uint64_t n, const struct iovec *
             }
             src = w->buf;
         }
-        /* Thread CPU time: a worker preempted mid-encode must not make the codec look slow. */
-        uint64_t t0 = vfmig__thread_cpu_ns();
+        bool timed = frame_timed(w, codec, len);
+        uint64_t t0 = timed ? vfmig__thread_cpu_ns() : 0;
         int rc = vfmig__encode(w->codec, codec, p->cfg.level, src, len, NULL, w->enc, w->enc_cap, &out);
-        uint64_t dt = vfmig__thread_cpu_ns() - t0;
+        uint64_t dt = frame_ns(w, codec, len, timed, t0);
         w->acc.encode_ns += dt;
         if (rc)
             return vfmig__fail(p->s, rc, "encoding pages %llu+%llu with %s failed",
@@ -280,10 +302,11 @@ static int send_delta(worker *w, const run *r, uint64_t i, uint64_t j, unsigned 
     const uint64_t ps = p->page_size;
     const size_t len = (size_t)((j - i) * ps);
     size_t out = 0;
-    uint64_t t0 = vfmig__thread_cpu_ns();
+    bool timed = frame_timed(w, VFMIG_CODEC_DELTA, len);
+    uint64_t t0 = timed ? vfmig__thread_cpu_ns() : 0;
     /* Output at least as large as the pages is not worth sending: cap it there. */
     int rc = vfmig__delta_encode_pages(w->src + i, w->copy + i, (size_t)(j - i), (size_t)ps, w->enc, len, &out);
-    uint64_t dt = vfmig__thread_cpu_ns() - t0;
+    uint64_t dt = frame_ns(w, VFMIG_CODEC_DELTA, len, timed, t0);
     w->acc.encode_ns += dt;
     vfmig__chooser_feedback(&w->chooser, VFMIG_CODEC_DELTA, len, rc ? len : out, dt);
     double got = rc ? 1.0 : (double)out / (double)len;
