@@ -12,7 +12,7 @@
  * randomness, so tests drive it with synthetic numbers.
  *
  * All of that is learned per content class (vfmig__content_class: an entropy estimate of 2 KiB
- * sampled from the batch, ~1 us): on a VF mixing textures, tensors and random data
+ * sampled from the batch, ~1.2 us): on a VF mixing textures, tensors and random data
  * one set of averages sends tensors through lz4 (which gives up on them) and random pages
  * through zstd, where per class each gets its own best codec.
  */
@@ -133,11 +133,11 @@ static const float clog2c[256] = {
  * (symbols seen - 1) / (2 n ln 2) bits (the Miller-Madow bias), which is added back for the
  * difference (96% of 4 KiB pages of mixed content keep their class, the rest move by one). 2 KiB
  * are sampled: with a log per symbol a whole 4 KiB page took 2.3-5 us per batch, more than
- * sending it raw, and rounds after the first are batches of one or two pages; now ~1.1 us. */
+ * sending it raw, and rounds after the first are batches of one or two pages; now ~1.2 us. */
 #define CLASS_SAMPLE 2048u
 #define CLASS_TUNED_SAMPLE 4096.0
 
-unsigned vfmig__content_class(const void *p, size_t len)
+double vfmig__content_entropy(const void *p, size_t len)
 {
     enum { SPANS = 4, SPAN = CLASS_SAMPLE / 4 };
     const uint8_t *b = p;
@@ -160,7 +160,7 @@ unsigned vfmig__content_class(const void *p, size_t len)
             hist[0][s[i]]++;
     }
     if (!n)
-        return 0;
+        return 0.0;
     /* H = log2 n - sum(c log2 c) / n over the symbol counts c (four sums: no chain of adds). */
     double part[4] = {0, 0, 0, 0};
     unsigned seen = 0;
@@ -173,6 +173,12 @@ unsigned vfmig__content_class(const void *p, size_t len)
     double h = log2((double)n) - sum / (double)n;
     if (step)
         h += (double)(seen - 1) / (2.0 * 0.69314718055994531) * (1.0 / (double)n - 1.0 / CLASS_TUNED_SAMPLE);
+    return h;
+}
+
+unsigned vfmig__content_class(const void *p, size_t len)
+{
+    double h = vfmig__content_entropy(p, len);
     unsigned c = 0;
     while (c < VFMIG_CONTENT_CLASSES - 1 && h >= class_bound[c])
         c++;

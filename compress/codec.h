@@ -145,6 +145,9 @@ typedef struct vfmig_chooser {
 /** Content class (0 .. VFMIG_CONTENT_CLASSES-1) of len bytes at p, from the order-0 entropy of
  *  up to 2 KiB sampled across them: 0 for near-constant bytes, the last for random ones. */
 unsigned vfmig__content_class(const void *p, size_t len);
+/** The order-0 entropy (bits per byte) that class is taken from: exact for up to 2 KiB, sampled
+ *  and bias-corrected to a 4 KiB sample's level beyond. 0 for no bytes. */
+double vfmig__content_entropy(const void *p, size_t len);
 void vfmig__chooser_init(vfmig_chooser *ch, int codec, int level, uint32_t workers);
 /** Sets the link estimate (bytes/s for all workers together). */
 void vfmig__chooser_set_link(vfmig_chooser *ch, double link_bps);

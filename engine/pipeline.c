@@ -429,9 +429,9 @@ static int process_cached(worker *w, const run *r, bool live, unsigned stream)
             w->kind[k] = PK_CACHED_RAW;
             w->newly_cached++;
         } else {
-            /* Judged zero just now: sent as such (if written since, it is dirty again). */
-            if (judge && w->zero[k])
-                h = p->zero_hash;
+            /* Judged zero or not just now: sent as such (if written since, it is dirty again). */
+            if (judge)
+                h = w->zero[k] ? p->zero_hash : vfmig__page_hash(pg, (size_t)ps);
             else
                 w->zero[k] = vfmig__page_zero_or_hash(pg, (size_t)ps, p->zero_hash, &h);
             w->kind[k] = w->zero[k] ? PK_ZERO : PK_PLAIN;

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "compress/codec.h"
@@ -728,6 +729,34 @@ static void test_chooser(void)
             buf[i] &= 0x0f;
         ASSERT_EQ(vfmig__content_class(buf, sizeof(buf)), 2);
         ASSERT_EQ(vfmig__content_class(buf, 0), 0);
+
+        /* Up to 2 KiB the estimate is exact: against log2 per symbol, over alphabets from 1 to
+         * 256 symbols and skewed ones, whose counts reach past the table (c >= 256). */
+        for (unsigned alpha = 1; alpha <= 256; alpha = alpha * 2 + 1) {
+            for (size_t len = 1; len <= 2048; len = len * 3 + 7) {
+                unsigned cnt[256] = {0};
+                for (size_t i = 0; i < len; i++) {
+                    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                    unsigned v = (unsigned)(x >> 40) % alpha;
+                    buf[i] = (uint8_t)((x & 3) ? v : 0); /* 3/4 of bytes from the alphabet, 1/4 zero */
+                    cnt[buf[i]]++;
+                }
+                double ref = 0;
+                for (unsigned v = 0; v < 256; v++)
+                    if (cnt[v])
+                        ref -= (double)cnt[v] / (double)len * log2((double)cnt[v] / (double)len);
+                double got = vfmig__content_entropy(buf, len);
+                if (fabs(got - ref) > 1e-4)
+                    T_FAIL("entropy of %zu bytes over %u symbols: %.6f, expected %.6f", len, alpha, got, ref);
+            }
+        }
+        /* Beyond 2 KiB: sampled and corrected, within a few hundredths of the whole 1 MiB. */
+        for (size_t i = 0; i < sizeof(buf); i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            buf[i] = (uint8_t)(x >> 56);
+        }
+        double e = vfmig__content_entropy(buf, sizeof(buf));
+        ASSERT_TRUE(e > 7.9 && e < 8.05);
     }
 
     /* Two content classes batch by batch on a 125 MB/s link, one worker: textures (lz4 0.28 at
