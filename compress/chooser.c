@@ -37,9 +37,9 @@
 /* The link counts as saturated when it carries at least this fraction of its capacity, and as
  * starved (the CPUs bound) below the second; the price of CPU time moves by LAMBDA_STEP per
  * measurement towards the balance, within [LAMBDA_MIN, LAMBDA_MAX]. A saturated capped link
- * reads ~0.96 (raw at 10 Gbit: 616 MB in 514 ms); the band is narrow because any load under saturation means
- * the CPUs bound: with it at 0.70-0.85, auto at 10 Gbit settled at a load of ~0.73, still
- * compressing textures, 1.10-1.14x raw's time. */
+ * reads ~0.96 (raw at 10 Gbit: 616 MB in 514 ms); the band is narrow because any load under
+ * saturation means the CPUs bound: with it at 0.70-0.85, auto at 10 Gbit settled at a load of
+ * ~0.73, still compressing textures, 1.10-1.14x raw's time. */
 #define LINK_BUSY 0.93
 #define LINK_IDLE 0.85
 #define LAMBDA_STEP 1.5
