@@ -117,7 +117,9 @@ static bool any_newer(const vfmig_receive *rx, uint64_t first, uint64_t n, uint3
 /* Records pages [first, first+n) as applied with `tag`, their hashes taken from `held` (what the
  * device holds, or what was handed to it). held NULL: all zero pages. dh: the pages came in a
  * delta frame, with these changes of their linear hashes (engine/image.h); `full` makes them
- * hashed whole all the same (read back from a device without map). */
+ * hashed whole all the same, from `held`: with read-back the hash must come from the bytes VRAM
+ * holds, and a delta's change describes only the bytes it wrote (a bit flipped in VRAM since the
+ * page was last applied would pass unseen). */
 static void account_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint64_t first, uint64_t n,
                           const uint8_t *held, const uint64_t *dh, bool full)
 {
@@ -177,7 +179,8 @@ static int apply_pages(vfmig_receive *rx, applier *a, uint32_t tag, uint32_t ran
         }
         /* Zeros handed to the device hash as zeros unless what it holds is to be checked. */
         bool zero_known = !data && rx->cfg.verify == VFMIG_VERIFY_APPLIED;
-        account_pages(rx, a, tag, first + k, e - k, zero_known ? NULL : held, dh ? dh + k : NULL, held == a->chk);
+        account_pages(rx, a, tag, first + k, e - k, zero_known ? NULL : held, dh ? dh + k : NULL,
+                      rx->cfg.verify != VFMIG_VERIFY_APPLIED);
         k = e;
     }
     return VFMIG_OK;
@@ -296,8 +299,8 @@ static int decode_apply(vfmig_receive *rx, applier *a, unsigned stream, const vf
         dh = a->dh;
     }
     a->acc.encode_ns += vfmig__now_ns() - t0;
-    if (data && data == vram)
-        account_pages(rx, a, tag, f->page, f->npages, vram, dh, false); /* decoded in place */
+    if (data && data == vram) /* decoded in place */
+        account_pages(rx, a, tag, f->page, f->npages, vram, dh, rx->cfg.verify != VFMIG_VERIFY_APPLIED);
     else if ((rc = apply_pages(rx, a, tag, range, f->page, f->npages, data, dh)))
         return rc;
     count_frame(s, a, f, len);

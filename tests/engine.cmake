@@ -22,3 +22,16 @@ endforeach()
 # The vfmig command as operators and scripts use it.
 add_test(NAME cli COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_cli.sh $<TARGET_FILE:vfmig_cli>)
 set_tests_properties(cli PROPERTIES TIMEOUT 120 LABELS integration)
+
+# What each verification mode proves: a bit flipped in target VRAM on each path a page can take.
+add_executable(test_verify test_verify.c)
+target_include_directories(test_verify PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_verify PRIVATE vfmig)
+foreach(kind raw delta delta_copied lz4_copied zero)
+  foreach(when none resent after)
+    foreach(mode applied readback full)
+      add_test(NAME verify_${kind}_${when}_${mode} COMMAND test_verify ${kind} ${when} ${mode})
+      set_tests_properties(verify_${kind}_${when}_${mode} PROPERTIES TIMEOUT 120 LABELS integration)
+    endforeach()
+  endforeach()
+endforeach()
