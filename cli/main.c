@@ -565,7 +565,7 @@ static void parse_args(opts *o, int argc, char **argv)
             break;
         }
         case O_BUDGET_MISS:
-            o->budget_miss = parse_word("--on-budget-miss", optarg, (const char *const[]){"abort", "switch", NULL});
+            o->budget_miss = parse_word("--on-budget-miss", optarg, (const char *const[]){"abort", "switch", "retry", NULL});
             break;
         case O_WRITE_BYTES: o->sim.write_bytes = (uint32_t)parse_size("--write-bytes", optarg); break;
         case O_PIN: o->pin = optarg; break;

@@ -30,6 +30,7 @@
 #include <sys/uio.h>
 
 #include "common/clock.h"
+#include "engine/bitmap.h"
 #include "engine/image.h"
 #include "transport/link.h"
 
@@ -123,6 +124,7 @@ struct vfmig_pipeline {
     uint64_t last_lin_full; /* the last round's delta pages whose linear hash was computed whole */
     uint64_t last_newly_cached; /* the last round's pages given a delta-cache copy */
     bool quit;
+    uint64_t watch_ns;    /* submit and end_round give up (VFMIG_ETIMEDOUT) at this time; 0 = never */
     _Atomic uint64_t link_bps_bits;
 
     worker *workers;
@@ -697,6 +699,16 @@ void vfmig__pipeline_begin_round(vfmig_pipeline *p, uint32_t round, bool paused)
     pthread_mutex_unlock(&p->qlock);
 }
 
+/* One wait of the session thread on the queue: to the watch time if there is one (the
+ * blackout's budget is finer than a wait slice), else a slice. */
+static void queue_wait(vfmig_pipeline *p, pthread_cond_t *cond)
+{
+    if (p->watch_ns)
+        vfmig__cond_wait_until(cond, &p->qlock, p->watch_ns);
+    else
+        vfmig__cond_wait_slice(cond, &p->qlock);
+}
+
 /* Queues the pending batch (blocking while the ring is full). */
 static int push_pending(vfmig_pipeline *p)
 {
@@ -708,7 +720,11 @@ static int push_pending(vfmig_pipeline *p)
             pthread_mutex_unlock(&p->qlock);
             return p->s->status;
         }
-        vfmig__cond_wait_slice(&p->qnonfull, &p->qlock);
+        if (vfmig__expired(p->watch_ns)) {
+            pthread_mutex_unlock(&p->qlock);
+            return VFMIG_ETIMEDOUT;
+        }
+        queue_wait(p, &p->qnonfull);
         pthread_mutex_unlock(&p->qlock);
         vfmig__progress_tick(p->s); /* the session thread waits here for most of a round */
         pthread_mutex_lock(&p->qlock);
@@ -748,7 +764,11 @@ int vfmig__pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
             pthread_mutex_unlock(&p->qlock);
             return s->status;
         }
-        vfmig__cond_wait_slice(&p->qdone, &p->qlock);
+        if (vfmig__expired(p->watch_ns)) {
+            pthread_mutex_unlock(&p->qlock);
+            return VFMIG_ETIMEDOUT;
+        }
+        queue_wait(p, &p->qdone);
         pthread_mutex_unlock(&p->qlock);
         vfmig__progress_tick(s);
         pthread_mutex_lock(&p->qlock);
@@ -787,6 +807,41 @@ int vfmig__pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out)
      * too. */
     out->bytes_wire = vfmig__link_bytes_sent(p->cfg.link) - p->wire_at_begin;
     return VFMIG_OK;
+}
+
+void vfmig__pipeline_watch(vfmig_pipeline *p, uint64_t until_ns)
+{
+    pthread_mutex_lock(&p->qlock);
+    p->watch_ns = until_ns;
+    pthread_mutex_unlock(&p->qlock);
+}
+
+static void carry_batch(const vfmig_pipeline *p, const batch *b, uint64_t *const *carry, uint64_t *pages)
+{
+    for (uint32_t k = 0; k < b->nruns; k++) {
+        const run *r = &b->runs[k];
+        vfmig__bitmap_set_range(carry[r->range], r->page - p->s->range_base[r->range], r->npages);
+        *pages += r->npages;
+    }
+}
+
+uint64_t vfmig__pipeline_call_off(vfmig_pipeline *p, uint64_t *const *carry)
+{
+    uint64_t pages = 0;
+    carry_batch(p, &p->pending, carry, &pages);
+    p->pending.nruns = 0;
+    p->pending.pages = 0;
+    pthread_mutex_lock(&p->qlock);
+    for (; p->head != p->tail; p->head++, p->busy--)
+        carry_batch(p, &p->ring[p->head % QUEUE_CAP], carry, &pages);
+    pthread_cond_broadcast(&p->qnonfull);
+    /* What workers hold is sent whole, with the VF still paused: a frame read from VRAM while
+     * the VF writes would fail its checksum. A batch or so per worker. */
+    while (p->busy > 0 && !vfmig__should_stop(p->s))
+        vfmig__cond_wait_slice(&p->qdone, &p->qlock);
+    p->watch_ns = 0;
+    pthread_mutex_unlock(&p->qlock);
+    return pages;
 }
 
 void vfmig__pipeline_stop(vfmig_pipeline *p)

@@ -35,6 +35,14 @@ int vfmig__pipeline_submit(vfmig_pipeline *p, uint32_t range, uint64_t page, uin
 /** Waits until every queued run is sent, ends the round on every stream (ROUND_END) and
  *  returns its statistics (fields the pipeline measures). */
 int vfmig__pipeline_end_round(vfmig_pipeline *p, vfmig_round_stats *out);
+/** From now on submit and end_round return VFMIG_ETIMEDOUT (failing nothing) once `until_ns`
+ *  (monotonic) has passed while they wait; 0 = no watch. The blackout's budget watch. */
+void vfmig__pipeline_watch(vfmig_pipeline *p, uint64_t until_ns);
+/** The switch-over is called off: the runs not yet taken by a worker are dropped and their
+ *  pages set in carry[range] (range-local bits) to be sent in a later round; waits until the
+ *  workers finished what they hold (sent whole, so the VF may resume after) and clears the
+ *  watch. end_round then ends the round as usual. Returns the pages dropped. */
+uint64_t vfmig__pipeline_call_off(vfmig_pipeline *p, uint64_t *const *carry);
 /** Stops the workers (after a failure, queued runs are dropped) and frees everything. */
 void vfmig__pipeline_stop(vfmig_pipeline *p);
 /** Image digest of everything sent so far (call between rounds). */

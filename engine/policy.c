@@ -20,7 +20,7 @@ static const unsigned throttle_steps[] = {100, 80, 60, 40, 20, 10};
 
 void vfmig__policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double link_bps)
 {
-    *p = (vfmig_policy){.cfg = *cfg, .link_bps = link_bps, .throttle = 100, .throttle_min = 100};
+    *p = (vfmig_policy){.cfg = *cfg, .link_bps = link_bps, .throttle = 100, .throttle_min = 100, .pages_scale = 1.0};
     if (!p->cfg.src_workers)
         p->cfg.src_workers = 1;
     if (!p->cfg.dst_threads)
@@ -51,10 +51,20 @@ vfmig_prediction vfmig__policy_predict(const vfmig_policy *p, uint64_t pages)
                 e.pages_ms = e.wire_ms;
             if (e.shared_ms > e.pages_ms)
                 e.pages_ms = e.shared_ms;
+            e.pages_ms *= p->pages_scale;
         }
     }
     e.total_ms = e.pages_ms + e.fixed_ms;
     return e;
+}
+
+void vfmig__policy_learn_blackout(vfmig_policy *p, uint64_t done, double ms)
+{
+    if (done < POLICY_MIN_MEASURE_PAGES)
+        return;
+    vfmig_prediction e = vfmig__policy_predict(p, done);
+    if (e.pages_ms > 0 && ms > e.pages_ms)
+        p->pages_scale *= ms / e.pages_ms;
 }
 
 static unsigned next_throttle(unsigned cur)
@@ -107,9 +117,16 @@ vfmig_policy_decision vfmig__policy_after_round(vfmig_policy *p, const vfmig_pol
     bool at_limit = r->round + 1 >= p->cfg.max_rounds || r->precopy_ns >= p->cfg.max_precopy_ns;
     bool fits = d.predicted_ms <= p->cfg.budget_ms;
 
+    if (d.stages.fixed_ms > p->cfg.budget_ms && !p->cfg.on_miss_switch) {
+        /* What no round moves (the final query or a device's scan, the state, the round trips)
+         * is already over the budget: more rounds cannot help. (Told to switch anyway, rounds
+         * still shorten the final pass: they go on to the limit below.) */
+        d.action = VFMIG_POLICY_ABORT;
+        return d;
+    }
     if (r->pending_pages == 0) {
         d.action = VFMIG_POLICY_SWITCH;
-        d.reason = VFMIG_SWITCH_CONVERGED;
+        d.reason = fits ? VFMIG_SWITCH_CONVERGED : VFMIG_SWITCH_BUDGET_MISS; /* (only told to switch) */
         return d;
     }
     if (fits) {

@@ -60,6 +60,8 @@ typedef struct vfmig_policy {
     uint32_t stalled_rounds;  /* consecutive rounds in which the dirty set did not shrink */
     unsigned throttle;        /* percent of full speed currently asked of the device */
     unsigned throttle_min;
+    double pages_scale;       /* >= 1: how much slower than predicted a final pass ran (a
+                                 blackout called off); applied to every later prediction */
 } vfmig_policy;
 
 typedef enum vfmig_policy_action {
@@ -100,5 +102,9 @@ void vfmig__policy_init(vfmig_policy *p, const vfmig_policy_cfg *cfg, double lin
 vfmig_policy_decision vfmig__policy_after_round(vfmig_policy *p, const vfmig_policy_round *r);
 /** Blackout the policy predicts for `pages` dirty pages with what it knows now. */
 vfmig_prediction vfmig__policy_predict(const vfmig_policy *p, uint64_t pages);
+/** A final pass measured in a blackout: `done` pages of it took `ms`. Later predictions of the
+ *  final pass are scaled up by what that shows (never down: a called-off blackout ran with the
+ *  VF paused, the cheapest it gets). */
+void vfmig__policy_learn_blackout(vfmig_policy *p, uint64_t done, double ms);
 
 #endif

@@ -35,7 +35,7 @@ static const param_info params[VFMIG_PARAM_MAX + 1] = {
     [VFMIG_P_VERIFY] = {VFMIG_VERIFY_APPLIED, VFMIG_VERIFY_FULL, VFMIG_VERIFY_READBACK},
     [VFMIG_P_NUMA_NODE] = {-1, 4095, -1},
     [VFMIG_P_ENCRYPT] = {0, 1, 0},
-    [VFMIG_P_ON_BUDGET_MISS] = {VFMIG_BUDGET_MISS_ABORT, VFMIG_BUDGET_MISS_SWITCH, VFMIG_BUDGET_MISS_ABORT},
+    [VFMIG_P_ON_BUDGET_MISS] = {VFMIG_BUDGET_MISS_ABORT, VFMIG_BUDGET_MISS_RETRY, VFMIG_BUDGET_MISS_RETRY},
     [VFMIG_P_PROGRESS_MS] = {0, 3600000, 200},
 };
 
@@ -46,6 +46,21 @@ void vfmig__cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex)
     ts.tv_nsec += VFMIG_WAIT_SLICE_MS * 1000000L;
     ts.tv_sec += ts.tv_nsec / 1000000000L;
     ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(cond, mutex, &ts);
+}
+
+void vfmig__cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, uint64_t deadline_ns)
+{
+    uint64_t now = vfmig__now_ns(), wait = (uint64_t)VFMIG_WAIT_SLICE_MS * 1000000u;
+    if (deadline_ns <= now)
+        return;
+    if (deadline_ns - now < wait)
+        wait = deadline_ns - now;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + wait;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
     pthread_cond_timedwait(cond, mutex, &ts);
 }
 
@@ -228,6 +243,7 @@ int vfmig_session_create(vfmig_role role, const vfmig_device *device, vfmig_sess
     s->stats.pages = s->npages;
     s->stats.bytes_vram = s->npages * s->page_size;
     s->stats.vf_state = role == VFMIG_ROLE_SOURCE ? VFMIG_VF_RUNNING_ON_SOURCE : VFMIG_VF_NOT_RESUMED;
+    s->stats.budget_met = -1;
     *out = s;
     return VFMIG_OK;
 }

@@ -68,6 +68,8 @@ struct vfmig_session {
 
 /** Waits on cond for at most one wait slice (callers re-check their condition and should_stop). */
 void vfmig__cond_wait_slice(pthread_cond_t *cond, pthread_mutex_t *mutex);
+/** The same, ending at deadline_ns (monotonic) if that comes sooner than a slice. */
+void vfmig__cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, uint64_t deadline_ns);
 
 /**
  * Receives one frame on the control stream (payload into buf) within the session timeout, or

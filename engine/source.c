@@ -37,7 +37,21 @@ typedef struct source {
     bool in_doubt;   /* GO sent, target silent: neither end may resume on its own */
     uint64_t t_pause;
     uint64_t ack_lag_ns; /* quickest ROUND_END -> ROUND_ACK so far */
+    vfmig_policy pol;
+    uint64_t t_start, t_query, query_ns; /* pre-copy start, last clearing query, quickest query */
+    unsigned throttle;
+    /* Pages of a called-off final pass that were never sent: dirty for the next round. */
+    uint64_t *carry[VFMIG_MAX_RANGES];
+    bool have_carry;
+    uint32_t called_off; /* switch-overs called off so far */
 } source;
+
+/* The blackout's budget watch: a final pass predicted (from its exact page count, after the
+ * pause) over this many budgets is called off at once; one still sending at this many budgets,
+ * less what must follow it, is called off then; a verdict that comes later than this gets ABORT
+ * instead of GO. */
+#define CALL_OFF_PREDICTED 1.25
+#define CALL_OFF_AT 1.10
 
 static int wait_go_ack(source *src);
 
@@ -183,7 +197,8 @@ static int handshake(source *src, double *rtt_ms)
     return VFMIG_OK;
 }
 
-/* Fetches the dirty bitmap of every range into `into`; clear = atomic read-and-reset. */
+/* Fetches the dirty bitmap of every range into `into`; clear = atomic read-and-reset. Pages
+ * carried over from a called-off final pass count as dirty (and are consumed by a clear). */
 static int query(source *src, uint64_t **into, int clear, uint64_t *count)
 {
     vfmig_session *s = src->s;
@@ -195,8 +210,15 @@ static int query(source *src, uint64_t **into, int clear, uint64_t *count)
         if (rc)
             return vfmig__dev_fail(s, rc, "query_dirty");
         vfmig__bitmap_trim(into[r], np);
+        if (src->have_carry) {
+            vfmig__bitmap_or(into[r], src->carry[r], np);
+            if (clear)
+                memset(src->carry[r], 0, vfmig_bitmap_words(np) * 8);
+        }
         *count += vfmig__bitmap_count(into[r], np);
     }
+    if (clear)
+        src->have_carry = false;
     return VFMIG_OK;
 }
 
@@ -220,7 +242,21 @@ static int wait_round_ack(source *src, uint32_t round, uint64_t *peer_cpu_ns)
     }
 }
 
-/* Queues every run of src->bm. */
+/* Sets in src->carry the pages of src->bm from page `from` of range `r0` on. */
+static void carry_rest(source *src, uint32_t r0, uint64_t from)
+{
+    for (uint32_t r = r0; r < src->s->dev.nranges; r++, from = 0) {
+        uint64_t np = range_pages(src, r), st, len;
+        while (vfmig__bitmap_next_run(src->bm[r], np, from, np, &st, &len)) {
+            vfmig__bitmap_set_range(src->carry[r], st, len);
+            from = st + len;
+        }
+    }
+    src->have_carry = true;
+}
+
+/* Queues every run of src->bm. Stopped by the pipeline's watch (VFMIG_ETIMEDOUT), the runs not
+ * queued go to src->carry. */
 static int submit_dirty(source *src)
 {
     vfmig_session *s = src->s;
@@ -228,6 +264,8 @@ static int submit_dirty(source *src)
         uint64_t np = range_pages(src, r), st, len, from = 0;
         while (vfmig__bitmap_next_run(src->bm[r], np, from, src->batch_pages, &st, &len)) {
             int rc = vfmig__pipeline_submit(src->pipe, r, s->range_base[r] + st, len);
+            if (rc == VFMIG_ETIMEDOUT)
+                carry_rest(src, r, st);
             if (rc)
                 return rc;
             from = st + len;
@@ -287,15 +325,12 @@ static void policy_setup(source *src, double rtt_ms, vfmig_policy *pol)
     vfmig__policy_init(pol, &pc, (double)s->params[VFMIG_P_MAX_BANDWIDTH]);
 }
 
-static int precopy(source *src, double rtt_ms, uint32_t *final_round)
+/* Pre-copy rounds from `round` on (src->bm holds its pages unless it is round 0), until the
+ * policy switches over (*final_round: the blackout's round) or fails. */
+static int precopy(source *src, uint32_t round, uint64_t pending, uint32_t *final_round)
 {
     vfmig_session *s = src->s;
-    vfmig_policy pol;
-    policy_setup(src, rtt_ms, &pol);
-    uint64_t t_start = vfmig__now_ns(), t_query = t_start, query_ns = 0;
-    uint32_t round = 0;
-    unsigned throttle = 100;
-    uint64_t pending = s->npages;
+    vfmig_policy *pol = &src->pol;
     for (;;) {
         vfmig_round_stats rs;
         int rc = send_round(src, round, round == 0, false, pending, &rs);
@@ -305,17 +340,17 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
         if ((rc = query(src, src->peek, 0, &pending)))
             return rc;
         uint64_t now = vfmig__now_ns(), track_ns = 0;
-        if (!query_ns || now - tq < query_ns)
-            query_ns = now - tq; /* the quickest: in the blackout nothing competes with it */
+        if (!src->query_ns || now - tq < src->query_ns)
+            src->query_ns = now - tq; /* the quickest: in the blackout nothing competes with it */
         /* A device that scans for dirty pages pays a whole scan in the blackout. */
-        uint64_t final_query_ns = query_ns;
+        uint64_t final_query_ns = src->query_ns;
         if (s->dev.tracking_cost && s->dev.tracking_cost(s->dev.dev, &track_ns) == VFMIG_OK && track_ns > final_query_ns)
             final_query_ns = track_ns;
         vfmig_policy_round in = {
             .round = round, .pages = rs.dirty_pages, .wire_bytes = rs.bytes_wire, .round_ns = rs.duration_ns,
             .src_cpu_ns = rs.cpu_ns, .dst_cpu_ns = rs.peer_cpu_ns, .pending_pages = pending,
-            .page_size = s->page_size, .query_ns = final_query_ns, .scan_ns = track_ns, .since_query_ns = now - t_query,
-            .precopy_ns = now - t_start,
+            .page_size = s->page_size, .query_ns = final_query_ns, .scan_ns = track_ns, .since_query_ns = now - src->t_query,
+            .precopy_ns = now - src->t_start,
             /* A round that gave most of its data pages delta-cache copies makes the next one a
              * delta round, which is what a final pass of the same pages would be too. And a
              * page's first delta computes its linear hash whole on both ends; the ones after it
@@ -323,27 +358,27 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
             .warming = round > 0 && (2 * vfmig__pipeline_newly_cached_pages(src->pipe) > rs.dirty_pages - rs.zero_pages ||
                                      2 * vfmig__pipeline_lin_full_pages(src->pipe) > rs.dirty_pages),
         };
-        if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol.cfg.rtt_ms)
-            pol.cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;
+        if (src->ack_lag_ns && (double)src->ack_lag_ns / 1e6 < pol->cfg.rtt_ms)
+            pol->cfg.rtt_ms = (double)src->ack_lag_ns / 1e6;
         /* What may change while running: the budget, throttling allowed. */
-        pol.cfg.budget_ms = (double)vfmig__param_now(s, VFMIG_P_BUDGET_MS);
-        pol.cfg.throttle_allowed = vfmig__param_now(s, VFMIG_P_THROTTLE) && src->ops->throttle != NULL;
-        vfmig_policy_decision d = vfmig__policy_after_round(&pol, &in);
+        pol->cfg.budget_ms = (double)vfmig__param_now(s, VFMIG_P_BUDGET_MS);
+        pol->cfg.throttle_allowed = vfmig__param_now(s, VFMIG_P_THROTTLE) && src->ops->throttle != NULL;
+        vfmig_policy_decision d = vfmig__policy_after_round(pol, &in);
         if (atomic_load(&s->switch_requested)) {
             d.action = VFMIG_POLICY_SWITCH;
             d.reason = VFMIG_SWITCH_REQUESTED;
         }
-        vfmig__progress_policy(s, pending * s->page_size, pol.dirty_rate, d.predicted_ms, throttle);
-        rs.dirty_rate = pol.dirty_rate;
+        vfmig__progress_policy(s, pending * s->page_size, pol->dirty_rate, d.predicted_ms, src->throttle);
+        rs.dirty_rate = pol->dirty_rate;
         rs.predicted_blackout_ms = d.predicted_ms;
-        rs.throttle_percent = throttle;
+        rs.throttle_percent = src->throttle;
         vfmig__add_round(s, &rs);
         pthread_mutex_lock(&s->lock);
         s->stats.rounds = round + 1;
         s->stats.predicted_blackout_ms = d.predicted_ms;
         s->stats.predicted_pages_ms = d.stages.pages_ms;
         s->stats.predicted_fixed_ms = d.stages.fixed_ms;
-        s->stats.throttle_min_percent = pol.throttle_min;
+        s->stats.throttle_min_percent = pol->throttle_min;
         pthread_mutex_unlock(&s->lock);
         vfmig__pipeline_set_link_bps(src->pipe, (double)vfmig__param_now(s, VFMIG_P_MAX_BANDWIDTH));
         if (d.action == VFMIG_POLICY_ABORT)
@@ -352,7 +387,7 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
                               "%.1f ms, fixed %.1f ms) after %u rounds%s; the VF keeps running here (allow more with "
                               "a larger budget, or switch anyway with on-budget-miss switch)",
                               s->params[VFMIG_P_BUDGET_MS], d.predicted_ms, pending, d.stages.pages_ms, d.stages.fixed_ms,
-                              round + 1, pol.throttle_min < 100 ? " even throttled" : "");
+                              round + 1, pol->throttle_min < 100 ? " even throttled" : "");
         if (d.action == VFMIG_POLICY_SWITCH) {
             *final_round = round + 1;
             pthread_mutex_lock(&s->lock);
@@ -369,21 +404,73 @@ static int precopy(source *src, double rtt_ms, uint32_t *final_round)
             rc = src->ops->throttle(src->dev, d.throttle);
             if (rc)
                 return vfmig__dev_fail(s, rc, "throttle");
-            throttle = d.throttle;
+            src->throttle = d.throttle;
             src->throttled = true;
             vfmig__log(s, 1, "pre-copy is not converging (predicted %.1f ms against the %" PRId64 " ms budget): "
-                      "throttling the VF to %u%%", d.predicted_ms, s->params[VFMIG_P_BUDGET_MS], throttle);
+                      "throttling the VF to %u%%", d.predicted_ms, s->params[VFMIG_P_BUDGET_MS], src->throttle);
         }
         round++;
-        t_query = vfmig__now_ns();
+        src->t_query = vfmig__now_ns();
         if ((rc = query(src, src->bm, 1, &pending)))
             return rc;
     }
 }
 
-static int blackout(source *src, uint32_t round)
+/*
+ * The switch-over of `round` is called off (see vfmig_budget_miss): the workers finish the
+ * frames they hold, with the VF still paused; the runs not sent are carried to the next round;
+ * the VF resumes; the round ends as a pre-copy round, which the target acknowledges; CALLED_OFF
+ * voids the mutable state it got. The policy learns how slow the final pass really was. Sets
+ * *retry when pre-copy may go on (once, with VFMIG_BUDGET_MISS_RETRY), else fails EBUDGET.
+ */
+static int call_off(source *src, uint32_t round, uint64_t t_queried, double budget, const char *why, bool *retry)
 {
     vfmig_session *s = src->s;
+    vfmig__pipeline_call_off(src->pipe, src->carry);
+    src->have_carry = true;
+    uint64_t t_drained = vfmig__now_ns();
+    int rc = src->ops->resume(src->dev);
+    src->paused = false;
+    if (rc)
+        return vfmig__dev_fail(s, rc, "resume (switch-over called off)");
+    uint64_t frozen_ns = vfmig__now_ns() - src->t_pause;
+    vfmig__set_phase(s, VFMIG_PHASE_PRECOPY);
+    vfmig_round_stats rs;
+    if ((rc = vfmig__pipeline_end_round(src->pipe, &rs)))
+        return rc;
+    if ((rc = wait_round_ack(src, round, &rs.peer_cpu_ns)))
+        return rc;
+    vfmig_frame f = {.type = VFMIG_F_CALLED_OFF, .round = round};
+    if ((rc = vfmig__send_flush(s, src->link, 0, &f, NULL, "the called-off switch-over")))
+        return rc;
+    rs.duration_ns = vfmig__now_ns() - t_queried;
+    rs.throughput = rs.duration_ns ? (double)rs.bytes_raw * 1e9 / (double)rs.duration_ns : 0;
+    rs.throttle_percent = src->throttle;
+    vfmig__add_round(s, &rs);
+    vfmig__policy_learn_blackout(&src->pol, rs.dirty_pages, (double)(t_drained - t_queried) / 1e6);
+    src->called_off++;
+    pthread_mutex_lock(&s->lock);
+    s->stats.switchovers_called_off = src->called_off;
+    s->stats.called_off_ns += frozen_ns;
+    s->stats.rounds = round + 1;
+    pthread_mutex_unlock(&s->lock);
+    bool again = s->params[VFMIG_P_ON_BUDGET_MISS] == VFMIG_BUDGET_MISS_RETRY && src->called_off == 1;
+    vfmig__log(s, 1, "switch-over called off: %s against the %.0f ms budget; the VF ran again after %.1f ms "
+                     "paused%s", why, budget, (double)frozen_ns / 1e6, again ? "; pre-copy goes on" : "");
+    if (!again)
+        return vfmig__fail(s, VFMIG_EBUDGET,
+                          "cannot meet the %.0f ms budget: %s, so the switch-over was called off (the VF was paused "
+                          "%.1f ms and runs here again)%s", budget, why, (double)frozen_ns / 1e6,
+                          src->called_off > 1 ? " for the second time" : "");
+    *retry = true;
+    return VFMIG_OK;
+}
+
+/* The switch-over of `round`. *retry: it was called off and pre-copy goes on. */
+static int blackout(source *src, uint32_t round, bool *retry)
+{
+    vfmig_session *s = src->s;
+    *retry = false;
     src->t_pause = vfmig__now_ns();
     int rc = src->ops->pause(src->dev);
     src->paused = true; /* even a failed pause is followed by resume, to be safe */
@@ -400,7 +487,32 @@ static int blackout(source *src, uint32_t round)
      * state on the control stream. */
     vfmig__pipeline_begin_round(src->pipe, round, true);
     vfmig__progress_round(s, round, final_pages * s->page_size);
-    if ((rc = submit_dirty(src)))
+    /* The budget watch, unless told to switch whatever it costs. */
+    double budget = (double)vfmig__param_now(s, VFMIG_P_BUDGET_MS);
+    pthread_mutex_lock(&s->lock);
+    bool watch = s->params[VFMIG_P_ON_BUDGET_MISS] != VFMIG_BUDGET_MISS_SWITCH &&
+                 s->stats.switch_reason != VFMIG_SWITCH_REQUESTED;
+    pthread_mutex_unlock(&s->lock);
+    vfmig_prediction e = vfmig__policy_predict(&src->pol, final_pages);
+    char why[160];
+    if (watch && e.total_ms > CALL_OFF_PREDICTED * budget) {
+        snprintf(why, sizeof(why), "%" PRIu64 " pages were dirty at the pause, a blackout predicted at %.1f ms",
+                 final_pages, e.total_ms);
+        return call_off(src, round, t_queried, budget, why, retry);
+    }
+    if (watch) {
+        /* After the last page: COMMIT, the verdict, GO and its answer. */
+        double after_ms = e.fixed_ms - src->pol.query_ms;
+        double until_ms = CALL_OFF_AT * budget - after_ms;
+        vfmig__pipeline_watch(src->pipe, src->t_pause + (uint64_t)(until_ms > 0 ? until_ms * 1e6 : 0));
+    }
+    rc = submit_dirty(src);
+    if (rc == VFMIG_ETIMEDOUT && !atomic_load(&s->failed)) {
+        snprintf(why, sizeof(why), "the final pass of %" PRIu64 " pages was still being queued at %.1f ms",
+                 final_pages, (double)(vfmig__now_ns() - src->t_pause) / 1e6);
+        return call_off(src, round, t_queried, budget, why, retry);
+    }
+    if (rc)
         return rc;
     uint64_t t_mut = vfmig__now_ns(), mut_size = 0;
     if ((rc = src->ops->save_mutable(src->dev, NULL, &mut_size)))
@@ -442,8 +554,15 @@ static int blackout(source *src, uint32_t round)
     }
 
     vfmig_round_stats rs;
-    if ((rc = vfmig__pipeline_end_round(src->pipe, &rs)))
+    rc = vfmig__pipeline_end_round(src->pipe, &rs);
+    if (rc == VFMIG_ETIMEDOUT && !atomic_load(&s->failed)) {
+        snprintf(why, sizeof(why), "the final pass of %" PRIu64 " pages (predicted %.1f ms) was still being sent at %.1f ms",
+                 final_pages, e.pages_ms, (double)(vfmig__now_ns() - src->t_pause) / 1e6);
+        return call_off(src, round, t_queried, budget, why, retry);
+    }
+    if (rc)
         return rc;
+    vfmig__pipeline_watch(src->pipe, 0);
     rs.in_blackout = 1;
     rs.duration_ns = vfmig__now_ns() - t_queried;
     rs.throughput = rs.duration_ns ? (double)rs.bytes_raw * 1e9 / (double)rs.duration_ns : 0;
@@ -473,6 +592,14 @@ static int blackout(source *src, uint32_t round)
     int st = vfmig__frame_status(&msgf, src->frame_buf + VFMIG_VERDICT_HDR, msg, sizeof(msg));
     if (st)
         return vfmig__fail(s, st, "target rejected the image: %s", msg[0] ? msg : vfmig_strerror(st));
+    /* Verified, but too late: GO and its answer would end the blackout past the budget. The
+     * target has not resumed; ABORT (the rollback) leaves the VF here. */
+    double at_verdict_ms = (double)(vfmig__now_ns() - src->t_pause) / 1e6;
+    if (watch && at_verdict_ms + src->pol.cfg.rtt_ms > CALL_OFF_AT * budget)
+        return vfmig__fail(s, VFMIG_EBUDGET,
+                          "cannot meet the %.0f ms budget: the target verified the image %.1f ms into the blackout "
+                          "(predicted %.1f ms), so the VF stays here instead of resuming there", budget,
+                          at_verdict_ms, e.total_ms);
 
     vfmig__add_round(s, &rs);
     pthread_mutex_lock(&s->lock);
@@ -507,6 +634,8 @@ static int blackout(source *src, uint32_t round)
     st2->blackout_ns = t_end - src->t_pause;
     uint64_t staged = st2->blackout_pause_ns + st2->blackout_query_ns + st2->blackout_send_ns + st2->blackout_target_ns;
     st2->blackout_roundtrip_ns = st2->blackout_ns > staged ? st2->blackout_ns - staged : 0;
+    st2->budget_margin_ms = budget - (double)st2->blackout_ns / 1e6;
+    st2->budget_met = st2->budget_margin_ms >= 0;
     pthread_mutex_unlock(&s->lock);
     return VFMIG_OK;
 }
@@ -587,7 +716,8 @@ int vfmig__source_run(vfmig_session *s, vfmig_link *link)
     for (uint32_t r = 0; r < s->dev.nranges; r++) {
         src.bm[r] = calloc(vfmig_bitmap_words(range_pages(&src, r)), 8);
         src.peek[r] = calloc(vfmig_bitmap_words(range_pages(&src, r)), 8);
-        if (!src.bm[r] || !src.peek[r])
+        src.carry[r] = calloc(vfmig_bitmap_words(range_pages(&src, r)), 8);
+        if (!src.bm[r] || !src.peek[r] || !src.carry[r])
             rc = VFMIG_ENOMEM;
     }
     if (rc || !src.frame_buf) {
@@ -642,11 +772,27 @@ int vfmig__source_run(vfmig_session *s, vfmig_link *link)
     vfmig__log(s, 3, "%u encode workers, %u streams, pinning: %s", threads, src.nstreams, pins);
 
     vfmig__set_phase(s, VFMIG_PHASE_PRECOPY);
-    uint32_t final_round = 0;
-    if ((rc = precopy(&src, rtt_ms, &final_round)))
-        goto out_fail;
-    if ((rc = blackout(&src, final_round)))
-        goto out_fail;
+    policy_setup(&src, rtt_ms, &src.pol);
+    src.t_start = src.t_query = vfmig__now_ns();
+    src.throttle = 100;
+    uint32_t round = 0;
+    uint64_t pending = s->npages;
+    for (;;) {
+        uint32_t final_round = 0;
+        bool retry = false;
+        if ((rc = precopy(&src, round, pending, &final_round)))
+            goto out_fail;
+        if ((rc = blackout(&src, final_round, &retry)))
+            goto out_fail;
+        if (!retry)
+            break;
+        /* Called off: the round was a pre-copy round; the next one sends what is dirty now and
+         * what the final pass did not send. */
+        round = final_round + 1;
+        src.t_query = vfmig__now_ns();
+        if ((rc = query(&src, src.bm, 1, &pending)))
+            goto out_fail;
+    }
 
     vfmig__pipeline_stop(src.pipe);
     src.pipe = NULL;
@@ -678,6 +824,7 @@ out_free:
     for (uint32_t r = 0; r < s->dev.nranges; r++) {
         free(src.bm[r]);
         free(src.peek[r]);
+        free(src.carry[r]);
     }
     free(src.frame_buf);
     return rc;

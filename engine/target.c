@@ -40,6 +40,7 @@ typedef struct target {
     uint64_t t_blackout;   /* first frame of the blackout (mutable state) */
     bool prepared;
     bool resumed;
+    uint32_t called_off;   /* switch-overs the source called off */
     vfmig_pinner *pinner;
 } target;
 
@@ -304,6 +305,20 @@ static int serve(target *t)
                 return rc;
             continue;
         }
+        if (f.type == VFMIG_F_CALLED_OFF) {
+            /* The source took its VF back to pre-copy: what it sent of the mutable state is
+             * void, and the rounds go on (the round it called off arrives as a pre-copy round). */
+            if (f.len || f.flags)
+                return vfmig__fail(s, VFMIG_EPROTO, "switch-over called off with a %u-byte payload", f.len);
+            free(t->mut);
+            t->mut = NULL;
+            t->mut_size = t->mut_got = 0;
+            t->t_blackout = 0;
+            t->called_off++;
+            vfmig__set_phase(s, VFMIG_PHASE_PRECOPY);
+            vfmig__log(s, 2, "the source called off the switch-over after round %u: pre-copy goes on", f.round);
+            continue;
+        }
         if (f.type != VFMIG_F_COMMIT)
             return vfmig__fail(s, VFMIG_EPROTO, "unexpected frame type %u on the control stream", f.type);
         uint64_t verify_ns = 0, full_ns = 0, restore_ns = 0;
@@ -318,6 +333,7 @@ static int serve(target *t)
         s->stats.blackout_restore_ns = restore_ns;
         s->stats.mutable_bytes = t->mut_size;
         s->stats.rounds = f.round; /* pre-copy rounds; the final one is the blackout pass */
+        s->stats.switchovers_called_off = t->called_off;
         pthread_mutex_unlock(&s->lock);
         if ((rc = send_verdict(t, VFMIG_OK, verify_ns, restore_ns, full_ns, "")))
             return vfmig__fail(s, rc, "sending the verdict: %s", vfmig__link_stream_error(t->link, 0));

@@ -272,7 +272,8 @@ typedef enum vfmig_param {
                                       it set refuses a source that does not. Default 0 */
     VFMIG_P_ON_BUDGET_MISS = 15,   /* vfmig_budget_miss: what the source does when neither full
                                       speed nor the allowed throttle can meet the budget by the
-                                      round or pre-copy time limit; default VFMIG_BUDGET_MISS_ABORT */
+                                      round or pre-copy time limit, or when a blackout will
+                                      overrun it; default VFMIG_BUDGET_MISS_RETRY */
     VFMIG_P_PROGRESS_MS = 16       /* interval of VFMIG_EV_PROGRESS events; 0 = none; default 200 */
 } vfmig_param;
 /* Parameters that may also change while the session runs (any thread): the budget (the policy
@@ -300,9 +301,26 @@ typedef enum vfmig_verify {
                                   blackout, reported as blackout_full_verify_ns) */
 } vfmig_verify;
 
+/*
+ * The budget is a contract: a migration that ends VFMIG_OK blacked out for no more than the
+ * budget (give or take the 10% the watch leaves for what follows it), unless told to switch
+ * anyway. Two things can miss it:
+ *   - pre-copy: neither full speed nor the allowed throttle gets the predicted blackout under
+ *     the budget by the round or time limit (or the fixed costs alone exceed it);
+ *   - the blackout itself: after the pause the source re-predicts from the exact final set and
+ *     watches the clock; before COMMIT, a blackout that will clearly overrun is called off: the
+ *     workers finish the frames they hold, the VF resumes on the source, the target discards the
+ *     state it got, and the pages not sent go to the next round. After the verdict, one that did
+ *     overrun gets ABORT instead of GO.
+ */
 typedef enum vfmig_budget_miss {
     VFMIG_BUDGET_MISS_ABORT = 0,  /* keep the VF on the source and fail with VFMIG_EBUDGET */
-    VFMIG_BUDGET_MISS_SWITCH = 1  /* switch over anyway, best effort (reason budget-miss-switch) */
+    VFMIG_BUDGET_MISS_SWITCH = 1, /* switch over anyway, best effort (reason budget-miss-switch);
+                                     the blackout is never called off */
+    VFMIG_BUDGET_MISS_RETRY = 2   /* default: a switch-over called off in the blackout returns to
+                                     pre-copy once, with the model corrected by what the blackout
+                                     measured; a second miss is VFMIG_EBUDGET. Misses in
+                                     pre-copy abort */
 } vfmig_budget_miss;
 
 /** Name of a parameter as the command line spells it ("budget-ms", "max-bandwidth"), "?" for an
@@ -410,6 +428,13 @@ typedef struct vfmig_stats {
     uint64_t codec_in[VFMIG_CODEC_SLOTS];  /* per codec id, as in the round statistics */
     uint64_t codec_out[VFMIG_CODEC_SLOTS];
     double ratio;              /* codec-in bytes / codec-out bytes over the session */
+    /* Appended in version 2 of the struct (vfmig_session_get_stats_sized): the budget contract. */
+    int32_t budget_met;               /* source: 1 blackout within the budget, 0 over it (switched
+                                         anyway, or refused), -1 no switch-over happened */
+    double budget_margin_ms;          /* source: budget - blackout (negative: over by that much) */
+    uint32_t switchovers_called_off;  /* blackouts called off before COMMIT (each resumed the VF
+                                         on the source and went back to pre-copy) */
+    uint64_t called_off_ns;           /* source: time the VF was paused in those */
 } vfmig_stats;
 
 typedef enum vfmig_event_type {

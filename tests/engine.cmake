@@ -35,3 +35,13 @@ foreach(kind raw delta delta_copied lz4_copied zero)
     endforeach()
   endforeach()
 endforeach()
+
+# The budget contract in the blackout: called off and retried, aborted, switched anyway, refused
+# after a late verdict.
+add_executable(test_budget test_budget.c)
+target_include_directories(test_budget PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_budget PRIVATE vfmig)
+foreach(mode retry abort switch verdict)
+  add_test(NAME migrate_budget_${mode} COMMAND test_budget ${mode})
+  set_tests_properties(migrate_budget_${mode} PROPERTIES TIMEOUT 120 LABELS integration)
+endforeach()

@@ -178,4 +178,41 @@ static inline void assert_not_resumed(vfmig_simvf *sim, const char *who)
         T_FAIL("%s: target VF was resumed (resumes=%u)", who, c.resumes);
 }
 
+/* A target session run on its own thread: accepts one link on `l`, runs `s` over it. */
+typedef struct accept_run {
+    vfmig_listener *l;
+    vfmig_session *s;
+    int timeout_ms;
+    int rc;
+    char err[512];
+} accept_run;
+
+static inline void *accept_run_main(void *arg)
+{
+    accept_run *t = (accept_run *)arg;
+    vfmig_link *link = NULL;
+    char err[256];
+    t->rc = vfmig_accept(t->l, t->timeout_ms, &link, err, sizeof(err));
+    if (t->rc) {
+        snprintf(t->err, sizeof(t->err), "accept: %s", err);
+        return NULL;
+    }
+    t->rc = vfmig_session_run(t->s, link);
+    snprintf(t->err, sizeof(t->err), "%s", vfmig_session_last_error(t->s));
+    vfmig_link_close(link);
+    return NULL;
+}
+
+/* Bytes at which two sims' VRAMs differ (the first `max` of them into at[]). */
+static inline uint64_t vram_differences(vfmig_simvf *a, vfmig_simvf *b, uint64_t *at, uint64_t max)
+{
+    uint64_t na, nb, n = 0;
+    const uint8_t *va = vfmig_simvf_vram(a, &na), *vb = vfmig_simvf_vram(b, &nb);
+    ASSERT_EQ(na, nb);
+    for (uint64_t i = 0; i < na; i++)
+        if (va[i] != vb[i] && n++ < max)
+            at[n - 1] = i;
+    return n;
+}
+
 #endif

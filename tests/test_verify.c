@@ -157,41 +157,6 @@ static vfmig_session *make_session(vfmig_role role, const vfmig_device *dev, int
     return s;
 }
 
-typedef struct target_run {
-    vfmig_listener *l;
-    vfmig_session *s;
-    int rc;
-    char err[512];
-} target_run;
-
-static void *target_thread(void *arg)
-{
-    target_run *t = arg;
-    vfmig_link *link = NULL;
-    char err[256];
-    t->rc = vfmig_accept(t->l, TIMEOUT_MS, &link, err, sizeof(err));
-    if (t->rc) {
-        snprintf(t->err, sizeof(t->err), "accept: %s", err);
-        return NULL;
-    }
-    t->rc = vfmig_session_run(t->s, link);
-    snprintf(t->err, sizeof(t->err), "%s", vfmig_session_last_error(t->s));
-    vfmig_link_close(link);
-    return NULL;
-}
-
-/* Bytes at which the two VRAMs differ (up to `max` of them into at[]). */
-static uint64_t differences(vfmig_simvf *a, vfmig_simvf *b, uint64_t *at, uint64_t max)
-{
-    uint64_t na, nb, n = 0;
-    const uint8_t *va = vfmig_simvf_vram(a, &na), *vb = vfmig_simvf_vram(b, &nb);
-    ASSERT_EQ(na, nb);
-    for (uint64_t i = 0; i < na; i++)
-        if (va[i] != vb[i] && n++ < max)
-            at[n - 1] = i;
-    return n;
-}
-
 static int find(const char *const *names, int count, const char *name)
 {
     for (int i = 0; i < count; i++)
@@ -229,11 +194,11 @@ int main(int argc, char **argv)
     fault_wrap_ex(&sfd, src, -1, 0, ACT_NONE, true);
     sfd.ops.query_dirty = query_scripted;
     g_target = &tfd;
-    target_run t = {.l = l, .s = make_session(VFMIG_ROLE_TARGET, &tfd.outer, codec, mode)};
+    accept_run t = {.l = l, .s = make_session(VFMIG_ROLE_TARGET, &tfd.outer, codec, mode), .timeout_ms = TIMEOUT_MS};
     vfmig_session *s = make_session(VFMIG_ROLE_SOURCE, &sfd.outer, codec, mode);
     ASSERT_OK(vfmig_simvf_start(src));
     pthread_t th;
-    ASSERT_TRUE(pthread_create(&th, NULL, target_thread, &t) == 0);
+    ASSERT_TRUE(pthread_create(&th, NULL, accept_run_main, &t) == 0);
     vfmig_link *link;
     if (vfmig_connect(ep, TIMEOUT_MS, &link, err, sizeof(err)))
         T_FAIL("connect %s: %s", ep, err);
@@ -279,7 +244,7 @@ int main(int argc, char **argv)
         ASSERT_TRUE(ss.verified && ts.verified);
         ASSERT_EQ(ts.vf_state, VFMIG_VF_RESUMED_ON_TARGET);
         uint64_t at[4];
-        uint64_t n = differences(src, dst, at, 4);
+        uint64_t n = vram_differences(src, dst, at, 4);
         uint64_t flip_at = PAGE_DATA * PS + FLIP_AT; /* in the sim's buffer, which starts at range 0 */
         if (wrong) {
             /* What this mode does not claim to catch: exactly the flipped byte differs. */

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define VFMIG_WIRE_MAGIC 0x47494d56u /* "VMIG" little-endian, first bytes of HELLO payloads */
-#define VFMIG_WIRE_VERSION 1u
+#define VFMIG_WIRE_VERSION 2u /* 2: CALLED_OFF */
 #define VFMIG_FRAME_HDR_BYTES 40u
 /* Hard ceiling of one payload; the handshake negotiates a smaller one. */
 #define VFMIG_FRAME_MAX_PAYLOAD (64u << 20)
@@ -44,7 +44,11 @@ typedef enum vfmig_frame_type {
     VFMIG_F_ROUND_ACK = 14, /* target -> source: every stream finished round `round` (control) */
     VFMIG_F_GO_ACK = 15,    /* target -> source: the VF runs on the target now (control) */
     VFMIG_F_LAYOUT = 16,    /* source -> target, keyed, after AUTH: the HELLO with the VF's layout */
-    VFMIG_F_TYPE_MAX = 16
+    VFMIG_F_CALLED_OFF = 17, /* source -> target: the switch-over of round `round` was called off
+                                (the blackout would overrun its budget) and the VF runs on the
+                                source again; that round was a pre-copy round, the mutable state
+                                sent is void, more rounds follow (control) */
+    VFMIG_F_TYPE_MAX = 17
 } vfmig_frame_type;
 
 /* Frame flags (header bytes 2-3). UNCHECKED: the checksum covers the header only. Set for page
