@@ -50,6 +50,8 @@ typedef struct opts {
     size_t psk2_len;
     bool insecure;             /* listen beyond loopback without a key */
     unsigned max_sessions;     /* serve: 0 = the library's default */
+    uint64_t max_vram;         /* serve --max-vram: 0 = --vram */
+    uint64_t max_memory;       /* serve --max-memory: 0 = the library's default */
     const char *codec_str;
     const char *pattern_str;
     const char *content_str;
@@ -344,6 +346,11 @@ static void help(const char *cmd)
     else if (!strcmp(cmd, "serve"))
         printf("  -l, --listen ENDPOINT    where to wait for sources (same forms as target)\n"
                "      --max-sessions N     migrations at once (default 4; more are told the target is busy)\n"
+               "      --max-vram SIZE      largest VF taken (default: --vram); a larger one is refused before\n"
+               "                           anything is allocated for it, its source told why\n"
+               "      --max-memory SIZE    memory budget of all migrations together (default: this host's\n"
+               "                           physical memory): each reserves its VF and its buffers when it is\n"
+               "                           admitted; one that does not fit is refused until others end\n"
                "      --insecure           allow listening beyond loopback without a key (anyone who reaches\n"
                "                           the port could write a VF): a warning is printed\n"
                "  SIGINT/SIGTERM stop accepting, cancel the migrations in flight (their sources keep\n"
@@ -413,7 +420,7 @@ enum {
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
     O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT,
     O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE, O_PROGRESS,
-    O_INSECURE, O_MAXSESS /* serve (issue 13) */
+    O_INSECURE, O_MAXSESS /* serve (issue 13) */, O_MAXVRAM, O_MAXMEM /* serve (issue 18) */
 };
 
 /* Printable text (a key typed or written with echo), as opposed to random bytes. */
@@ -511,6 +518,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
         {"device", required_argument, 0, O_DEVICE}, {"progress", required_argument, 0, O_PROGRESS},
         {"insecure", no_argument, 0, O_INSECURE}, {"max-sessions", required_argument, 0, O_MAXSESS},
+        {"max-vram", required_argument, 0, O_MAXVRAM}, {"max-memory", required_argument, 0, O_MAXMEM},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
@@ -589,6 +597,18 @@ static void parse_args(opts *o, int argc, char **argv)
                 usage_error("--max-sessions belongs to 'vfmig serve'");
             o->max_sessions = (unsigned)parse_int(name, optarg, 1, 1024);
             break;
+        case O_MAXVRAM:
+        case O_MAXMEM: {
+            const char *opt = c == O_MAXVRAM ? "--max-vram" : "--max-memory";
+            if (strcmp(o->cmd, "serve"))
+                usage_error("%s belongs to 'vfmig serve'", opt);
+            /* A VF is at least a page; a budget at least one small VF with its buffers. */
+            uint64_t v = parse_size(opt, optarg), least = c == O_MAXVRAM ? VFMIG_MIN_PAGE_SIZE : 16u << 20;
+            if (v < least || v > (1ull << 50))
+                usage_error("%s: '%s' is out of range %s..1024T", opt, optarg, c == O_MAXVRAM ? "4K" : "16M");
+            *(c == O_MAXVRAM ? &o->max_vram : &o->max_memory) = v;
+            break;
+        }
         case O_ENCRYPT: o->encrypt = 1; break;
         case O_NUMA: o->numa_node = parse_param("--numa-node", optarg, VFMIG_P_NUMA_NODE); break;
         case O_JSON: o->json = true; break;
@@ -1474,6 +1494,17 @@ static int cmd_serve(const opts *o, sigwatch *w)
         cfg.max_sessions = o->max_sessions;
     if (o->timeout_ms != NOTSET)
         cfg.timeout_ms = (int)o->timeout_ms;
+    /* Without --max-vram, the --vram this command was given (within the budget when one is). */
+    cfg.max_memory_bytes = o->max_memory;
+    cfg.max_vram_bytes = o->max_vram ? o->max_vram : o->sim.vram_bytes;
+    if (o->max_memory && cfg.max_vram_bytes > o->max_memory) {
+        char v[32], m[32];
+        human_bytes(cfg.max_vram_bytes, v, sizeof(v));
+        human_bytes(o->max_memory, m, sizeof(m));
+        if (o->max_vram)
+            usage_error("--max-vram %s is over --max-memory %s: no such VF could ever be taken", v, m);
+        cfg.max_vram_bytes = o->max_memory;
+    }
     vfmig_server_callbacks cb = {.open_device = serve_open, .configure = serve_configure,
                                  .finished = serve_finished, .refused = serve_refused, .user = &c};
     vfmig_server *srv;
@@ -1484,19 +1515,22 @@ static int cmd_serve(const opts *o, sigwatch *w)
         return 1;
     }
     /* Always said (on stderr): scripts that listen on port 0 read the port from here. */
-    fprintf(stderr, "vfmig: serving on port %d (%s, at most %u migrations at once)\n", vfmig_server_port(srv),
-            o->psk_len ? (o->encrypt == 1 ? "key required, encrypted" : "key required") : "no key",
-            cfg.max_sessions);
+    vfmig_server_counters k;
+    vfmig_server_get_counters(srv, &k);
+    char kv[32], km[32];
+    fprintf(stderr, "vfmig: serving on port %d (%s, at most %u migrations at once, VFs up to %s, memory budget %s)\n",
+            vfmig_server_port(srv), o->psk_len ? (o->encrypt == 1 ? "key required, encrypted" : "key required") : "no key",
+            cfg.max_sessions, human_bytes(k.max_vram_bytes, kv, sizeof(kv)), human_bytes(k.max_memory_bytes, km, sizeof(km)));
     sigwatch_set(w, NULL, srv);
     vfmig_server_run(srv);
     sigwatch_set(w, NULL, NULL);
-    vfmig_server_counters k;
     vfmig_server_get_counters(srv, &k);
     vfmig_server_destroy(srv);
     int sig = atomic_load(&w->sig);
     fprintf(stderr, "vfmig: %s: stopped serving: %" PRIu64 " migrated, %" PRIu64 " failed or canceled, %" PRIu64
-                    " connections dropped before a session\n",
-            signame(sig), k.sessions_ok, k.sessions_failed, k.refused);
+                    " connections dropped before a session (of them %" PRIu64 " busy, %" PRIu64 " VF too large, %" PRIu64
+                    " over the memory budget)\n",
+            signame(sig), k.sessions_ok, k.sessions_failed, k.refused, k.refused_busy, k.refused_vram, k.refused_memory);
     pthread_mutex_destroy(&c.out_lock);
     return 0;
 }
@@ -1619,6 +1653,9 @@ static int cmd_target(const opts *o, sigwatch *w)
         cfg.require_encrypt = o->encrypt == 1;
         cfg.allow_insecure = o->insecure;
         cfg.max_sessions = 1;
+        /* Its VF exists already: larger ones are refused as such, and no budget to keep. */
+        cfg.max_vram_bytes = o->sim.vram_bytes;
+        cfg.max_memory_bytes = UINT64_MAX;
         if (o->timeout_ms != NOTSET)
             cfg.timeout_ms = (int)o->timeout_ms;
         vfmig_server_callbacks cb = {.open_device = target_open, .configure = target_configure,

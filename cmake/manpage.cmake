@@ -38,13 +38,16 @@ vfmig \\- live-migrate a (simulated) GPU virtual function's VRAM with a short bl
 .B vfmig target
 \\fB\\-\\-listen\\fR \\fIENDPOINT\\fR [\\fIOPTIONS\\fR]
 .br
+.B vfmig serve
+\\fB\\-\\-listen\\fR \\fIENDPOINT\\fR [\\fIOPTIONS\\fR]
+.br
 .B vfmig
 \\fB\\-\\-help\\fR | \\fB\\-\\-version\\fR
 .SH DESCRIPTION
 .nf
 ${main}.fi
 ")
-foreach(cmd local source target)
+foreach(cmd local source target serve)
   vfmig_help(sub ${cmd} --help)
   string(APPEND page ".SH \"VFMIG ${cmd}\"\n.nf\n${sub}.fi\n")
 endforeach()

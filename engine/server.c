@@ -10,6 +10,12 @@
  * interrupted to make room (real sources authenticate within a round trip or two, so the oldest
  * pending link is the likeliest stranger). Nothing one connection does reaches another: each has
  * its own link, session, device and thread, and every error ends only that thread.
+ *
+ * Admission (admit) comes between authentication and the device: a session slot, the VF within
+ * max_vram_bytes, and what the session will hold (session_bytes) reserved from the memory
+ * budget, all under one lock so that concurrent announcements cannot sum past it. Nothing sized
+ * by the source's numbers is allocated before it (an unkeyed source is not even answered: its
+ * HELLO_ACK, and the larger frames it allows, come after admission).
  */
 #define _GNU_SOURCE
 #include <netdb.h>
@@ -20,9 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "compress/codec.h"
 #include "engine/auth.h"
+#include "engine/image.h"
 #include "engine/proto.h"
 #include "engine/session.h"
 #include "transport/link.h"
@@ -30,6 +38,9 @@
 #define HS_BUF 4096 /* handshake payloads: a HELLO is at most VFMIG_HELLO_MAX_BYTES */
 #define REFUSAL_LINGER_MS 200 /* how long a refused source gets to read why before we close */
 #define CONN_STACK (512u << 10)
+/* The struct as it was before sizes came (it ended with timeout_ms): older binaries' size. */
+#define CFG_V1_SIZE offsetof(vfmig_server_config, max_vram_bytes)
+#define CTR_V1_SIZE offsetof(vfmig_server_counters, refused_busy)
 
 enum { INTR_DEADLINE = 1, INTR_EVICTED = 2, INTR_STOP = 3 };
 
@@ -46,6 +57,7 @@ typedef struct conn {
     bool told;                 /* refused with a reason it should get to read (its own thread) */
     uint64_t start_ns;
     vfmig_session *session;    /* under srv->lock, while C_SESSION */
+    uint64_t reserved;         /* of srv->reserved, under srv->lock: this session's memory */
     vfmig_incoming in;
     vfmig_hello hello;
     uint8_t buf[HS_BUF];
@@ -63,17 +75,34 @@ struct vfmig_server {
     conn *conns;
     uint64_t next_id;
     unsigned active;           /* sessions running */
+    uint64_t reserved;         /* memory reserved by admitted sessions (the budget's used part) */
     vfmig_server_counters ctr;
 };
 
-void vfmig_server_config_init(vfmig_server_config *cfg)
+/* The host's memory: the budget when none is given. */
+static uint64_t phys_memory(void)
 {
-    if (!cfg)
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : UINT64_MAX;
+}
+
+void vfmig_server_config_init_sized(vfmig_server_config *cfg, size_t size)
+{
+    if (!cfg || !size)
         return;
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->max_sessions = 4;
-    cfg->max_handshakes = 128;
-    cfg->handshake_timeout_ms = 5000;
+    vfmig_server_config d;
+    memset(&d, 0, sizeof(d));
+    d.max_sessions = 4;
+    d.max_handshakes = 128;
+    d.handshake_timeout_ms = 5000;
+    /* max_vram_bytes, max_memory_bytes: 0, their defaults (create works them out). */
+    memcpy(cfg, &d, size < sizeof(d) ? size : sizeof(d));
+}
+
+/* The exported names behind the header's macros (parenthesised: not expanded). */
+void(vfmig_server_config_init)(vfmig_server_config *cfg)
+{
+    vfmig_server_config_init_sized(cfg, CFG_V1_SIZE);
 }
 
 int vfmig_endpoint_is_loopback(const char *endpoint)
@@ -108,14 +137,37 @@ static void seterr(char *err, size_t errlen, const char *msg)
         snprintf(err, errlen, "%s", msg);
 }
 
-int vfmig_server_create(const vfmig_server_config *cfg, const vfmig_server_callbacks *cb, vfmig_server **out,
-                        char *err, size_t errlen)
+int vfmig_server_create_sized(const vfmig_server_config *cfg_in, size_t cfg_size, const vfmig_server_callbacks *cb,
+                              vfmig_server **out, char *err, size_t errlen)
 {
-    if (!cfg || !cb || !out || !cfg->endpoint || !cb->open_device || !cb->finished) {
+    if (!cfg_in || !cb || !out || !cfg_in->endpoint || !cb->open_device || !cb->finished) {
         seterr(err, errlen, "server: endpoint, open_device and finished are required");
         return VFMIG_EINVAL;
     }
     *out = NULL;
+    if (cfg_size < CFG_V1_SIZE) {
+        seterr(err, errlen, "server: config size smaller than any vfmig_server_config");
+        return VFMIG_EINVAL;
+    }
+    /* Only what the caller's struct has; later fields stay 0, which means their default. */
+    vfmig_server_config cfg_copy;
+    memset(&cfg_copy, 0, sizeof(cfg_copy));
+    memcpy(&cfg_copy, cfg_in, cfg_size < sizeof(cfg_copy) ? cfg_size : sizeof(cfg_copy));
+    const vfmig_server_config *cfg = &cfg_copy;
+    uint64_t max_mem = cfg->max_memory_bytes ? cfg->max_memory_bytes : phys_memory();
+    uint64_t max_vram = cfg->max_vram_bytes ? cfg->max_vram_bytes : VFMIG_SERVER_DEFAULT_MAX_VRAM;
+    if (!cfg->max_vram_bytes && max_vram > max_mem)
+        max_vram = max_mem;
+    if (max_vram > max_mem) {
+        if (err && errlen) {
+            char v[32], m[32];
+            vfmig__format_size(max_vram, v, sizeof(v));
+            vfmig__format_size(max_mem, m, sizeof(m));
+            snprintf(err, errlen, "server: the largest VF (%s) is over the memory budget (%s): none that size "
+                     "could ever be admitted", v, m);
+        }
+        return VFMIG_EINVAL;
+    }
     if ((cfg->psk && (cfg->psk_len < VFMIG_PSK_MIN || cfg->psk_len > VFMIG_PSK_MAX)) ||
         (cfg->psk2 && (cfg->psk2_len < VFMIG_PSK_MIN || cfg->psk2_len > VFMIG_PSK_MAX)) || (cfg->psk2 && !cfg->psk)) {
         seterr(err, errlen, "server: keys must be 32 to 256 bytes (a second key only beside a first)");
@@ -169,6 +221,8 @@ int vfmig_server_create(const vfmig_server_config *cfg, const vfmig_server_callb
         srv->cfg.max_handshakes = 128;
     if (srv->cfg.handshake_timeout_ms <= 0)
         srv->cfg.handshake_timeout_ms = 5000;
+    srv->cfg.max_vram_bytes = max_vram;
+    srv->cfg.max_memory_bytes = max_mem;
     srv->next_id = 1;
     pthread_mutex_init(&srv->lock, NULL);
     int rc = vfmig_listen(srv->endpoint, &srv->listener, err, errlen);
@@ -178,6 +232,12 @@ int vfmig_server_create(const vfmig_server_config *cfg, const vfmig_server_callb
     }
     *out = srv;
     return VFMIG_OK;
+}
+
+int(vfmig_server_create)(const vfmig_server_config *cfg, const vfmig_server_callbacks *cb, vfmig_server **out,
+                         char *err, size_t errlen)
+{
+    return vfmig_server_create_sized(cfg, CFG_V1_SIZE, cb, out, err, errlen);
 }
 
 int vfmig_server_port(const vfmig_server *srv)
@@ -191,18 +251,164 @@ void vfmig_server_stop(vfmig_server *srv)
         atomic_store(&srv->stop, 1);
 }
 
-void vfmig_server_get_counters(vfmig_server *srv, vfmig_server_counters *out)
+int vfmig_server_get_counters_sized(vfmig_server *srv, vfmig_server_counters *out, size_t size)
 {
-    if (!srv || !out)
-        return;
+    if (!srv || !out || !size)
+        return VFMIG_EINVAL;
     pthread_mutex_lock(&srv->lock);
-    *out = srv->ctr;
-    out->active_sessions = srv->active;
+    vfmig_server_counters k = srv->ctr;
+    k.active_sessions = srv->active;
     unsigned pending = 0;
     for (conn *c = srv->conns; c; c = c->next) /* those interrupted are only winding down */
         pending += atomic_load(&c->state) == C_HANDSHAKE && !atomic_load(&c->interrupted);
-    out->pending_handshakes = pending;
+    k.pending_handshakes = pending;
+    k.reserved_bytes = srv->reserved;
     pthread_mutex_unlock(&srv->lock);
+    k.max_memory_bytes = srv->cfg.max_memory_bytes;
+    k.max_vram_bytes = srv->cfg.max_vram_bytes;
+    memcpy(out, &k, size < sizeof(k) ? size : sizeof(k));
+    return VFMIG_OK;
+}
+
+void(vfmig_server_get_counters)(vfmig_server *srv, vfmig_server_counters *out)
+{
+    vfmig_server_get_counters_sized(srv, out, CTR_V1_SIZE);
+}
+
+/* ---- Admission ---------------------------------------------------------------------------- */
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+    return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+/* The payload bound the source's batch implies (its frames, and the keyed scratch at auth). */
+static size_t frame_bound(const vfmig_hello *h)
+{
+    size_t bound = vfmig__codec_bound(h->batch_bytes);
+    return bound < (1u << 20) + 4096 ? (1u << 20) + 4096 : bound; /* the target's control buffer */
+}
+
+/* The VF as announced: the sum of its ranges (each may be up to 2^61 bytes: saturated). */
+static uint64_t vf_bytes(const vfmig_hello *h)
+{
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < h->nranges; i++)
+        v = sat_add(v, h->range_size[i]);
+    return v;
+}
+
+/* An estimate of what a target session holds for this VF, from what engine/target.c,
+ * receive.c, session.c and transport/tcp.c, aead.c allocate for it. Thread stacks and the
+ * allocator's slack are left out; the codec contexts are taken at their decoding size. */
+#define EST_CODEC_CTX (256u << 10)                     /* lz4 state + zstd contexts of one applier */
+#define EST_STREAM_BUFS (2u << 20)                     /* tcp.c: 1 MiB send + 1 MiB receive a data stream */
+#define EST_CONTROL ((1u << 20) + 4096 + (128u << 10)) /* target.c's control buffer, tcp.c's control stream */
+static uint64_t session_bytes(const vfmig_hello *h, unsigned threads)
+{
+    uint64_t n = h->nstreams, batch = h->batch_bytes, cap = vfmig__codec_bound(batch), t = threads;
+    uint64_t applier = 2 * batch + (batch / h->page_size + 1) * sizeof(uint64_t) + EST_CODEC_CTX;
+    /* receive.c: with more threads than streams, a decode pool (2 buffers a decoder, one a
+     * receiver) and an applier each; else one payload buffer and applier a receiver. */
+    uint64_t rx = t > n ? (2 * t + n) * cap + (t + n) * applier : n * (cap + applier);
+    /* Keyed frames: a scratch a stream for sending, and one for receiving when sealed. */
+    uint64_t keyed = 0;
+    if (h->flags & VFMIG_HELLO_FLAG_AUTH)
+        keyed = (n + 1) * (frame_bound(h) + 16) * (h->flags & VFMIG_HELLO_FLAG_ENCRYPT ? 2 : 1);
+    uint64_t fixed = EST_CONTROL + sizeof(vfmig_lin) + batch /* zero page run */ + n * EST_STREAM_BUFS + rx + keyed +
+                     h->immutable_bytes;
+    /* The VF itself, and per page its hash and its round (session.c, receive.c). */
+    uint64_t b = sat_add(vf_bytes(h), sat_mul(h->npages, sizeof(uint64_t) + sizeof(uint32_t)));
+    return sat_add(b, fixed);
+}
+
+/* The session's default thread count (vfmig__session_threads before configure sets one). */
+static unsigned default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* Takes `bytes` more of the budget for c's session, or says why not. Under srv->lock. */
+static int reserve_locked(conn *c, uint64_t bytes, const char *what, char *why, size_t whylen)
+{
+    vfmig_server *srv = c->srv;
+    uint64_t budget = srv->cfg.max_memory_bytes, used = srv->reserved;
+    if (bytes <= budget - used) {
+        c->reserved += bytes;
+        srv->reserved += bytes;
+        return VFMIG_OK;
+    }
+    srv->ctr.refused_memory++;
+    char need[32], fr[32], all[32];
+    vfmig__format_size(bytes, need, sizeof(need));
+    vfmig__format_size(budget - used, fr, sizeof(fr));
+    vfmig__format_size(budget, all, sizeof(all));
+    snprintf(why, whylen, "no room in this target's memory budget: %s needs %s, %s of its %s is free "
+             "(%u migrations running); try later or another target", what, need, fr, all, srv->active);
+    return VFMIG_EMEMLIMIT;
+}
+
+/* A session slot, the VF within max_vram_bytes, and its memory reserved: all before any device
+ * or buffer for it. VFMIG_OK, or the status and why (nothing taken). */
+static int admit(conn *c, char *why, size_t whylen)
+{
+    vfmig_server *srv = c->srv;
+    uint64_t vf = vf_bytes(&c->hello), need = session_bytes(&c->hello, default_threads());
+    char what[96], v[32], m[32];
+    vfmig__format_size(vf, v, sizeof(v));
+    snprintf(what, sizeof(what), "a VF of %s with its buffers", v);
+    int rc = VFMIG_OK;
+    pthread_mutex_lock(&srv->lock);
+    atomic_store(&c->state, C_AUTHED);
+    if (srv->active >= srv->cfg.max_sessions || atomic_load(&srv->stop)) {
+        srv->ctr.refused_busy++;
+        snprintf(why, whylen, "target busy: %u migrations running (the most it allows)", srv->cfg.max_sessions);
+        rc = VFMIG_EBUSY;
+    } else if (vf > srv->cfg.max_vram_bytes) {
+        srv->ctr.refused_vram++;
+        vfmig__format_size(srv->cfg.max_vram_bytes, m, sizeof(m));
+        snprintf(why, whylen, "the VF of %s is larger than this target accepts (at most %s)", v, m);
+        rc = VFMIG_ETOOBIG;
+    } else if (!(rc = reserve_locked(c, need, what, why, whylen))) {
+        srv->active++;
+        c->in.id = srv->next_id++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+/* After configure: the session's own thread count may differ from the default estimated with;
+ * the reservation follows it (more of the budget, or some given back). */
+static int readmit(conn *c, vfmig_session *s, char *why, size_t whylen)
+{
+    vfmig_server *srv = c->srv;
+    uint64_t want = session_bytes(&c->hello, vfmig__session_threads(s)), old = session_bytes(&c->hello, default_threads());
+    int rc = VFMIG_OK;
+    pthread_mutex_lock(&srv->lock);
+    if (want < old) {
+        c->reserved -= old - want;
+        srv->reserved -= old - want;
+    } else if (want > old) {
+        rc = reserve_locked(c, want - old, "this session's decode threads", why, whylen);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+/* session.reserve: the mutable state, when its size arrives. */
+static int reserve_mutable(void *user, uint64_t bytes, char *why, size_t whylen)
+{
+    conn *c = user;
+    pthread_mutex_lock(&c->srv->lock);
+    int rc = reserve_locked(c, bytes, "the VF's mutable state", why, whylen);
+    pthread_mutex_unlock(&c->srv->lock);
+    return rc;
 }
 
 /* Ends a connection before any session: tells the embedder, counts it. */
@@ -260,9 +466,7 @@ static int server_handshake(conn *c, char *why, size_t whylen)
         vfmig__send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_EAUTH, refuse);
         return VFMIG_EAUTH;
     }
-    size_t bound = vfmig__codec_bound(h->batch_bytes);
-    if (bound < (1u << 20) + 4096)
-        bound = (1u << 20) + 4096; /* the target's control buffer */
+    size_t bound = frame_bound(h);
     if (auth) {
         rc = vfmig__auth_target(link, &srv->keys, c->buf, hello_len, h->nonce, h->key_id,
                                (h->flags & VFMIG_HELLO_FLAG_ENCRYPT) != 0, hs_ms, bound, why, whylen);
@@ -282,13 +486,8 @@ static int server_handshake(conn *c, char *why, size_t whylen)
         }
         if ((rc = vfmig__hello_decode_layout(c->buf, f.len, &first, h, why, whylen)))
             return rc;
-    } else {
-        vfmig__link_set_max_payload(link, bound);
-        if ((rc = vfmig__send_status(link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
-            snprintf(why, whylen, "sending the handshake reply: %s", vfmig__link_stream_error(link, 0));
-            return rc;
-        }
     }
+    /* Unkeyed: the HELLO_ACK (and frames beyond HS_BUF) wait for admission. */
     c->in.page_size = h->page_size;
     c->in.nranges = h->nranges;
     memcpy(c->in.range_size, h->range_size, sizeof(c->in.range_size));
@@ -324,20 +523,21 @@ static void *conn_main(void *arg)
         refused(c, rc, why);
         goto out;
     }
-    /* Authenticated. A slot for the session, or the source hears that we are busy. */
-    pthread_mutex_lock(&srv->lock);
-    atomic_store(&c->state, C_AUTHED);
-    bool busy = srv->active >= srv->cfg.max_sessions || atomic_load(&srv->stop);
-    if (!busy) {
-        srv->active++;
-        c->in.id = srv->next_id++;
-    }
-    pthread_mutex_unlock(&srv->lock);
-    if (busy) {
-        snprintf(why, sizeof(why), "target busy: %u migrations running (the most it allows)", srv->cfg.max_sessions);
-        vfmig__send_status(c->link, 0, VFMIG_F_ABORT, VFMIG_EBUSY, why);
-        refused(c, VFMIG_EBUSY, why);
+    /* Authenticated: admission. A refusal answers what the source waits for (the HELLO_ACK
+     * unkeyed; keyed, the verdict on its immutable state), so its run returns this status. */
+    int reply = c->in.authenticated ? VFMIG_F_IMM_ACK : VFMIG_F_HELLO_ACK;
+    if ((rc = admit(c, why, sizeof(why)))) {
+        vfmig__send_status(c->link, 0, reply, rc, why);
+        refused(c, rc, why);
         goto out;
+    }
+    if (!c->in.authenticated) {
+        vfmig__link_set_max_payload(c->link, frame_bound(&c->hello));
+        if ((rc = vfmig__send_status(c->link, 0, VFMIG_F_HELLO_ACK, VFMIG_OK, ""))) {
+            snprintf(why, sizeof(why), "sending the handshake reply: %s", vfmig__link_stream_error(c->link, 0));
+            refused(c, rc, why);
+            goto release;
+        }
     }
     vfmig_device dev;
     void *dev_user = NULL;
@@ -358,8 +558,19 @@ static void *conn_main(void *arg)
         if (srv->cfg.timeout_ms > 0)
             vfmig_session_set_param(s, VFMIG_P_TIMEOUT_MS, srv->cfg.timeout_ms);
         s->preauth_hello = &c->hello;
+        s->reserve = reserve_mutable;
+        s->reserve_user = c;
         if (srv->cb.configure)
             srv->cb.configure(srv->cb.user, &c->in, s, dev_user);
+        if ((rc = readmit(c, s, why, sizeof(why)))) {
+            /* More threads than estimated with, and no room for them: refused before it runs
+             * (the source now waits for the verdict on its immutable state). */
+            vfmig__send_status(c->link, 0, VFMIG_F_IMM_ACK, rc, why);
+            refused(c, rc, why);
+            srv->cb.finished(srv->cb.user, &c->in, s, rc, dev_user);
+            vfmig_session_destroy(s);
+            goto release;
+        }
         pthread_mutex_lock(&srv->lock);
         c->session = s;
         atomic_store(&c->state, C_SESSION);
@@ -378,8 +589,11 @@ static void *conn_main(void *arg)
         srv->cb.finished(srv->cb.user, &c->in, s, rc, dev_user);
         vfmig_session_destroy(s);
     }
+release:
     pthread_mutex_lock(&srv->lock);
     srv->active--;
+    srv->reserved -= c->reserved; /* the session and its device are gone */
+    c->reserved = 0;
     pthread_mutex_unlock(&srv->lock);
 out:
     pthread_mutex_lock(&srv->lock);

@@ -34,6 +34,10 @@ struct vfmig_session {
     uint8_t psk2[256];            /* a second key a target accepts during a rotation */
     size_t psk2_len;
     const void *preauth_hello;    /* vfmig_hello: a server already ran HELLO and authentication */
+    /* Set by a server: asked for `bytes` of its memory budget before a target allocates the
+     * mutable state (its size comes only with it); a status refuses it, `why` says so. */
+    int (*reserve)(void *user, uint64_t bytes, char *why, size_t whylen);
+    void *reserve_user;
     vfmig_event_cb cb;
     void *cb_user;
 

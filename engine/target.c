@@ -300,6 +300,11 @@ static int serve(target *t)
             if (!t->mut) {
                 t->t_blackout = vfmig__now_ns();
                 vfmig__set_phase(s, VFMIG_PHASE_BLACKOUT);
+                char why[200];
+                /* Bounded by blob_chunk; a server's budget must still have room for it. */
+                if (s->reserve && f.aux <= VFMIG_MAX_STATE_BYTES &&
+                    (rc = s->reserve(s->reserve_user, f.aux, why, sizeof(why))))
+                    return vfmig__fail(s, rc, "%s", why);
             }
             if ((rc = blob_chunk(t, &f, &t->mut, &t->mut_size, &t->mut_got, UINT64_MAX, "mutable")))
                 return rc;

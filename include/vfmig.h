@@ -63,7 +63,9 @@ VFMIG_API unsigned vfmig_version_number(void);
     XX(ENODEV, -22, "no such device (hardware absent)")                                          \
     XX(EINDOUBT, -23, "outcome unknown: the target was told to resume the VF but did not confirm") \
     XX(EBUDGET, -24, "the blackout budget cannot be met: the VF keeps running on the source") \
-    XX(EBUSY, -25, "target busy: it runs as many migrations as it allows")
+    XX(EBUSY, -25, "target busy: it runs as many migrations as it allows")                      \
+    XX(ETOOBIG, -26, "the VF is larger than the target accepts")                               \
+    XX(EMEMLIMIT, -27, "the target's memory budget has no room for this VF now")
 
 typedef enum vfmig_status {
 #define VFMIG_STATUS_ENUM_(name, value, msg) VFMIG_##name = (value),
@@ -751,7 +753,12 @@ VFMIG_API int vfmig_cuda_hash_pages(vfmig_cuda *c, uint64_t offset, uint64_t npa
 /* touches another one, nor the listener. Unauthenticated connections hold a small fixed amount */
 /* of memory each (a 4 KiB handshake buffer and a link with 128 KiB of control buffers) and at  */
 /* most handshake_timeout_ms; when max_handshakes are pending the oldest idle one is dropped, so */
-/* idle or slow strangers cannot lock real sources out.                                         */
+/* idle or slow strangers cannot lock real sources out. An authenticated source is admitted     */
+/* only if its VF is within max_vram_bytes and what its session will hold (the VF and the       */
+/* engine's buffers for it) fits the memory budget beside the sessions already admitted: the    */
+/* server reserves that at admission, before open_device or any buffer, and releases it when    */
+/* the session ended. A refused source is told why with VFMIG_ETOOBIG or VFMIG_EMEMLIMIT (as    */
+/* VFMIG_EBUSY beyond max_sessions) and keeps running its VF.                                   */
 /* ------------------------------------------------------------------------------------------- */
 typedef struct vfmig_server vfmig_server;
 
@@ -799,24 +806,66 @@ typedef struct vfmig_server_config {
                                    ones arrive) */
     int handshake_timeout_ms;   /* from stream setup to authenticated; default 5000 */
     int timeout_ms;             /* VFMIG_P_TIMEOUT_MS of the sessions; 0 = the default */
+    /* Fields are only appended from here on. The struct has no size member, so the library is
+     * told the caller's size instead: vfmig_server_config_init and vfmig_server_create are
+     * macros (below) that pass sizeof(*cfg) to their _sized calls, and read or write only what
+     * that size covers (fields beyond it take their defaults). A binary built before these
+     * fields calls the plain functions, which see the struct as it was (up to timeout_ms). */
+    uint64_t max_vram_bytes;    /* largest VF admitted (sum of its ranges); larger ones are refused
+                                   with VFMIG_ETOOBIG before anything is allocated for them;
+                                   0 = VFMIG_SERVER_DEFAULT_MAX_VRAM or the memory budget,
+                                   whichever is smaller */
+    uint64_t max_memory_bytes;  /* memory budget of all sessions together: each reserves, at
+                                   admission, its VF plus the engine's buffers for it (page
+                                   records, stream, decode, key and state buffers; sized by what
+                                   the source announced); one that does not fit beside those
+                                   admitted is refused with VFMIG_EMEMLIMIT. The mutable state,
+                                   whose size comes only with it in the blackout, is reserved then
+                                   (the migration fails the same way, rolled back, if it does not
+                                   fit).
+                                   0 = this host's physical memory; UINT64_MAX = no budget (for
+                                   devices whose VRAM is not host memory, count it yourself) */
 } vfmig_server_config;
+
+#define VFMIG_SERVER_DEFAULT_MAX_VRAM (64ull << 30)
 
 typedef struct vfmig_server_counters {
     uint64_t links;             /* links accepted (stream setup done) */
-    uint64_t refused;           /* connections that ended before a session */
+    uint64_t refused;           /* connections that ended before a session (all reasons) */
     uint64_t sessions_ok, sessions_failed;
     uint32_t active_sessions, pending_handshakes;
+    /* Fields are only appended from here on (vfmig_server_get_counters passes the size). */
+    uint64_t refused_busy;      /* of `refused`: beyond max_sessions (VFMIG_EBUSY) */
+    uint64_t refused_vram;      /* of `refused`: VF over max_vram_bytes (VFMIG_ETOOBIG) */
+    uint64_t refused_memory;    /* of `refused`: no room in the memory budget (VFMIG_EMEMLIMIT),
+                                   at admission or for a mutable state larger than reserved */
+    uint64_t reserved_bytes;    /* memory reserved now by the sessions admitted */
+    uint64_t max_memory_bytes;  /* the budget in force (the default applied) */
+    uint64_t max_vram_bytes;    /* the VF size limit in force (the default applied) */
 } vfmig_server_counters;
 
-/** Defaults as documented in vfmig_server_config. */
+/** Defaults as documented in vfmig_server_config. Writes `size` bytes of *cfg at most (the
+ *  caller's sizeof; the macro vfmig_server_config_init passes it). */
+VFMIG_API void vfmig_server_config_init_sized(vfmig_server_config *cfg, size_t size);
+/** Older binaries' entry point: the struct as it was before max_vram_bytes. */
 VFMIG_API void vfmig_server_config_init(vfmig_server_config *cfg);
+#define vfmig_server_config_init(cfg) vfmig_server_config_init_sized((cfg), sizeof(*(cfg)))
 /** 1 if every address the endpoint's host resolves to is loopback, 0 if not, <0 on a bad endpoint. */
 VFMIG_API int vfmig_endpoint_is_loopback(const char *endpoint);
 /** Listens. VFMIG_EAUTH (with a message) for a non-loopback endpoint without a key unless
- *  allow_insecure; VFMIG_EINVAL for a short key or missing callbacks; listen errors as
- *  vfmig_listen. *out is the caller's; free with vfmig_server_destroy. */
+ *  allow_insecure; VFMIG_EINVAL for a short key, missing callbacks, a cfg_size too small for the
+ *  struct before max_vram_bytes, or max_vram_bytes over max_memory_bytes (no VF could ever be
+ *  admitted); listen errors as vfmig_listen. Reads cfg_size bytes of *cfg at most (the macro
+ *  vfmig_server_create passes sizeof(*cfg)). *out is the caller's; free with
+ *  vfmig_server_destroy. */
+VFMIG_API int vfmig_server_create_sized(const vfmig_server_config *cfg, size_t cfg_size,
+                                        const vfmig_server_callbacks *cb, vfmig_server **out, char *err,
+                                        size_t errlen);
+/** Older binaries' entry point: the struct as it was before max_vram_bytes (defaults beyond). */
 VFMIG_API int vfmig_server_create(const vfmig_server_config *cfg, const vfmig_server_callbacks *cb,
                                   vfmig_server **out, char *err, size_t errlen);
+#define vfmig_server_create(cfg, cb, out, err, errlen)                                             \
+    vfmig_server_create_sized((cfg), sizeof(*(cfg)), (cb), (out), (err), (errlen))
 /** The bound port. */
 VFMIG_API int vfmig_server_port(const vfmig_server *srv);
 /** Serves on the calling thread until vfmig_server_stop; then cancels the sessions in flight
@@ -825,8 +874,13 @@ VFMIG_API int vfmig_server_port(const vfmig_server *srv);
 VFMIG_API int vfmig_server_run(vfmig_server *srv);
 /** Makes run return. Any thread, and async-signal-safe (one atomic store). */
 VFMIG_API void vfmig_server_stop(vfmig_server *srv);
-/** Counters so far. Any thread. */
+/** Counters so far, into a struct of `size` bytes as the caller compiled it (the macro
+ *  vfmig_server_get_counters passes it): a smaller (older) one gets the fields it knows.
+ *  VFMIG_EINVAL for NULL or a size of 0. Any thread. */
+VFMIG_API int vfmig_server_get_counters_sized(vfmig_server *srv, vfmig_server_counters *out, size_t size);
+/** Older binaries' entry point: the struct as it was before refused_busy. */
 VFMIG_API void vfmig_server_get_counters(vfmig_server *srv, vfmig_server_counters *out);
+#define vfmig_server_get_counters(srv, out) vfmig_server_get_counters_sized((srv), (out), sizeof(*(out)))
 /** Frees a server that is not running (accepts NULL). */
 VFMIG_API void vfmig_server_destroy(vfmig_server *srv);
 

@@ -103,6 +103,9 @@ usage_fails "without a key" target --listen 0.0.0.0:0
 usage_fails "without a key" serve --listen "tcp://0.0.0.0:0"
 usage_fails "needs --listen" serve
 usage_fails "belongs to" source --connect 127.0.0.1:1 --max-sessions 2
+usage_fails "--max-vram: '0' is out of range 4K..1024T" serve --listen 127.0.0.1:0 --max-vram 0
+usage_fails "--max-memory: '1M' is out of range" serve --listen 127.0.0.1:0 --max-memory 1M
+usage_fails "is over --max-memory" serve --listen 127.0.0.1:0 --max-vram 2G --max-memory 1G
 
 # Two processes, authenticated and encrypted; then a source with the wrong key is refused.
 start_target --vram 32M --psk-file "$TMP/key" --encrypt
@@ -197,6 +200,19 @@ for sv in "1 16777216" "2 25165824"; do
             "$TMP/serve.err" || fail "serve: no setup line for migration $1 at $done_ of $2: $(grep setup "$TMP/serve.err")"
     done
 done
+
+# serve --vram 16M takes no larger VF (--max-vram defaults to --vram): refused before it is
+# allocated, the source told why (exit 1, its VF running), the refusal counted.
+"$V" serve --listen "tcp://127.0.0.1:0" --vram 16M --timeout-ms 3000 >/dev/null 2>"$TMP/serve2.err" &
+SVPID=$!
+wait_for "$TMP/serve2.err" "VFs up to 16.0 MiB"
+SPORT=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$TMP/serve2.err")
+out=$("$V" source --connect "127.0.0.1:$SPORT" --vram 32M --content zero --timeout-ms 3000 --json 2>/dev/null)
+[ $? -eq 1 ] || fail "over-cap source to serve: $out"
+has_keys "$out" '"error_code":"VFMIG_ETOOBIG"' 'larger than this target accepts' '"vf_state":"running-on-source"'
+kill -TERM $SVPID
+wait $SVPID || fail "serve exited $? on SIGTERM: $(cat "$TMP/serve2.err")"
+grep -q "1 VF too large" "$TMP/serve2.err" || fail "serve summary: $(cat "$TMP/serve2.err")"
 
 # SIGINT on a source mid pre-copy: canceled, the VF runs on, the summary is printed, exit 1.
 start_target --vram 256M --psk-file "$TMP/key"

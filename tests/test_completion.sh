@@ -28,6 +28,9 @@ has "$(comp local --co)" --codec --content
 lacks "$(comp local --co)" --connect          # source's option, not local's
 has "$(comp source --co)" --connect
 has "$(comp target --li)" --listen
+has "$(comp "")" serve keygen
+has "$(comp serve --max-)" --max-sessions --max-vram --max-memory
+lacks "$(comp local --max-)" --max-vram             # serve's option, not local's
 has "$(comp local --codec "")" auto raw lz4 zstd delta
 has "$(comp local --content t)" texture tensor
 lacks "$(comp local --content t)" --threads
