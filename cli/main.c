@@ -7,11 +7,15 @@
  * 3 outcome in doubt (the target was told to resume and the link broke before it confirmed: the
  *   VF is left paused on the source; resume it wherever the target side says it is not running).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity and the CPU_*_S macros (--pin) */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,15 +26,20 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "vfmig_sim.h"
 
+#include "cli/key.h"
 #include "common/json.h"
 
 /* An option not given keeps the library's default. */
 #define NOTSET INT64_MIN
+/* --max-bandwidth's floor, bytes/s: 1 MiB/s moves 1 GiB in 17 minutes; 1 byte/s would take days
+ * over the handshake alone. */
+#define MIN_BANDWIDTH (INT64_C(1) << 20)
 
 typedef struct opts {
     const char *cmd;
@@ -42,12 +51,18 @@ typedef struct opts {
     int accept_timeout_ms;
     const char *pin;
     const char *psk_file;
+    bool psk_pass;             /* psk_file holds a passphrase (--psk-passphrase): stretched */
     uint8_t psk[257];
     size_t psk_len;
     /* serve / keys (issue 13) */
-    const char *psk_file2;     /* a second --psk-file: the key being rotated out (target, serve) */
+    const char *psk_file2;     /* a second key: the one being rotated out (target, serve) */
+    bool psk2_pass;
     uint8_t psk2[257];
     size_t psk2_len;
+    /* As given, checked once all options are read (issue 18): */
+    uint64_t write_bytes;      /* 0: the simulated VF's default */
+    bool no_readback;          /* --no-readback (= --verify applied) */
+    bool verify_given;         /* --verify */
     bool insecure;             /* listen beyond loopback without a key */
     unsigned max_sessions;     /* serve: 0 = the library's default */
     uint64_t max_vram;         /* serve --max-vram: 0 = --vram */
@@ -107,72 +122,161 @@ static void usage_error(const char *fmt, ...)
     exit(2);
 }
 
-/* "1G", "512M", "4K", "4096": binary multiples. */
-static uint64_t parse_size(const char *opt, const char *s)
+static const char *human_bytes(uint64_t b, char *buf, size_t n)
 {
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+    return buf;
+}
+
+/* Numbers are read at 64 bits with every error checked (no sign, no blanks, no overflow, no
+ * rounding through a double), and range-checked with the option's name before they are narrowed
+ * into a field. A decimal fraction takes up to 6 digits ("1.5G"). */
+typedef struct decimal {
+    uint64_t whole;
+    uint64_t frac;    /* the digits after the point, as a number */
+    uint64_t frac_div; /* 10^(number of those digits), 1 without a point */
+} decimal;
+
+/* The number at the start of `s` (digits, optionally '.' and up to 6 more); the rest in *rest.
+ * false when there is no number or it overflows. */
+static bool parse_decimal(const char *s, decimal *d, const char **rest)
+{
+    if (!s || *s < '0' || *s > '9')
+        return false;
     char *end;
     errno = 0;
-    if (!s || !*s || *s == '-')
-        usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)", opt, s ? s : "");
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
-        usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)", opt, s);
-    double mul = 1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno == ERANGE)
+        return false;
+    *d = (decimal){.whole = v, .frac = 0, .frac_div = 1};
+    if (*end == '.') {
+        end++;
+        for (int n = 0; *end >= '0' && *end <= '9'; n++, end++) {
+            if (n == 6)
+                return false;
+            d->frac = d->frac * 10 + (uint64_t)(*end - '0');
+            d->frac_div *= 10;
+        }
+    }
+    *rest = end;
+    return true;
+}
+
+/* d * mul / div, truncated; false on overflow, or when `exact` and it is not a whole number. */
+static bool decimal_scale(const decimal *d, uint64_t mul, uint64_t div, bool exact, uint64_t *out)
+{
+    uint64_t a, b = d->frac * mul; /* frac < 10^6 and mul <= 2^40: no overflow */
+    if (__builtin_mul_overflow(d->whole, mul, &a) || __builtin_add_overflow(a, b / d->frac_div, &a))
+        return false;
+    if (exact && (b % d->frac_div || a % div))
+        return false;
+    *out = a / div;
+    return true;
+}
+
+/* "1G", "512M", "4K", "4096", "1.5G": binary multiples, a whole number of bytes. */
+static uint64_t parse_size(const char *opt, const char *s)
+{
+    decimal d;
+    const char *end;
+    if (!parse_decimal(s, &d, &end))
+        usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)%s", opt, s ? s : "",
+                    s && *s >= '0' && *s <= '9' ? ", or it is too large" : "");
+    uint64_t mul = 1;
     switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    case 'k': case 'K': mul = 1ull << 10; end++; break;
+    case 'm': case 'M': mul = 1ull << 20; end++; break;
+    case 'g': case 'G': mul = 1ull << 30; end++; break;
+    case 't': case 'T': mul = 1ull << 40; end++; break;
     default: break;
     }
-    if (*end == 'i' || *end == 'I')
+    if (mul > 1 && (*end == 'i' || *end == 'I'))
         end++;
     if (*end == 'b' || *end == 'B')
         end++;
     if (*end)
         usage_error("%s: '%s' is not a size (use e.g. 4K, 512M, 1G)", opt, s);
-    double r = v * mul;
-    if (r > 1.8e19)
-        usage_error("%s: '%s' is too large", opt, s);
-    return (uint64_t)r;
+    uint64_t r;
+    if (!decimal_scale(&d, mul, 1, false, &r))
+        usage_error("%s: '%s' is too large (at most %" PRIu64 " bytes)", opt, s, UINT64_MAX);
+    if (!decimal_scale(&d, mul, 1, true, &r))
+        usage_error("%s: '%s' is not a whole number of bytes", opt, s);
+    return r;
 }
 
-/* Bytes per second: "200M" (binary, like sizes), or bits with a decimal unit: "10Gbit". */
+/* Bytes per second: "200M" (binary, like sizes; a fraction is truncated to whole bytes), or bits
+ * with a decimal unit: "10Gbit". */
 static uint64_t parse_rate(const char *opt, const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n > 3 && !strcasecmp(s + n - 3, "bit")) {
-        char buf[64];
-        if (n - 3 >= sizeof(buf))
-            usage_error("%s: '%s' is not a rate", opt, s);
-        memcpy(buf, s, n - 3);
-        buf[n - 3] = 0;
-        char *end;
-        double v = strtod(buf, &end), mul = 1;
-        switch (*end) {
-        case 'k': case 'K': mul = 1e3; end++; break;
-        case 'm': case 'M': mul = 1e6; end++; break;
-        case 'g': case 'G': mul = 1e9; end++; break;
-        default: break;
-        }
-        if (end == buf || *end || v < 0)
-            usage_error("%s: '%s' is not a rate (use e.g. 200M for bytes/s or 10Gbit)", opt, s);
-        return (uint64_t)(v * mul / 8);
-    }
     if (s && n && (s[n - 1] == 's' || s[n - 1] == 'S'))
         usage_error("%s: '%s': give the rate without '/s' (e.g. 200M means 200 MiB/s)", opt, s);
-    return parse_size(opt, s);
+    decimal d;
+    const char *end;
+    if (!parse_decimal(s, &d, &end))
+        usage_error("%s: '%s' is not a rate (use e.g. 200M for bytes/s or 10Gbit), or it is too large", opt,
+                    s ? s : "");
+    bool bits = n > 3 && !strcasecmp(s + n - 3, "bit");
+    uint64_t mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = bits ? 1000 : 1ull << 10; end++; break;
+    case 'm': case 'M': mul = bits ? 1000000 : 1ull << 20; end++; break;
+    case 'g': case 'G': mul = bits ? 1000000000 : 1ull << 30; end++; break;
+    case 't': case 'T': mul = bits ? 1000000000000ull : 1ull << 40; end++; break;
+    default: break;
+    }
+    if (!bits && mul > 1 && (*end == 'i' || *end == 'I'))
+        end++;
+    if (!bits && (*end == 'b' || *end == 'B'))
+        end++;
+    if (bits ? strcasecmp(end, "bit") : *end != 0)
+        usage_error("%s: '%s' is not a rate (use e.g. 200M for bytes/s or 10Gbit)", opt, s);
+    uint64_t r;
+    if (!decimal_scale(&d, mul, bits ? 8 : 1, false, &r))
+        usage_error("%s: '%s' is too large", opt, s);
+    return r;
 }
 
+/* A whole number in min..max (at 64 bits: strtoll, every error checked). */
 static int64_t parse_int(const char *opt, const char *s, int64_t min, int64_t max)
 {
     char *end;
     errno = 0;
+    if (!s || !((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9')))
+        usage_error("%s: '%s' is not a whole number", opt, s ? s : "");
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
+    if (*end)
         usage_error("%s: '%s' is not a whole number", opt, s);
-    if (v < min || v > max)
-        usage_error("%s: %lld is out of range %" PRId64 "..%" PRId64, opt, v, min, max);
+    if (errno == ERANGE || v < min || v > max)
+        usage_error("%s: %s is out of range %" PRId64 "..%" PRId64, opt, s, min, max);
+    return v;
+}
+
+/* An unsigned 64-bit number (a seed): strtoull, every error checked. */
+static uint64_t parse_u64(const char *opt, const char *s)
+{
+    decimal d;
+    const char *end;
+    if (!parse_decimal(s, &d, &end) || *end || d.frac_div != 1)
+        usage_error("%s: '%s' is not a whole number from 0 to %" PRIu64, opt, s ? s : "", UINT64_MAX);
+    return d.whole;
+}
+
+/* A size in lo..hi, said in the message in the option's own units. */
+static uint64_t check_size(const char *opt, uint64_t v, uint64_t lo, uint64_t hi)
+{
+    if (v < lo || v > hi) {
+        char a[32], b[32], c[32];
+        usage_error("%s: %s is out of range %s..%s", opt, human_bytes(v, c, sizeof(c)), human_bytes(lo, a, sizeof(a)),
+                    human_bytes(hi, b, sizeof(b)));
+    }
     return v;
 }
 
@@ -181,6 +285,14 @@ static int64_t parse_param(const char *opt, const char *s, vfmig_param p)
     int64_t min, max;
     vfmig_param_bounds(p, &min, &max, NULL);
     return parse_int(opt, s, min, max);
+}
+
+/* A size option the library bounds (vfmig_param_bounds). */
+static int64_t parse_size_param(const char *opt, const char *s, vfmig_param p)
+{
+    int64_t min, max;
+    vfmig_param_bounds(p, &min, &max, NULL);
+    return (int64_t)check_size(opt, parse_size(opt, s), (uint64_t)min, (uint64_t)max);
 }
 
 /* The index of `s` in the NULL-terminated `words` (an option's keywords, in the order of their
@@ -279,19 +391,6 @@ static uint64_t mem_available(void)
     return (uint64_t)kib * 1024;
 }
 
-static const char *human_bytes(uint64_t b, char *buf, size_t n)
-{
-    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = (double)b;
-    int u = 0;
-    while (v >= 1024 && u < 5) {
-        v /= 1024;
-        u++;
-    }
-    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
-    return buf;
-}
-
 /* The simulated VRAM lives in this process's memory (twice in `local`: both ends). Too much of it
  * is refused before anything is allocated, rather than left to the OOM killer minutes later. */
 static void check_memory(const opts *o)
@@ -328,6 +427,8 @@ static void help(const char *cmd)
                "  target   wait for a source and take the VF over (one migration)\n"
                "  serve    keep taking migrations: each gets its own simulated VF shaped like its source's\n"
                "  keygen   write a fresh random 32-byte key to FILE (mode 0600) for --psk-file\n\n"
+               "Every option is checked before anything runs: a bad value, an option of another command\n"
+               "or two options that contradict each other are refused (exit 2) naming the option.\n"
                "'vfmig COMMAND --help' lists the options of a command.\n"
                "Exit status: 0 migrated, 1 failed (the VF runs on the source), 2 bad usage,\n"
                "3 in doubt (the target was told to resume but never confirmed; the VF stays paused here).\n");
@@ -371,8 +472,8 @@ static void help(const char *cmd)
            "      --content C          zero | texture | tensor | random | mix (default mix)\n"
            "      --writers N          workload threads (default 1)\n"
            "      --seed N             content and workload seed\n"
-           "      --mutable-size SIZE  mutable device state (default 64K)\n"
-           "      --immutable-size SIZE  immutable device state (default 4K)\n"
+           "      --mutable-size SIZE  mutable device state, 64 bytes .. 1G (default 64K)\n"
+           "      --immutable-size SIZE  immutable device state, 64 bytes .. 1G (default 4K)\n"
            "      --device D           where the VF's memory lives and how its dirty pages are found:\n"
            "                           sim (dirty bitmap, default) | hash (sim with the bitmap hidden,\n"
            "                           pages hashed) | hostmem (host memory, userfaultfd write-protect or\n"
@@ -384,24 +485,30 @@ static void help(const char *cmd)
            "      --timeout-ms N       longest wait on the peer (default 10000)\n"
            "      --threads N          encode (source) / decode (target) workers (default: one per CPU)\n"
            "      --codec C            auto | raw | lz4 | zstd[:LEVEL] | delta (default auto)\n"
-           "      --max-bandwidth RATE cap on the link, all streams (e.g. 10Gbit; default none)\n"
+           "      --max-bandwidth RATE cap on the link, all streams, at least 1M (e.g. 10Gbit; default none)\n"
            "      --delta-cache SIZE   cap on the copies kept for delta encoding; the cache grows to the\n"
            "                           pages re-sent that changed little since last sent (default 1G)\n"
            "      --batch SIZE         largest page run per frame (default 1M)\n"
            "      --no-throttle        never throttle the VF when pre-copy does not converge\n"
            "      --verify V           applied | readback | full: what the target checks before it may\n"
            "                           resume (default readback; full re-reads both VRAMs in the blackout)\n"
-           "      --no-readback        same as --verify applied\n"
+           "      --no-readback        same as --verify applied (with another --verify: refused)\n"
            "      --on-budget-miss A   retry (default) | abort | switch: when the budget cannot be met, keep\n"
            "                           the VF on the source and fail; a blackout that would overrun is\n"
            "                           called off (the VF resumes here), retried once with retry; or\n"
            "                           switch over anyway\n"
-           "      --pin P              auto | none | CPU list like 0-3 (worker placement)\n"
+           "      --pin P              auto | none | CPU list like 0-3 (worker placement; CPUs this process\n"
+           "                           may run on)\n"
            "      --numa-node N        NUMA node of the device: with --pin auto, workers run there\n"
-           "      --psk-file PATH      pre-shared key (32..256 bytes, see 'vfmig keygen') both ends must\n"
-           "                           hold: mutual authentication before anything of the VF moves, and\n"
-           "                           every frame keyed (Poly1305). A target or server takes a second\n"
-           "                           --psk-file during a key rotation\n"
+           "      --psk-file PATH      pre-shared key both ends must hold: mutual authentication before\n"
+           "                           anything of the VF moves, and every frame keyed (Poly1305). The file\n"
+           "                           must be private (chmod 600) and hold 32..256 bytes with 128 bits of\n"
+           "                           randomness: 'vfmig keygen' output, or 64 hex digits / padded base64\n"
+           "                           of random bytes; text that looks typed is refused. A target or\n"
+           "                           server takes a second key during a key rotation\n"
+           "      --psk-passphrase PATH  the key is a passphrase (8..1024 characters, the file's line end\n"
+           "                           not part of it; chmod 600), stretched with scrypt (N=2^17, r=8,\n"
+           "                           p=1: 128 MiB, ~0.4 s) into the key; give it on both ends\n"
            "      --encrypt            with --psk-file: seal every frame (AES-256-GCM)\n"
            "      --insecure           target: listen beyond loopback without a key (warned)\n"
            "\noutput:\n"
@@ -410,7 +517,7 @@ static void help(const char *cmd)
            "                           a bar when stderr is a terminal; json: one object per line), the\n"
            "                           VF's setup (its VRAM filled) first\n"
            "  -v, --verbose            progress, topology and decisions on stderr\n"
-           "  -q, --quiet              only the summary line\n"
+           "  -q, --quiet              only the summary line (not with --verbose)\n"
            "  -h, --help               this text\n"
            "  -V, --version            version of the command and of the library it runs\n");
 }
@@ -420,42 +527,102 @@ enum {
     O_BUDGET, O_ROUNDS, O_PRECOPY, O_TIMEOUT, O_THREADS, O_CODEC, O_BW, O_DELTA, O_BATCH,
     O_NOTHROTTLE, O_READBACK, O_PIN, O_JSON, O_LINK, O_ACCEPT, O_TSV, O_PSK, O_NUMA, O_ENCRYPT,
     O_WRITE_BYTES, O_VERIFY, O_BUDGET_MISS, O_DEVICE, O_PROGRESS,
-    O_INSECURE, O_MAXSESS /* serve (issue 13) */, O_MAXVRAM, O_MAXMEM /* serve (issue 18) */
+    O_INSECURE, O_MAXSESS /* serve (issue 13) */, O_MAXVRAM, O_MAXMEM /* serve (issue 18) */,
+    O_PSKPASS
 };
 
-/* Printable text (a key typed or written with echo), as opposed to random bytes. */
-static bool key_is_text(const uint8_t *key, size_t n)
+/* The key a file of n bytes holds: all of them, or without its line end when it is text. */
+static size_t key_as_read(const uint8_t *buf, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((key[i] < 0x20 || key[i] > 0x7e) && key[i] != '\t')
-            return false;
-    return true;
+    size_t text = n;
+    while (text && (buf[text - 1] == '\n' || buf[text - 1] == '\r'))
+        text--;
+    return n <= 256 && vfmig__key_is_text(buf, text) ? text : n;
 }
 
-/* A key file: 32..256 bytes. The line end of a text key (written with echo) is not part of it;
- * a random key keeps every byte, a last one of 0x0a or 0x0d included (1 in 128 of keygen's).
- * Shorter keys are refused: a captured handshake lets anyone test guesses offline, so a key
- * must be too random to guess - 'vfmig keygen' writes 32 random bytes. */
-static size_t read_key(const char *path, uint8_t key[257])
+/* A key file, read as ssh reads one: refused when group or others may read or write it (the fix
+ * named). Its line end is not part of a text key (written with echo); a random key keeps every
+ * byte, a last one of 0x0a or 0x0d included. A key (--psk-file) is 32..256 bytes holding at least
+ * 128 bits of randomness by vfmig__key_bits: a captured handshake lets anyone test guesses
+ * offline, so a key must be too random to guess ('vfmig keygen' writes 32 random bytes). A
+ * passphrase (--psk-passphrase: said so explicitly) is 8..1024 characters, stretched with scrypt
+ * into the 32-byte key both ends derive alike. */
+static size_t read_key(const char *path, bool passphrase, uint8_t key[257])
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        usage_error("--psk-file %s: %s", path, strerror(errno));
-    size_t n = fread(key, 1, 257, f);
-    fclose(f);
+    const char *opt = passphrase ? "--psk-passphrase" : "--psk-file";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb))
+        usage_error("%s %s: %s", opt, path, strerror(errno));
+    if (sb.st_mode & 077) {
+        close(fd);
+        usage_error("%s %s: permissions %04o are too open: group or others may %s it, and a key others "
+                    "can read is no secret. Run 'chmod 600 %s'", opt, path, (unsigned)(sb.st_mode & 07777),
+                    sb.st_mode & 044 ? "read" : "write", path);
+    }
+    uint8_t buf[VFMIG__PASSPHRASE_MAX + 1];
+    size_t n = 0, cap = passphrase ? sizeof(buf) : 257;
+    while (n < cap) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            explicit_bzero(buf, sizeof(buf));
+            usage_error("%s %s: %s", opt, path, strerror(e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
     size_t text = n;
-    while (text && (key[text - 1] == '\n' || key[text - 1] == '\r'))
+    while (text && (buf[text - 1] == '\n' || buf[text - 1] == '\r'))
         text--;
-    if (n <= 256 && key_is_text(key, text))
-        n = text;
+    if (passphrase) {
+        if (text < VFMIG__PASSPHRASE_MIN || n > VFMIG__PASSPHRASE_MAX) {
+            explicit_bzero(buf, sizeof(buf));
+            usage_error("%s %s: a passphrase is %d to %d characters (this one is %s%zu)", opt, path,
+                        VFMIG__PASSPHRASE_MIN, VFMIG__PASSPHRASE_MAX, n > VFMIG__PASSPHRASE_MAX ? "over " : "",
+                        n > VFMIG__PASSPHRASE_MAX ? (size_t)VFMIG__PASSPHRASE_MAX : text);
+        }
+        int rc = vfmig__key_stretch(buf, text, key);
+        explicit_bzero(buf, sizeof(buf));
+        if (rc) {
+            fprintf(stderr, "vfmig: %s %s: scrypt failed (it needs %" PRIu64 " MiB of memory)\n", opt, path,
+                    VFMIG__SCRYPT_MEM >> 20);
+            exit(1);
+        }
+        return VFMIG__STRETCHED;
+    }
+    n = key_as_read(buf, n);
+    memcpy(key, buf, n);
+    explicit_bzero(buf, sizeof(buf));
     if (n < 32 || n > 256)
         usage_error("--psk-file %s: the key must be 32 to 256 bytes long (it is %s%zu); make one with "
-                    "'vfmig keygen %s'", path, n > 256 ? "over " : "", n > 256 ? (size_t)256 : n, path);
+                    "'vfmig keygen FILE', or give a passphrase with --psk-passphrase %s", path,
+                    n > 256 ? "over " : "", n > 256 ? (size_t)256 : n, path);
+    vfmig__key_form form;
+    double bits = vfmig__key_bits(key, n, &form);
+    if (form == VFMIG__KEY_TEXT)
+        usage_error("--psk-file %s: the key is text that is neither hex nor base64 of random bytes: a passphrase, "
+                    "which anyone holding a captured handshake can guess offline. Make a key with 'vfmig "
+                    "keygen FILE', or say it is a passphrase with --psk-passphrase %s (stretched with scrypt)",
+                    path, path);
+    if (bits < VFMIG__KEY_MIN_BITS)
+        usage_error("--psk-file %s: the key holds about %.0f bits of randomness (by its look: %s), under the %d "
+                    "a key needs, since anyone holding a captured handshake can test guesses offline. Make a "
+                    "key with 'vfmig keygen FILE', or say it is a passphrase with --psk-passphrase %s "
+                    "(stretched with scrypt)", path, bits,
+                    form == VFMIG__KEY_HEX ? "hex digits" : form == VFMIG__KEY_BASE64 ? "base64" : "bytes",
+                    VFMIG__KEY_MIN_BITS, path);
     return n;
 }
 
 /* vfmig keygen FILE: 32 bytes from the kernel's generator, written to a new file only its owner
- * can read (an existing file is not replaced). */
+ * can read (an existing file is not replaced). A draw that read_key would take for text or judge
+ * under 128 bits (about 1 in 10^14) is drawn again, so keygen's keys are always accepted. */
 static int cmd_keygen(int argc, char **argv)
 {
     if (argc != 3 || argv[2][0] == '-') {
@@ -467,16 +634,20 @@ static int cmd_keygen(int argc, char **argv)
         usage_error("usage: vfmig keygen FILE");
     }
     uint8_t key[32];
-    size_t got = 0;
-    while (got < sizeof(key)) {
-        ssize_t n = getrandom(key + got, sizeof(key) - got, 0);
-        if (n < 0 && errno != EINTR) {
-            fprintf(stderr, "vfmig: keygen: no randomness: %s\n", strerror(errno));
-            return 1;
+    vfmig__key_form form;
+    do {
+        size_t got = 0;
+        while (got < sizeof(key)) {
+            ssize_t n = getrandom(key + got, sizeof(key) - got, 0);
+            if (n < 0 && errno != EINTR) {
+                fprintf(stderr, "vfmig: keygen: no randomness: %s\n", strerror(errno));
+                return 1;
+            }
+            if (n > 0)
+                got += (size_t)n;
         }
-        if (n > 0)
-            got += (size_t)n;
-    }
+    } while (key_as_read(key, sizeof(key)) != sizeof(key) ||
+             vfmig__key_bits(key, sizeof(key), &form) < VFMIG__KEY_MIN_BITS);
     int fd = open(argv[2], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         fprintf(stderr, "vfmig: keygen: %s: %s\n", argv[2], strerror(errno));
@@ -494,6 +665,64 @@ static int cmd_keygen(int argc, char **argv)
             argv[2]);
     return 0;
 }
+
+/* --pin: auto, none, or a CPU list like 0-3,8 (each CPU 0..4095, a range never backwards) of
+ * CPUs this process may run on. Checked here, as the library will check it, so that a typo is a
+ * usage error and not a failed migration. */
+static void check_pin(const char *spec)
+{
+    if (!strcmp(spec, "auto") || !strcmp(spec, "none"))
+        return;
+    enum { MAXCPU = 4096 };
+    size_t setsize = CPU_ALLOC_SIZE(MAXCPU);
+    cpu_set_t *allowed = CPU_ALLOC(MAXCPU);
+    bool known = allowed && sched_getaffinity(0, setsize, allowed) == 0;
+    const char *c = spec;
+    while (*c) {
+        char *end;
+        if (*c < '0' || *c > '9')
+            break;
+        long a = strtol(c, &end, 10), b = a;
+        if (*end == '-') {
+            c = end + 1;
+            if (*c < '0' || *c > '9')
+                break;
+            b = strtol(c, &end, 10);
+        }
+        if (a >= MAXCPU || b >= MAXCPU || b < a) {
+            if (allowed)
+                CPU_FREE(allowed);
+            usage_error("--pin: '%s': %ld-%ld is not a range of CPUs (from low to high, each under %d)", spec, a,
+                        b, MAXCPU);
+        }
+        for (long cpu = a; known && cpu <= b; cpu++)
+            if (!CPU_ISSET_S((size_t)cpu, setsize, allowed)) {
+                char list[128] = "";
+                for (int i = 0, n = 0; i < MAXCPU && n < 8; i++)
+                    if (CPU_ISSET_S((size_t)i, setsize, allowed) && (!i || !CPU_ISSET_S((size_t)i - 1, setsize, allowed))) {
+                        int j = i;
+                        while (j + 1 < MAXCPU && CPU_ISSET_S((size_t)j + 1, setsize, allowed))
+                            j++;
+                        snprintf(list + strlen(list), sizeof(list) - strlen(list), j > i ? "%s%d-%d" : "%s%d",
+                                 n++ ? "," : "", i, j);
+                    }
+                CPU_FREE(allowed);
+                usage_error("--pin: '%s': CPU %ld is not one this process may run on (it may use %s)", spec, cpu,
+                            list);
+            }
+        c = end;
+        if (*c == ',')
+            c++;
+        else if (*c)
+            break;
+    }
+    if (allowed)
+        CPU_FREE(allowed);
+    if (*c)
+        usage_error("--pin: '%s' is not auto, none or a CPU list like 0-3,8", spec);
+}
+
+static const char *verify_name(uint32_t v);
 
 static void parse_args(opts *o, int argc, char **argv)
 {
@@ -513,6 +742,7 @@ static void parse_args(opts *o, int argc, char **argv)
         {"batch", required_argument, 0, O_BATCH}, {"no-throttle", no_argument, 0, O_NOTHROTTLE},
         {"no-readback", no_argument, 0, O_READBACK}, {"pin", required_argument, 0, O_PIN},
         {"json", no_argument, 0, O_JSON}, {"psk-file", required_argument, 0, O_PSK},
+        {"psk-passphrase", required_argument, 0, O_PSKPASS},
         {"numa-node", required_argument, 0, O_NUMA}, {"encrypt", no_argument, 0, O_ENCRYPT},
         {"write-bytes", required_argument, 0, O_WRITE_BYTES}, {"verify", required_argument, 0, O_VERIFY},
         {"on-budget-miss", required_argument, 0, O_BUDGET_MISS}, {"verbose", no_argument, 0, 'v'},
@@ -521,10 +751,17 @@ static void parse_args(opts *o, int argc, char **argv)
         {"max-vram", required_argument, 0, O_MAXVRAM}, {"max-memory", required_argument, 0, O_MAXMEM},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
-    int c;
+    int c, li = -1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":c:l:vqhV", lo, NULL)) != -1) {
-        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    while ((c = getopt_long(argc, argv, ":c:l:vqhV", lo, &li)) != -1) {
+        /* The option as its long name ("--max-sessions"), whether its value came after '=' or as
+         * the next word; what was typed for an unknown one or one missing its value. */
+        char name[48];
+        if (li >= 0 && c != ':' && c != '?')
+            snprintf(name, sizeof(name), "--%s", lo[li].name);
+        else
+            snprintf(name, sizeof(name), "%s", optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+        li = -1;
         switch (c) {
         case 'c':
             if (strcmp(o->cmd, "source"))
@@ -541,51 +778,73 @@ static void parse_args(opts *o, int argc, char **argv)
                 usage_error("--link belongs to 'vfmig local' (source uses --connect, target --listen)");
             o->endpoint = optarg;
             break;
-        case O_ACCEPT: o->accept_timeout_ms = (int)parse_int(name, optarg, 1, INT32_MAX); break;
-        case O_TSV: o->target_state_version = (uint32_t)parse_int(name, optarg, 1, UINT32_MAX); break;
-        case O_VRAM: o->sim.vram_bytes = parse_size("--vram", optarg); break;
-        case O_PAGE: o->sim.page_size = parse_size("--page", optarg); break;
-        case O_RANGES: o->sim.nranges = (uint32_t)parse_int("--ranges", optarg, 1, VFMIG_MAX_RANGES); break;
-        case O_RATE: o->sim.dirty_rate = parse_rate("--dirty-rate", optarg); break;
+        case O_ACCEPT:
+            if (strcmp(o->cmd, "target"))
+                usage_error("--accept-timeout-ms belongs to 'vfmig target'");
+            o->accept_timeout_ms = (int)parse_int(name, optarg, 1, INT32_MAX);
+            break;
+        case O_TSV:
+            if (!strcmp(o->cmd, "source"))
+                usage_error("--target-state-version belongs to 'vfmig target', 'serve' and 'local' (the "
+                            "version the receiving host has)");
+            o->target_state_version = (uint32_t)parse_int(name, optarg, 1, UINT32_MAX);
+            break;
+        case O_VRAM: o->sim.vram_bytes = parse_size(name, optarg); break;
+        case O_PAGE: o->sim.page_size = parse_size(name, optarg); break;
+        case O_RANGES: o->sim.nranges = (uint32_t)parse_int(name, optarg, 1, VFMIG_MAX_RANGES); break;
+        case O_RATE: o->sim.dirty_rate = parse_rate(name, optarg); break;
         case O_PATTERN: o->pattern_str = optarg; parse_pattern(o, optarg); break;
         case O_CONTENT: o->content_str = optarg; parse_content(o, optarg); break;
-        case O_WRITERS: o->sim.writers = (uint32_t)parse_int("--writers", optarg, 1, 64); break;
-        case O_SEED: o->sim.seed = (uint64_t)parse_int("--seed", optarg, 0, INT64_MAX); break;
-        case O_MUT: o->sim.mutable_bytes = parse_size("--mutable-size", optarg); break;
-        case O_IMM: o->sim.immutable_bytes = parse_size("--immutable-size", optarg); break;
-        case O_BUDGET: o->budget_ms = parse_param("--budget-ms", optarg, VFMIG_P_BUDGET_MS); break;
-        case O_ROUNDS: o->max_rounds = parse_param("--max-rounds", optarg, VFMIG_P_MAX_ROUNDS); break;
-        case O_PRECOPY: o->max_precopy_ms = parse_param("--max-precopy-ms", optarg, VFMIG_P_MAX_PRECOPY_MS); break;
-        case O_TIMEOUT: o->timeout_ms = parse_param("--timeout-ms", optarg, VFMIG_P_TIMEOUT_MS); break;
-        case O_THREADS: o->threads = parse_int("--threads", optarg, 1, 256); break;
+        case O_WRITERS: o->sim.writers = (uint32_t)parse_int(name, optarg, 1, 64); break;
+        case O_SEED: o->sim.seed = parse_u64(name, optarg); break;
+        /* the simulated VF's bounds on its state blobs */
+        case O_MUT: o->sim.mutable_bytes = check_size(name, parse_size(name, optarg), 64, 1ull << 30); break;
+        case O_IMM: o->sim.immutable_bytes = check_size(name, parse_size(name, optarg), 64, 1ull << 30); break;
+        case O_BUDGET: o->budget_ms = parse_param(name, optarg, VFMIG_P_BUDGET_MS); break;
+        case O_ROUNDS: o->max_rounds = parse_param(name, optarg, VFMIG_P_MAX_ROUNDS); break;
+        case O_PRECOPY: o->max_precopy_ms = parse_param(name, optarg, VFMIG_P_MAX_PRECOPY_MS); break;
+        case O_TIMEOUT: o->timeout_ms = parse_param(name, optarg, VFMIG_P_TIMEOUT_MS); break;
+        case O_THREADS: o->threads = parse_int(name, optarg, 1, 256); break;
         case O_CODEC: o->codec_str = optarg; parse_codec(o, optarg); break;
-        case O_BW: o->max_bandwidth = (int64_t)parse_rate("--max-bandwidth", optarg); break;
-        case O_DELTA: o->delta_cache = (int64_t)parse_size("--delta-cache", optarg); break;
-        case O_BATCH: o->batch_bytes = (int64_t)parse_size("--batch", optarg); break;
+        case O_BW:
+            o->max_bandwidth = (int64_t)parse_rate(name, optarg);
+            if (o->max_bandwidth < MIN_BANDWIDTH)
+                usage_error("%s: %s (%" PRId64 " bytes/s) is under the floor of 1M (1 MiB/s): a cap that low "
+                            "would keep a migration going for hours or days. Leave the option out for no cap",
+                            name, optarg, o->max_bandwidth);
+            break;
+        case O_DELTA: o->delta_cache = parse_size_param(name, optarg, VFMIG_P_DELTA_CACHE_BYTES); break;
+        case O_BATCH: o->batch_bytes = parse_size_param(name, optarg, VFMIG_P_BATCH_BYTES); break;
         case O_NOTHROTTLE: o->throttle = 0; break;
-        case O_READBACK: o->readback = VFMIG_VERIFY_APPLIED; break;
+        case O_READBACK: o->no_readback = true; break;
         case O_VERIFY:
-            o->readback = parse_word("--verify", optarg, (const char *const[]){"applied", "readback", "full", NULL});
+            o->readback = parse_word(name, optarg, (const char *const[]){"applied", "readback", "full", NULL});
+            o->verify_given = true;
             break;
         case O_PROGRESS: {
             static const int modes[] = {-1, PROGRESS_BAR, PROGRESS_JSON, PROGRESS_NONE};
-            o->progress = modes[parse_word("--progress", optarg, (const char *const[]){"auto", "bar", "json", "none", NULL})];
+            o->progress = modes[parse_word(name, optarg, (const char *const[]){"auto", "bar", "json", "none", NULL})];
             if (o->progress < 0)
                 o->progress = isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_NONE;
             break;
         }
         case O_BUDGET_MISS:
-            o->budget_miss = parse_word("--on-budget-miss", optarg, (const char *const[]){"abort", "switch", "retry", NULL});
+            o->budget_miss = parse_word(name, optarg, (const char *const[]){"abort", "switch", "retry", NULL});
             break;
-        case O_WRITE_BYTES: o->sim.write_bytes = (uint32_t)parse_size("--write-bytes", optarg); break;
-        case O_PIN: o->pin = optarg; break;
+        case O_WRITE_BYTES: o->write_bytes = parse_size(name, optarg); break; /* checked below */
+        case O_PIN: o->pin = optarg; break; /* checked below */
         case O_PSK:
+        case O_PSKPASS:
             if (o->psk_file && (o->psk_file2 || !strcmp(o->cmd, "source") || !strcmp(o->cmd, "local")))
-                usage_error("--psk-file: one key for a source; a target or server takes two during a rotation");
-            if (o->psk_file)
+                usage_error("%s: one key (--psk-file or --psk-passphrase) for a source or local; a target or "
+                            "server takes two during a rotation", name);
+            if (o->psk_file) {
                 o->psk_file2 = optarg;
-            else
+                o->psk2_pass = c == O_PSKPASS;
+            } else {
                 o->psk_file = optarg;
+                o->psk_pass = c == O_PSKPASS;
+            }
             break;
         case O_INSECURE:
             if (strcmp(o->cmd, "target") && strcmp(o->cmd, "serve"))
@@ -610,11 +869,11 @@ static void parse_args(opts *o, int argc, char **argv)
             break;
         }
         case O_ENCRYPT: o->encrypt = 1; break;
-        case O_NUMA: o->numa_node = parse_param("--numa-node", optarg, VFMIG_P_NUMA_NODE); break;
+        case O_NUMA: o->numa_node = parse_param(name, optarg, VFMIG_P_NUMA_NODE); break;
         case O_JSON: o->json = true; break;
         case O_DEVICE:
             if (strcmp(optarg, "sim") && strcmp(optarg, "hash") && strcmp(optarg, "hostmem") && strcmp(optarg, "cuda"))
-                usage_error("--device: '%s' is not sim, hash, hostmem or cuda", optarg);
+                usage_error("%s: '%s' is not sim, hash, hostmem or cuda", name, optarg);
             o->device_str = optarg;
             break;
         case 'v': o->verbose = true; break;
@@ -627,12 +886,25 @@ static void parse_args(opts *o, int argc, char **argv)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+    /* Options that contradict each other are refused, not resolved one way silently. */
+    if (o->no_readback && o->verify_given && o->readback != VFMIG_VERIFY_APPLIED)
+        usage_error("--no-readback (the same as --verify applied) conflicts with --verify %s: give one of them",
+                    verify_name((uint32_t)o->readback));
+    if (o->no_readback)
+        o->readback = VFMIG_VERIFY_APPLIED;
+    if (o->quiet && o->verbose)
+        usage_error("--quiet and --verbose conflict: give one of them");
+    if (o->numa_node != NOTSET && o->pin && strcmp(o->pin, "auto"))
+        usage_error("--numa-node places the workers only with --pin auto; it conflicts with --pin %s", o->pin);
+    if (o->pin)
+        check_pin(o->pin);
     if (o->psk_file)
-        o->psk_len = read_key(o->psk_file, o->psk);
+        o->psk_len = read_key(o->psk_file, o->psk_pass, o->psk);
     if (o->psk_file2)
-        o->psk2_len = read_key(o->psk_file2, o->psk2);
+        o->psk2_len = read_key(o->psk_file2, o->psk2_pass, o->psk2);
     if (o->encrypt == 1 && !o->psk_file)
-        usage_error("--encrypt needs --psk-file (the keys come from the authenticated handshake)");
+        usage_error("--encrypt needs --psk-file or --psk-passphrase (the keys come from the authenticated "
+                    "handshake)");
     if (!strcmp(o->cmd, "source") && !o->endpoint)
         usage_error("vfmig source needs --connect ENDPOINT");
     char eperr[300];
@@ -658,10 +930,15 @@ static void parse_args(opts *o, int argc, char **argv)
     if ((o->sim.pattern == VFMIG_PATTERN_HOT || o->sim.pattern == VFMIG_PATTERN_HOT_SEQ) &&
         o->sim.hot_bytes > o->sim.vram_bytes)
         usage_error("--pattern: the hot set is larger than --vram");
+    if (o->write_bytes && (o->write_bytes < 8 || o->write_bytes > ps))
+        usage_error("--write-bytes: %" PRIu64 " is not between 8 and the page size (%" PRIu64 ")", o->write_bytes, ps);
+    if (o->write_bytes)
+        o->sim.write_bytes = (uint32_t)o->write_bytes;
     if (o->sim.write_bytes < 8 || o->sim.write_bytes > ps)
-        usage_error("--write-bytes: %u is not between 8 and the page size (%" PRIu64 ")", o->sim.write_bytes, ps);
-    if (o->batch_bytes != NOTSET && (o->batch_bytes < (int64_t)ps || o->batch_bytes > (64 << 20)))
-        usage_error("--batch: must be between the page size and 64M");
+        usage_error("--write-bytes: the default %u is over the page size (%" PRIu64 "): give --write-bytes",
+                    o->sim.write_bytes, ps);
+    if (o->batch_bytes != NOTSET && o->batch_bytes < (int64_t)ps)
+        usage_error("--batch: %" PRId64 " is under the page size (%" PRIu64 ")", o->batch_bytes, ps);
     check_memory(o);
 }
 

@@ -86,17 +86,27 @@ has_keys "$(cat "$TMP/target.json")" '"status":"ok"' '"role":"target"' '"vf_stat
 cmp -s "$TMP/key" "$TMP/badkey" && fail "keygen wrote the same key twice"
 "$V" keygen "$TMP/key" 2>/dev/null && fail "keygen replaced an existing key"
 printf 'correct horse battery staple\n' >"$TMP/shortkey"
+chmod 600 "$TMP/shortkey"
 usage_fails "32 to 256 bytes" source --connect 127.0.0.1:1 --psk-file "$TMP/shortkey"
+# Keys are read as ssh reads them: one others may read is refused, the fix named.
+cp "$TMP/key" "$TMP/openkey" && chmod 644 "$TMP/openkey"
+usage_fails "chmod 600 $TMP/openkey" source --connect 127.0.0.1:1 --psk-file "$TMP/openkey"
+# A printable passphrase, long enough, is still a passphrase: refused as a key, with the way out.
 printf 'correct horse battery staple, again\n' >"$TMP/textkey" # 35 characters and a line end
-printf '\001\002\003\004\005\006\007\010\011\013\014\016\017\020\021\022' >"$TMP/binkey"
-printf '\023\024\025\026\027\030\031\032\033\034\035\036\037\200\377\n' >>"$TMP/binkey"
+printf '0123456789abcdef0123456789abcdef\n' >"$TMP/seqkey"     # hex, but a pattern
+chmod 600 "$TMP/textkey" "$TMP/seqkey"
+usage_fails "--psk-passphrase" source --connect 127.0.0.1:1 --psk-file "$TMP/textkey"
+usage_fails "bits of randomness" source --connect 127.0.0.1:1 --psk-file "$TMP/seqkey"
 # A random key ending in a newline byte (as 1 in 128 of keygen's do) is 32 bytes, not 31: it is
-# accepted, and the text key's line end is not part of it.
-for k in binkey textkey; do
-    err=$("$V" source --connect 127.0.0.1:1 --timeout-ms 500 --psk-file "$TMP/$k" 2>&1 >/dev/null)
+# accepted; so are 64 random hex digits with their line end, and the passphrase said to be one.
+{ head -c 31 "$TMP/key"; printf '\n'; } >"$TMP/binkey"
+openssl rand -hex 32 >"$TMP/hexkey" 2>/dev/null || cp "$TMP/key" "$TMP/hexkey"
+chmod 600 "$TMP/binkey" "$TMP/hexkey"
+for k in "--psk-file $TMP/binkey" "--psk-file $TMP/hexkey" "--psk-passphrase $TMP/textkey"; do
+    # shellcheck disable=SC2086 # $k: an option and its file
+    err=$("$V" source --connect 127.0.0.1:1 --timeout-ms 500 $k 2>&1 >/dev/null)
     rc=$?
     [ $rc -eq 1 ] || fail "$k: exit $rc (not 1, a connect failure): $err"
-    case "$err" in *"32 to 256"*) fail "$k refused: $err" ;; esac
 done
 # No key beyond loopback: refused before anything is bound.
 usage_fails "without a key" target --listen 0.0.0.0:0
@@ -113,6 +123,12 @@ out=$("$V" source --connect "tcp://127.0.0.1:$PORT?streams=2" --vram 32M --dirty
       --timeout-ms 3000 --psk-file "$TMP/key" --encrypt --json) || fail "encrypted source: $out"
 wait $TPID || fail "encrypted target exited $?: $(cat "$TMP/target.json" "$TMP/target.err")"
 has_keys "$out" '"status":"ok"' '"verified":true' '"vf_state":"resumed-on-target"'
+# A passphrase on both ends (stretched alike) migrates.
+start_target --vram 32M --psk-passphrase "$TMP/textkey"
+out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-passphrase "$TMP/textkey" --json) ||
+    fail "passphrase source: $out"
+wait $TPID || fail "passphrase target exited $?: $(cat "$TMP/target.json" "$TMP/target.err")"
+has_keys "$out" '"status":"ok"' '"verified":true'
 # A wrong key, garbage and no key are refused without ending the target, which then migrates.
 start_target --vram 32M --psk-file "$TMP/key"
 out=$("$V" source --connect "127.0.0.1:$PORT" --vram 32M --timeout-ms 3000 --psk-file "$TMP/badkey" --json 2>/dev/null)
