@@ -1244,6 +1244,13 @@ static void print_json(const opts *o, const report *r)
     vfmig__json_end(&j);
     vfmig__json_num(&j, "predicted_blackout_ms", st->predicted_blackout_ms, 3);
     vfmig__json_str(&j, "switchover_reason", vfmig_switch_reason_name(st->switch_reason));
+    if (st->budget_met < 0)
+        vfmig__json_null(&j, "budget_met");
+    else
+        vfmig__json_bool(&j, "budget_met", st->budget_met == 1);
+    vfmig__json_num(&j, "budget_margin_ms", st->budget_met < 0 ? 0.0 : st->budget_margin_ms, 3);
+    vfmig__json_u64(&j, "switchovers_called_off", st->switchovers_called_off);
+    json_ms(&j, "called_off_ms", st->called_off_ns);
     vfmig__json_u64(&j, "throttle_min_percent", st->throttle_min_percent ? st->throttle_min_percent : 100);
     vfmig__json_num(&j, "workload_slowdown", r->slowdown, 3);
     vfmig__json_num(&j, "wire_rate", st->wire_rate, 0);
@@ -1340,6 +1347,12 @@ static void print_human(const opts *o, const report *r)
                ms(st->blackout_target_ns), ms(st->blackout_restore_ns), ms(st->blackout_roundtrip_ns));
         if (st->blackout_full_verify_ns)
             printf("full verification (VRAM re-read on both ends): %.2f ms of it\n", ms(st->blackout_full_verify_ns));
+        if (st->budget_met == 0)
+            printf("budget missed by %.2f ms (switched over anyway)\n", -st->budget_margin_ms);
+        if (st->switchovers_called_off)
+            printf("switch-over called off %u time(s) as the blackout would have overrun the budget: the VF ran on "
+                   "the source again after %.2f ms paused, and pre-copy went on\n",
+                   st->switchovers_called_off, ms(st->called_off_ns));
         printf("total %.0f ms, %u pre-copy rounds (%s), %.1f MiB on the wire for %.1f MiB of VRAM, ratio %.2f, "
                "wire %.0f MiB/s\n",
                ms(st->total_ns), st->rounds, vfmig_switch_reason_name(st->switch_reason), mib(st->bytes_wire),
