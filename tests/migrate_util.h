@@ -6,6 +6,7 @@
 #ifndef VFMIG_TESTS_MIGRATE_UTIL_H
 #define VFMIG_TESTS_MIGRATE_UTIL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
@@ -213,6 +214,56 @@ static inline uint64_t vram_differences(vfmig_simvf *a, vfmig_simvf *b, uint64_t
         if (va[i] != vb[i] && n++ < max)
             at[n - 1] = i;
     return n;
+}
+
+/* A sim with no workload of its own (the test writes it): random content for a source, zeros
+ * for a target. */
+static inline vfmig_simvf *idle_sim(uint64_t vram, uint64_t page, bool target, uint64_t seed)
+{
+    vfmig_simvf_config cfg;
+    vfmig_simvf_config_init(&cfg);
+    cfg.vram_bytes = vram;
+    cfg.page_size = page;
+    cfg.nranges = 1;
+    cfg.dirty_rate = 0;
+    cfg.content = target ? VFMIG_CONTENT_ZERO : VFMIG_CONTENT_RANDOM;
+    cfg.seed = seed;
+    vfmig_simvf *sim;
+    ASSERT_OK(vfmig_simvf_create(&cfg, &sim));
+    return sim;
+}
+
+/* A session over `dev` with the given peer timeout. */
+static inline vfmig_session *session_with_timeout(vfmig_role role, const vfmig_device *dev, int timeout_ms)
+{
+    vfmig_session *s;
+    char err[256];
+    if (vfmig_session_create(role, dev, &s, err, sizeof(err)))
+        T_FAIL("session_create: %s", err);
+    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_TIMEOUT_MS, timeout_ms));
+    return s;
+}
+
+/* One migration over loopback with `streams` streams: the target session t->s runs on a thread
+ * of its own (t->rc, t->err: its outcome), the source session on this one. Returns the source's
+ * status. */
+static inline int run_pair(vfmig_session *src, accept_run *t, unsigned streams)
+{
+    char err[256], want[64], ep[160];
+    snprintf(want, sizeof(want), "tcp://127.0.0.1:0?streams=%u", streams);
+    if (vfmig_listen(want, &t->l, err, sizeof(err)))
+        T_FAIL("listen: %s", err);
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d?streams=%u", vfmig_listener_port(t->l), streams);
+    pthread_t th;
+    ASSERT_TRUE(pthread_create(&th, NULL, accept_run_main, t) == 0);
+    vfmig_link *link;
+    if (vfmig_connect(ep, t->timeout_ms, &link, err, sizeof(err)))
+        T_FAIL("connect %s: %s", ep, err);
+    int rc = vfmig_session_run(src, link);
+    vfmig_link_close(link);
+    pthread_join(th, NULL);
+    vfmig_listener_close(t->l);
+    return rc;
 }
 
 #endif

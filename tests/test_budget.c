@@ -86,28 +86,9 @@ static int query_scripted(void *d, uint32_t r, uint64_t fp, uint64_t n, uint64_t
     return rc;
 }
 
-static vfmig_simvf *make_sim(bool target)
-{
-    vfmig_simvf_config cfg;
-    vfmig_simvf_config_init(&cfg);
-    cfg.vram_bytes = VRAM;
-    cfg.page_size = PS;
-    cfg.nranges = 1;
-    cfg.dirty_rate = 0;
-    cfg.content = target ? VFMIG_CONTENT_ZERO : VFMIG_CONTENT_RANDOM;
-    cfg.seed = 7;
-    vfmig_simvf *sim;
-    ASSERT_OK(vfmig_simvf_create(&cfg, &sim));
-    return sim;
-}
-
 static vfmig_session *make_session(vfmig_role role, const vfmig_device *dev, int miss)
 {
-    vfmig_session *s;
-    char err[256];
-    if (vfmig_session_create(role, dev, &s, err, sizeof(err)))
-        T_FAIL("session_create: %s", err);
-    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_TIMEOUT_MS, TIMEOUT_MS));
+    vfmig_session *s = session_with_timeout(role, dev, TIMEOUT_MS);
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_CODEC, VFMIG_CODEC_RAW));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BATCH_BYTES, PS)); /* one read per page */
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, BUDGET_MS));
@@ -129,12 +110,7 @@ int main(int argc, char **argv)
     bool verdict = !strcmp(mode, "verdict");
     g_slow_reads = !verdict;
 
-    vfmig_listener *l;
-    char err[256], ep[160];
-    if (vfmig_listen("tcp://127.0.0.1:0?streams=1", &l, err, sizeof(err)))
-        T_FAIL("listen: %s", err);
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d?streams=1", vfmig_listener_port(l));
-    vfmig_simvf *dst = make_sim(true), *src = make_sim(false);
+    vfmig_simvf *dst = idle_sim(VRAM, PS, true, 7), *src = idle_sim(VRAM, PS, false, 7);
     fault_dev tfd, sfd;
     fault_wrap_ex(&tfd, dst, -1, 0, ACT_NONE, true);
     fault_wrap_ex(&sfd, src, -1, 0, ACT_NONE, false);
@@ -144,18 +120,10 @@ int main(int argc, char **argv)
     sfd.ops.resume = counting_resume;
     if (verdict)
         tfd.ops.restore_mutable = slow_restore;
-    accept_run t = {.l = l, .s = make_session(VFMIG_ROLE_TARGET, &tfd.outer, miss), .timeout_ms = TIMEOUT_MS};
+    accept_run t = {.s = make_session(VFMIG_ROLE_TARGET, &tfd.outer, miss), .timeout_ms = TIMEOUT_MS};
     vfmig_session *s = make_session(VFMIG_ROLE_SOURCE, &sfd.outer, miss);
     ASSERT_OK(vfmig_simvf_start(src));
-    pthread_t th;
-    ASSERT_TRUE(pthread_create(&th, NULL, accept_run_main, &t) == 0);
-    vfmig_link *link;
-    if (vfmig_connect(ep, TIMEOUT_MS, &link, err, sizeof(err)))
-        T_FAIL("connect %s: %s", ep, err);
-    int rc = vfmig_session_run(s, link);
-    vfmig_link_close(link);
-    pthread_join(th, NULL);
-    vfmig_listener_close(l);
+    int rc = run_pair(s, &t, 1);
 
     vfmig_stats ss, ts;
     vfmig_session_get_stats(s, &ss);

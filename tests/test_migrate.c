@@ -112,42 +112,29 @@ static void listen_any(const tcase *c, vfmig_listener **l, char *ep, size_t eple
 }
 
 typedef struct target_run {
+    accept_run a;  /* listener, session, outcome */
     const tcase *c;
-    vfmig_listener *l;
     vfmig_simvf *sim;
     fault_dev fd;
-    vfmig_session *s;
-    int rc;
-    char err[512];
 } target_run;
 
 static void *target_thread(void *arg)
 {
-    target_run *t = arg;
-    vfmig_link *link = NULL;
-    char err[256];
-    t->rc = vfmig_accept(t->l, TIMEOUT_MS, &link, err, sizeof(err));
-    if (t->rc) {
-        snprintf(t->err, sizeof(t->err), "accept: %s", err);
-        return NULL;
-    }
-    t->rc = vfmig_session_run(t->s, link);
-    snprintf(t->err, sizeof(t->err), "%s", vfmig_session_last_error(t->s));
-    vfmig_link_close(link);
-    return NULL;
+    return accept_run_main(&((target_run *)arg)->a);
 }
 
 static void target_setup(target_run *t, const tcase *c, vfmig_listener *l)
 {
     memset(t, 0, sizeof(*t));
     t->c = c;
-    t->l = l;
+    t->a.l = l;
+    t->a.timeout_ms = TIMEOUT_MS;
     t->sim = make_sim(c, true);
     int op = c->fault_end == 2 ? c->fault_op : -1;
     fault_wrap_ex(&t->fd, t->sim, op, c->fault_after, c->fault_end == 2 ? c->fault_action : ACT_NONE,
                   !c->no_map && op != OP_READ && op != OP_WRITE);
-    t->s = make_session(c, VFMIG_ROLE_TARGET, &t->fd.outer);
-    t->fd.cancel = t->s;
+    t->a.s = make_session(c, VFMIG_ROLE_TARGET, &t->fd.outer);
+    t->fd.cancel = t->a.s;
 }
 
 /* Source side: runs the migration with the fault wrapper; returns the status. */
@@ -254,15 +241,15 @@ static void run_in_process(const tcase *c)
     pthread_join(th, NULL);
     vfmig_listener_close(l);
     report("source", s);
-    report("target", t.s);
+    report("target", t.a.s);
     vfmig_stats ss, ts;
     vfmig_session_get_stats(s, &ss);
-    vfmig_session_get_stats(t.s, &ts);
+    vfmig_session_get_stats(t.a.s, &ts);
 
     if (!c->expect_error) {
-        if (rc || t.rc)
+        if (rc || t.a.rc)
             T_FAIL("migration failed: source %s (%s), target %s (%s)", vfmig_status_name(rc),
-                   vfmig_session_last_error(s), vfmig_status_name(t.rc), t.err);
+                   vfmig_session_last_error(s), vfmig_status_name(t.a.rc), t.a.err);
         ASSERT_TRUE(ss.verified && ts.verified);
         ASSERT_EQ(ss.vf_state, VFMIG_VF_RESUMED_ON_TARGET);
         ASSERT_EQ(ts.vf_state, VFMIG_VF_RESUMED_ON_TARGET);
@@ -289,11 +276,11 @@ static void run_in_process(const tcase *c)
         }
     } else {
         ASSERT_TRUE(rc != VFMIG_OK);
-        ASSERT_TRUE(t.rc != VFMIG_OK);
+        ASSERT_TRUE(t.a.rc != VFMIG_OK);
         if (c->expect)
             ASSERT_EQ(rc, c->expect);
         ASSERT_TRUE(strlen(vfmig_session_last_error(s)) > 0);
-        ASSERT_TRUE(strlen(t.err) > 0);
+        ASSERT_TRUE(strlen(t.a.err) > 0);
         ASSERT_EQ(ss.vf_state, VFMIG_VF_RUNNING_ON_SOURCE);
         ASSERT_EQ(ts.vf_state, VFMIG_VF_NOT_RESUMED);
         ASSERT_TRUE(!ss.verified && !ts.verified);
@@ -310,11 +297,11 @@ static void run_in_process(const tcase *c)
             ASSERT_EQ(atomic_load(&sfd.calls[OP_SAVE_IMM]) > 0 && atomic_load(&t.fd.calls[OP_RESTORE_IMM]) > 0, 0);
             ASSERT_EQ(atomic_load(&t.fd.calls[OP_WRITE]), 0);
             /* The target refuses, or hears from the source that it refused the target. */
-            ASSERT_TRUE(t.rc == VFMIG_EAUTH || (t.rc == VFMIG_EABORTED && strstr(t.err, "authentication")));
+            ASSERT_TRUE(t.a.rc == VFMIG_EAUTH || (t.a.rc == VFMIG_EABORTED && strstr(t.a.err, "authentication")));
         }
     }
     vfmig_session_destroy(s);
-    vfmig_session_destroy(t.s);
+    vfmig_session_destroy(t.a.s);
     vfmig_simvf_destroy(src);
     vfmig_simvf_destroy(t.sim);
     free(sfd.saved_mutable);
@@ -337,7 +324,7 @@ static void run_two_procs(const tcase *c)
             target_setup(&t, c, l);
             target_thread(&t);
             vfmig_listener_close(l);
-            _exit(t.rc == 0 ? 0 : 1);
+            _exit(t.a.rc == 0 ? 0 : 1);
         }
         vfmig_listener_close(l);
         vfmig_simvf *src = make_sim(c, false);
@@ -380,16 +367,16 @@ static void run_two_procs(const tcase *c)
         target_setup(&t, c, l);
         target_thread(&t);
         vfmig_listener_close(l);
-        report("target", t.s);
+        report("target", t.a.s);
         ASSERT_TRUE(waitpid(pid, &wst, 0) == pid);
         ASSERT_TRUE(WIFEXITED(wst) && WEXITSTATUS(wst) == 3); /* the source died as planned */
-        ASSERT_TRUE(t.rc != VFMIG_OK);
-        ASSERT_TRUE(strlen(t.err) > 0);
+        ASSERT_TRUE(t.a.rc != VFMIG_OK);
+        ASSERT_TRUE(strlen(t.a.err) > 0);
         vfmig_stats ts;
-        vfmig_session_get_stats(t.s, &ts);
+        vfmig_session_get_stats(t.a.s, &ts);
         ASSERT_EQ(ts.vf_state, VFMIG_VF_NOT_RESUMED);
         assert_not_resumed(t.sim, "target");
-        vfmig_session_destroy(t.s);
+        vfmig_session_destroy(t.a.s);
         vfmig_simvf_destroy(t.sim);
         free(t.fd.saved_mutable);
     }

@@ -298,26 +298,27 @@ static void *src_main(void *arg)
     return NULL;
 }
 
-static void src_start_bw(src_run *r, int port, uint64_t vram, const char *key, bool encrypt, int expect,
-                         uint64_t bw)
+static void src_fill(src_run *r, int port, uint64_t vram, const char *key, bool encrypt, int expect)
 {
     memset(r, 0, sizeof(*r));
-    r->bw = bw;
     r->port = port;
     r->vram = vram;
     r->key = key;
     r->encrypt = encrypt;
     r->expect = expect;
+}
+
+static void src_start_bw(src_run *r, int port, uint64_t vram, const char *key, bool encrypt, int expect,
+                         uint64_t bw)
+{
+    src_fill(r, port, vram, key, encrypt, expect);
+    r->bw = bw;
     ASSERT_TRUE(pthread_create(&r->th, NULL, src_main, r) == 0);
 }
 
 static void src_start_mutable(src_run *r, int port, uint64_t vram, int expect, uint64_t mutable_bytes)
 {
-    memset(r, 0, sizeof(*r));
-    r->port = port;
-    r->vram = vram;
-    r->key = KEY1;
-    r->expect = expect;
+    src_fill(r, port, vram, KEY1, false, expect);
     r->mutable_bytes = mutable_bytes;
     ASSERT_TRUE(pthread_create(&r->th, NULL, src_main, r) == 0);
 }

@@ -127,28 +127,9 @@ static int query_scripted(void *d, uint32_t r, uint64_t fp, uint64_t n, uint64_t
     return rc;
 }
 
-static vfmig_simvf *make_sim(bool target)
-{
-    vfmig_simvf_config cfg;
-    vfmig_simvf_config_init(&cfg);
-    cfg.vram_bytes = VRAM;
-    cfg.page_size = PS;
-    cfg.nranges = 1;
-    cfg.dirty_rate = 0;
-    cfg.content = target ? VFMIG_CONTENT_ZERO : VFMIG_CONTENT_RANDOM;
-    cfg.seed = 42;
-    vfmig_simvf *sim;
-    ASSERT_OK(vfmig_simvf_create(&cfg, &sim));
-    return sim;
-}
-
 static vfmig_session *make_session(vfmig_role role, const vfmig_device *dev, int codec, int mode)
 {
-    vfmig_session *s;
-    char err[256];
-    if (vfmig_session_create(role, dev, &s, err, sizeof(err)))
-        T_FAIL("session_create: %s", err);
-    ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_TIMEOUT_MS, TIMEOUT_MS));
+    vfmig_session *s = session_with_timeout(role, dev, TIMEOUT_MS);
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_CODEC, codec));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_VERIFY, mode));
     ASSERT_OK(vfmig_session_set_param(s, VFMIG_P_BUDGET_MS, 1));
@@ -182,30 +163,17 @@ int main(int argc, char **argv)
                 : g_kind == K_LZ4_COPIED                    ? VFMIG_CODEC_LZ4
                                                             : VFMIG_CODEC_RAW;
 
-    vfmig_listener *l;
-    char err[256], ep[160];
-    if (vfmig_listen("tcp://127.0.0.1:0?streams=2", &l, err, sizeof(err)))
-        T_FAIL("listen: %s", err);
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d?streams=2", vfmig_listener_port(l));
 
-    vfmig_simvf *dst = make_sim(true), *src = make_sim(false);
+    vfmig_simvf *dst = idle_sim(VRAM, PS, true, 42), *src = idle_sim(VRAM, PS, false, 42);
     fault_dev tfd, sfd;
     fault_wrap_ex(&tfd, dst, -1, 0, ACT_NONE, !copied);
     fault_wrap_ex(&sfd, src, -1, 0, ACT_NONE, true);
     sfd.ops.query_dirty = query_scripted;
     g_target = &tfd;
-    accept_run t = {.l = l, .s = make_session(VFMIG_ROLE_TARGET, &tfd.outer, codec, mode), .timeout_ms = TIMEOUT_MS};
+    accept_run t = {.s = make_session(VFMIG_ROLE_TARGET, &tfd.outer, codec, mode), .timeout_ms = TIMEOUT_MS};
     vfmig_session *s = make_session(VFMIG_ROLE_SOURCE, &sfd.outer, codec, mode);
     ASSERT_OK(vfmig_simvf_start(src));
-    pthread_t th;
-    ASSERT_TRUE(pthread_create(&th, NULL, accept_run_main, &t) == 0);
-    vfmig_link *link;
-    if (vfmig_connect(ep, TIMEOUT_MS, &link, err, sizeof(err)))
-        T_FAIL("connect %s: %s", ep, err);
-    int rc = vfmig_session_run(s, link);
-    vfmig_link_close(link);
-    pthread_join(th, NULL);
-    vfmig_listener_close(l);
+    int rc = run_pair(s, &t, 2);
 
     vfmig_stats ss, ts;
     vfmig_session_get_stats(s, &ss);
