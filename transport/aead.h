@@ -41,7 +41,7 @@ int vfmig__aead_new(unsigned nstreams, const uint8_t key_tx[VFMIG_AEAD_KEY_BYTES
  * (ChaCha20-Poly1305 with header prefix and payload as associated data, nothing encrypted: a
  * one-time Poly1305 key per frame from the nonce), with the same nonces and counters, so
  * tampered, replayed, reordered, dropped or foreign frames fail the same way. Chosen by
- * measurement (bench_mac, bench/RESULTS.md "Keyed integrity"): 12 GB/s per core against 7 for
+ * measurement (bench_mac, docs/benchmarks.md "Keyed integrity"): 12 GB/s per core against 7 for
  * GMAC, 1.6 for HMAC-SHA256 and 1 for keyed BLAKE2b; and it needs no copy of the payload on
  * either side (vfmig__aead_tag / vfmig__aead_verify). The receive scratch is not allocated; the
  * send scratch serves back-ends that cannot append the tag on their own.

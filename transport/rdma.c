@@ -15,7 +15,7 @@
  * TCP stream buffer), large ones span several. Registration happens once per stream at setup;
  * the hot path only copies into registered buffers. (A zero-copy path for registered device
  * memory existed and was removed: nothing in the engine could hand it device memory, and the
- * copy costs little next to the wire - see bench/RESULTS.md, "RDMA under soft-RoCE".)
+ * copy costs little next to the wire - see docs/benchmarks.md, "RDMA under soft-RoCE".)
  *
  * Threads: a stream's sender and receiver share its CQ under the stream's lock. Whoever polls
  * the CQ handles every completion and wakes the other through an eventfd, since only one of them
