@@ -419,9 +419,10 @@ static int precopy(source *src, uint32_t round, uint64_t pending, uint32_t *fina
 /*
  * The switch-over of `round` is called off (see vfmig_budget_miss): the workers finish the
  * frames they hold, with the VF still paused; the runs not sent are carried to the next round;
- * the VF resumes; the round ends as a pre-copy round, which the target acknowledges; CALLED_OFF
- * voids the mutable state it got. The policy learns how slow the final pass really was. Sets
- * *retry when pre-copy may go on (once, with VFMIG_BUDGET_MISS_RETRY), else fails EBUDGET.
+ * the VF resumes. Unless it may retry (once, with VFMIG_BUDGET_MISS_RETRY) that fails EBUDGET;
+ * to retry, the round ends as a pre-copy round, which the target acknowledges, CALLED_OFF voids
+ * the mutable state it got, the policy learns how slow the final pass really was, and *retry is
+ * set.
  */
 static int call_off(source *src, uint32_t round, uint64_t t_queried, double budget, const char *why, bool *retry)
 {
@@ -434,6 +435,17 @@ static int call_off(source *src, uint32_t round, uint64_t t_queried, double budg
     if (rc)
         return vfmig__dev_fail(s, rc, "resume (switch-over called off)");
     uint64_t frozen_ns = vfmig__now_ns() - src->t_pause;
+    src->called_off++;
+    pthread_mutex_lock(&s->lock);
+    s->stats.switchovers_called_off = src->called_off;
+    s->stats.called_off_ns += frozen_ns;
+    pthread_mutex_unlock(&s->lock);
+    /* Not to go on: the rollback's ABORT ends the target's side of it. */
+    if (s->params[VFMIG_P_ON_BUDGET_MISS] != VFMIG_BUDGET_MISS_RETRY || src->called_off > 1)
+        return vfmig__fail(s, VFMIG_EBUDGET,
+                          "cannot meet the %.0f ms budget: %s, so the switch-over was called off (the VF was paused "
+                          "%.1f ms and runs here again)%s", budget, why, (double)frozen_ns / 1e6,
+                          src->called_off > 1 ? " for the second time" : "");
     vfmig__set_phase(s, VFMIG_PHASE_PRECOPY);
     vfmig_round_stats rs;
     if ((rc = vfmig__pipeline_end_round(src->pipe, &rs)))
@@ -448,20 +460,11 @@ static int call_off(source *src, uint32_t round, uint64_t t_queried, double budg
     rs.throttle_percent = src->throttle;
     vfmig__add_round(s, &rs);
     vfmig__policy_learn_blackout(&src->pol, rs.dirty_pages, (double)(t_drained - t_queried) / 1e6);
-    src->called_off++;
     pthread_mutex_lock(&s->lock);
-    s->stats.switchovers_called_off = src->called_off;
-    s->stats.called_off_ns += frozen_ns;
     s->stats.rounds = round + 1;
     pthread_mutex_unlock(&s->lock);
-    bool again = s->params[VFMIG_P_ON_BUDGET_MISS] == VFMIG_BUDGET_MISS_RETRY && src->called_off == 1;
     vfmig__log(s, 1, "switch-over called off: %s against the %.0f ms budget; the VF ran again after %.1f ms "
-                     "paused%s", why, budget, (double)frozen_ns / 1e6, again ? "; pre-copy goes on" : "");
-    if (!again)
-        return vfmig__fail(s, VFMIG_EBUDGET,
-                          "cannot meet the %.0f ms budget: %s, so the switch-over was called off (the VF was paused "
-                          "%.1f ms and runs here again)%s", budget, why, (double)frozen_ns / 1e6,
-                          src->called_off > 1 ? " for the second time" : "");
+                     "paused; pre-copy goes on", why, budget, (double)frozen_ns / 1e6);
     *retry = true;
     return VFMIG_OK;
 }
