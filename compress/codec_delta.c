@@ -11,6 +11,8 @@
  */
 #include "compress/codec_impl.h"
 
+#include <stdatomic.h>
+
 size_t vfmig__delta_bound(size_t n)
 {
     /* Literals end only at a zero word, so tokens <= n/9 + 2, each with two varints. */
@@ -67,9 +69,48 @@ static inline const uint8_t *varint_get(const uint8_t *ip, const uint8_t *iend, 
     return NULL;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* Skips whole 64-byte blocks where s and r are equal: a re-sent page of a hot set is mostly equal
+ * bytes, and this scan is the source's whole cost for it (two reads per byte, at what the memory
+ * gives on AVX2 against ~half that with the 64-bit words below). The build has no -march: picked
+ * at run time. */
+__attribute__((target("avx2"))) static size_t equal_blocks_avx2(const uint8_t *s, const uint8_t *r, size_t pos,
+                                                                size_t n)
+{
+    while (pos + 64 <= n) {
+        __m256i x0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(s + pos)),
+                                      _mm256_loadu_si256((const __m256i *)(const void *)(r + pos)));
+        __m256i x1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(s + pos + 32)),
+                                      _mm256_loadu_si256((const __m256i *)(const void *)(r + pos + 32)));
+        __m256i x = _mm256_or_si256(x0, x1);
+        if (!_mm256_testz_si256(x, x))
+            break;
+        pos += 64;
+    }
+    return pos;
+}
+
+static int have_avx2(void)
+{
+    static _Atomic int known; /* 0 = not asked yet, 1 = no, 2 = yes */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (!k) {
+        __builtin_cpu_init();
+        k = __builtin_cpu_supports("avx2") ? 2 : 1;
+        atomic_store_explicit(&known, k, memory_order_relaxed);
+    }
+    return k == 2;
+}
+#define EQUAL_BLOCKS(s, r, pos, n) (have_avx2() ? equal_blocks_avx2(s, r, pos, n) : (pos))
+#else
+#define EQUAL_BLOCKS(s, r, pos, n) (pos)
+#endif
+
 /* First index >= pos where s and r differ, or n. */
 static size_t zero_run_end(const uint8_t *s, const uint8_t *r, size_t pos, size_t n)
 {
+    pos = EQUAL_BLOCKS(s, r, pos, n);
     while (pos + 32 <= n) {
         uint64_t x0 = ld64(s + pos) ^ ld64(r + pos);
         uint64_t x1 = ld64(s + pos + 8) ^ ld64(r + pos + 8);

@@ -48,7 +48,7 @@ typedef struct vfmig_lin {
     uint64_t k[VFMIG_LIN_WORDS];
     uint64_t l[VFMIG_LIN_CHUNKS];
     size_t page_size;
-    int hw;                     /* PCLMULQDQ */
+    int hw;                     /* 1: PCLMULQDQ, 2: VPCLMULQDQ on 256 bits, 0: neither */
 } vfmig_lin;
 
 void vfmig__lin_init(vfmig_lin *lin, size_t page_size);

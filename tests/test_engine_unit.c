@@ -297,10 +297,12 @@ static void test_image(void)
     static const size_t sizes[] = {4096, 65536, 2u << 20};
     for (size_t si = 0; si < 3; si++) {
         size_t ps = sizes[si];
-        vfmig_lin *hw = malloc(sizeof(*hw)), *sw = malloc(sizeof(*sw));
+        vfmig_lin *hw = malloc(sizeof(*hw)), *sw = malloc(sizeof(*sw)), *h128 = malloc(sizeof(*h128));
         vfmig__lin_init(hw, ps);
         *sw = *hw;
         sw->hw = 0;
+        *h128 = *hw; /* the 128-bit multiply where the CPU also has the 256-bit one */
+        h128->hw = hw->hw ? 1 : 0;
         uint8_t *a = malloc(ps), *b = malloc(ps), *x = malloc(ps), *enc = malloc(vfmig__codec_bound(ps));
         for (size_t i = 0; i < ps; i++)
             a[i] = (uint8_t)t_rand(&seed);
@@ -321,6 +323,7 @@ static void test_image(void)
             uint64_t hb = vfmig__lin_page(hw, b);
             ASSERT_EQ(vfmig_lin_after_delta(hw, ha, dh, b), hb);
             ASSERT_EQ(hb, vfmig__lin_page(sw, b));
+            ASSERT_EQ(hb, vfmig__lin_page(h128, b));
             /* linear: L(a ^ b) = L(a) ^ L(b) (kind bit aside) */
             for (size_t i = 0; i < ps; i++)
                 x[i] = a[i] ^ b[i];
@@ -348,6 +351,7 @@ static void test_image(void)
         free(enc);
         free(hw);
         free(sw);
+        free(h128);
     }
     /* The digest: the same set of page hashes gives the same digest in any order of updates,
      * any change of one page changes it, and going back restores it. */

@@ -31,6 +31,13 @@
 
 #define VFMIG_LINK_ERRLEN 160
 #define VFMIG_LINK_DEFAULT_TIMEOUT_MS 10000
+/* Small frames gathered into a stream buffer (TCP) or chunk (RDMA) wait at most this long for it to
+ * fill: a pass of small frames (deltas of a hot set: 10-20 bytes a page) would otherwise reach the
+ * peer only at the round's flush, and in the blackout the target would apply nothing while the
+ * source encodes (measured: the two ends ran one after the other). Long enough that a stream of
+ * compressed frames (~1 GB/s a core) still writes near-full buffers; a lag this short behind the
+ * source is all the overlap needs. */
+#define VFMIG_LINK_PUSH_NS 500000u
 
 typedef struct vfmig_link_ops {
     const char *name;

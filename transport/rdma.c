@@ -78,6 +78,7 @@ typedef struct rstream {
     int wake[2];              /* eventfds: wake a waiting sender / receiver */
     int64_t open_buf;         /* staging buffer being filled, or -1 */
     size_t open_fill;
+    uint64_t open_since_ns;   /* when the open chunk was taken */
     uint32_t sends_out;       /* SENDs posted, not completed (close waits for them) */
     int err;                  /* sticky: after a failed completion the QP is in error state */
     int ready;                /* all resources made (teardown checks it) */
@@ -344,6 +345,7 @@ static int append(vfmig_link *l, unsigned s, rstream *st, const uint8_t *p, size
             }
             st->open_buf = b;
             st->open_fill = 0;
+            st->open_since_ns = vfmig__now_ns();
         }
         size_t c = RCHUNK - st->open_fill;
         if (c > n)
@@ -370,6 +372,8 @@ static int rdma_send_frame(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FR
     int r = st->err ? st->err : progress(l, s, st);
     if (r > 0)
         r = VFMIG_OK;
+    if (!r && st->open_buf >= 0 && st->open_fill && vfmig__now_ns() - st->open_since_ns >= VFMIG_LINK_PUSH_NS)
+        r = post_open(l, s, st); /* gathered long enough: the peer gets to work on it */
     if (!r)
         r = append(l, s, st, hdr, VFMIG_FRAME_HDR_BYTES);
     if (!r)

@@ -79,6 +79,7 @@ typedef struct tcp_stream {
     uint32_t zc_sent, zc_done; /* MSG_ZEROCOPY sends issued / completions seen */
     int corked;                /* bytes sent with MSG_MORE may wait in the kernel */
     int big;                   /* the last payload was read in place */
+    uint64_t sfill_since_ns;   /* when the gathered bytes began (sfill went above 0) */
 } tcp_stream;
 
 typedef struct tcp_link {
@@ -225,11 +226,15 @@ static int tcp_sendv(vfmig_link *l, unsigned s, const uint8_t hdr[VFMIG_FRAME_HD
     if (br)
         return br;
     if (len < t->copy_threshold && VFMIG_FRAME_HDR_BYTES + len <= st->scap) {
-        if (st->sfill + VFMIG_FRAME_HDR_BYTES + len > st->scap) {
+        uint64_t now = vfmig__now_ns();
+        if (st->sfill + VFMIG_FRAME_HDR_BYTES + len > st->scap ||
+            (st->sfill && now - st->sfill_since_ns >= VFMIG_LINK_PUSH_NS)) {
             int r = tcp_flush(l, s);
             if (r)
                 return r;
         }
+        if (!st->sfill)
+            st->sfill_since_ns = now;
         memcpy(st->sbuf + st->sfill, hdr, VFMIG_FRAME_HDR_BYTES);
         st->sfill += VFMIG_FRAME_HDR_BYTES;
         for (int i = 0; i < niov; i++) {
